@@ -1,0 +1,347 @@
+//! The memory-mapped sequence index: one file per segment, mapping
+//! `seq - first_seq` to the byte offset of the record in the segment, so a
+//! read by sequence number costs one array lookup and one `pread`.
+//!
+//! File layout (all integers little-endian, see FORMAT.md):
+//!
+//! ```text
+//! 0   magic        8 bytes "EVLOGIDX"
+//! 8   version      u32 (1)
+//! 12  reserved     u32 (0)
+//! 16  first_seq    u64
+//! 24  reserved     u32 (0)
+//! 28  header_crc   u32 CRC-32 of bytes 0..28
+//! 32  entries      u64 per record: its byte offset in the segment file
+//! ```
+//!
+//! Concurrency: the writer thread only writes entries at positions >= the
+//! published count and publishes a new count (Release) after writing them;
+//! readers only read entries below a count they loaded (Acquire). Reader and
+//! writer therefore never touch the same bytes at the same time.
+#![allow(unsafe_code)]
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::codec::{put_u32, put_u64, u32_at, u64_at};
+use crate::error::{CorruptKind, Error, IoContext, Result};
+
+pub(crate) const INDEX_MAGIC: &[u8; 8] = b"EVLOGIDX";
+pub(crate) const INDEX_FORMAT_VERSION: u32 = 1;
+pub(crate) const INDEX_HEADER_BYTES: u64 = 32;
+pub(crate) const INDEX_ENTRY_BYTES: u64 = 8;
+const FIRST_SEQ_AT: usize = 16;
+const HEADER_CRC_AT: usize = 28;
+const _: () = assert!(HEADER_CRC_AT + 4 == INDEX_HEADER_BYTES as usize);
+/// The index file of the active segment grows by this many entries at a
+/// time (512 KiB), so that growth is rare and never on every append.
+const GROWTH_ENTRIES: u64 = 64 * 1024;
+
+pub(crate) fn encode_index_header(first_seq: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(INDEX_HEADER_BYTES as usize);
+    out.extend_from_slice(INDEX_MAGIC);
+    put_u32(&mut out, INDEX_FORMAT_VERSION);
+    put_u32(&mut out, 0);
+    put_u64(&mut out, first_seq);
+    put_u32(&mut out, 0);
+    let crc = crc32fast::hash(&out);
+    put_u32(&mut out, crc);
+    out
+}
+
+/// Checks an index header and returns the first sequence number it claims.
+pub(crate) fn decode_index_header(bytes: &[u8], path: &Path) -> Result<u64> {
+    let corrupt = |kind| Error::Corrupt {
+        file: path.to_path_buf(),
+        offset: 0,
+        kind,
+    };
+    if bytes.len() < INDEX_HEADER_BYTES as usize {
+        return Err(corrupt(CorruptKind::Truncated));
+    }
+    if &bytes[..8] != INDEX_MAGIC {
+        return Err(corrupt(CorruptKind::BadMagic));
+    }
+    let stored_crc = u32_at(bytes, HEADER_CRC_AT).ok_or(corrupt(CorruptKind::Truncated))?;
+    if crc32fast::hash(&bytes[..HEADER_CRC_AT]) != stored_crc {
+        return Err(corrupt(CorruptKind::HeaderChecksum));
+    }
+    let version = u32_at(bytes, 8).ok_or(corrupt(CorruptKind::Truncated))?;
+    if version != INDEX_FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            file: path.to_path_buf(),
+            found: version,
+            supported: INDEX_FORMAT_VERSION,
+        });
+    }
+    u64_at(bytes, FIRST_SEQ_AT).ok_or(corrupt(CorruptKind::Truncated))
+}
+
+/// A sequence index file and its mapping.
+pub(crate) struct SeqIndex {
+    path: PathBuf,
+    file: File,
+    /// `None` only while dropping, so the mapping is gone before the trim.
+    map: Option<MmapRaw>,
+    /// How many entries the mapping covers (the mapping may extend past the
+    /// end of the file; only entries inside the file are ever touched).
+    capacity_entries: u64,
+    /// How many entries the file currently has room for.
+    file_entries: AtomicU64,
+    /// How many entries hold valid offsets. Written only by the writer.
+    valid_entries: AtomicU64,
+    writable: bool,
+    /// Set when the file should be cut to `valid_entries` once unmapped.
+    trim_on_drop: AtomicBool,
+}
+
+impl SeqIndex {
+    /// Writes a fresh index for an active segment from `offsets` (possibly
+    /// empty), replacing any file at `path`.
+    pub fn create(
+        path: &Path,
+        first_seq: u64,
+        offsets: &[u64],
+        capacity_entries: u64,
+    ) -> Result<SeqIndex> {
+        let capacity_entries = capacity_entries.max(offsets.len() as u64).max(1);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .at(path)?;
+        let mut bytes = encode_index_header(first_seq);
+        for &offset in offsets {
+            put_u64(&mut bytes, offset);
+        }
+        let file_entries = (offsets.len() as u64 + GROWTH_ENTRIES).min(capacity_entries);
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(&bytes, 0).at(path)?;
+        file.set_len(INDEX_HEADER_BYTES + file_entries * INDEX_ENTRY_BYTES)
+            .at(path)?;
+        let map = MmapOptions::new()
+            .len((INDEX_HEADER_BYTES + capacity_entries * INDEX_ENTRY_BYTES) as usize)
+            .map_raw(&file)
+            .at(path)?;
+        Ok(SeqIndex {
+            path: path.to_path_buf(),
+            file,
+            map: Some(map),
+            capacity_entries,
+            file_entries: AtomicU64::new(file_entries),
+            valid_entries: AtomicU64::new(offsets.len() as u64),
+            writable: true,
+            trim_on_drop: AtomicBool::new(false),
+        })
+    }
+
+    /// Opens the index of a sealed segment that must hold exactly
+    /// `count` entries, trimming any preallocated tail first. Checks the
+    /// header and that entries are strictly increasing and start right after
+    /// the segment header; the caller checks the last entry against the
+    /// segment. An error means "rebuild this index".
+    pub fn open_sealed(
+        path: &Path,
+        first_seq: u64,
+        count: u64,
+        first_record_offset: u64,
+    ) -> Result<SeqIndex> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .at(path)?;
+        let exact_len = INDEX_HEADER_BYTES + count * INDEX_ENTRY_BYTES;
+        let file_len = file.metadata().at(path)?.len();
+        let corrupt = |offset, what| Error::Corrupt {
+            file: path.to_path_buf(),
+            offset,
+            kind: CorruptKind::Index(what),
+        };
+        if file_len < exact_len {
+            return Err(corrupt(file_len, "file is shorter than its entry count"));
+        }
+        if file_len > exact_len {
+            // Nothing maps this file yet: trimming cannot fault a reader.
+            file.set_len(exact_len).at(path)?;
+            file.sync_all().at(path)?;
+        }
+        let mut header = [0u8; INDEX_HEADER_BYTES as usize];
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut header, 0).at(path)?;
+        if decode_index_header(&header, path)? != first_seq {
+            return Err(corrupt(FIRST_SEQ_AT as u64, "first sequence differs from segment"));
+        }
+        let map = MmapOptions::new()
+            .len(exact_len as usize)
+            .map_raw_read_only(&file)
+            .at(path)?;
+        let index = SeqIndex {
+            path: path.to_path_buf(),
+            file,
+            map: Some(map),
+            capacity_entries: count,
+            file_entries: AtomicU64::new(count),
+            valid_entries: AtomicU64::new(count),
+            writable: false,
+            trim_on_drop: AtomicBool::new(false),
+        };
+        let mut previous = 0u64;
+        for i in 0..count {
+            let offset = index.entry(i);
+            let ok = if i == 0 {
+                offset == first_record_offset
+            } else {
+                offset > previous
+            };
+            if !ok {
+                return Err(corrupt(
+                    INDEX_HEADER_BYTES + i * INDEX_ENTRY_BYTES,
+                    "entries are not strictly increasing from the first record",
+                ));
+            }
+            previous = offset;
+        }
+        Ok(index)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of published entries.
+    pub fn valid_count(&self) -> u64 {
+        self.valid_entries.load(Ordering::Acquire)
+    }
+
+    pub fn capacity_entries(&self) -> u64 {
+        self.capacity_entries
+    }
+
+    /// Entry `i`. The caller guarantees `i` is below a published count.
+    pub fn entry(&self, i: u64) -> u64 {
+        assert!(i < self.valid_entries.load(Ordering::Acquire));
+        let Some(map) = &self.map else { return 0 };
+        let at = (INDEX_HEADER_BYTES + i * INDEX_ENTRY_BYTES) as usize;
+        debug_assert!(at + 8 <= map.len());
+        // SAFETY: `at + 8` is inside the mapping and inside the file (entries
+        // below `valid_entries` were written inside `file_entries`, and the
+        // file never shrinks while mapped: trimming happens only in `drop`,
+        // after unmapping). No thread writes these bytes any more.
+        let bytes = unsafe { std::ptr::read_unaligned(map.as_ptr().add(at).cast::<[u8; 8]>()) };
+        u64::from_le_bytes(bytes)
+    }
+
+    /// Makes room for `count` more entries, growing the file if needed.
+    /// Called by the writer before it writes the records, so that a full
+    /// disk fails the append before any record is written.
+    pub fn reserve(&self, count: u64) -> Result<bool> {
+        let needed = self.valid_entries.load(Ordering::Relaxed) + count;
+        if needed > self.capacity_entries {
+            return Ok(false);
+        }
+        let file_entries = self.file_entries.load(Ordering::Relaxed);
+        if needed > file_entries {
+            let grown = (needed + GROWTH_ENTRIES).min(self.capacity_entries);
+            self.file
+                .set_len(INDEX_HEADER_BYTES + grown * INDEX_ENTRY_BYTES)
+                .at(&self.path)?;
+            self.file_entries.store(grown, Ordering::Relaxed);
+        }
+        Ok(true)
+    }
+
+    /// Writes the offsets of newly written records and publishes them.
+    /// Writer thread only, after a successful `reserve`.
+    pub fn push(&self, offsets: &[u64]) {
+        assert!(self.writable);
+        let Some(map) = &self.map else { return };
+        let start = self.valid_entries.load(Ordering::Relaxed);
+        assert!(start + offsets.len() as u64 <= self.file_entries.load(Ordering::Relaxed));
+        for (k, &offset) in offsets.iter().enumerate() {
+            let at = (INDEX_HEADER_BYTES + (start + k as u64) * INDEX_ENTRY_BYTES) as usize;
+            // SAFETY: the mapping is writable, `at + 8` is inside the file
+            // (checked above against `file_entries`), and no reader reads
+            // entries at or beyond `valid_entries` until the store below.
+            unsafe {
+                std::ptr::write_unaligned(
+                    map.as_mut_ptr().add(at).cast::<[u8; 8]>(),
+                    offset.to_le_bytes(),
+                );
+            }
+        }
+        self.valid_entries
+            .store(start + offsets.len() as u64, Ordering::Release);
+    }
+
+    /// Flushes the mapping to disk (at seal and close).
+    pub fn flush(&self) -> Result<()> {
+        if let Some(map) = &self.map {
+            if self.writable {
+                map.flush().at(&self.path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks for the preallocated tail to be cut off once nothing maps it.
+    pub fn trim_when_unmapped(&self) {
+        self.trim_on_drop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for SeqIndex {
+    fn drop(&mut self) {
+        // Unmap first: a file must never be cut while a mapping covers it.
+        drop(self.map.take());
+        if self.writable && self.trim_on_drop.load(Ordering::Relaxed) {
+            let len =
+                INDEX_HEADER_BYTES + self.valid_entries.load(Ordering::Relaxed) * INDEX_ENTRY_BYTES;
+            if let Err(e) = self.file.set_len(len).and_then(|()| self.file.sync_all()) {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not trim index file");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_push_read_reopen_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.idx");
+        {
+            let index = SeqIndex::create(&path, 1, &[32], 1_000_000).unwrap();
+            assert!(index.reserve(100_000).unwrap());
+            let offsets: Vec<u64> = (1..100_000u64).map(|i| 32 + i * 60).collect();
+            index.push(&offsets);
+            assert_eq!(index.entry(0), 32);
+            assert_eq!(index.entry(99_999), 32 + 99_999 * 60);
+            index.flush().unwrap();
+            index.trim_when_unmapped();
+        }
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            INDEX_HEADER_BYTES + 100_000 * 8
+        );
+        let sealed = SeqIndex::open_sealed(&path, 1, 100_000, 32).unwrap();
+        assert_eq!(sealed.entry(5), 32 + 5 * 60);
+        assert!(SeqIndex::open_sealed(&path, 2, 100_000, 32).is_err());
+        assert!(SeqIndex::open_sealed(&path, 1, 100_001, 32).is_err());
+    }
+
+    #[test]
+    fn reserve_refuses_past_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = SeqIndex::create(&dir.path().join("x.idx"), 1, &[], 10).unwrap();
+        assert!(index.reserve(10).unwrap());
+        assert!(!index.reserve(11).unwrap());
+    }
+}

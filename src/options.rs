@@ -1,0 +1,91 @@
+//! How a log is opened: durability and size limits.
+
+use std::time::Duration;
+
+/// Hard ceiling for `record_bytes_max`: bounds what a decoder may allocate
+/// for one record, whatever a damaged length field claims.
+pub const RECORD_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
+/// Smallest segment size accepted: below this, per-segment overhead (two
+/// files, a directory fsync per roll) dominates.
+pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
+
+/// When an append counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `append` returns only after the event is on stable storage
+    /// (`fdatasync`). Concurrent appends share one fsync (group commit).
+    Always,
+    /// `append` returns once the event is written to the OS; the writer
+    /// syncs at least this often, so a power loss loses at most about this
+    /// much time of acknowledged events. A process crash loses nothing.
+    Interval(Duration),
+    /// `append` returns once written to the OS; syncs happen only when a
+    /// segment is sealed and on close. A process crash loses nothing; a power
+    /// loss may lose acknowledged events.
+    OsBuffered,
+}
+
+/// Options for [`crate::Log::open`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub(crate) durability: Durability,
+    pub(crate) segment_bytes_max: u64,
+    pub(crate) record_bytes_max: u64,
+    pub(crate) preallocate_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            durability: Durability::Always,
+            segment_bytes_max: 64 * 1024 * 1024,
+            record_bytes_max: 1024 * 1024,
+            preallocate_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Options {
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// When appends are acknowledged. Default: [`Durability::Always`].
+    pub fn durability(mut self, durability: Durability) -> Options {
+        self.durability = durability;
+        self
+    }
+
+    /// Size at which the active segment is sealed and a new one started.
+    /// Default 64 MiB; at least [`SEGMENT_BYTES_MIN`]. An atomic batch is
+    /// never split, so it must fit in one segment.
+    pub fn segment_bytes_max(mut self, bytes: u64) -> Options {
+        self.segment_bytes_max = bytes.max(SEGMENT_BYTES_MIN);
+        self
+    }
+
+    /// Largest accepted encoded record. Default 1 MiB; at most
+    /// [`RECORD_BYTES_LIMIT`].
+    pub fn record_bytes_max(mut self, bytes: u64) -> Options {
+        self.record_bytes_max = bytes.clamp(1024, RECORD_BYTES_LIMIT);
+        self
+    }
+
+    /// How far ahead of the write position the active segment is filled
+    /// with zeros, so that an fsync does not also have to persist a new file
+    /// size and block allocation. 0 disables it. Default 4 MiB.
+    pub fn preallocate_bytes(mut self, bytes: u64) -> Options {
+        self.preallocate_bytes = bytes;
+        self
+    }
+
+    pub fn get_durability(&self) -> Durability {
+        self.durability
+    }
+    pub fn get_segment_bytes_max(&self) -> u64 {
+        self.segment_bytes_max
+    }
+    pub fn get_record_bytes_max(&self) -> u64 {
+        self.record_bytes_max
+    }
+}

@@ -1,0 +1,168 @@
+//! The open path: lock the directory, find the segments, check or rebuild
+//! their indexes, repair the torn tail of the active segment.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{CorruptKind, Error, IoContext, Result};
+use crate::fsutil::{sync_dir, TMP_SUFFIX};
+use crate::options::Options;
+use crate::record::RECORD_BYTES_MIN;
+use crate::segment::{parse_file_name, Segment, INDEX_SUFFIX, SEGMENT_SUFFIX};
+use crate::writer::GROUP_BYTES_MAX;
+
+pub(crate) const LOCK_FILE: &str = "LOCK";
+pub(crate) const SEGMENTS_DIR: &str = "segments";
+
+/// What opening the log found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Non-zero bytes cut from the end of the active segment (a torn write).
+    pub torn_tail_bytes: u64,
+    /// Valid records cut with the torn tail because their commit group was
+    /// incomplete; they were never acknowledged.
+    pub unacknowledged_records_dropped: u64,
+    /// Leftover temporary files removed.
+    pub temp_files_removed: u64,
+    /// Index files without a segment removed.
+    pub orphan_indexes_removed: u64,
+}
+
+pub(crate) struct Opened {
+    pub lock: File,
+    pub segments_dir: PathBuf,
+    pub segments: Vec<Arc<Segment>>,
+    pub first_seq: u64,
+    pub next_seq: u64,
+    pub active_file_len: u64,
+    pub index_capacity: u64,
+    pub report: RecoveryReport,
+}
+
+/// Most index entries the active segment can need: every record is at
+/// least `RECORD_BYTES_MIN` bytes, and a segment holds at most its size
+/// limit plus one commit group.
+pub(crate) fn index_capacity(options: &Options) -> u64 {
+    (options.segment_bytes_max + GROUP_BYTES_MAX) / RECORD_BYTES_MIN as u64 + 1
+}
+
+/// Takes the directory lock, writing our pid into `LOCK` for the error
+/// message of whoever comes second. The lock is `flock`-style: the kernel
+/// releases it when the process dies, so a crash never leaves it stale.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .at(&path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(Error::Locked {
+                dir: dir.to_path_buf(),
+                pid: if pid.is_empty() { "unknown".into() } else { pid.to_string() },
+            });
+        }
+        Err(TryLockError::Error(e)) => return Err(e).at(&path),
+    }
+    file.set_len(0).at(&path)?;
+    file.rewind().at(&path)?;
+    writeln!(file, "{}", std::process::id()).at(&path)?;
+    Ok(file)
+}
+
+pub(crate) fn open(dir: &Path, options: &Options) -> Result<Opened> {
+    let dir_existed = dir.exists();
+    std::fs::create_dir_all(dir).at(dir)?;
+    let lock = lock_dir(dir)?;
+    let segments_dir = dir.join(SEGMENTS_DIR);
+    if !segments_dir.exists() {
+        std::fs::create_dir_all(&segments_dir).at(&segments_dir)?;
+        sync_dir(dir)?;
+        if !dir_existed {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
+    }
+    let mut report = RecoveryReport::default();
+
+    let mut segment_seqs = Vec::new();
+    let mut index_seqs = Vec::new();
+    for entry in std::fs::read_dir(&segments_dir).at(&segments_dir)? {
+        let entry = entry.at(&segments_dir)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(TMP_SUFFIX) {
+            std::fs::remove_file(entry.path()).at(&entry.path())?;
+            report.temp_files_removed += 1;
+        } else if let Some(seq) = parse_file_name(name, SEGMENT_SUFFIX) {
+            segment_seqs.push(seq);
+        } else if let Some(seq) = parse_file_name(name, INDEX_SUFFIX) {
+            index_seqs.push(seq);
+        }
+    }
+    segment_seqs.sort_unstable();
+    for seq in index_seqs {
+        if segment_seqs.binary_search(&seq).is_err() {
+            let path = segments_dir.join(crate::segment::index_file_name(seq));
+            std::fs::remove_file(&path).at(&path)?;
+            report.orphan_indexes_removed += 1;
+        }
+    }
+    if report.temp_files_removed + report.orphan_indexes_removed > 0 {
+        sync_dir(&segments_dir)?;
+    }
+
+    let capacity = index_capacity(options);
+    let record_bytes_max = options.record_bytes_max;
+    let mut segments = Vec::with_capacity(segment_seqs.len().max(1));
+    if segment_seqs.is_empty() {
+        segments.push(Arc::new(Segment::create(&segments_dir, 1, capacity)?));
+    }
+    for pair in segment_seqs.windows(2) {
+        let (first, next) = (pair[0], pair[1]);
+        let path = segments_dir.join(crate::segment::segment_file_name(first));
+        // Names are unique, so `next > first` and the count is at least 1.
+        segments.push(Arc::new(Segment::open_sealed(
+            &path,
+            first,
+            next - first,
+            record_bytes_max,
+        )?));
+    }
+    let mut active_file_len = crate::segment::SEGMENT_HEADER_BYTES;
+    if let Some(&last) = segment_seqs.last() {
+        let path = segments_dir.join(crate::segment::segment_file_name(last));
+        let (segment, repair) = Segment::recover_active(&path, last, capacity, record_bytes_max)?;
+        report.torn_tail_bytes = repair.dropped_bytes;
+        report.unacknowledged_records_dropped = repair.dropped_records;
+        active_file_len = segment.file.metadata().at(&path)?.len();
+        segments.push(Arc::new(segment));
+    }
+    let first_seq = segments.first().map_or(1, |s| s.first_seq);
+    let active = segments.last().ok_or_else(|| Error::Corrupt {
+        file: segments_dir.clone(),
+        offset: 0,
+        kind: CorruptKind::BadHeader("no segment"),
+    })?;
+    let next_seq = active.first_seq + active.record_count();
+    Ok(Opened {
+        lock,
+        segments_dir,
+        first_seq,
+        next_seq,
+        active_file_len,
+        index_capacity: capacity,
+        segments,
+        report,
+    })
+}

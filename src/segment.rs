@@ -1,0 +1,616 @@
+//! Segment files: a header, then records, in sequence order.
+//!
+//! ```text
+//! 0   magic        8 bytes "EVLOGSEG"
+//! 8   version      u32 (1)
+//! 12  header_bytes u32 (32)
+//! 16  first_seq    u64
+//! 24  reserved     u32 (0)
+//! 28  header_crc   u32 CRC-32 of bytes 0..28
+//! 32  records...   then, in the active segment, zeros up to the file end
+//! ```
+//!
+//! Only the writer appends, and only to the last (active) segment. A sealed
+//! segment is never written again; it is trimmed to its last record at seal
+//! time, which is safe because segments are read with `pread`, never mapped.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::codec::{put_u32, put_u64, u32_at, u64_at};
+use crate::error::{CorruptKind, Error, IoContext, Result};
+use crate::event::LoggedEvent;
+use crate::fsutil::{sync_dir, write_file_durably};
+use crate::index::seq::{encode_index_header, SeqIndex};
+use crate::record::{
+    check_header, decode_body, parse_header, verify_record, RecordHeader, RECORD_BYTES_MIN,
+    RECORD_HEADER_BYTES,
+};
+
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"EVLOGSEG";
+pub(crate) const SEGMENT_FORMAT_VERSION: u32 = 1;
+pub(crate) const SEGMENT_HEADER_BYTES: u64 = 32;
+const HEADER_BYTES_AT: usize = 12;
+const FIRST_SEQ_AT: usize = 16;
+const HEADER_CRC_AT: usize = 28;
+const _: () = assert!(HEADER_CRC_AT + 4 == SEGMENT_HEADER_BYTES as usize);
+/// Sequential reads fetch this much at a time: large enough to amortize the
+/// system call, small enough to stay in L2.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// A read by sequence number first fetches this much, which holds a typical
+/// record whole, so most reads are a single `pread`.
+const POINT_READ_BYTES: u64 = 1024;
+
+pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
+pub(crate) const INDEX_SUFFIX: &str = ".idx";
+
+pub(crate) fn segment_file_name(first_seq: u64) -> String {
+    format!("{first_seq:020}{SEGMENT_SUFFIX}")
+}
+
+pub(crate) fn index_file_name(first_seq: u64) -> String {
+    format!("{first_seq:020}{INDEX_SUFFIX}")
+}
+
+/// The first sequence number encoded in a segment or index file name.
+pub(crate) fn parse_file_name(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+pub(crate) fn encode_segment_header(first_seq: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SEGMENT_HEADER_BYTES as usize);
+    out.extend_from_slice(SEGMENT_MAGIC);
+    put_u32(&mut out, SEGMENT_FORMAT_VERSION);
+    put_u32(&mut out, SEGMENT_HEADER_BYTES as u32);
+    put_u64(&mut out, first_seq);
+    put_u32(&mut out, 0);
+    let crc = crc32fast::hash(&out);
+    put_u32(&mut out, crc);
+    out
+}
+
+/// Checks a segment header and returns its first sequence number.
+pub(crate) fn decode_segment_header(bytes: &[u8], path: &Path) -> Result<u64> {
+    let corrupt = |offset, kind| Error::Corrupt {
+        file: path.to_path_buf(),
+        offset,
+        kind,
+    };
+    if bytes.len() < SEGMENT_HEADER_BYTES as usize {
+        return Err(corrupt(bytes.len() as u64, CorruptKind::Truncated));
+    }
+    if &bytes[..8] != SEGMENT_MAGIC {
+        return Err(corrupt(0, CorruptKind::BadMagic));
+    }
+    let stored_crc = u32_at(bytes, HEADER_CRC_AT).unwrap_or(0);
+    if crc32fast::hash(&bytes[..HEADER_CRC_AT]) != stored_crc {
+        return Err(corrupt(HEADER_CRC_AT as u64, CorruptKind::HeaderChecksum));
+    }
+    let version = u32_at(bytes, 8).unwrap_or(0);
+    if version != SEGMENT_FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            file: path.to_path_buf(),
+            found: version,
+            supported: SEGMENT_FORMAT_VERSION,
+        });
+    }
+    if u32_at(bytes, HEADER_BYTES_AT) != Some(SEGMENT_HEADER_BYTES as u32) {
+        return Err(corrupt(
+            HEADER_BYTES_AT as u64,
+            CorruptKind::BadHeader("header_bytes is not 32"),
+        ));
+    }
+    let first_seq = u64_at(bytes, FIRST_SEQ_AT).unwrap_or(0);
+    if first_seq == 0 {
+        return Err(corrupt(
+            FIRST_SEQ_AT as u64,
+            CorruptKind::BadHeader("first_seq is 0"),
+        ));
+    }
+    Ok(first_seq)
+}
+
+/// Reads and checks the header of an open segment file.
+pub(crate) fn read_segment_header(file: &File, path: &Path) -> Result<u64> {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    let file_len = file.metadata().at(path)?.len();
+    if file_len < SEGMENT_HEADER_BYTES {
+        return Err(Error::Corrupt {
+            file: path.to_path_buf(),
+            offset: file_len,
+            kind: CorruptKind::Truncated,
+        });
+    }
+    file.read_exact_at(&mut header, 0).at(path)?;
+    decode_segment_header(&header, path)
+}
+
+/// One step of a sequential scan.
+pub(crate) enum Step<'a> {
+    /// A record whose header is plausible and whose CRC matches.
+    Record {
+        offset: u64,
+        header: RecordHeader,
+        bytes: &'a [u8],
+    },
+    /// The scan reached its end bound, or a zeroed header (preallocated
+    /// space) at `offset`.
+    End { offset: u64 },
+    /// Something at `offset` is not a valid record.
+    Invalid { offset: u64, kind: CorruptKind },
+}
+
+/// Reads records one after another in large chunks. Owns no file, so an
+/// iterator can keep one next to the segment it reads.
+pub(crate) struct Cursor {
+    pos: u64,
+    end: u64,
+    buf: Vec<u8>,
+    buf_start: u64,
+    record_bytes_max: u64,
+}
+
+impl Cursor {
+    pub fn new(pos: u64, end: u64, record_bytes_max: u64) -> Cursor {
+        Cursor {
+            pos,
+            end,
+            buf: Vec::new(),
+            buf_start: pos,
+            record_bytes_max,
+        }
+    }
+
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Makes `[pos, pos + need)` available in the buffer (clamped to `end`)
+    /// and returns how many bytes from `pos` are available.
+    fn fill(&mut self, file: &File, need: u64) -> std::io::Result<u64> {
+        let want_end = (self.pos + need).min(self.end);
+        let have_end = self.buf_start + self.buf.len() as u64;
+        if self.pos >= self.buf_start && want_end <= have_end {
+            return Ok(have_end - self.pos);
+        }
+        let read_len = need.max(READ_CHUNK_BYTES as u64).min(self.end - self.pos);
+        self.buf.resize(read_len as usize, 0);
+        file.read_exact_at(&mut self.buf, self.pos)?;
+        self.buf_start = self.pos;
+        Ok(read_len)
+    }
+
+    /// The next step. I/O errors are returned as `Err`; damage is a step.
+    pub fn next_step(&mut self, file: &File) -> std::io::Result<Step<'_>> {
+        let offset = self.pos;
+        if offset >= self.end {
+            return Ok(Step::End { offset });
+        }
+        let available = self.fill(file, RECORD_HEADER_BYTES as u64)?;
+        if available < RECORD_HEADER_BYTES as u64 {
+            let rel = (offset - self.buf_start) as usize;
+            let rest = &self.buf[rel..rel + available as usize];
+            return Ok(if rest.iter().all(|&b| b == 0) {
+                Step::End { offset }
+            } else {
+                Step::Invalid {
+                    offset,
+                    kind: CorruptKind::Truncated,
+                }
+            });
+        }
+        let rel = (offset - self.buf_start) as usize;
+        let header_bytes = &self.buf[rel..rel + RECORD_HEADER_BYTES];
+        if header_bytes.iter().all(|&b| b == 0) {
+            return Ok(Step::End { offset });
+        }
+        let Some(header) = parse_header(header_bytes) else {
+            return Ok(Step::Invalid {
+                offset,
+                kind: CorruptKind::Truncated,
+            });
+        };
+        if let Err(kind) = check_header(&header, self.record_bytes_max) {
+            return Ok(Step::Invalid { offset, kind });
+        }
+        let record_bytes = header.record_bytes();
+        let available = self.fill(file, record_bytes)?;
+        if available < record_bytes {
+            return Ok(Step::Invalid {
+                offset,
+                kind: CorruptKind::Truncated,
+            });
+        }
+        let rel = (offset - self.buf_start) as usize;
+        let bytes = &self.buf[rel..rel + record_bytes as usize];
+        match verify_record(bytes, self.record_bytes_max) {
+            Ok(header) => {
+                self.pos = offset + record_bytes;
+                Ok(Step::Record {
+                    offset,
+                    header,
+                    bytes,
+                })
+            }
+            Err(kind) => Ok(Step::Invalid { offset, kind }),
+        }
+    }
+}
+
+/// A segment file with its sequence index, shared by the writer and readers.
+pub(crate) struct Segment {
+    pub first_seq: u64,
+    pub path: PathBuf,
+    pub file: File,
+    pub index: SeqIndex,
+    /// End of the last committed record; readers never look past it.
+    committed_bytes: AtomicU64,
+}
+
+/// What recovery found in the active segment.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TailRepair {
+    /// Bytes after the last complete commit group that were not zeros.
+    pub dropped_bytes: u64,
+    /// Valid records of an incomplete (never acknowledged) commit group.
+    pub dropped_records: u64,
+}
+
+impl Segment {
+    pub fn committed_bytes(&self) -> u64 {
+        self.committed_bytes.load(Ordering::Acquire)
+    }
+
+    /// Number of records published in this segment.
+    pub fn record_count(&self) -> u64 {
+        self.index.valid_count()
+    }
+
+    /// Called by the writer after the index entries are pushed.
+    pub fn publish(&self, committed_bytes: u64) {
+        self.committed_bytes
+            .store(committed_bytes, Ordering::Release);
+    }
+
+    fn corrupt(&self, offset: u64, kind: CorruptKind) -> Error {
+        Error::Corrupt {
+            file: self.path.clone(),
+            offset,
+            kind,
+        }
+    }
+
+    /// Reads the record of `seq`, which the caller knows is published here.
+    pub fn read_event(&self, seq: u64, record_bytes_max: u64) -> Result<LoggedEvent> {
+        let i = seq - self.first_seq;
+        let offset = self.index.entry(i);
+        // Any later published offset, or the committed end, bounds the record.
+        let end = if i + 1 < self.index.valid_count() {
+            self.index.entry(i + 1)
+        } else {
+            self.committed_bytes()
+        };
+        if end <= offset + RECORD_HEADER_BYTES as u64 {
+            return Err(self.corrupt(offset, CorruptKind::Index("entry out of order")));
+        }
+        let mut buf = vec![0u8; (end - offset).min(POINT_READ_BYTES) as usize];
+        self.file.read_exact_at(&mut buf, offset).at(&self.path)?;
+        let header = parse_header(&buf).ok_or_else(|| self.corrupt(offset, CorruptKind::Truncated))?;
+        check_header(&header, record_bytes_max).map_err(|kind| self.corrupt(offset, kind))?;
+        let record_bytes = header.record_bytes();
+        if record_bytes > end - offset {
+            return Err(self.corrupt(offset, CorruptKind::Truncated));
+        }
+        if record_bytes > buf.len() as u64 {
+            let have = buf.len();
+            buf.resize(record_bytes as usize, 0);
+            self.file
+                .read_exact_at(&mut buf[have..], offset + have as u64)
+                .at(&self.path)?;
+        }
+        buf.truncate(record_bytes as usize);
+        let header = verify_record(&buf, record_bytes_max).map_err(|kind| self.corrupt(offset, kind))?;
+        if header.seq != seq {
+            return Err(self.corrupt(
+                offset,
+                CorruptKind::Sequence {
+                    expected: seq,
+                    found: header.seq,
+                },
+            ));
+        }
+        decode_body(seq, &buf[RECORD_HEADER_BYTES..])
+            .map_err(|kind| self.corrupt(offset + RECORD_HEADER_BYTES as u64, kind))
+    }
+
+    /// Creates a new empty segment durably (temp file, fsync, rename, fsync
+    /// of the directory), with an empty index.
+    pub fn create(dir: &Path, first_seq: u64, index_capacity: u64) -> Result<Segment> {
+        let path = dir.join(segment_file_name(first_seq));
+        write_file_durably(&path, &encode_segment_header(first_seq))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .at(&path)?;
+        let index = SeqIndex::create(
+            &dir.join(index_file_name(first_seq)),
+            first_seq,
+            &[],
+            index_capacity,
+        )?;
+        Ok(Segment {
+            first_seq,
+            path,
+            file,
+            index,
+            committed_bytes: AtomicU64::new(SEGMENT_HEADER_BYTES),
+        })
+    }
+
+    /// Opens a sealed segment holding exactly `count` records. Its index is
+    /// checked (header, monotonic entries, last record) and rebuilt from the
+    /// segment when it fails any check.
+    pub fn open_sealed(path: &Path, first_seq: u64, count: u64, record_bytes_max: u64) -> Result<Segment> {
+        let file = OpenOptions::new().read(true).open(path).at(path)?;
+        let header_seq = read_segment_header(&file, path)?;
+        if header_seq != first_seq {
+            return Err(Error::Corrupt {
+                file: path.to_path_buf(),
+                offset: FIRST_SEQ_AT as u64,
+                kind: CorruptKind::BadHeader("first_seq differs from the file name"),
+            });
+        }
+        let file_len = file.metadata().at(path)?.len();
+        let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
+        let attempt = SeqIndex::open_sealed(&index_path, first_seq, count, SEGMENT_HEADER_BYTES)
+            .and_then(|index| {
+                let segment = Segment {
+                    first_seq,
+                    path: path.to_path_buf(),
+                    file: file.try_clone().at(path)?,
+                    index,
+                    committed_bytes: AtomicU64::new(file_len),
+                };
+                // The last record must be intact and end the file exactly.
+                segment.read_event(first_seq + count - 1, record_bytes_max)?;
+                let last_offset = segment.index.entry(count - 1);
+                let mut header = [0u8; RECORD_HEADER_BYTES];
+                segment.file.read_exact_at(&mut header, last_offset).at(path)?;
+                match parse_header(&header) {
+                    Some(h) if last_offset + h.record_bytes() == file_len => Ok(segment),
+                    _ => Err(segment.corrupt(last_offset, CorruptKind::Index("last entry does not end the segment"))),
+                }
+            });
+        match attempt {
+            Ok(segment) => return Ok(segment),
+            Err(Error::UnsupportedVersion { .. }) | Err(Error::Corrupt { .. }) | Err(Error::Io { .. }) => {}
+            Err(other) => return Err(other),
+        }
+        // The index is missing or wrong: rebuild it from the records.
+        let scan = scan_records(&file, path, first_seq, file_len, record_bytes_max)?;
+        if let Some((offset, kind)) = scan.stopped_by {
+            return Err(Error::Corrupt {
+                file: path.to_path_buf(),
+                offset,
+                kind,
+            });
+        }
+        if scan.offsets.len() as u64 != count {
+            return Err(Error::Corrupt {
+                file: path.to_path_buf(),
+                offset: scan.end,
+                kind: CorruptKind::Gap {
+                    expected: first_seq + count,
+                    found: first_seq + scan.offsets.len() as u64,
+                },
+            });
+        }
+        tracing::warn!(index = %index_path.display(), records = count, "sequence index failed its checks; rebuilt from the segment");
+        let mut bytes = encode_index_header(first_seq);
+        for offset in &scan.offsets {
+            put_u64(&mut bytes, *offset);
+        }
+        write_file_durably(&index_path, &bytes)?;
+        let index = SeqIndex::open_sealed(&index_path, first_seq, count, SEGMENT_HEADER_BYTES)?;
+        Ok(Segment {
+            first_seq,
+            path: path.to_path_buf(),
+            file,
+            index,
+            committed_bytes: AtomicU64::new(scan.end),
+        })
+    }
+
+    /// Opens the last segment after a clean or unclean shutdown: scans every
+    /// record, keeps complete commit groups, cuts a torn tail, refuses to cut
+    /// damage that valid later groups prove is not a torn tail, and rebuilds
+    /// the index.
+    pub fn recover_active(
+        path: &Path,
+        first_seq: u64,
+        index_capacity: u64,
+        record_bytes_max: u64,
+    ) -> Result<(Segment, TailRepair)> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .at(path)?;
+        let header_seq = read_segment_header(&file, path)?;
+        if header_seq != first_seq {
+            return Err(Error::Corrupt {
+                file: path.to_path_buf(),
+                offset: FIRST_SEQ_AT as u64,
+                kind: CorruptKind::BadHeader("first_seq differs from the file name"),
+            });
+        }
+        let file_len = file.metadata().at(path)?.len();
+        let scan = scan_records(&file, path, first_seq, file_len, record_bytes_max)?;
+        let committed = scan.committed_records as usize;
+        let committed_end = scan.committed_end;
+        let mut repair = TailRepair {
+            dropped_records: (scan.offsets.len() - committed) as u64,
+            ..TailRepair::default()
+        };
+        if committed_end < file_len {
+            let mut tail = vec![0u8; (file_len - committed_end) as usize];
+            file.read_exact_at(&mut tail, committed_end).at(path)?;
+            let nonzero_end = tail.iter().rposition(|&b| b != 0).map(|p| p + 1);
+            if let Some(nonzero_end) = nonzero_end {
+                let next_seq = first_seq + committed as u64;
+                if let Some(at) = find_later_group(&tail, next_seq, record_bytes_max) {
+                    let offset = scan.stopped_by.as_ref().map_or(committed_end, |s| s.0);
+                    tracing::error!(file = %path.display(), offset, valid_record_at = committed_end + at as u64,
+                        "damage before valid records in the active segment");
+                    return Err(Error::Corrupt {
+                        file: path.to_path_buf(),
+                        offset,
+                        kind: CorruptKind::MidLog,
+                    });
+                }
+                repair.dropped_bytes = nonzero_end as u64;
+                // Cut rather than zero: the cut needs no free space.
+                file.set_len(committed_end).at(path)?;
+                file.sync_all().at(path)?;
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = committed_end,
+                    dropped_bytes = repair.dropped_bytes,
+                    dropped_unacknowledged_records = repair.dropped_records,
+                    "truncated the torn tail of the active segment"
+                );
+            }
+        }
+        let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
+        let index = SeqIndex::create(
+            &index_path,
+            first_seq,
+            &scan.offsets[..committed],
+            index_capacity,
+        )?;
+        Ok((
+            Segment {
+                first_seq,
+                path: path.to_path_buf(),
+                file,
+                index,
+                committed_bytes: AtomicU64::new(committed_end),
+            },
+            repair,
+        ))
+    }
+}
+
+/// The result of scanning a segment from its first record.
+pub(crate) struct Scan {
+    /// Offsets of every valid record in sequence, including an incomplete
+    /// commit group at the end.
+    pub offsets: Vec<u64>,
+    /// How many leading records form complete commit groups.
+    pub committed_records: u64,
+    /// End of the last record of the last complete commit group.
+    pub committed_end: u64,
+    /// End of the last valid record.
+    pub end: u64,
+    /// Where and why the scan stopped, unless it reached zeros or the end.
+    pub stopped_by: Option<(u64, CorruptKind)>,
+}
+
+/// Scans the records of a segment in order, checking CRCs, sequence
+/// continuity and commit-group structure.
+pub(crate) fn scan_records(
+    file: &File,
+    path: &Path,
+    first_seq: u64,
+    file_len: u64,
+    record_bytes_max: u64,
+) -> Result<Scan> {
+    let mut cursor = Cursor::new(SEGMENT_HEADER_BYTES, file_len, record_bytes_max);
+    let mut scan = Scan {
+        offsets: Vec::new(),
+        committed_records: 0,
+        committed_end: SEGMENT_HEADER_BYTES,
+        end: SEGMENT_HEADER_BYTES,
+        stopped_by: None,
+    };
+    // (first seq, record count) of the commit group being read.
+    let mut open_group: Option<(u64, u32)> = None;
+    let mut expected = first_seq;
+    loop {
+        match cursor.next_step(file).at(path)? {
+            Step::End { .. } => break,
+            Step::Invalid { offset, kind } => {
+                scan.stopped_by = Some((offset, kind));
+                break;
+            }
+            Step::Record { offset, header, .. } => {
+                if header.seq != expected {
+                    scan.stopped_by = Some((
+                        offset,
+                        CorruptKind::Sequence {
+                            expected,
+                            found: header.seq,
+                        },
+                    ));
+                    break;
+                }
+                let group = (header.group_first_seq(), header.group_count);
+                let consistent = if header.group_index == 0 {
+                    open_group.is_none()
+                } else {
+                    open_group == Some(group)
+                };
+                if !consistent {
+                    scan.stopped_by = Some((offset, CorruptKind::CommitGroup));
+                    break;
+                }
+                open_group = Some(group);
+                scan.offsets.push(offset);
+                scan.end = offset + header.record_bytes();
+                expected += 1;
+                if header.seq == header.group_last_seq() {
+                    open_group = None;
+                    scan.committed_records = scan.offsets.len() as u64;
+                    scan.committed_end = scan.end;
+                }
+            }
+        }
+    }
+    Ok(scan)
+}
+
+/// Looks for a valid record in `tail` that starts a commit group after
+/// `next_seq`: proof that the bytes before it were once followed by a later
+/// write, so they are damage, not a torn tail. Returns its offset in `tail`.
+fn find_later_group(tail: &[u8], next_seq: u64, record_bytes_max: u64) -> Option<usize> {
+    let last_start = tail.len().checked_sub(RECORD_BYTES_MIN)?;
+    (0..=last_start).find(|&at| {
+        let Some(header) = parse_header(&tail[at..]) else {
+            return false;
+        };
+        if check_header(&header, record_bytes_max).is_err()
+            || header.group_first_seq() <= next_seq
+            || header.seq < next_seq
+        {
+            return false;
+        }
+        let end = at as u64 + header.record_bytes();
+        end <= tail.len() as u64 && verify_record(&tail[at..end as usize], record_bytes_max).is_ok()
+    })
+}
+
+/// Removes a file and makes the removal durable.
+pub(crate) fn remove_durably(path: &Path) -> Result<()> {
+    std::fs::remove_file(path).at(path)?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! The writer thread: the only code that appends to the log.
+//!
+//! Appends from any number of threads arrive on one bounded channel. The
+//! writer takes the first waiting request, then every request already
+//! queued behind it (up to `GROUP_BYTES_MAX`), frames them as one commit
+//! group, writes the group with one `pwrite`, syncs once, publishes the new
+//! records to readers, and only then answers each caller. Concurrent appends
+//! therefore share one fsync (group commit), and a caller's `Ok` always
+//! means its events are as durable as `Durability` promises.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+
+use crate::error::{Error, IoContext, Result};
+use crate::log::Shared;
+use crate::options::Durability;
+use crate::record::{encode_record, RECORD_HEADER_BYTES};
+use crate::segment::{Segment, SEGMENT_HEADER_BYTES};
+use std::os::unix::fs::FileExt;
+
+/// Most bytes one commit group carries (unless one batch alone is larger):
+/// bounds the write buffer and how long early callers wait for late ones.
+pub(crate) const GROUP_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Requests waiting for the writer; a full channel makes callers wait
+/// (backpressure) instead of growing memory without bound.
+pub(crate) const CHANNEL_CAPACITY: usize = 4096;
+/// How long the writer idles when it has nothing to sync.
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
+
+/// Encoded event bodies of one `append` or `append_batch` call.
+pub(crate) struct PreparedBatch {
+    pub bodies: Vec<u8>,
+    /// End offset in `bodies` of each body.
+    pub body_ends: Vec<usize>,
+}
+
+impl PreparedBatch {
+    pub fn len(&self) -> u64 {
+        self.body_ends.len() as u64
+    }
+    pub fn record_bytes(&self) -> u64 {
+        self.bodies.len() as u64 + self.len() * RECORD_HEADER_BYTES as u64
+    }
+    fn bodies(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.body_ends.iter().map(move |&end| {
+            let body = &self.bodies[start..end];
+            start = end;
+            body
+        })
+    }
+}
+
+pub(crate) enum Request {
+    /// Answered with the sequence number of the batch's first event.
+    Append {
+        batch: PreparedBatch,
+        reply: Sender<Result<u64>>,
+    },
+    /// Answered once everything written so far is synced.
+    Sync { reply: Sender<Result<()>> },
+}
+
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub rx: Receiver<Request>,
+    pub active: Arc<Segment>,
+    /// End of the last committed record in the active segment.
+    pub data_len: u64,
+    /// File length of the active segment, including zeroed preallocation.
+    pub allocated_len: u64,
+    pub next_seq: u64,
+    pub index_capacity: u64,
+    pub record_buf: Vec<u8>,
+    pub offsets: Vec<u64>,
+    pub unsynced: bool,
+    pub last_sync: Instant,
+    pub carry: Option<Request>,
+}
+
+type Group = Vec<(PreparedBatch, Sender<Result<u64>>)>;
+
+impl Writer {
+    /// Runs until every sender is gone, then syncs and returns.
+    pub fn run(mut self) {
+        while let Some(request) = self.next_request() {
+            let outcome = match request {
+                Request::Sync { reply } => {
+                    let result = self.sync();
+                    let failed = result.is_err();
+                    let _ = reply.send(result);
+                    if failed {
+                        Err(())
+                    } else {
+                        Ok(())
+                    }
+                }
+                Request::Append { batch, reply } => self.commit(batch, reply),
+            };
+            if outcome.is_err() {
+                return; // poisoned: stop accepting work
+            }
+        }
+        if self.sync().is_ok() {
+            if let Err(e) = self.active.index.flush() {
+                tracing::warn!(error = %e, "could not flush the sequence index at close");
+            }
+            // Close cuts the preallocated tails once nothing maps them.
+            self.active.index.trim_when_unmapped();
+            if let Err(e) = self
+                .active
+                .file
+                .set_len(self.data_len)
+                .and_then(|()| self.active.file.sync_all())
+            {
+                tracing::warn!(error = %e, "could not trim the active segment at close");
+            }
+        }
+    }
+
+    fn next_request(&mut self) -> Option<Request> {
+        if let Some(request) = self.carry.take() {
+            return Some(request);
+        }
+        loop {
+            let wait = match self.shared.options.durability {
+                Durability::Interval(interval) if self.unsynced => {
+                    interval.saturating_sub(self.last_sync.elapsed())
+                }
+                _ => IDLE_WAKE,
+            };
+            match self.rx.recv_timeout(wait) {
+                Ok(request) => return Some(request),
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.unsynced && self.sync().is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Syncs the active segment. A failure poisons the log: after a failed
+    /// fsync the kernel may have dropped the dirty pages, so a retry that
+    /// "succeeds" would prove nothing (fsyncgate).
+    fn sync(&mut self) -> Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        if let Err(e) = self.active.file.sync_data() {
+            let error = Error::Io {
+                path: self.active.path.clone(),
+                source: e,
+            };
+            self.shared.poison(format!("fsync failed: {error}"));
+            return Err(self.shared.poisoned_error());
+        }
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Collects a commit group starting with `batch`, writes it, answers.
+    fn commit(&mut self, batch: PreparedBatch, reply: Sender<Result<u64>>) -> Result<(), ()> {
+        let segment_bytes_max = self.shared.options.segment_bytes_max;
+        if self.active.record_count() > 0 && self.data_len + batch.record_bytes() > segment_bytes_max {
+            if let Err(e) = self.roll() {
+                self.shared.poison(format!("could not start a new segment: {e}"));
+                let _ = reply.send(Err(self.shared.poisoned_error()));
+                return Err(());
+            }
+        }
+        let mut group_bytes = batch.record_bytes();
+        let mut group: Group = vec![(batch, reply)];
+        loop {
+            match self.rx.try_recv() {
+                Ok(Request::Append { batch, reply }) => {
+                    let bytes = batch.record_bytes();
+                    if group_bytes + bytes > GROUP_BYTES_MAX
+                        || self.data_len + group_bytes + bytes > segment_bytes_max
+                    {
+                        self.carry = Some(Request::Append { batch, reply });
+                        break;
+                    }
+                    group_bytes += bytes;
+                    group.push((batch, reply));
+                }
+                Ok(other) => {
+                    self.carry = Some(other);
+                    break;
+                }
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        match self.write_group(&group, group_bytes) {
+            Ok(first_seqs) => {
+                for ((_, reply), first_seq) in group.into_iter().zip(first_seqs) {
+                    let _ = reply.send(Ok(first_seq));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let poisoned = self.shared.is_poisoned();
+                let mut error = Some(e);
+                for (_, reply) in group {
+                    let answer = match error.take() {
+                        Some(e) => e,
+                        None if poisoned => self.shared.poisoned_error(),
+                        None => Error::InvalidEvent("write failed; see the first error".into()),
+                    };
+                    let _ = reply.send(Err(answer));
+                }
+                if poisoned {
+                    Err(())
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Frames, writes and (per durability) syncs one commit group, then
+    /// publishes it. Returns the first sequence number of each batch.
+    fn write_group(&mut self, group: &Group, group_bytes: u64) -> Result<Vec<u64>> {
+        let count: u64 = group.iter().map(|(b, _)| b.len()).sum();
+        let group_count =
+            u32::try_from(count).map_err(|_| Error::InvalidEvent("commit group too large".into()))?;
+        if !self.active.index.reserve(count)? {
+            // Unreachable with the computed capacity, but a full index must
+            // roll rather than overflow.
+            if let Err(e) = self.roll() {
+                self.shared
+                    .poison(format!("could not start a new segment: {e}"));
+                return Err(self.shared.poisoned_error());
+            }
+            if !self.active.index.reserve(count)? {
+                return Err(Error::InvalidEvent("batch does not fit in one segment".into()));
+            }
+        }
+        self.preallocate(self.data_len + group_bytes)?;
+
+        self.record_buf.clear();
+        self.offsets.clear();
+        let mut seq = self.next_seq;
+        let mut first_seqs = Vec::with_capacity(group.len());
+        let mut group_index = 0u32;
+        for (batch, _) in group {
+            first_seqs.push(seq);
+            for body in batch.bodies() {
+                self.offsets.push(self.data_len + self.record_buf.len() as u64);
+                encode_record(&mut self.record_buf, seq, group_index, group_count, body);
+                seq += 1;
+                group_index += 1;
+            }
+        }
+        debug_assert_eq!(self.record_buf.len() as u64, group_bytes);
+
+        if let Err(e) = self.active.file.write_all_at(&self.record_buf, self.data_len) {
+            // Cut whatever part was written so no stray bytes follow the
+            // committed end; cutting needs no free space.
+            if let Err(cut) = self.active.file.set_len(self.data_len) {
+                self.shared
+                    .poison(format!("could not undo a failed write: {cut}"));
+            }
+            self.allocated_len = self.data_len;
+            return Err(Error::Io {
+                path: self.active.path.clone(),
+                source: e,
+            });
+        }
+        self.unsynced = true;
+        match self.shared.options.durability {
+            Durability::Always => self.sync()?,
+            Durability::Interval(interval) => {
+                if self.last_sync.elapsed() >= interval {
+                    self.sync()?;
+                }
+            }
+            Durability::OsBuffered => {}
+        }
+        self.active.index.push(&self.offsets);
+        self.data_len += group_bytes;
+        self.active.publish(self.data_len);
+        self.next_seq = seq;
+        self.shared.last_seq.store(seq - 1, Ordering::Release);
+        Ok(first_seqs)
+    }
+
+    /// Fills the file with zeros past `end` so that later syncs only flush
+    /// data, not a new file size and new blocks.
+    fn preallocate(&mut self, end: u64) -> Result<()> {
+        let chunk = self.shared.options.preallocate_bytes;
+        if chunk == 0 || end <= self.allocated_len {
+            return Ok(());
+        }
+        let new_len = end + chunk;
+        let zeros = vec![0u8; (new_len - self.allocated_len) as usize];
+        let path = &self.active.path;
+        let result = self
+            .active
+            .file
+            .write_all_at(&zeros, self.allocated_len)
+            .and_then(|()| match self.shared.options.durability {
+                Durability::OsBuffered => Ok(()),
+                _ => self.active.file.sync_data(),
+            });
+        if let Err(e) = result {
+            // Give the space back; the records were not written.
+            let _ = self.active.file.set_len(self.allocated_len);
+            return Err(e).at(path);
+        }
+        self.allocated_len = new_len;
+        Ok(())
+    }
+
+    /// Seals the active segment and starts the next one.
+    fn roll(&mut self) -> Result<()> {
+        let sealed = Arc::clone(&self.active);
+        sealed.file.sync_data().at(&sealed.path)?;
+        // Readers use pread, never mmap, on segments: cutting is safe.
+        sealed.file.set_len(self.data_len).at(&sealed.path)?;
+        sealed.file.sync_all().at(&sealed.path)?;
+        sealed.index.flush()?;
+        sealed.index.trim_when_unmapped();
+        let segment = Arc::new(Segment::create(
+            &self.shared.segments_dir,
+            self.next_seq,
+            self.index_capacity,
+        )?);
+        self.shared.push_segment(Arc::clone(&segment));
+        self.active = segment;
+        self.data_len = SEGMENT_HEADER_BYTES;
+        self.allocated_len = SEGMENT_HEADER_BYTES;
+        self.unsynced = false;
+        Ok(())
+    }
+}
