@@ -263,6 +263,12 @@ impl Event {
         self
     }
 
+    /// The id set on this event, or a fresh UUID v7 (not stored: pass it
+    /// back with [`Event::id`] to use it).
+    pub fn id_or_new(&self) -> Uuid {
+        self.id.unwrap_or_else(Uuid::now_v7)
+    }
+
     /// The event type as given.
     pub fn event_type(&self) -> &str {
         &self.event_type

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::codec::{put_u32, put_u64, u32_at, u64_at};
 use crate::error::{CorruptKind, Error, IoContext, Result};
 use crate::event::LoggedEvent;
-use crate::fsutil::{sync_dir, write_file_durably};
+use crate::fsutil::write_file_durably;
 use crate::index::seq::{encode_index_header, SeqIndex};
 use crate::record::{
     check_header, decode_body, parse_header, verify_record, RecordHeader, RECORD_BYTES_MIN,
@@ -165,10 +165,6 @@ impl Cursor {
             buf_start: pos,
             record_bytes_max,
         }
-    }
-
-    pub fn position(&self) -> u64 {
-        self.pos
     }
 
     /// Makes `[pos, pos + need)` available in the buffer (clamped to `end`)
@@ -604,13 +600,4 @@ fn find_later_group(tail: &[u8], next_seq: u64, record_bytes_max: u64) -> Option
         let end = at as u64 + header.record_bytes();
         end <= tail.len() as u64 && verify_record(&tail[at..end as usize], record_bytes_max).is_ok()
     })
-}
-
-/// Removes a file and makes the removal durable.
-pub(crate) fn remove_durably(path: &Path) -> Result<()> {
-    std::fs::remove_file(path).at(path)?;
-    if let Some(parent) = path.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
 }

@@ -210,17 +210,9 @@ impl SeqIndex {
         Ok(index)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Number of published entries.
     pub fn valid_count(&self) -> u64 {
         self.valid_entries.load(Ordering::Acquire)
-    }
-
-    pub fn capacity_entries(&self) -> u64 {
-        self.capacity_entries
     }
 
     /// Entry `i`. The caller guarantees `i` is below a published count.
