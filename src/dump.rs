@@ -12,7 +12,7 @@ use crate::options::RECORD_BYTES_LIMIT;
 use crate::record::{decode_body, RECORD_HEADER_BYTES};
 use crate::recovery::SEGMENTS_DIR;
 use crate::segment::{
-    parse_file_name, read_segment_header, Cursor, Step, INDEX_SUFFIX, SEGMENT_HEADER_BYTES,
+    parse_file_name, read_segment_header, Cursor, Source, Step, INDEX_SUFFIX, SEGMENT_HEADER_BYTES,
     SEGMENT_SUFFIX,
 };
 
@@ -79,7 +79,7 @@ pub fn inspect_segment(path: &Path, mut on_record: impl FnMut(&RecordInfo)) -> R
     let mut cursor = Cursor::new(SEGMENT_HEADER_BYTES, file_bytes, RECORD_BYTES_LIMIT);
     let mut expected = first_seq;
     loop {
-        match cursor.next_step(&file).at(path)? {
+        match cursor.next_step(Source::File(&file)).at(path)? {
             Step::Record {
                 offset,
                 header,

@@ -39,6 +39,7 @@ mod fsutil;
 mod index;
 pub mod json;
 mod log;
+mod mmap;
 mod options;
 mod record;
 mod recovery;

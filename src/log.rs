@@ -151,6 +151,8 @@ impl Log {
             offsets: Vec::new(),
             unsynced: false,
             last_sync: std::time::Instant::now(),
+            last_sync_duration: Duration::ZERO,
+            appenders: Vec::new(),
             carry: None,
         };
         let thread_shared = Arc::clone(&shared);
@@ -256,7 +258,11 @@ impl Log {
         self.shared.check_poison()?;
         let tx = self.tx.as_ref().ok_or(Error::Closed)?;
         let (reply, answer) = crossbeam_channel::bounded(1);
-        tx.send(Request::Append { batch, reply })
+        tx.send(Request::Append {
+            batch,
+            caller: std::thread::current().id(),
+            reply,
+        })
             .map_err(|_| self.shared.poisoned_error())?;
         answer.recv().map_err(|_| self.shared.poisoned_error())?
     }
@@ -295,6 +301,7 @@ impl Log {
             next_seq: start,
             last_seq: end,
             segment: None,
+            end_bytes: 0,
             cursor: Cursor::new(0, 0, 0),
             failed: false,
         })
@@ -363,6 +370,8 @@ pub struct Iter {
     next_seq: u64,
     last_seq: u64,
     segment: Option<Arc<Segment>>,
+    /// Committed length of `segment` when the cursor was placed.
+    end_bytes: u64,
     cursor: Cursor,
     failed: bool,
 }
@@ -378,9 +387,10 @@ impl Iter {
                 None => {
                     let segment = self.shared.segment_for(self.next_seq)?;
                     let offset = segment.index.entry(self.next_seq - segment.first_seq);
+                    self.end_bytes = segment.committed_bytes();
                     self.cursor = Cursor::new(
                         offset,
-                        segment.committed_bytes(),
+                        self.end_bytes,
                         self.shared.options.record_bytes_max,
                     );
                     self.segment = Some(Arc::clone(&segment));
@@ -392,10 +402,14 @@ impl Iter {
                 offset,
                 kind,
             };
-            match self.cursor.next_step(&segment.file).map_err(|source| Error::Io {
-                path: segment.path.clone(),
-                source,
-            })? {
+            let end = self.end_bytes;
+            match self
+                .cursor
+                .next_step(segment.source(end))
+                .map_err(|source| Error::Io {
+                    path: segment.path.clone(),
+                    source,
+                })? {
                 Step::Record {
                     offset,
                     header,

@@ -48,6 +48,13 @@ pub(crate) fn index_capacity(options: &Options) -> u64 {
     (options.segment_bytes_max + GROUP_BYTES_MAX) / RECORD_BYTES_MIN as u64 + 1
 }
 
+/// How much of the active segment readers map: the writer never lets
+/// committed data pass `segment_bytes_max` (a batch must fit a segment), so
+/// this covers it; anything past the mapping is read with `pread`.
+pub(crate) fn active_map_bytes(options: &Options) -> u64 {
+    options.segment_bytes_max
+}
+
 /// Takes the directory lock, writing our pid into `LOCK` for the error
 /// message of whoever comes second. The lock is `flock`-style: the kernel
 /// releases it when the process dies, so a crash never leaves it stale.
@@ -126,7 +133,12 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Opened> {
     let record_bytes_max = options.record_bytes_max;
     let mut segments = Vec::with_capacity(segment_seqs.len().max(1));
     if segment_seqs.is_empty() {
-        segments.push(Arc::new(Segment::create(&segments_dir, 1, capacity)?));
+        segments.push(Arc::new(Segment::create(
+            &segments_dir,
+            1,
+            capacity,
+            active_map_bytes(options),
+        )?));
     }
     for pair in segment_seqs.windows(2) {
         let (first, next) = (pair[0], pair[1]);
@@ -142,7 +154,13 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Opened> {
     let mut active_file_len = crate::segment::SEGMENT_HEADER_BYTES;
     if let Some(&last) = segment_seqs.last() {
         let path = segments_dir.join(crate::segment::segment_file_name(last));
-        let (segment, repair) = Segment::recover_active(&path, last, capacity, record_bytes_max)?;
+        let (segment, repair) = Segment::recover_active(
+            &path,
+            last,
+            capacity,
+            active_map_bytes(options),
+            record_bytes_max,
+        )?;
         report.torn_tail_bytes = repair.dropped_bytes;
         report.unacknowledged_records_dropped = repair.dropped_records;
         active_file_len = segment.file.metadata().at(&path)?.len();

@@ -24,6 +24,7 @@ use crate::error::{CorruptKind, Error, IoContext, Result};
 use crate::event::LoggedEvent;
 use crate::fsutil::write_file_durably;
 use crate::index::seq::{encode_index_header, SeqIndex};
+use crate::mmap::SharedMap;
 use crate::record::{
     check_header, decode_body, parse_header, verify_record, RecordHeader, RECORD_BYTES_MIN,
     RECORD_HEADER_BYTES,
@@ -39,9 +40,6 @@ const _: () = assert!(HEADER_CRC_AT + 4 == SEGMENT_HEADER_BYTES as usize);
 /// Sequential reads fetch this much at a time: large enough to amortize the
 /// system call, small enough to stay in L2.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
-/// A read by sequence number first fetches this much, which holds a typical
-/// record whole, so most reads are a single `pread`.
-const POINT_READ_BYTES: u64 = 1024;
 
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 pub(crate) const INDEX_SUFFIX: &str = ".idx";
@@ -146,14 +144,26 @@ pub(crate) enum Step<'a> {
     Invalid { offset: u64, kind: CorruptKind },
 }
 
-/// Reads records one after another in large chunks. Owns no file, so an
-/// iterator can keep one next to the segment it reads.
+/// Where a cursor reads from: the file (recovery, dump) or a mapping of
+/// the segment's first `end` bytes (readers of an open log).
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'a> {
+    File(&'a File),
+    Mapped(&'a [u8]),
+}
+
+/// Reads records one after another, from a mapping or in large chunks from
+/// the file. Owns no file, so an iterator can keep one next to the segment
+/// it reads.
 pub(crate) struct Cursor {
     pos: u64,
     end: u64,
     buf: Vec<u8>,
     buf_start: u64,
     record_bytes_max: u64,
+    /// Length of the record last returned; the next call moves past it
+    /// (the returned slice borrows the cursor, so it cannot move earlier).
+    pending_advance: u64,
 }
 
 impl Cursor {
@@ -164,35 +174,52 @@ impl Cursor {
             buf: Vec::new(),
             buf_start: pos,
             record_bytes_max,
+            pending_advance: 0,
         }
     }
 
-    /// Makes `[pos, pos + need)` available in the buffer (clamped to `end`)
-    /// and returns how many bytes from `pos` are available.
-    fn fill(&mut self, file: &File, need: u64) -> std::io::Result<u64> {
-        let want_end = (self.pos + need).min(self.end);
-        let have_end = self.buf_start + self.buf.len() as u64;
-        if self.pos >= self.buf_start && want_end <= have_end {
-            return Ok(have_end - self.pos);
+    /// Makes up to `need` bytes from `pos` available (clamped to `end`) and
+    /// returns how many are.
+    fn ensure(&mut self, source: Source<'_>, need: u64) -> std::io::Result<u64> {
+        let want = need.min(self.end - self.pos);
+        match source {
+            Source::Mapped(region) => Ok(want.min((region.len() as u64).saturating_sub(self.pos))),
+            Source::File(file) => {
+                let have_end = self.buf_start + self.buf.len() as u64;
+                if self.pos >= self.buf_start && self.pos + want <= have_end {
+                    return Ok(want);
+                }
+                let read_len = want.max(READ_CHUNK_BYTES as u64).min(self.end - self.pos);
+                self.buf.resize(read_len as usize, 0);
+                file.read_exact_at(&mut self.buf, self.pos)?;
+                self.buf_start = self.pos;
+                Ok(want)
+            }
         }
-        let read_len = need.max(READ_CHUNK_BYTES as u64).min(self.end - self.pos);
-        self.buf.resize(read_len as usize, 0);
-        file.read_exact_at(&mut self.buf, self.pos)?;
-        self.buf_start = self.pos;
-        Ok(read_len)
+    }
+
+    /// `len` bytes from `pos`, which `ensure` made available.
+    fn view<'v>(&'v self, source: Source<'v>, len: u64) -> &'v [u8] {
+        match source {
+            Source::Mapped(region) => &region[self.pos as usize..(self.pos + len) as usize],
+            Source::File(_) => {
+                let rel = (self.pos - self.buf_start) as usize;
+                &self.buf[rel..rel + len as usize]
+            }
+        }
     }
 
     /// The next step. I/O errors are returned as `Err`; damage is a step.
-    pub fn next_step(&mut self, file: &File) -> std::io::Result<Step<'_>> {
+    pub fn next_step<'s>(&'s mut self, source: Source<'s>) -> std::io::Result<Step<'s>> {
+        self.pos += std::mem::take(&mut self.pending_advance);
         let offset = self.pos;
         if offset >= self.end {
             return Ok(Step::End { offset });
         }
-        let available = self.fill(file, RECORD_HEADER_BYTES as u64)?;
+        let available = self.ensure(source, RECORD_HEADER_BYTES as u64)?;
         if available < RECORD_HEADER_BYTES as u64 {
-            let rel = (offset - self.buf_start) as usize;
-            let rest = &self.buf[rel..rel + available as usize];
-            return Ok(if rest.iter().all(|&b| b == 0) {
+            let rest_is_zero = self.view(source, available).iter().all(|&b| b == 0);
+            return Ok(if rest_is_zero {
                 Step::End { offset }
             } else {
                 Step::Invalid {
@@ -201,8 +228,7 @@ impl Cursor {
                 }
             });
         }
-        let rel = (offset - self.buf_start) as usize;
-        let header_bytes = &self.buf[rel..rel + RECORD_HEADER_BYTES];
+        let header_bytes = self.view(source, RECORD_HEADER_BYTES as u64);
         if header_bytes.iter().all(|&b| b == 0) {
             return Ok(Step::End { offset });
         }
@@ -216,26 +242,22 @@ impl Cursor {
             return Ok(Step::Invalid { offset, kind });
         }
         let record_bytes = header.record_bytes();
-        let available = self.fill(file, record_bytes)?;
-        if available < record_bytes {
+        if self.ensure(source, record_bytes)? < record_bytes {
             return Ok(Step::Invalid {
                 offset,
                 kind: CorruptKind::Truncated,
             });
         }
-        let rel = (offset - self.buf_start) as usize;
-        let bytes = &self.buf[rel..rel + record_bytes as usize];
-        match verify_record(bytes, self.record_bytes_max) {
-            Ok(header) => {
-                self.pos = offset + record_bytes;
-                Ok(Step::Record {
-                    offset,
-                    header,
-                    bytes,
-                })
-            }
-            Err(kind) => Ok(Step::Invalid { offset, kind }),
+        if let Err(kind) = verify_record(self.view(source, record_bytes), self.record_bytes_max) {
+            return Ok(Step::Invalid { offset, kind });
         }
+        self.pending_advance = record_bytes;
+        let bytes = self.view(source, record_bytes);
+        Ok(Step::Record {
+            offset,
+            header,
+            bytes,
+        })
     }
 }
 
@@ -245,6 +267,8 @@ pub(crate) struct Segment {
     pub path: PathBuf,
     pub file: File,
     pub index: SeqIndex,
+    /// Read-only mapping used by readers; may extend past the file's end.
+    map: SharedMap,
     /// End of the last committed record; readers never look past it.
     committed_bytes: AtomicU64,
 }
@@ -282,6 +306,20 @@ impl Segment {
         }
     }
 
+    /// How readers should read the first `end` bytes: through the mapping
+    /// when it covers them, else with `pread`. `end` must not exceed the
+    /// committed length.
+    pub fn source(&self, end: u64) -> Source<'_> {
+        debug_assert!(end <= self.committed_bytes());
+        // SAFETY: `[0, end)` is below the committed length, which is inside
+        // the file (files are never cut below it) and is never rewritten.
+        #[allow(unsafe_code)]
+        match unsafe { self.map.bytes(0, end) } {
+            Some(region) => Source::Mapped(region),
+            None => Source::File(&self.file),
+        }
+    }
+
     /// Reads the record of `seq`, which the caller knows is published here.
     pub fn read_event(&self, seq: u64, record_bytes_max: u64) -> Result<LoggedEvent> {
         let i = seq - self.first_seq;
@@ -292,42 +330,31 @@ impl Segment {
         } else {
             self.committed_bytes()
         };
-        if end <= offset + RECORD_HEADER_BYTES as u64 {
+        if end <= offset + RECORD_HEADER_BYTES as u64 || end > self.committed_bytes() {
             return Err(self.corrupt(offset, CorruptKind::Index("entry out of order")));
         }
-        let mut buf = vec![0u8; (end - offset).min(POINT_READ_BYTES) as usize];
-        self.file.read_exact_at(&mut buf, offset).at(&self.path)?;
-        let header = parse_header(&buf).ok_or_else(|| self.corrupt(offset, CorruptKind::Truncated))?;
-        check_header(&header, record_bytes_max).map_err(|kind| self.corrupt(offset, kind))?;
-        let record_bytes = header.record_bytes();
-        if record_bytes > end - offset {
-            return Err(self.corrupt(offset, CorruptKind::Truncated));
-        }
-        if record_bytes > buf.len() as u64 {
-            let have = buf.len();
-            buf.resize(record_bytes as usize, 0);
-            self.file
-                .read_exact_at(&mut buf[have..], offset + have as u64)
-                .at(&self.path)?;
-        }
-        buf.truncate(record_bytes as usize);
-        let header = verify_record(&buf, record_bytes_max).map_err(|kind| self.corrupt(offset, kind))?;
-        if header.seq != seq {
-            return Err(self.corrupt(
+        let mut cursor = Cursor::new(offset, end, record_bytes_max);
+        let step = cursor.next_step(self.source(end)).at(&self.path)?;
+        match step {
+            Step::Record { header, bytes, .. } if header.seq == seq => {
+                decode_body(seq, &bytes[RECORD_HEADER_BYTES..])
+                    .map_err(|kind| self.corrupt(offset + RECORD_HEADER_BYTES as u64, kind))
+            }
+            Step::Record { header, .. } => Err(self.corrupt(
                 offset,
                 CorruptKind::Sequence {
                     expected: seq,
                     found: header.seq,
                 },
-            ));
+            )),
+            Step::End { .. } => Err(self.corrupt(offset, CorruptKind::Index("entry points at zeros"))),
+            Step::Invalid { kind, .. } => Err(self.corrupt(offset, kind)),
         }
-        decode_body(seq, &buf[RECORD_HEADER_BYTES..])
-            .map_err(|kind| self.corrupt(offset + RECORD_HEADER_BYTES as u64, kind))
     }
 
     /// Creates a new empty segment durably (temp file, fsync, rename, fsync
     /// of the directory), with an empty index.
-    pub fn create(dir: &Path, first_seq: u64, index_capacity: u64) -> Result<Segment> {
+    pub fn create(dir: &Path, first_seq: u64, index_capacity: u64, map_bytes: u64) -> Result<Segment> {
         let path = dir.join(segment_file_name(first_seq));
         write_file_durably(&path, &encode_segment_header(first_seq))?;
         let file = OpenOptions::new()
@@ -341,11 +368,13 @@ impl Segment {
             &[],
             index_capacity,
         )?;
+        let map = SharedMap::read_only(&file, map_bytes).at(&path)?;
         Ok(Segment {
             first_seq,
             path,
             file,
             index,
+            map,
             committed_bytes: AtomicU64::new(SEGMENT_HEADER_BYTES),
         })
     }
@@ -372,6 +401,7 @@ impl Segment {
                     path: path.to_path_buf(),
                     file: file.try_clone().at(path)?,
                     index,
+                    map: SharedMap::read_only(&file, file_len).at(path)?,
                     committed_bytes: AtomicU64::new(file_len),
                 };
                 // The last record must be intact and end the file exactly.
@@ -415,11 +445,13 @@ impl Segment {
         }
         write_file_durably(&index_path, &bytes)?;
         let index = SeqIndex::open_sealed(&index_path, first_seq, count, SEGMENT_HEADER_BYTES)?;
+        let map = SharedMap::read_only(&file, scan.end).at(path)?;
         Ok(Segment {
             first_seq,
             path: path.to_path_buf(),
             file,
             index,
+            map,
             committed_bytes: AtomicU64::new(scan.end),
         })
     }
@@ -432,6 +464,7 @@ impl Segment {
         path: &Path,
         first_seq: u64,
         index_capacity: u64,
+        map_bytes: u64,
         record_bytes_max: u64,
     ) -> Result<(Segment, TailRepair)> {
         let file = OpenOptions::new()
@@ -491,12 +524,14 @@ impl Segment {
             &scan.offsets[..committed],
             index_capacity,
         )?;
+        let map = SharedMap::read_only(&file, map_bytes.max(committed_end)).at(path)?;
         Ok((
             Segment {
                 first_seq,
                 path: path.to_path_buf(),
                 file,
                 index,
+                map,
                 committed_bytes: AtomicU64::new(committed_end),
             },
             repair,
@@ -540,7 +575,7 @@ pub(crate) fn scan_records(
     let mut open_group: Option<(u64, u32)> = None;
     let mut expected = first_seq;
     loop {
-        match cursor.next_step(file).at(path)? {
+        match cursor.next_step(Source::File(file)).at(path)? {
             Step::End { .. } => break,
             Step::Invalid { offset, kind } => {
                 scan.stopped_by = Some((offset, kind));

@@ -10,9 +10,10 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::error::{Error, IoContext, Result};
 use crate::log::Shared;
@@ -29,6 +30,16 @@ pub(crate) const GROUP_BYTES_MAX: u64 = 4 * 1024 * 1024;
 pub(crate) const CHANNEL_CAPACITY: usize = 4096;
 /// How long the writer idles when it has nothing to sync.
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
+/// A thread that appended within this window counts as an active appender
+/// whose next append a commit group may wait for.
+const APPENDER_ACTIVE_WINDOW: Duration = Duration::from_millis(20);
+/// Most appender threads tracked; beyond this the oldest are forgotten.
+const APPENDERS_TRACKED_MAX: usize = 64;
+/// Upper bound on how long a commit group waits for active appenders, and
+/// the share of the last fsync's duration it may wait (1/2): waiting longer
+/// than an fsync would cost more than it saves.
+const LINGER_MAX: Duration = Duration::from_millis(2);
+const LINGER_FSYNC_DIVISOR: u32 = 2;
 
 /// Encoded event bodies of one `append` or `append_batch` call.
 pub(crate) struct PreparedBatch {
@@ -58,6 +69,7 @@ pub(crate) enum Request {
     /// Answered with the sequence number of the batch's first event.
     Append {
         batch: PreparedBatch,
+        caller: ThreadId,
         reply: Sender<Result<u64>>,
     },
     /// Answered once everything written so far is synced.
@@ -78,10 +90,13 @@ pub(crate) struct Writer {
     pub offsets: Vec<u64>,
     pub unsynced: bool,
     pub last_sync: Instant,
+    pub last_sync_duration: Duration,
+    /// Threads that appended recently, with when they last did.
+    pub appenders: Vec<(ThreadId, Instant)>,
     pub carry: Option<Request>,
 }
 
-type Group = Vec<(PreparedBatch, Sender<Result<u64>>)>;
+type Group = Vec<(PreparedBatch, ThreadId, Sender<Result<u64>>)>;
 
 impl Writer {
     /// Runs until every sender is gone, then syncs and returns.
@@ -98,7 +113,11 @@ impl Writer {
                         Ok(())
                     }
                 }
-                Request::Append { batch, reply } => self.commit(batch, reply),
+                Request::Append {
+                    batch,
+                    caller,
+                    reply,
+                } => self.commit(batch, caller, reply),
             };
             if outcome.is_err() {
                 return; // poisoned: stop accepting work
@@ -151,6 +170,7 @@ impl Writer {
         if !self.unsynced {
             return Ok(());
         }
+        let started = Instant::now();
         if let Err(e) = self.active.file.sync_data() {
             let error = Error::Io {
                 path: self.active.path.clone(),
@@ -161,11 +181,17 @@ impl Writer {
         }
         self.unsynced = false;
         self.last_sync = Instant::now();
+        self.last_sync_duration = self.last_sync - started;
         Ok(())
     }
 
     /// Collects a commit group starting with `batch`, writes it, answers.
-    fn commit(&mut self, batch: PreparedBatch, reply: Sender<Result<u64>>) -> Result<(), ()> {
+    fn commit(
+        &mut self,
+        batch: PreparedBatch,
+        caller: ThreadId,
+        reply: Sender<Result<u64>>,
+    ) -> Result<(), ()> {
         let segment_bytes_max = self.shared.options.segment_bytes_max;
         if self.active.record_count() > 0 && self.data_len + batch.record_bytes() > segment_bytes_max {
             if let Err(e) = self.roll() {
@@ -175,30 +201,48 @@ impl Writer {
             }
         }
         let mut group_bytes = batch.record_bytes();
-        let mut group: Group = vec![(batch, reply)];
+        let mut group: Group = vec![(batch, caller, reply)];
+        let linger_deadline = self.linger_deadline();
         loop {
-            match self.rx.try_recv() {
-                Ok(Request::Append { batch, reply }) => {
+            let next = if self.group_waits_for_more(&group, linger_deadline) {
+                match self.rx.recv_deadline(linger_deadline.unwrap_or_else(Instant::now)) {
+                    Ok(request) => Some(request),
+                    Err(_) => None,
+                }
+            } else {
+                self.rx.try_recv().ok()
+            };
+            match next {
+                Some(Request::Append {
+                    batch,
+                    caller,
+                    reply,
+                }) => {
                     let bytes = batch.record_bytes();
                     if group_bytes + bytes > GROUP_BYTES_MAX
                         || self.data_len + group_bytes + bytes > segment_bytes_max
                     {
-                        self.carry = Some(Request::Append { batch, reply });
+                        self.carry = Some(Request::Append {
+                            batch,
+                            caller,
+                            reply,
+                        });
                         break;
                     }
                     group_bytes += bytes;
-                    group.push((batch, reply));
+                    group.push((batch, caller, reply));
                 }
-                Ok(other) => {
+                Some(other) => {
                     self.carry = Some(other);
                     break;
                 }
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+                None => break,
             }
         }
+        self.note_appenders(&group);
         match self.write_group(&group, group_bytes) {
             Ok(first_seqs) => {
-                for ((_, reply), first_seq) in group.into_iter().zip(first_seqs) {
+                for ((_, _, reply), first_seq) in group.into_iter().zip(first_seqs) {
                     let _ = reply.send(Ok(first_seq));
                 }
                 Ok(())
@@ -206,7 +250,7 @@ impl Writer {
             Err(e) => {
                 let poisoned = self.shared.is_poisoned();
                 let mut error = Some(e);
-                for (_, reply) in group {
+                for (_, _, reply) in group {
                     let answer = match error.take() {
                         Some(e) => e,
                         None if poisoned => self.shared.poisoned_error(),
@@ -223,10 +267,53 @@ impl Writer {
         }
     }
 
+    /// Group commit with a short linger, like PostgreSQL's `commit_delay`:
+    /// under `Always`, when other threads appended recently, a group waits
+    /// (at most half an fsync) for their next append instead of leaving
+    /// them to the next fsync. Without it, callers that arrive during an
+    /// fsync split into alternating half-size groups.
+    fn linger_deadline(&self) -> Option<Instant> {
+        if self.shared.options.durability != Durability::Always {
+            return None;
+        }
+        let linger = (self.last_sync_duration / LINGER_FSYNC_DIVISOR).min(LINGER_MAX);
+        Some(Instant::now() + linger)
+    }
+
+    fn group_waits_for_more(&self, group: &Group, deadline: Option<Instant>) -> bool {
+        let Some(deadline) = deadline else {
+            return false;
+        };
+        if Instant::now() >= deadline || !self.rx.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        self.appenders.iter().any(|(thread, seen)| {
+            now.duration_since(*seen) < APPENDER_ACTIVE_WINDOW
+                && !group.iter().any(|(_, caller, _)| caller == thread)
+        })
+    }
+
+    fn note_appenders(&mut self, group: &Group) {
+        let now = Instant::now();
+        for (_, caller, _) in group {
+            match self.appenders.iter_mut().find(|(thread, _)| thread == caller) {
+                Some(entry) => entry.1 = now,
+                None => self.appenders.push((*caller, now)),
+            }
+        }
+        self.appenders
+            .retain(|(_, seen)| now.duration_since(*seen) < APPENDER_ACTIVE_WINDOW);
+        if self.appenders.len() > APPENDERS_TRACKED_MAX {
+            self.appenders.sort_by_key(|(_, seen)| std::cmp::Reverse(*seen));
+            self.appenders.truncate(APPENDERS_TRACKED_MAX);
+        }
+    }
+
     /// Frames, writes and (per durability) syncs one commit group, then
     /// publishes it. Returns the first sequence number of each batch.
     fn write_group(&mut self, group: &Group, group_bytes: u64) -> Result<Vec<u64>> {
-        let count: u64 = group.iter().map(|(b, _)| b.len()).sum();
+        let count: u64 = group.iter().map(|(b, _, _)| b.len()).sum();
         let group_count =
             u32::try_from(count).map_err(|_| Error::InvalidEvent("commit group too large".into()))?;
         if !self.active.index.reserve(count)? {
@@ -248,7 +335,7 @@ impl Writer {
         let mut seq = self.next_seq;
         let mut first_seqs = Vec::with_capacity(group.len());
         let mut group_index = 0u32;
-        for (batch, _) in group {
+        for (batch, _, _) in group {
             first_seqs.push(seq);
             for body in batch.bodies() {
                 self.offsets.push(self.data_len + self.record_buf.len() as u64);
@@ -330,6 +417,7 @@ impl Writer {
             &self.shared.segments_dir,
             self.next_seq,
             self.index_capacity,
+            crate::recovery::active_map_bytes(&self.shared.options),
         )?);
         self.shared.push_segment(Arc::clone(&segment));
         self.active = segment;

@@ -18,16 +18,14 @@
 //! published count and publishes a new count (Release) after writing them;
 //! readers only read entries below a count they loaded (Acquire). Reader and
 //! writer therefore never touch the same bytes at the same time.
-#![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use memmap2::{MmapOptions, MmapRaw};
-
 use crate::codec::{put_u32, put_u64, u32_at, u64_at};
 use crate::error::{CorruptKind, Error, IoContext, Result};
+use crate::mmap::SharedMap;
 
 pub(crate) const INDEX_MAGIC: &[u8; 8] = b"EVLOGIDX";
 pub(crate) const INDEX_FORMAT_VERSION: u32 = 1;
@@ -85,7 +83,7 @@ pub(crate) struct SeqIndex {
     path: PathBuf,
     file: File,
     /// `None` only while dropping, so the mapping is gone before the trim.
-    map: Option<MmapRaw>,
+    map: Option<SharedMap>,
     /// How many entries the mapping covers (the mapping may extend past the
     /// end of the file; only entries inside the file are ever touched).
     capacity_entries: u64,
@@ -124,10 +122,11 @@ impl SeqIndex {
         file.write_all_at(&bytes, 0).at(path)?;
         file.set_len(INDEX_HEADER_BYTES + file_entries * INDEX_ENTRY_BYTES)
             .at(path)?;
-        let map = MmapOptions::new()
-            .len((INDEX_HEADER_BYTES + capacity_entries * INDEX_ENTRY_BYTES) as usize)
-            .map_raw(&file)
-            .at(path)?;
+        let map = SharedMap::read_write(
+            &file,
+            INDEX_HEADER_BYTES + capacity_entries * INDEX_ENTRY_BYTES,
+        )
+        .at(path)?;
         Ok(SeqIndex {
             path: path.to_path_buf(),
             file,
@@ -177,10 +176,7 @@ impl SeqIndex {
         if decode_index_header(&header, path)? != first_seq {
             return Err(corrupt(FIRST_SEQ_AT as u64, "first sequence differs from segment"));
         }
-        let map = MmapOptions::new()
-            .len(exact_len as usize)
-            .map_raw_read_only(&file)
-            .at(path)?;
+        let map = SharedMap::read_only(&file, exact_len).at(path)?;
         let index = SeqIndex {
             path: path.to_path_buf(),
             file,
@@ -219,14 +215,14 @@ impl SeqIndex {
     pub fn entry(&self, i: u64) -> u64 {
         assert!(i < self.valid_entries.load(Ordering::Acquire));
         let Some(map) = &self.map else { return 0 };
-        let at = (INDEX_HEADER_BYTES + i * INDEX_ENTRY_BYTES) as usize;
-        debug_assert!(at + 8 <= map.len());
-        // SAFETY: `at + 8` is inside the mapping and inside the file (entries
-        // below `valid_entries` were written inside `file_entries`, and the
-        // file never shrinks while mapped: trimming happens only in `drop`,
-        // after unmapping). No thread writes these bytes any more.
-        let bytes = unsafe { std::ptr::read_unaligned(map.as_ptr().add(at).cast::<[u8; 8]>()) };
-        u64::from_le_bytes(bytes)
+        let at = INDEX_HEADER_BYTES + i * INDEX_ENTRY_BYTES;
+        // SAFETY: entries below `valid_entries` were written inside
+        // `file_entries`, the file never shrinks while mapped (trimming
+        // happens only in `drop`, after unmapping), and no thread writes
+        // published entries again.
+        #[allow(unsafe_code)]
+        let bytes = unsafe { map.bytes(at, INDEX_ENTRY_BYTES) };
+        bytes.and_then(|b| crate::codec::u64_at(b, 0)).unwrap_or(0)
     }
 
     /// Makes room for `count` more entries, growing the file if needed.
@@ -255,18 +251,17 @@ impl SeqIndex {
         let Some(map) = &self.map else { return };
         let start = self.valid_entries.load(Ordering::Relaxed);
         assert!(start + offsets.len() as u64 <= self.file_entries.load(Ordering::Relaxed));
-        for (k, &offset) in offsets.iter().enumerate() {
-            let at = (INDEX_HEADER_BYTES + (start + k as u64) * INDEX_ENTRY_BYTES) as usize;
-            // SAFETY: the mapping is writable, `at + 8` is inside the file
-            // (checked above against `file_entries`), and no reader reads
-            // entries at or beyond `valid_entries` until the store below.
-            unsafe {
-                std::ptr::write_unaligned(
-                    map.as_mut_ptr().add(at).cast::<[u8; 8]>(),
-                    offset.to_le_bytes(),
-                );
-            }
+        let mut bytes = Vec::with_capacity(offsets.len() * INDEX_ENTRY_BYTES as usize);
+        for &offset in offsets {
+            put_u64(&mut bytes, offset);
         }
+        // SAFETY: the mapping is writable, the range is inside the file
+        // (checked above against `file_entries`), and no reader reads
+        // entries at or beyond `valid_entries` until the store below.
+        #[allow(unsafe_code)]
+        unsafe {
+            map.write(INDEX_HEADER_BYTES + start * INDEX_ENTRY_BYTES, &bytes)
+        };
         self.valid_entries
             .store(start + offsets.len() as u64, Ordering::Release);
     }
