@@ -134,6 +134,37 @@ pub fn validate_event_type(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a W3C trace-context `traceparent` value:
+/// `version-traceid-parentid-flags` as 2, 32, 16 and 2 lowercase hex digits,
+/// version not `ff`, and neither id all zeros.
+pub fn validate_traceparent(value: &str) -> Result<()> {
+    let fail = |why: &str| {
+        Err(Error::InvalidEvent(format!(
+            "traceparent {value:?} is not W3C trace context: {why}"
+        )))
+    };
+    let parts: Vec<&str> = value.split('-').collect();
+    let [version, trace_id, parent_id, flags] = parts.as_slice() else {
+        return fail("expected four dash-separated fields");
+    };
+    let lower_hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !lower_hex(version, 2) || *version == "ff" {
+        return fail("version must be two lowercase hex digits, not ff");
+    }
+    if !lower_hex(trace_id, 32) || trace_id.bytes().all(|b| b == b'0') {
+        return fail("trace-id must be 32 lowercase hex digits, not all zero");
+    }
+    if !lower_hex(parent_id, 16) || parent_id.bytes().all(|b| b == b'0') {
+        return fail("parent-id must be 16 lowercase hex digits, not all zero");
+    }
+    if !lower_hex(flags, 2) {
+        return fail("flags must be two lowercase hex digits");
+    }
+    Ok(())
+}
+
 /// Whether a dotted `event_type` matches a dotted `pattern`.
 ///
 /// In a pattern, `*` stands for exactly one segment, except as the last
@@ -176,6 +207,9 @@ pub struct Event {
     pub(crate) traceparent: Option<String>,
     pub(crate) metadata: BTreeMap<String, String>,
     pub(crate) payload: Payload,
+    /// True when the JSON payload was produced by `serde_json` here, so
+    /// `validate` need not parse it again.
+    payload_is_known_json: bool,
 }
 
 impl Event {
@@ -195,6 +229,7 @@ impl Event {
             traceparent: None,
             metadata: BTreeMap::new(),
             payload: Payload::Empty,
+            payload_is_known_json: false,
         }
     }
 
@@ -250,16 +285,19 @@ impl Event {
     pub fn json_payload<T: Serialize + ?Sized>(mut self, value: &T) -> Result<Event> {
         let text = serde_json::to_string(value).map_err(Error::Payload)?;
         self.payload = Payload::Json(text);
+        self.payload_is_known_json = true;
         Ok(self)
     }
     /// Sets the payload to opaque bytes.
     pub fn bytes_payload(mut self, bytes: impl Into<Vec<u8>>) -> Event {
         self.payload = Payload::Bytes(bytes.into());
+        self.payload_is_known_json = false;
         self
     }
-    /// Sets the payload directly.
+    /// Sets the payload directly; JSON text is checked on append.
     pub fn payload(mut self, payload: Payload) -> Event {
         self.payload = payload;
+        self.payload_is_known_json = false;
         self
     }
 
@@ -309,8 +347,13 @@ impl Event {
         for key in self.metadata.keys() {
             check("metadata key", key)?;
         }
+        if let Some(traceparent) = &self.traceparent {
+            validate_traceparent(traceparent)?;
+        }
         if let Payload::Json(text) = &self.payload {
-            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(Error::Payload)?;
+            if !self.payload_is_known_json {
+                serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(Error::Payload)?;
+            }
         }
         Ok(())
     }
@@ -379,6 +422,30 @@ mod tests {
         assert!(!type_matches("a.b", "a.b.c"));
         assert!(type_matches("*.b", "a.b"));
         assert!(!type_matches("*.b", "a.b.c"));
+    }
+
+    #[test]
+    fn traceparent_validation_follows_w3c() {
+        assert!(validate_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_ok());
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            assert!(validate_traceparent(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn invalid_json_payload_is_refused_unless_built_here() {
+        let raw = Event::new("a").payload(Payload::Json("{not json".into()));
+        assert!(raw.validate().is_err());
+        let built = Event::new("a").json_payload(&serde_json::json!({"k": [1, 2]})).unwrap();
+        assert!(built.validate().is_ok());
     }
 
     #[test]

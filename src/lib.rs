@@ -49,7 +49,7 @@ mod writer;
 
 pub use error::{CorruptKind, Error, Result};
 pub use event::{
-    type_matches, validate_event_type, Entity, Event, LoggedEvent, Payload, Priority,
+    type_matches, validate_event_type, validate_traceparent, Entity, Event, LoggedEvent, Payload, Priority,
     EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX,
 };
 pub use log::{Iter, Log};

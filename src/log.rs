@@ -466,3 +466,69 @@ pub(crate) fn now_micros() -> i64 {
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A panic in the writer thread poisons the log: later calls fail with
+    // `Poisoned` naming the panic, and a reopen recovers what was durable.
+    #[test]
+    fn log_writer_panic_poisons_until_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), Options::default()).unwrap();
+        let seq = log.append(Event::new("before.panic")).unwrap();
+        log.tx.as_ref().unwrap().send(Request::Panic).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !log.shared.is_poisoned() {
+            assert!(std::time::Instant::now() < deadline, "writer never poisoned the log");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for result in [
+            log.append(Event::new("after.panic")).map(|_| ()),
+            log.get(seq).map(|_| ()),
+            log.sync(),
+            log.iter(..).map(|_| ()),
+        ] {
+            match result {
+                Err(Error::Poisoned(reason)) => assert!(reason.contains("injected writer panic"), "{reason}"),
+                other => panic!("expected Poisoned, got {other:?}"),
+            }
+        }
+        assert!(matches!(log.close(), Err(Error::Poisoned(_))));
+        let reopened = Log::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(reopened.last_seq(), Some(seq));
+        assert_eq!(reopened.get(seq).unwrap().event_type, "before.panic");
+    }
+
+    // A batch's sequence numbers are contiguous and an empty batch writes
+    // nothing.
+    #[test]
+    fn log_batch_is_contiguous_and_empty_batch_is_noop() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(log.first_seq(), None);
+        let events: Vec<Event> = (0..10).map(|i| Event::new(format!("t.e{i}"))).collect();
+        assert_eq!(log.append_batch(&events).unwrap(), 1..11);
+        assert_eq!(log.append_batch(&[]).unwrap(), 11..11);
+        assert_eq!((log.first_seq(), log.last_seq()), (Some(1), Some(10)));
+        let types: Vec<String> = log.iter(3..=5).unwrap().map(|e| e.unwrap().event_type).collect();
+        assert_eq!(types, ["t.e2", "t.e3", "t.e4"]);
+    }
+
+    // Oversized records and batches are refused before anything is written.
+    #[test]
+    fn log_refuses_oversized_record_and_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options::default()
+            .segment_bytes_max(crate::options::SEGMENT_BYTES_MIN)
+            .record_bytes_max(4096);
+        let log = Log::open(dir.path(), options).unwrap();
+        let big = Event::new("big").bytes_payload(vec![1u8; 5000]);
+        assert!(matches!(log.append(big), Err(Error::RecordTooLarge { .. })));
+        let many: Vec<Event> = (0..100).map(|_| Event::new("m").bytes_payload(vec![2u8; 1000])).collect();
+        assert!(matches!(log.append_batch(&many), Err(Error::BatchTooLarge { .. })));
+        assert_eq!(log.last_seq(), None);
+        assert_eq!(log.append(Event::new("small")).unwrap(), 1);
+    }
+}

@@ -74,6 +74,9 @@ pub(crate) enum Request {
     },
     /// Answered once everything written so far is synced.
     Sync { reply: Sender<Result<()>> },
+    /// Makes the writer panic, to test poisoning.
+    #[cfg(test)]
+    Panic,
 }
 
 pub(crate) struct Writer {
@@ -118,6 +121,8 @@ impl Writer {
                     caller,
                     reply,
                 } => self.commit(batch, caller, reply),
+                #[cfg(test)]
+                Request::Panic => panic!("injected writer panic"),
             };
             if outcome.is_err() {
                 return; // poisoned: stop accepting work
