@@ -1,1 +1,153 @@
-fn main(){}
+//! Criterion micro-benchmarks of evlog's core paths through the public API,
+//! next to the raw-disk operations they are built on, in the same run:
+//!
+//! - `append/durable`: one `append` with `Durability::Always` (one
+//!   `fdatasync` per call when nothing else is appending);
+//! - `append/os_buffered`: one `append` with `Durability::OsBuffered`;
+//! - `append/batch_1000_durable`: one `append_batch` of 1 000 events;
+//! - `read/get_random`: `get` of a random sequence number in a 20 000-event
+//!   log;
+//! - `read/scan_10000`: iterating over 10 000 events;
+//! - `raw/l1_write_fdatasync`: `write` of one encoded-size record (~350
+//!   bytes) + `fdatasync`, appending to a file;
+//! - `raw/l2_write_fdatasync_1000`: `write` of 1 000 such records +
+//!   `fdatasync`.
+//!
+//! Events come from the reference workload W1 (`evlog::workload`). Stores
+//! live under `target/bench-tmp`. Sample counts are small so that
+//! `cargo bench --bench core` takes well under three minutes.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use evlog::workload::{Rng, Workload, WorkloadConfig};
+use evlog::{Durability, Event, Log, Options};
+
+/// Events generated once, appended over and over.
+const EVENTS: u64 = 20_000;
+const BATCH: usize = 1_000;
+const SCAN: u64 = 10_000;
+/// Size of one raw record: about the mean encoded W1 event.
+const RAW_RECORD_BYTES: usize = 350;
+
+fn events() -> Vec<Event> {
+    Workload::new(WorkloadConfig::new(EVENTS))
+        .map(|g| g.event())
+        .collect()
+}
+
+fn bench_root() -> tempfile::TempDir {
+    let parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp");
+    std::fs::create_dir_all(&parent).expect("create target/bench-tmp");
+    tempfile::Builder::new()
+        .prefix("core-")
+        .tempdir_in(parent)
+        .expect("create bench dir")
+}
+
+fn open(dir: PathBuf, durability: Durability) -> Log {
+    Log::open(dir, Options::default().durability(durability)).expect("open log")
+}
+
+fn appends(c: &mut Criterion) {
+    let root = bench_root();
+    let events = events();
+    let mut group = c.benchmark_group("append");
+    group.throughput(Throughput::Elements(1));
+    for (name, durability) in [
+        ("durable", Durability::Always),
+        ("os_buffered", Durability::OsBuffered),
+    ] {
+        let log = open(root.path().join(name), durability);
+        let mut next = events.iter().cycle();
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || next.next().cloned().unwrap_or_else(|| Event::new("x")),
+                |event| log.append(event).expect("append"),
+                BatchSize::SmallInput,
+            )
+        });
+        log.close().expect("close");
+    }
+
+    let log = open(root.path().join("batch"), Durability::Always);
+    let mut chunks = events.chunks(BATCH).cycle();
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("batch_1000_durable", |b| {
+        b.iter(|| {
+            let chunk = chunks.next().unwrap_or(&[]);
+            log.append_batch(chunk).expect("append_batch")
+        })
+    });
+    group.finish();
+    log.close().expect("close");
+}
+
+fn reads(c: &mut Criterion) {
+    let root = bench_root();
+    let log = open(root.path().join("reads"), Durability::OsBuffered);
+    for chunk in events().chunks(BATCH) {
+        log.append_batch(chunk).expect("fill");
+    }
+    let mut group = c.benchmark_group("read");
+    let mut rng = Rng::new(7);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("get_random", |b| {
+        b.iter(|| log.get(1 + rng.below(EVENTS)).expect("get"))
+    });
+    group.throughput(Throughput::Elements(SCAN));
+    group.bench_function("scan_10000", |b| {
+        b.iter(|| {
+            let mut count = 0u64;
+            for event in log.iter(1..=SCAN).expect("iter") {
+                count += event.expect("event").seq;
+            }
+            count
+        })
+    });
+    group.finish();
+    log.close().expect("close");
+}
+
+fn raw(c: &mut Criterion) {
+    let root = bench_root();
+    let record = vec![0x5a_u8; RAW_RECORD_BYTES];
+    let chunk = record.repeat(BATCH);
+    let mut group = c.benchmark_group("raw");
+
+    let mut file = File::create(root.path().join("l1.bin")).expect("create");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("l1_write_fdatasync", |b| {
+        b.iter(|| {
+            file.write_all(&record).expect("write");
+            file.sync_data().expect("fdatasync");
+        })
+    });
+
+    let mut file = File::create(root.path().join("l2.bin")).expect("create");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("l2_write_fdatasync_1000", |b| {
+        b.iter(|| {
+            file.write_all(&chunk).expect("write");
+            file.sync_data().expect("fdatasync");
+        })
+    });
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = core;
+    config = config();
+    targets = appends, reads, raw
+}
+criterion_main!(core);

@@ -38,7 +38,13 @@ pub struct Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} at byte offset {}: {}", self.file.display(), self.offset, self.what)
+        write!(
+            f,
+            "{} at byte offset {}: {}",
+            self.file.display(),
+            self.offset,
+            self.what
+        )
     }
 }
 
@@ -58,7 +64,10 @@ pub struct SegmentReport {
 
 /// Reads every record of one segment file, calling `on_record` for each
 /// valid one, and stops at the first problem.
-pub fn inspect_segment(path: &Path, mut on_record: impl FnMut(&RecordInfo)) -> Result<SegmentReport> {
+pub fn inspect_segment(
+    path: &Path,
+    mut on_record: impl FnMut(&RecordInfo),
+) -> Result<SegmentReport> {
     let file = File::open(path).at(path)?;
     let first_seq = read_segment_header(&file, path)?;
     let file_bytes = file.metadata().at(path)?.len();
@@ -142,7 +151,12 @@ pub fn inspect_segment(path: &Path, mut on_record: impl FnMut(&RecordInfo)) -> R
 /// Checks that an index file agrees with its segment: header, first
 /// sequence number, and one entry per record with the record's offset.
 /// `complete` requires exactly one entry per record (sealed segments).
-pub fn check_index(index_path: &Path, segment: &SegmentReport, offsets: &[u64], complete: bool) -> Result<Option<Problem>> {
+pub fn check_index(
+    index_path: &Path,
+    segment: &SegmentReport,
+    offsets: &[u64],
+    complete: bool,
+) -> Result<Option<Problem>> {
     let bytes = std::fs::read(index_path).at(index_path)?;
     let problem = |offset, what: &str| {
         Ok(Some(Problem {

@@ -148,7 +148,9 @@ pub fn validate_traceparent(value: &str) -> Result<()> {
         return fail("expected four dash-separated fields");
     };
     let lower_hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     if !lower_hex(version, 2) || *version == "ff" {
         return fail("version must be two lowercase hex digits, not ff");
@@ -426,7 +428,9 @@ mod tests {
 
     #[test]
     fn traceparent_validation_follows_w3c() {
-        assert!(validate_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_ok());
+        assert!(
+            validate_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_ok()
+        );
         for bad in [
             "",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
@@ -444,7 +448,9 @@ mod tests {
     fn invalid_json_payload_is_refused_unless_built_here() {
         let raw = Event::new("a").payload(Payload::Json("{not json".into()));
         assert!(raw.validate().is_err());
-        let built = Event::new("a").json_payload(&serde_json::json!({"k": [1, 2]})).unwrap();
+        let built = Event::new("a")
+            .json_payload(&serde_json::json!({"k": [1, 2]}))
+            .unwrap();
         assert!(built.validate().is_ok());
     }
 

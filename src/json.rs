@@ -193,7 +193,7 @@ fn hex(bytes: &[u8]) -> String {
 
 fn unhex(text: &str) -> Result<Vec<u8>> {
     let bad = || Error::InvalidEvent("payload_hex must be an even number of hex digits".into());
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(bad());
     }
     text.as_bytes()
@@ -214,7 +214,10 @@ mod tests {
         for us in [0i64, 1, 1_767_225_600_000_001, 1_767_225_600_123_456] {
             assert_eq!(parse_timestamp(&format_timestamp(us)).unwrap(), us);
         }
-        assert_eq!(format_timestamp(1_767_225_600_000_000), "2026-01-01T00:00:00.000000Z");
+        assert_eq!(
+            format_timestamp(1_767_225_600_000_000),
+            "2026-01-01T00:00:00.000000Z"
+        );
         assert_eq!(
             parse_timestamp("2026-01-01T01:00:00+01:00").unwrap(),
             1_767_225_600_000_000

@@ -49,8 +49,8 @@ mod writer;
 
 pub use error::{CorruptKind, Error, Result};
 pub use event::{
-    type_matches, validate_event_type, validate_traceparent, Entity, Event, LoggedEvent, Payload, Priority,
-    EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX,
+    type_matches, validate_event_type, validate_traceparent, Entity, Event, LoggedEvent, Payload,
+    Priority, EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX,
 };
 pub use log::{Iter, Log};
 pub use options::{Durability, Options, RECORD_BYTES_LIMIT, SEGMENT_BYTES_MIN};

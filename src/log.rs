@@ -263,7 +263,7 @@ impl Log {
             caller: std::thread::current().id(),
             reply,
         })
-            .map_err(|_| self.shared.poisoned_error())?;
+        .map_err(|_| self.shared.poisoned_error())?;
         answer.recv().map_err(|_| self.shared.poisoned_error())?
     }
 
@@ -388,11 +388,8 @@ impl Iter {
                     let segment = self.shared.segment_for(self.next_seq)?;
                     let offset = segment.index.entry(self.next_seq - segment.first_seq);
                     self.end_bytes = segment.committed_bytes();
-                    self.cursor = Cursor::new(
-                        offset,
-                        self.end_bytes,
-                        self.shared.options.record_bytes_max,
-                    );
+                    self.cursor =
+                        Cursor::new(offset, self.end_bytes, self.shared.options.record_bytes_max);
                     self.segment = Some(Arc::clone(&segment));
                     segment
                 }
@@ -424,8 +421,9 @@ impl Iter {
                             },
                         ));
                     }
-                    let event = crate::record::decode_body(header.seq, &bytes[RECORD_HEADER_BYTES..])
-                        .map_err(|kind| corrupt(offset + RECORD_HEADER_BYTES as u64, kind))?;
+                    let event =
+                        crate::record::decode_body(header.seq, &bytes[RECORD_HEADER_BYTES..])
+                            .map_err(|kind| corrupt(offset + RECORD_HEADER_BYTES as u64, kind))?;
                     self.next_seq += 1;
                     return Ok(Some(event));
                 }
@@ -481,7 +479,10 @@ mod tests {
         log.tx.as_ref().unwrap().send(Request::Panic).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !log.shared.is_poisoned() {
-            assert!(std::time::Instant::now() < deadline, "writer never poisoned the log");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "writer never poisoned the log"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         for result in [
@@ -491,7 +492,9 @@ mod tests {
             log.iter(..).map(|_| ()),
         ] {
             match result {
-                Err(Error::Poisoned(reason)) => assert!(reason.contains("injected writer panic"), "{reason}"),
+                Err(Error::Poisoned(reason)) => {
+                    assert!(reason.contains("injected writer panic"), "{reason}")
+                }
                 other => panic!("expected Poisoned, got {other:?}"),
             }
         }
@@ -512,7 +515,11 @@ mod tests {
         assert_eq!(log.append_batch(&events).unwrap(), 1..11);
         assert_eq!(log.append_batch(&[]).unwrap(), 11..11);
         assert_eq!((log.first_seq(), log.last_seq()), (Some(1), Some(10)));
-        let types: Vec<String> = log.iter(3..=5).unwrap().map(|e| e.unwrap().event_type).collect();
+        let types: Vec<String> = log
+            .iter(3..=5)
+            .unwrap()
+            .map(|e| e.unwrap().event_type)
+            .collect();
         assert_eq!(types, ["t.e2", "t.e3", "t.e4"]);
     }
 
@@ -526,8 +533,13 @@ mod tests {
         let log = Log::open(dir.path(), options).unwrap();
         let big = Event::new("big").bytes_payload(vec![1u8; 5000]);
         assert!(matches!(log.append(big), Err(Error::RecordTooLarge { .. })));
-        let many: Vec<Event> = (0..100).map(|_| Event::new("m").bytes_payload(vec![2u8; 1000])).collect();
-        assert!(matches!(log.append_batch(&many), Err(Error::BatchTooLarge { .. })));
+        let many: Vec<Event> = (0..100)
+            .map(|_| Event::new("m").bytes_payload(vec![2u8; 1000]))
+            .collect();
+        assert!(matches!(
+            log.append_batch(&many),
+            Err(Error::BatchTooLarge { .. })
+        ));
         assert_eq!(log.last_seq(), None);
         assert_eq!(log.append(Event::new("small")).unwrap(), 1);
     }

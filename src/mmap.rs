@@ -51,7 +51,9 @@ impl SharedMap {
         }
         // SAFETY: in bounds of the mapping (checked above); the caller
         // guarantees the pages are backed by the file and not being written.
-        Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset as usize), len as usize) })
+        Some(unsafe {
+            std::slice::from_raw_parts(self.map.as_ptr().add(offset as usize), len as usize)
+        })
     }
 
     /// Writes `bytes` at `offset`.

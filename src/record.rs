@@ -317,7 +317,12 @@ mod tests {
     #[test]
     fn record_round_trips_and_detects_every_flipped_bit() {
         let mut body = Vec::new();
-        encode_body(&sample(), Uuid::from_u128(1), 1_700_000_000_000_000, &mut body);
+        encode_body(
+            &sample(),
+            Uuid::from_u128(1),
+            1_700_000_000_000_000,
+            &mut body,
+        );
         let mut record = Vec::new();
         encode_record(&mut record, 42, 0, 1, &body);
         let header = verify_record(&record, RECORD_BYTES_LIMIT).unwrap();

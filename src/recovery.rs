@@ -75,7 +75,11 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
             let pid = pid.trim();
             return Err(Error::Locked {
                 dir: dir.to_path_buf(),
-                pid: if pid.is_empty() { "unknown".into() } else { pid.to_string() },
+                pid: if pid.is_empty() {
+                    "unknown".into()
+                } else {
+                    pid.to_string()
+                },
             });
         }
         Err(TryLockError::Error(e)) => return Err(e).at(&path),

@@ -347,14 +347,21 @@ impl Segment {
                     found: header.seq,
                 },
             )),
-            Step::End { .. } => Err(self.corrupt(offset, CorruptKind::Index("entry points at zeros"))),
+            Step::End { .. } => {
+                Err(self.corrupt(offset, CorruptKind::Index("entry points at zeros")))
+            }
             Step::Invalid { kind, .. } => Err(self.corrupt(offset, kind)),
         }
     }
 
     /// Creates a new empty segment durably (temp file, fsync, rename, fsync
     /// of the directory), with an empty index.
-    pub fn create(dir: &Path, first_seq: u64, index_capacity: u64, map_bytes: u64) -> Result<Segment> {
+    pub fn create(
+        dir: &Path,
+        first_seq: u64,
+        index_capacity: u64,
+        map_bytes: u64,
+    ) -> Result<Segment> {
         let path = dir.join(segment_file_name(first_seq));
         write_file_durably(&path, &encode_segment_header(first_seq))?;
         let file = OpenOptions::new()
@@ -382,7 +389,12 @@ impl Segment {
     /// Opens a sealed segment holding exactly `count` records. Its index is
     /// checked (header, monotonic entries, last record) and rebuilt from the
     /// segment when it fails any check.
-    pub fn open_sealed(path: &Path, first_seq: u64, count: u64, record_bytes_max: u64) -> Result<Segment> {
+    pub fn open_sealed(
+        path: &Path,
+        first_seq: u64,
+        count: u64,
+        record_bytes_max: u64,
+    ) -> Result<Segment> {
         let file = OpenOptions::new().read(true).open(path).at(path)?;
         let header_seq = read_segment_header(&file, path)?;
         if header_seq != first_seq {
@@ -408,15 +420,23 @@ impl Segment {
                 segment.read_event(first_seq + count - 1, record_bytes_max)?;
                 let last_offset = segment.index.entry(count - 1);
                 let mut header = [0u8; RECORD_HEADER_BYTES];
-                segment.file.read_exact_at(&mut header, last_offset).at(path)?;
+                segment
+                    .file
+                    .read_exact_at(&mut header, last_offset)
+                    .at(path)?;
                 match parse_header(&header) {
                     Some(h) if last_offset + h.record_bytes() == file_len => Ok(segment),
-                    _ => Err(segment.corrupt(last_offset, CorruptKind::Index("last entry does not end the segment"))),
+                    _ => Err(segment.corrupt(
+                        last_offset,
+                        CorruptKind::Index("last entry does not end the segment"),
+                    )),
                 }
             });
         match attempt {
             Ok(segment) => return Ok(segment),
-            Err(Error::UnsupportedVersion { .. }) | Err(Error::Corrupt { .. }) | Err(Error::Io { .. }) => {}
+            Err(Error::UnsupportedVersion { .. })
+            | Err(Error::Corrupt { .. })
+            | Err(Error::Io { .. }) => {}
             Err(other) => return Err(other),
         }
         // The index is missing or wrong: rebuild it from the records.

@@ -393,7 +393,7 @@ impl Workload {
         let k = self.next_correlation;
         let share = self.config.count / correlations;
         let base = share + u64::from(k < self.config.count % correlations);
-        let offset = if k % 2 == 0 {
+        let offset = if k.is_multiple_of(2) {
             if k + 1 < correlations {
                 let spread = share / 2;
                 let offset = self.rng.below(2 * spread + 1) as i64 - spread as i64;

@@ -198,9 +198,12 @@ impl Writer {
         reply: Sender<Result<u64>>,
     ) -> Result<(), ()> {
         let segment_bytes_max = self.shared.options.segment_bytes_max;
-        if self.active.record_count() > 0 && self.data_len + batch.record_bytes() > segment_bytes_max {
+        if self.active.record_count() > 0
+            && self.data_len + batch.record_bytes() > segment_bytes_max
+        {
             if let Err(e) = self.roll() {
-                self.shared.poison(format!("could not start a new segment: {e}"));
+                self.shared
+                    .poison(format!("could not start a new segment: {e}"));
                 let _ = reply.send(Err(self.shared.poisoned_error()));
                 return Err(());
             }
@@ -210,10 +213,9 @@ impl Writer {
         let linger_deadline = self.linger_deadline();
         loop {
             let next = if self.group_waits_for_more(&group, linger_deadline) {
-                match self.rx.recv_deadline(linger_deadline.unwrap_or_else(Instant::now)) {
-                    Ok(request) => Some(request),
-                    Err(_) => None,
-                }
+                self.rx
+                    .recv_deadline(linger_deadline.unwrap_or_else(Instant::now))
+                    .ok()
             } else {
                 self.rx.try_recv().ok()
             };
@@ -302,7 +304,11 @@ impl Writer {
     fn note_appenders(&mut self, group: &Group) {
         let now = Instant::now();
         for (_, caller, _) in group {
-            match self.appenders.iter_mut().find(|(thread, _)| thread == caller) {
+            match self
+                .appenders
+                .iter_mut()
+                .find(|(thread, _)| thread == caller)
+            {
                 Some(entry) => entry.1 = now,
                 None => self.appenders.push((*caller, now)),
             }
@@ -310,7 +316,8 @@ impl Writer {
         self.appenders
             .retain(|(_, seen)| now.duration_since(*seen) < APPENDER_ACTIVE_WINDOW);
         if self.appenders.len() > APPENDERS_TRACKED_MAX {
-            self.appenders.sort_by_key(|(_, seen)| std::cmp::Reverse(*seen));
+            self.appenders
+                .sort_by_key(|(_, seen)| std::cmp::Reverse(*seen));
             self.appenders.truncate(APPENDERS_TRACKED_MAX);
         }
     }
@@ -319,8 +326,8 @@ impl Writer {
     /// publishes it. Returns the first sequence number of each batch.
     fn write_group(&mut self, group: &Group, group_bytes: u64) -> Result<Vec<u64>> {
         let count: u64 = group.iter().map(|(b, _, _)| b.len()).sum();
-        let group_count =
-            u32::try_from(count).map_err(|_| Error::InvalidEvent("commit group too large".into()))?;
+        let group_count = u32::try_from(count)
+            .map_err(|_| Error::InvalidEvent("commit group too large".into()))?;
         if !self.active.index.reserve(count)? {
             // Unreachable with the computed capacity, but a full index must
             // roll rather than overflow.
@@ -330,7 +337,9 @@ impl Writer {
                 return Err(self.shared.poisoned_error());
             }
             if !self.active.index.reserve(count)? {
-                return Err(Error::InvalidEvent("batch does not fit in one segment".into()));
+                return Err(Error::InvalidEvent(
+                    "batch does not fit in one segment".into(),
+                ));
             }
         }
         self.preallocate(self.data_len + group_bytes)?;
@@ -343,7 +352,8 @@ impl Writer {
         for (batch, _, _) in group {
             first_seqs.push(seq);
             for body in batch.bodies() {
-                self.offsets.push(self.data_len + self.record_buf.len() as u64);
+                self.offsets
+                    .push(self.data_len + self.record_buf.len() as u64);
                 encode_record(&mut self.record_buf, seq, group_index, group_count, body);
                 seq += 1;
                 group_index += 1;
@@ -351,7 +361,11 @@ impl Writer {
         }
         debug_assert_eq!(self.record_buf.len() as u64, group_bytes);
 
-        if let Err(e) = self.active.file.write_all_at(&self.record_buf, self.data_len) {
+        if let Err(e) = self
+            .active
+            .file
+            .write_all_at(&self.record_buf, self.data_len)
+        {
             // Cut whatever part was written so no stray bytes follow the
             // committed end; cutting needs no free space.
             if let Err(cut) = self.active.file.set_len(self.data_len) {

@@ -26,7 +26,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = if args.verify { verify(&args) } else { dump(&args) };
+    let result = if args.verify {
+        verify(&args)
+    } else {
+        dump(&args)
+    };
     match result {
         Ok(code) => code,
         Err(error) => {

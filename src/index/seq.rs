@@ -174,7 +174,10 @@ impl SeqIndex {
         use std::os::unix::fs::FileExt;
         file.read_exact_at(&mut header, 0).at(path)?;
         if decode_index_header(&header, path)? != first_seq {
-            return Err(corrupt(FIRST_SEQ_AT as u64, "first sequence differs from segment"));
+            return Err(corrupt(
+                FIRST_SEQ_AT as u64,
+                "first sequence differs from segment",
+            ));
         }
         let map = SharedMap::read_only(&file, exact_len).at(path)?;
         let index = SeqIndex {
