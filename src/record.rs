@@ -15,7 +15,9 @@
 //! A group is all-or-nothing on recovery, which is what makes
 //! `append_batch` atomic: a batch never spans groups.
 
-use serde::{Deserialize, Serialize};
+#[cfg(test)]
+use serde::Deserialize;
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::codec::{put_u32, put_u64, u32_at, u64_at};
@@ -70,6 +72,7 @@ struct BodyRef<'a> {
     payload: &'a [u8],
 }
 
+#[cfg(test)]
 #[derive(Deserialize)]
 struct BodyOwned {
     id: [u8; 16],
@@ -91,8 +94,7 @@ struct BodyOwned {
 /// Serde's default for byte slices is a sequence of `u8`; this makes it one
 /// length-prefixed byte string, which bincode writes in one copy.
 mod serde_bytes_field {
-    use serde::de::{Error, Visitor};
-    use serde::{Deserializer, Serializer};
+    use serde::Serializer;
 
     pub fn serialize<S: Serializer, B: AsRef<[u8]>>(
         bytes: &B,
@@ -101,7 +103,11 @@ mod serde_bytes_field {
         serializer.serialize_bytes(bytes.as_ref())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+    #[cfg(test)]
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        use serde::de::{Error, Visitor};
         struct BytesVisitor;
         impl<'de> Visitor<'de> for BytesVisitor {
             type Value = Vec<u8>;
@@ -157,7 +163,172 @@ pub(crate) fn encode_body(event: &Event, id: Uuid, timestamp_us: i64, out: &mut 
 }
 
 /// Decodes a body whose CRC has already been checked.
+///
+/// Bodies are encoded with bincode but read by this hand-written reader,
+/// which follows FORMAT.md field by field: it is about twice as fast as
+/// bincode's serde path (no per-byte visitor calls for ids), it proves the
+/// format description is complete, and it bounds every length by the bytes
+/// actually present, so no input can make it allocate more than the body.
 pub(crate) fn decode_body(seq: u64, body: &[u8]) -> Result<LoggedEvent, CorruptKind> {
+    let mut r = BodyReader {
+        bytes: body,
+        pos: 0,
+    };
+    let id = Uuid::from_bytes(r.array16()?);
+    let timestamp_us = r.varint_i64()?;
+    let event_type = r.string()?;
+    let correlation_id = r.option(|r| r.array16())?.map(Uuid::from_bytes);
+    let causation_id = r.option(|r| r.array16())?.map(Uuid::from_bytes);
+    let entity = r.option(|r| {
+        Ok(Entity {
+            entity_type: r.string()?,
+            entity_id: r.string()?,
+        })
+    })?;
+    let actor = r.option(BodyReader::string)?;
+    let session = r.option(BodyReader::string)?;
+    let priority_byte = r.u8()?;
+    let priority = Priority::from_u8(priority_byte)
+        .ok_or_else(|| CorruptKind::Decode(format!("priority {priority_byte}")))?;
+    let traceparent = r.option(BodyReader::string)?;
+    let metadata_count = r.length()?;
+    let mut metadata = std::collections::BTreeMap::new();
+    for _ in 0..metadata_count {
+        let key = r.string()?;
+        let value = r.string()?;
+        metadata.insert(key, value);
+    }
+    let payload_kind = r.u8()?;
+    let payload_bytes = r.bytes()?;
+    let payload = match payload_kind {
+        PAYLOAD_EMPTY if payload_bytes.is_empty() => Payload::Empty,
+        PAYLOAD_JSON => Payload::Json(
+            std::str::from_utf8(payload_bytes)
+                .map_err(|_| CorruptKind::Decode("JSON payload is not UTF-8".into()))?
+                .to_owned(),
+        ),
+        PAYLOAD_BYTES => Payload::Bytes(payload_bytes.to_vec()),
+        other => {
+            return Err(CorruptKind::Decode(format!(
+                "payload kind {other} with {} bytes",
+                payload_bytes.len()
+            )))
+        }
+    };
+    if r.pos != body.len() {
+        return Err(CorruptKind::Decode(format!(
+            "{} trailing bytes after the body",
+            body.len() - r.pos
+        )));
+    }
+    Ok(LoggedEvent {
+        seq,
+        id,
+        event_type,
+        timestamp_us,
+        correlation_id,
+        causation_id,
+        entity,
+        actor,
+        session,
+        priority,
+        traceparent,
+        metadata,
+        payload,
+    })
+}
+
+/// A bounds-checked reader of the body encoding described in FORMAT.md.
+struct BodyReader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> BodyReader<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], CorruptKind> {
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or_else(|| {
+                CorruptKind::Decode(format!("field at body byte {} runs past the end", self.pos))
+            })?;
+        let field = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(field)
+    }
+
+    fn u8(&mut self) -> Result<u8, CorruptKind> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn array16(&mut self) -> Result<[u8; 16], CorruptKind> {
+        let mut out = [0u8; 16];
+        out.copy_from_slice(self.take(16)?);
+        Ok(out)
+    }
+
+    fn varint_u64(&mut self) -> Result<u64, CorruptKind> {
+        let le = |bytes: &[u8]| {
+            bytes
+                .iter()
+                .rev()
+                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+        };
+        match self.u8()? {
+            small @ 0..=250 => Ok(u64::from(small)),
+            251 => Ok(le(self.take(2)?)),
+            252 => Ok(le(self.take(4)?)),
+            253 => Ok(le(self.take(8)?)),
+            tag => Err(CorruptKind::Decode(format!("bad varint tag {tag}"))),
+        }
+    }
+
+    fn varint_i64(&mut self) -> Result<i64, CorruptKind> {
+        let zigzag = self.varint_u64()?;
+        Ok(((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64))
+    }
+
+    /// A length or count, which can never exceed the bytes left.
+    fn length(&mut self) -> Result<usize, CorruptKind> {
+        let len = self.varint_u64()?;
+        let left = (self.bytes.len() - self.pos) as u64;
+        if len > left {
+            return Err(CorruptKind::Decode(format!(
+                "length {len} exceeds the {left} bytes left"
+            )));
+        }
+        Ok(len as usize)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], CorruptKind> {
+        let len = self.length()?;
+        self.take(len)
+    }
+
+    fn string(&mut self) -> Result<String, CorruptKind> {
+        let bytes = self.bytes()?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| CorruptKind::Decode("string is not UTF-8".into()))
+    }
+
+    fn option<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, CorruptKind>,
+    ) -> Result<Option<T>, CorruptKind> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => read(self).map(Some),
+            tag => Err(CorruptKind::Decode(format!("bad option tag {tag}"))),
+        }
+    }
+}
+
+/// The same decoding done by bincode itself; the tests check that the
+/// hand-written reader agrees with it.
+#[cfg(test)]
+fn decode_body_with_bincode(seq: u64, body: &[u8]) -> Result<LoggedEvent, CorruptKind> {
     let (decoded, used): (BodyOwned, usize) =
         bincode::serde::decode_from_slice(body, bincode_config())
             .map_err(|e| CorruptKind::Decode(e.to_string()))?;
@@ -344,6 +515,40 @@ mod tests {
         }
     }
 
+    // The hand-written reader and bincode's own decoder agree on every
+    // field, for events with and without each optional field.
+    #[test]
+    fn body_reader_agrees_with_bincode() {
+        let mut events = vec![Event::new("a"), sample()];
+        for (i, generated) in
+            crate::workload::Workload::new(crate::workload::WorkloadConfig::new(200)).enumerate()
+        {
+            let mut event = generated
+                .event()
+                .traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+            if i % 3 == 0 {
+                event = event.bytes_payload(vec![i as u8; i * 7]);
+            }
+            events.push(event);
+        }
+        for (i, event) in events.iter().enumerate() {
+            let mut body = Vec::new();
+            let ts = (i as i64 - 100) * 1_234_567_891;
+            encode_body(
+                event,
+                Uuid::from_u128(i as u128 * 0x1234_5678_9abc),
+                ts,
+                &mut body,
+            );
+            let by_hand = decode_body(9, &body).unwrap();
+            assert_eq!(by_hand, decode_body_with_bincode(9, &body).unwrap());
+            assert_eq!(by_hand.timestamp_us, ts);
+            for cut in 0..body.len() {
+                assert!(decode_body(9, &body[..cut]).is_err());
+            }
+        }
+    }
+
     #[test]
     fn minimal_body_is_at_least_the_minimum() {
         let mut body = Vec::new();
@@ -363,7 +568,9 @@ mod tests {
                     state as u8
                 })
                 .collect();
-            let _ = decode_body(1, &bytes);
+            let by_hand = decode_body(1, &bytes);
+            let by_bincode = decode_body_with_bincode(1, &bytes);
+            assert_eq!(by_hand.is_ok(), by_bincode.is_ok(), "{bytes:?}");
         }
     }
 }

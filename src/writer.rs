@@ -40,6 +40,9 @@ const APPENDERS_TRACKED_MAX: usize = 64;
 /// than an fsync would cost more than it saves.
 const LINGER_MAX: Duration = Duration::from_millis(2);
 const LINGER_FSYNC_DIVISOR: u32 = 2;
+/// Commit groups at least this large are written without zeroing space
+/// ahead of them (see `Writer::preallocate`).
+const PREALLOCATE_SKIP_GROUP_BYTES: u64 = 64 * 1024;
 
 /// Encoded event bodies of one `append` or `append_batch` call.
 pub(crate) struct PreparedBatch {
@@ -379,6 +382,7 @@ impl Writer {
             });
         }
         self.unsynced = true;
+        self.allocated_len = self.allocated_len.max(self.data_len + group_bytes);
         match self.shared.options.durability {
             Durability::Always => self.sync()?,
             Durability::Interval(interval) => {
@@ -396,11 +400,16 @@ impl Writer {
         Ok(first_seqs)
     }
 
-    /// Fills the file with zeros past `end` so that later syncs only flush
-    /// data, not a new file size and new blocks.
+    /// Fills the file with zeros past `end` so that the syncs of the small
+    /// writes that follow only flush data, not a new file size and newly
+    /// allocated blocks. A large group skips it: zeroing first would write
+    /// every byte twice, and one size change per large write costs little.
     fn preallocate(&mut self, end: u64) -> Result<()> {
         let chunk = self.shared.options.preallocate_bytes;
-        if chunk == 0 || end <= self.allocated_len {
+        if chunk == 0
+            || end <= self.allocated_len
+            || end - self.data_len >= PREALLOCATE_SKIP_GROUP_BYTES
+        {
             return Ok(());
         }
         let new_len = end + chunk;
