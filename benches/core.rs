@@ -5,13 +5,17 @@
 //!   `fdatasync` per call when nothing else is appending);
 //! - `append/os_buffered`: one `append` with `Durability::OsBuffered`;
 //! - `append/batch_1000_durable`: one `append_batch` of 1 000 events;
+//! - `append/durable_4_threads`: 4 threads each appending single durable
+//!   events (group commit), per event;
 //! - `read/get_random`: `get` of a random sequence number in a 20 000-event
 //!   log;
 //! - `read/scan_10000`: iterating over 10 000 events;
 //! - `raw/l1_write_fdatasync`: `write` of one encoded-size record (~350
 //!   bytes) + `fdatasync`, appending to a file;
 //! - `raw/l2_write_fdatasync_1000`: `write` of 1 000 such records +
-//!   `fdatasync`.
+//!   `fdatasync`;
+//! - `raw/l3_read_10000`: sequential `read` of 10 000 such records from the
+//!   page cache.
 //!
 //! Events come from the reference workload W1 (`evlog::workload`). Stores
 //! live under `target/bench-tmp`. Sample counts are small so that
@@ -30,6 +34,7 @@ use evlog::{Durability, Event, Log, Options};
 const EVENTS: u64 = 20_000;
 const BATCH: usize = 1_000;
 const SCAN: u64 = 10_000;
+const THREADS: u64 = 4;
 /// Size of one raw record: about the mean encoded W1 event.
 const RAW_RECORD_BYTES: usize = 350;
 
@@ -82,8 +87,31 @@ fn appends(c: &mut Criterion) {
             log.append_batch(chunk).expect("append_batch")
         })
     });
-    group.finish();
     log.close().expect("close");
+
+    // Each iteration is one event; the 4 threads split the iterations.
+    let log = std::sync::Arc::new(open(root.path().join("threads"), Durability::Always));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("durable_4_threads", |b| {
+        b.iter_custom(|iterations| {
+            let per_thread = iterations.div_ceil(THREADS);
+            let started = std::time::Instant::now();
+            std::thread::scope(|scope| {
+                for t in 0..THREADS {
+                    let log = &log;
+                    let events = &events;
+                    scope.spawn(move || {
+                        for i in 0..per_thread {
+                            let event = events[((t * per_thread + i) % EVENTS) as usize].clone();
+                            log.append(event).expect("append");
+                        }
+                    });
+                }
+            });
+            started.elapsed() * iterations as u32 / (per_thread * THREADS) as u32
+        })
+    });
+    group.finish();
 }
 
 fn reads(c: &mut Criterion) {
@@ -133,6 +161,24 @@ fn raw(c: &mut Criterion) {
         b.iter(|| {
             file.write_all(&chunk).expect("write");
             file.sync_data().expect("fdatasync");
+        })
+    });
+
+    let path = root.path().join("l3.bin");
+    std::fs::write(&path, record.repeat(SCAN as usize)).expect("write l3");
+    let mut buf = vec![0u8; 256 * 1024];
+    group.throughput(Throughput::Elements(SCAN));
+    group.bench_function("l3_read_10000", |b| {
+        b.iter(|| {
+            let mut file = File::open(&path).expect("open");
+            let mut total = 0usize;
+            loop {
+                let n = std::io::Read::read(&mut file, &mut buf).expect("read");
+                if n == 0 {
+                    break total;
+                }
+                total += n;
+            }
         })
     });
     group.finish();
