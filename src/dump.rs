@@ -165,12 +165,12 @@ pub fn check_index(
             what: what.to_string(),
         }))
     };
-    match decode_index_header(&bytes, index_path) {
-        Ok(first_seq) if first_seq == segment.first_seq => {}
+    let entries_crc = match decode_index_header(&bytes, index_path) {
+        Ok(header) if header.first_seq == segment.first_seq => header.entries_crc,
         Ok(_) => return problem(16, "first_seq differs from the segment"),
         Err(Error::Corrupt { offset, kind, .. }) => return problem(offset, &kind.to_string()),
         Err(e) => return Err(e),
-    }
+    };
     let entries = (bytes.len() as u64 - INDEX_HEADER_BYTES) / INDEX_ENTRY_BYTES;
     for (i, &expected) in offsets.iter().enumerate() {
         let at = (INDEX_HEADER_BYTES + i as u64 * INDEX_ENTRY_BYTES) as usize;
@@ -184,6 +184,13 @@ pub fn check_index(
     if complete && entries > offsets.len() as u64 {
         let at = INDEX_HEADER_BYTES + offsets.len() as u64 * INDEX_ENTRY_BYTES;
         return problem(at, "more entries than records");
+    }
+    if let Some(expected) = entries_crc {
+        let start = INDEX_HEADER_BYTES as usize;
+        let end = start + offsets.len() * INDEX_ENTRY_BYTES as usize;
+        if bytes.get(start..end).map(crc32fast::hash) != Some(expected) {
+            return problem(24, "entries do not match the checksum recorded at seal");
+        }
     }
     Ok(None)
 }

@@ -1,6 +1,5 @@
 //! The `Log` handle: open, append, read, close.
 
-use std::fs::File;
 use std::ops::{Bound, Range, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,7 +113,7 @@ pub struct Log {
     writer_exited: Receiver<()>,
     recovery: RecoveryReport,
     /// Holds the directory lock for as long as the log is open.
-    _lock: File,
+    _lock: recovery::DirLock,
 }
 
 impl Log {

@@ -1,10 +1,12 @@
 //! The open path: lock the directory, find the segments, check or rebuild
 //! their indexes, repair the torn tail of the active segment.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::error::{CorruptKind, Error, IoContext, Result};
 use crate::fsutil::{sync_dir, TMP_SUFFIX};
@@ -31,7 +33,7 @@ pub struct RecoveryReport {
 }
 
 pub(crate) struct Opened {
-    pub lock: File,
+    pub lock: DirLock,
     pub segments_dir: PathBuf,
     pub segments: Vec<Arc<Segment>>,
     pub first_seq: u64,
@@ -55,10 +57,53 @@ pub(crate) fn active_map_bytes(options: &Options) -> u64 {
     options.segment_bytes_max
 }
 
+/// Directories this process has open. A second `Log::open` of the same
+/// directory in this process fails at once instead of waiting on `flock`.
+static OPEN_DIRS: std::sync::Mutex<BTreeSet<PathBuf>> = std::sync::Mutex::new(BTreeSet::new());
+/// How long to retry a lock that `LOCK` says this very process holds but
+/// the registry says it does not: a child forked by another thread shares
+/// the lock's file descriptor until it calls `exec` (which closes it, the
+/// descriptor being close-on-exec), so the lock outlives `Log::drop` by
+/// that long.
+const OWN_LOCK_RETRY: Duration = Duration::from_secs(2);
+const OWN_LOCK_RETRY_SLEEP: Duration = Duration::from_millis(1);
+
+/// The held directory lock; dropping it releases the directory.
+pub(crate) struct DirLock {
+    _file: File,
+    _registration: Registration,
+}
+
+/// This process's claim on a directory in `OPEN_DIRS`.
+struct Registration {
+    key: PathBuf,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        open_dirs().remove(&self.key);
+    }
+}
+
+fn open_dirs() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    OPEN_DIRS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Takes the directory lock, writing our pid into `LOCK` for the error
 /// message of whoever comes second. The lock is `flock`-style: the kernel
 /// releases it when the process dies, so a crash never leaves it stale.
-pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock> {
+    let key = std::fs::canonicalize(dir).at(dir)?;
+    let own_pid = std::process::id().to_string();
+    if !open_dirs().insert(key.clone()) {
+        return Err(Error::Locked {
+            dir: dir.to_path_buf(),
+            pid: own_pid,
+        });
+    }
+    let registration = Registration { key };
     let path = dir.join(LOCK_FILE);
     let mut file = OpenOptions::new()
         .read(true)
@@ -67,27 +112,38 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
         .truncate(false)
         .open(&path)
         .at(&path)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid = pid.trim();
-            return Err(Error::Locked {
-                dir: dir.to_path_buf(),
-                pid: if pid.is_empty() {
-                    "unknown".into()
-                } else {
-                    pid.to_string()
-                },
-            });
+    let started = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.rewind();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                if pid == own_pid && started.elapsed() < OWN_LOCK_RETRY {
+                    std::thread::sleep(OWN_LOCK_RETRY_SLEEP);
+                    continue;
+                }
+                return Err(Error::Locked {
+                    dir: dir.to_path_buf(),
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid.to_string()
+                    },
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(e).at(&path),
         }
-        Err(TryLockError::Error(e)) => return Err(e).at(&path),
     }
     file.set_len(0).at(&path)?;
     file.rewind().at(&path)?;
-    writeln!(file, "{}", std::process::id()).at(&path)?;
-    Ok(file)
+    writeln!(file, "{own_pid}").at(&path)?;
+    Ok(DirLock {
+        _file: file,
+        _registration: registration,
+    })
 }
 
 pub(crate) fn open(dir: &Path, options: &Options) -> Result<Opened> {

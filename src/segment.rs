@@ -386,9 +386,16 @@ impl Segment {
         })
     }
 
-    /// Opens a sealed segment holding exactly `count` records. Its index is
-    /// checked (header, monotonic entries, last record) and rebuilt from the
-    /// segment when it fails any check.
+    /// Opens a sealed segment holding exactly `count` records.
+    ///
+    /// Its index is trusted when its entries match the checksum recorded at
+    /// seal time and its last entry points at a record (header checked, not
+    /// the body: a damaged body is reported when read, not here) that ends
+    /// the file. Otherwise a scan decides: if the segment is intact, the
+    /// index is rebuilt from it; if the segment is damaged and the index
+    /// passed its checksum, the index is kept, so that only the damaged
+    /// records fail to read. Only damage with no trustworthy index fails
+    /// the open.
     pub fn open_sealed(
         path: &Path,
         first_seq: u64,
@@ -406,73 +413,81 @@ impl Segment {
         }
         let file_len = file.metadata().at(path)?.len();
         let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
-        let attempt = SeqIndex::open_sealed(&index_path, first_seq, count, SEGMENT_HEADER_BYTES)
-            .and_then(|index| {
-                let segment = Segment {
-                    first_seq,
-                    path: path.to_path_buf(),
-                    file: file.try_clone().at(path)?,
-                    index,
-                    map: SharedMap::read_only(&file, file_len).at(path)?,
-                    committed_bytes: AtomicU64::new(file_len),
-                };
-                // The last record must be intact and end the file exactly.
-                segment.read_event(first_seq + count - 1, record_bytes_max)?;
-                let last_offset = segment.index.entry(count - 1);
-                let mut header = [0u8; RECORD_HEADER_BYTES];
-                segment
-                    .file
-                    .read_exact_at(&mut header, last_offset)
-                    .at(path)?;
-                match parse_header(&header) {
-                    Some(h) if last_offset + h.record_bytes() == file_len => Ok(segment),
-                    _ => Err(segment.corrupt(
-                        last_offset,
-                        CorruptKind::Index("last entry does not end the segment"),
-                    )),
-                }
-            });
-        match attempt {
-            Ok(segment) => return Ok(segment),
-            Err(Error::UnsupportedVersion { .. })
-            | Err(Error::Corrupt { .. })
-            | Err(Error::Io { .. }) => {}
-            Err(other) => return Err(other),
+        let checked_index = match SeqIndex::open_sealed(
+            &index_path,
+            first_seq,
+            count,
+            SEGMENT_HEADER_BYTES,
+        ) {
+            Ok(index) => Some(index),
+            Err(e) => {
+                tracing::warn!(index = %index_path.display(), error = %e, "sequence index failed its checks");
+                None
+            }
+        };
+        let last_seq = first_seq + count - 1;
+        if let Some(index) = &checked_index {
+            if last_record_ends_file(
+                &file,
+                path,
+                index.entry(count - 1),
+                last_seq,
+                file_len,
+                record_bytes_max,
+            )? {
+                let index = checked_index.ok_or(Error::Closed)?;
+                return Segment::sealed(path, first_seq, file, index, file_len);
+            }
         }
-        // The index is missing or wrong: rebuild it from the records.
         let scan = scan_records(&file, path, first_seq, file_len, record_bytes_max)?;
-        if let Some((offset, kind)) = scan.stopped_by {
+        let intact =
+            scan.stopped_by.is_none() && scan.offsets.len() as u64 == count && scan.end == file_len;
+        if !intact {
+            if let Some(index) = checked_index {
+                let offset = scan.stopped_by.as_ref().map_or(scan.end, |s| s.0);
+                tracing::error!(file = %path.display(), offset, "sealed segment is damaged; its index is intact, so only the damaged records will fail to read");
+                return Segment::sealed(path, first_seq, file, index, file_len);
+            }
+            let (offset, kind) = scan.stopped_by.unwrap_or((
+                scan.end,
+                CorruptKind::Gap {
+                    expected: first_seq + count,
+                    found: first_seq + scan.offsets.len() as u64,
+                },
+            ));
             return Err(Error::Corrupt {
                 file: path.to_path_buf(),
                 offset,
                 kind,
             });
         }
-        if scan.offsets.len() as u64 != count {
-            return Err(Error::Corrupt {
-                file: path.to_path_buf(),
-                offset: scan.end,
-                kind: CorruptKind::Gap {
-                    expected: first_seq + count,
-                    found: first_seq + scan.offsets.len() as u64,
-                },
-            });
-        }
-        tracing::warn!(index = %index_path.display(), records = count, "sequence index failed its checks; rebuilt from the segment");
-        let mut bytes = encode_index_header(first_seq);
+        tracing::warn!(index = %index_path.display(), records = count, "rebuilt the sequence index from the segment");
+        let mut entries = Vec::with_capacity(scan.offsets.len() * 8);
         for offset in &scan.offsets {
-            put_u64(&mut bytes, *offset);
+            put_u64(&mut entries, *offset);
         }
+        let mut bytes = encode_index_header(first_seq, Some(crc32fast::hash(&entries)));
+        bytes.extend_from_slice(&entries);
         write_file_durably(&index_path, &bytes)?;
         let index = SeqIndex::open_sealed(&index_path, first_seq, count, SEGMENT_HEADER_BYTES)?;
-        let map = SharedMap::read_only(&file, scan.end).at(path)?;
+        Segment::sealed(path, first_seq, file, index, file_len)
+    }
+
+    fn sealed(
+        path: &Path,
+        first_seq: u64,
+        file: File,
+        index: SeqIndex,
+        file_len: u64,
+    ) -> Result<Segment> {
+        let map = SharedMap::read_only(&file, file_len).at(path)?;
         Ok(Segment {
             first_seq,
             path: path.to_path_buf(),
             file,
             index,
             map,
-            committed_bytes: AtomicU64::new(scan.end),
+            committed_bytes: AtomicU64::new(file_len),
         })
     }
 
@@ -557,6 +572,31 @@ impl Segment {
             repair,
         ))
     }
+}
+
+/// Whether the record at `offset` has a plausible header for `seq` and ends
+/// exactly at `file_len`. The body is not checked.
+fn last_record_ends_file(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    seq: u64,
+    file_len: u64,
+    record_bytes_max: u64,
+) -> Result<bool> {
+    if offset + RECORD_HEADER_BYTES as u64 > file_len {
+        return Ok(false);
+    }
+    let mut header = [0u8; RECORD_HEADER_BYTES];
+    file.read_exact_at(&mut header, offset).at(path)?;
+    Ok(match parse_header(&header) {
+        Some(h) => {
+            check_header(&h, record_bytes_max).is_ok()
+                && h.seq == seq
+                && offset + h.record_bytes() == file_len
+        }
+        None => false,
+    })
 }
 
 /// The result of scanning a segment from its first record.

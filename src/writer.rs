@@ -439,7 +439,7 @@ impl Writer {
         // Readers use pread, never mmap, on segments: cutting is safe.
         sealed.file.set_len(self.data_len).at(&sealed.path)?;
         sealed.file.sync_all().at(&sealed.path)?;
-        sealed.index.flush()?;
+        sealed.index.seal(sealed.first_seq)?;
         sealed.index.trim_when_unmapped();
         let segment = Arc::new(Segment::create(
             &self.shared.segments_dir,

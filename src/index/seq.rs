@@ -7,9 +7,9 @@
 //! ```text
 //! 0   magic        8 bytes "EVLOGIDX"
 //! 8   version      u32 (1)
-//! 12  reserved     u32 (0)
+//! 12  sealed       u32 (0 while the segment is active, 1 once sealed)
 //! 16  first_seq    u64
-//! 24  reserved     u32 (0)
+//! 24  entries_crc  u32 (sealed: CRC-32 of all entries; active: 0)
 //! 28  header_crc   u32 CRC-32 of bytes 0..28
 //! 32  entries      u64 per record: its byte offset in the segment file
 //! ```
@@ -31,27 +31,37 @@ pub(crate) const INDEX_MAGIC: &[u8; 8] = b"EVLOGIDX";
 pub(crate) const INDEX_FORMAT_VERSION: u32 = 1;
 pub(crate) const INDEX_HEADER_BYTES: u64 = 32;
 pub(crate) const INDEX_ENTRY_BYTES: u64 = 8;
+const SEALED_AT: usize = 12;
 const FIRST_SEQ_AT: usize = 16;
+const ENTRIES_CRC_AT: usize = 24;
 const HEADER_CRC_AT: usize = 28;
 const _: () = assert!(HEADER_CRC_AT + 4 == INDEX_HEADER_BYTES as usize);
 /// The index file of the active segment grows by this many entries at a
 /// time (512 KiB), so that growth is rare and never on every append.
 const GROWTH_ENTRIES: u64 = 64 * 1024;
 
-pub(crate) fn encode_index_header(first_seq: u64) -> Vec<u8> {
+/// The header of an index; `entries_crc` is `Some` for a sealed segment.
+pub(crate) fn encode_index_header(first_seq: u64, entries_crc: Option<u32>) -> Vec<u8> {
     let mut out = Vec::with_capacity(INDEX_HEADER_BYTES as usize);
     out.extend_from_slice(INDEX_MAGIC);
     put_u32(&mut out, INDEX_FORMAT_VERSION);
-    put_u32(&mut out, 0);
+    put_u32(&mut out, u32::from(entries_crc.is_some()));
     put_u64(&mut out, first_seq);
-    put_u32(&mut out, 0);
+    put_u32(&mut out, entries_crc.unwrap_or(0));
     let crc = crc32fast::hash(&out);
     put_u32(&mut out, crc);
     out
 }
 
-/// Checks an index header and returns the first sequence number it claims.
-pub(crate) fn decode_index_header(bytes: &[u8], path: &Path) -> Result<u64> {
+/// A decoded index header.
+pub(crate) struct IndexHeader {
+    pub first_seq: u64,
+    /// `Some` when the index belongs to a sealed segment.
+    pub entries_crc: Option<u32>,
+}
+
+/// Checks an index header.
+pub(crate) fn decode_index_header(bytes: &[u8], path: &Path) -> Result<IndexHeader> {
     let corrupt = |kind| Error::Corrupt {
         file: path.to_path_buf(),
         offset: 0,
@@ -75,7 +85,21 @@ pub(crate) fn decode_index_header(bytes: &[u8], path: &Path) -> Result<u64> {
             supported: INDEX_FORMAT_VERSION,
         });
     }
-    u64_at(bytes, FIRST_SEQ_AT).ok_or(corrupt(CorruptKind::Truncated))
+    let first_seq = u64_at(bytes, FIRST_SEQ_AT).ok_or(corrupt(CorruptKind::Truncated))?;
+    let entries_crc = u32_at(bytes, ENTRIES_CRC_AT).ok_or(corrupt(CorruptKind::Truncated))?;
+    let entries_crc = match u32_at(bytes, SEALED_AT) {
+        Some(0) => None,
+        Some(1) => Some(entries_crc),
+        _ => {
+            return Err(corrupt(CorruptKind::BadHeader(
+                "sealed flag is neither 0 nor 1",
+            )))
+        }
+    };
+    Ok(IndexHeader {
+        first_seq,
+        entries_crc,
+    })
 }
 
 /// A sequence index file and its mapping.
@@ -113,7 +137,7 @@ impl SeqIndex {
             .truncate(true)
             .open(path)
             .at(path)?;
-        let mut bytes = encode_index_header(first_seq);
+        let mut bytes = encode_index_header(first_seq, None);
         for &offset in offsets {
             put_u64(&mut bytes, offset);
         }
@@ -141,9 +165,10 @@ impl SeqIndex {
 
     /// Opens the index of a sealed segment that must hold exactly
     /// `count` entries, trimming any preallocated tail first. Checks the
-    /// header and that entries are strictly increasing and start right after
-    /// the segment header; the caller checks the last entry against the
-    /// segment. An error means "rebuild this index".
+    /// header, the CRC of the entries recorded at seal time, and that the
+    /// entries are strictly increasing from right after the segment header;
+    /// the caller checks the last entry against the segment. An error means
+    /// "rebuild this index".
     pub fn open_sealed(
         path: &Path,
         first_seq: u64,
@@ -173,12 +198,16 @@ impl SeqIndex {
         let mut header = [0u8; INDEX_HEADER_BYTES as usize];
         use std::os::unix::fs::FileExt;
         file.read_exact_at(&mut header, 0).at(path)?;
-        if decode_index_header(&header, path)? != first_seq {
+        let decoded = decode_index_header(&header, path)?;
+        if decoded.first_seq != first_seq {
             return Err(corrupt(
                 FIRST_SEQ_AT as u64,
                 "first sequence differs from segment",
             ));
         }
+        let Some(entries_crc) = decoded.entries_crc else {
+            return Err(corrupt(SEALED_AT as u64, "not marked sealed"));
+        };
         let map = SharedMap::read_only(&file, exact_len).at(path)?;
         let index = SeqIndex {
             path: path.to_path_buf(),
@@ -206,7 +235,39 @@ impl SeqIndex {
             }
             previous = offset;
         }
+        if index.entries_crc() != entries_crc {
+            return Err(corrupt(
+                ENTRIES_CRC_AT as u64,
+                "entries do not match the checksum recorded at seal",
+            ));
+        }
         Ok(index)
+    }
+
+    /// CRC-32 of the published entries.
+    fn entries_crc(&self) -> u32 {
+        let Some(map) = &self.map else { return 0 };
+        let len = self.valid_count() * INDEX_ENTRY_BYTES;
+        // SAFETY: published entries lie inside the file and are never
+        // written again.
+        #[allow(unsafe_code)]
+        let entries = unsafe { map.bytes(INDEX_HEADER_BYTES, len) };
+        entries.map_or(0, crc32fast::hash)
+    }
+
+    /// Marks the index sealed (records the CRC of its entries in the
+    /// header) and flushes it. Writer thread only, once no more entries
+    /// will be pushed.
+    pub fn seal(&self, first_seq: u64) -> Result<()> {
+        let Some(map) = &self.map else { return Ok(()) };
+        let header = encode_index_header(first_seq, Some(self.entries_crc()));
+        // SAFETY: the header is inside the file and only the writer thread
+        // touches it; readers only read entries.
+        #[allow(unsafe_code)]
+        unsafe {
+            map.write(0, &header)
+        };
+        self.flush()
     }
 
     /// Number of published entries.
@@ -314,7 +375,7 @@ mod tests {
             index.push(&offsets);
             assert_eq!(index.entry(0), 32);
             assert_eq!(index.entry(99_999), 32 + 99_999 * 60);
-            index.flush().unwrap();
+            index.seal(1).unwrap();
             index.trim_when_unmapped();
         }
         assert_eq!(
@@ -325,6 +386,13 @@ mod tests {
         assert_eq!(sealed.entry(5), 32 + 5 * 60);
         assert!(SeqIndex::open_sealed(&path, 2, 100_000, 32).is_err());
         assert!(SeqIndex::open_sealed(&path, 1, 100_001, 32).is_err());
+        drop(sealed);
+        // A plausible but wrong entry (still increasing) fails the CRC.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = (INDEX_HEADER_BYTES + 5 * 8) as usize;
+        bytes[at] += 8;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(SeqIndex::open_sealed(&path, 1, 100_000, 32).is_err());
     }
 
     #[test]
