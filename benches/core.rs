@@ -17,6 +17,10 @@
 //! - `raw/l3_read_10000`: sequential `read` of 10 000 such records from the
 //!   page cache.
 //!
+//! - `record/encode_body`, `record/decode_body`, `record/frame_crc`,
+//!   `record/verify_crc`: the per-event CPU work of an append and a read,
+//!   in isolation.
+//!
 //! Events come from the reference workload W1 (`evlog::workload`). Stores
 //! live under `target/bench-tmp`. Sample counts are small so that
 //! `cargo bench --bench core` takes well under three minutes.
@@ -184,6 +188,55 @@ fn raw(c: &mut Criterion) {
     group.finish();
 }
 
+fn records(c: &mut Criterion) {
+    let events = events();
+    let mut group = c.benchmark_group("record");
+    group.throughput(Throughput::Elements(1));
+    let mut body = Vec::new();
+    let mut next = events.iter().cycle();
+    group.bench_function("encode_body", |b| {
+        b.iter(|| {
+            body.clear();
+            let event = next.next().expect("events");
+            evlog::bench_api::encode_body(event, &mut body);
+            body.len()
+        })
+    });
+    let bodies: Vec<Vec<u8>> = events
+        .iter()
+        .map(|event| {
+            let mut body = Vec::new();
+            evlog::bench_api::encode_body(event, &mut body);
+            body
+        })
+        .collect();
+    let mut next_body = bodies.iter().cycle();
+    group.bench_function("decode_body", |b| {
+        b.iter(|| evlog::bench_api::decode_body(next_body.next().expect("bodies")).expect("decode"))
+    });
+    let mut record = Vec::new();
+    group.bench_function("frame_crc", |b| {
+        b.iter(|| {
+            record.clear();
+            evlog::bench_api::frame_record(next_body.next().expect("bodies"), &mut record);
+            record.len()
+        })
+    });
+    let records: Vec<Vec<u8>> = bodies
+        .iter()
+        .map(|body| {
+            let mut record = Vec::new();
+            evlog::bench_api::frame_record(body, &mut record);
+            record
+        })
+        .collect();
+    let mut next_record = records.iter().cycle();
+    group.bench_function("verify_crc", |b| {
+        b.iter(|| evlog::bench_api::verify_record(next_record.next().expect("records")))
+    });
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -194,6 +247,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = core;
     config = config();
-    targets = appends, reads, raw
+    targets = records, appends, reads, raw
 }
 criterion_main!(core);

@@ -48,6 +48,38 @@ pub mod workload;
 mod writer;
 
 pub use error::{CorruptKind, Error, Result};
+
+/// Internal hot paths exposed for the criterion micro-benchmarks only; not
+/// part of the API and free to change.
+#[doc(hidden)]
+pub mod bench_api {
+    use crate::{Event, LoggedEvent};
+
+    /// Encodes an event body (id and timestamp as given or zero).
+    pub fn encode_body(event: &Event, out: &mut Vec<u8>) {
+        crate::record::encode_body(
+            event,
+            event.id.unwrap_or_default(),
+            event.timestamp_us.unwrap_or(0),
+            out,
+        );
+    }
+
+    /// Decodes a body produced by `encode_body`.
+    pub fn decode_body(body: &[u8]) -> Option<LoggedEvent> {
+        crate::record::decode_body(1, body).ok()
+    }
+
+    /// Frames a body as a record (header and CRC) into `out`.
+    pub fn frame_record(body: &[u8], out: &mut Vec<u8>) {
+        crate::record::encode_record(out, 1, 0, 1, body);
+    }
+
+    /// Checks a framed record's header and CRC.
+    pub fn verify_record(record: &[u8]) -> bool {
+        crate::record::verify_record(record, crate::options::RECORD_BYTES_LIMIT).is_ok()
+    }
+}
 pub use event::{
     type_matches, validate_event_type, validate_traceparent, Entity, Event, LoggedEvent, Payload,
     Priority, EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX,
