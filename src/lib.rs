@@ -80,6 +80,36 @@ pub mod bench_api {
         crate::record::verify_record(record, crate::options::RECORD_BYTES_LIMIT).is_ok()
     }
 }
+
+/// The decoders of every on-disk structure, exposed for fuzz targets only;
+/// not part of the API. Each must return an error, never panic, on any
+/// input, and never allocate more than its input justifies.
+#[doc(hidden)]
+pub mod fuzz_api {
+    use std::path::Path;
+
+    /// Decodes a record body.
+    pub fn decode_body(bytes: &[u8]) -> Result<crate::LoggedEvent, crate::CorruptKind> {
+        crate::record::decode_body(1, bytes)
+    }
+
+    /// Checks a whole framed record (header plausibility, length, CRC) and
+    /// decodes its body when valid.
+    pub fn decode_record(bytes: &[u8]) -> Result<crate::LoggedEvent, crate::CorruptKind> {
+        let header = crate::record::verify_record(bytes, crate::options::RECORD_BYTES_LIMIT)?;
+        crate::record::decode_body(header.seq, &bytes[crate::record::RECORD_HEADER_BYTES..])
+    }
+
+    /// Decodes a segment file header; returns its first sequence number.
+    pub fn decode_segment_header(bytes: &[u8]) -> crate::Result<u64> {
+        crate::segment::decode_segment_header(bytes, Path::new("fuzz.seg"))
+    }
+
+    /// Decodes a sequence index header; returns its first sequence number.
+    pub fn decode_index_header(bytes: &[u8]) -> crate::Result<u64> {
+        crate::index::seq::decode_index_header(bytes, Path::new("fuzz.idx")).map(|h| h.first_seq)
+    }
+}
 pub use event::{
     type_matches, validate_event_type, validate_traceparent, Entity, Event, LoggedEvent, Payload,
     Priority, EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX,
