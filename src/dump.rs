@@ -2,7 +2,6 @@
 //! lock is taken, nothing is written), for `evlog-dump`.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{CorruptKind, Error, IoContext, Result};
@@ -68,9 +67,9 @@ pub fn inspect_segment(
     path: &Path,
     mut on_record: impl FnMut(&RecordInfo),
 ) -> Result<SegmentReport> {
-    let file = File::open(path).at(path)?;
-    let first_seq = read_segment_header(&file, path)?;
-    let file_bytes = file.metadata().at(path)?.len();
+    let file = crate::storage::os_file(File::open(path).at(path)?);
+    let first_seq = read_segment_header(&*file, path)?;
+    let file_bytes = file.size_bytes().at(path)?;
     let mut report = SegmentReport {
         path: path.to_path_buf(),
         first_seq,
@@ -88,7 +87,7 @@ pub fn inspect_segment(
     let mut cursor = Cursor::new(SEGMENT_HEADER_BYTES, file_bytes, RECORD_BYTES_LIMIT);
     let mut expected = first_seq;
     loop {
-        match cursor.next_step(Source::File(&file)).at(path)? {
+        match cursor.next_step(Source::File(&*file)).at(path)? {
             Step::Record {
                 offset,
                 header,

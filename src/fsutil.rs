@@ -1,36 +1,30 @@
 //! File-system steps whose durability depends on doing them in order.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
+use crate::storage::{OpenMode, Storage};
 
 /// Suffix of files being written before their atomic rename; any found on
 /// open are leftovers of a crash and are removed.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
 
 /// Makes the directory entries of `dir` (new files, renames) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+pub(crate) fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    storage.sync_dir(dir).at(dir)
 }
 
 /// Writes `bytes` to `path` so that after a crash the file either does not
 /// exist or is complete: temp file, fsync, rename, fsync of the directory.
-pub(crate) fn write_file_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_file_durably(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .at(&tmp)?;
-    file.write_all(bytes).at(&tmp)?;
+    let file = storage.open(&tmp, OpenMode::CreateTruncate).at(&tmp)?;
+    file.write_all_at(bytes, 0).at(&tmp)?;
     file.sync_all().at(&tmp)?;
     drop(file);
-    std::fs::rename(&tmp, path).at(path)?;
+    storage.rename(&tmp, path).at(path)?;
     if let Some(parent) = path.parent() {
-        sync_dir(parent)?;
+        sync_dir(storage, parent)?;
     }
     Ok(())
 }

@@ -44,6 +44,7 @@ mod options;
 mod record;
 mod recovery;
 mod segment;
+pub mod storage;
 pub mod workload;
 mod writer;
 

@@ -16,6 +16,7 @@ use crate::options::Options;
 use crate::record::{encode_body, RECORD_HEADER_BYTES};
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::{Cursor, Segment, Step, SEGMENT_HEADER_BYTES};
+use crate::storage::{OsStorage, Storage};
 use crate::writer::{PreparedBatch, Request};
 
 /// How long `close` waits for the writer to finish its last sync before
@@ -24,6 +25,7 @@ const WRITER_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// State shared by the handle, the readers and the writer thread.
 pub(crate) struct Shared {
+    pub storage: Arc<dyn Storage>,
     pub dir: PathBuf,
     pub segments_dir: PathBuf,
     pub options: Options,
@@ -113,16 +115,27 @@ pub struct Log {
     writer_exited: Receiver<()>,
     recovery: RecoveryReport,
     /// Holds the directory lock for as long as the log is open.
-    _lock: recovery::DirLock,
+    _lock: Box<dyn std::any::Any + Send + Sync>,
 }
 
 impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering from any
     /// crash: see ARCHITECTURE.md for what recovery checks.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
+        Log::open_with_storage(dir, options, Arc::new(OsStorage))
+    }
+
+    /// Opens the log on another [`Storage`], such as the simulated disk
+    /// the crash tests use.
+    pub fn open_with_storage(
+        dir: impl AsRef<Path>,
+        options: Options,
+        storage: Arc<dyn Storage>,
+    ) -> Result<Log> {
         let dir = dir.as_ref().to_path_buf();
-        let opened = recovery::open(&dir, &options)?;
+        let opened = recovery::open(&*storage, &dir, &options)?;
         let shared = Arc::new(Shared {
+            storage,
             segments_dir: opened.segments_dir.clone(),
             dir,
             options,

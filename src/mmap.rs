@@ -15,26 +15,27 @@ use std::fs::File;
 use memmap2::{MmapOptions, MmapRaw};
 
 /// A shared (`MAP_SHARED`) mapping of the first `len` bytes of a file.
-pub(crate) struct SharedMap {
+/// Only evlog creates these; another `StorageFile` returns `None` instead.
+pub struct SharedMap {
     map: MmapRaw,
 }
 
 impl SharedMap {
-    pub fn read_only(file: &File, len: u64) -> std::io::Result<SharedMap> {
+    pub(crate) fn read_only(file: &File, len: u64) -> std::io::Result<SharedMap> {
         let map = MmapOptions::new()
             .len(usize::try_from(len.max(1)).map_err(std::io::Error::other)?)
             .map_raw_read_only(file)?;
         Ok(SharedMap { map })
     }
 
-    pub fn read_write(file: &File, len: u64) -> std::io::Result<SharedMap> {
+    pub(crate) fn read_write(file: &File, len: u64) -> std::io::Result<SharedMap> {
         let map = MmapOptions::new()
             .len(usize::try_from(len.max(1)).map_err(std::io::Error::other)?)
             .map_raw(file)?;
         Ok(SharedMap { map })
     }
 
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.map.len() as u64
     }
 
@@ -44,7 +45,7 @@ impl SharedMap {
     /// # Safety
     /// The range must lie inside the file, and no thread may write it while
     /// the returned slice lives (in evlog: it is below a published length).
-    pub unsafe fn bytes(&self, offset: u64, len: u64) -> Option<&[u8]> {
+    pub(crate) unsafe fn bytes(&self, offset: u64, len: u64) -> Option<&[u8]> {
         let end = offset.checked_add(len)?;
         if end > self.len() {
             return None;
@@ -61,7 +62,7 @@ impl SharedMap {
     /// # Safety
     /// The mapping must be writable, the range inside the file, and no
     /// thread may read or write the range concurrently.
-    pub unsafe fn write(&self, offset: u64, bytes: &[u8]) {
+    pub(crate) unsafe fn write(&self, offset: u64, bytes: &[u8]) {
         let end = offset as usize + bytes.len();
         assert!(end <= self.map.len(), "write past the mapping");
         // SAFETY: in bounds (asserted); exclusivity and file backing are
@@ -75,7 +76,7 @@ impl SharedMap {
         };
     }
 
-    pub fn flush(&self) -> std::io::Result<()> {
+    pub(crate) fn flush(&self) -> std::io::Result<()> {
         self.map.flush()
     }
 }

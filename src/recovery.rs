@@ -1,21 +1,18 @@
 //! The open path: lock the directory, find the segments, check or rebuild
 //! their indexes, repair the torn tail of the active segment.
 
-use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use crate::error::{CorruptKind, Error, IoContext, Result};
 use crate::fsutil::{sync_dir, TMP_SUFFIX};
 use crate::options::Options;
 use crate::record::RECORD_BYTES_MIN;
 use crate::segment::{parse_file_name, Segment, INDEX_SUFFIX, SEGMENT_SUFFIX};
+use crate::storage::Storage;
 use crate::writer::GROUP_BYTES_MAX;
 
-pub(crate) const LOCK_FILE: &str = "LOCK";
 pub(crate) const SEGMENTS_DIR: &str = "segments";
 
 /// What opening the log found and repaired.
@@ -33,7 +30,7 @@ pub struct RecoveryReport {
 }
 
 pub(crate) struct Opened {
-    pub lock: DirLock,
+    pub lock: Box<dyn Any + Send + Sync>,
     pub segments_dir: PathBuf,
     pub segments: Vec<Arc<Segment>>,
     pub first_seq: u64,
@@ -57,106 +54,17 @@ pub(crate) fn active_map_bytes(options: &Options) -> u64 {
     options.segment_bytes_max
 }
 
-/// Directories this process has open. A second `Log::open` of the same
-/// directory in this process fails at once instead of waiting on `flock`.
-static OPEN_DIRS: std::sync::Mutex<BTreeSet<PathBuf>> = std::sync::Mutex::new(BTreeSet::new());
-/// How long to retry a lock that `LOCK` says this very process holds but
-/// the registry says it does not: a child forked by another thread shares
-/// the lock's file descriptor until it calls `exec` (which closes it, the
-/// descriptor being close-on-exec), so the lock outlives `Log::drop` by
-/// that long.
-const OWN_LOCK_RETRY: Duration = Duration::from_secs(2);
-const OWN_LOCK_RETRY_SLEEP: Duration = Duration::from_millis(1);
-
-/// The held directory lock; dropping it releases the directory.
-pub(crate) struct DirLock {
-    _file: File,
-    _registration: Registration,
-}
-
-/// This process's claim on a directory in `OPEN_DIRS`.
-struct Registration {
-    key: PathBuf,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        open_dirs().remove(&self.key);
-    }
-}
-
-fn open_dirs() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
-    OPEN_DIRS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Takes the directory lock, writing our pid into `LOCK` for the error
-/// message of whoever comes second. The lock is `flock`-style: the kernel
-/// releases it when the process dies, so a crash never leaves it stale.
-pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock> {
-    let key = std::fs::canonicalize(dir).at(dir)?;
-    let own_pid = std::process::id().to_string();
-    if !open_dirs().insert(key.clone()) {
-        return Err(Error::Locked {
-            dir: dir.to_path_buf(),
-            pid: own_pid,
-        });
-    }
-    let registration = Registration { key };
-    let path = dir.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .at(&path)?;
-    let started = Instant::now();
-    loop {
-        match file.try_lock() {
-            Ok(()) => break,
-            Err(TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.rewind();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
-                if pid == own_pid && started.elapsed() < OWN_LOCK_RETRY {
-                    std::thread::sleep(OWN_LOCK_RETRY_SLEEP);
-                    continue;
-                }
-                return Err(Error::Locked {
-                    dir: dir.to_path_buf(),
-                    pid: if pid.is_empty() {
-                        "unknown".into()
-                    } else {
-                        pid.to_string()
-                    },
-                });
-            }
-            Err(TryLockError::Error(e)) => return Err(e).at(&path),
-        }
-    }
-    file.set_len(0).at(&path)?;
-    file.rewind().at(&path)?;
-    writeln!(file, "{own_pid}").at(&path)?;
-    Ok(DirLock {
-        _file: file,
-        _registration: registration,
-    })
-}
-
-pub(crate) fn open(dir: &Path, options: &Options) -> Result<Opened> {
-    let dir_existed = dir.exists();
-    std::fs::create_dir_all(dir).at(dir)?;
-    let lock = lock_dir(dir)?;
+pub(crate) fn open(storage: &dyn Storage, dir: &Path, options: &Options) -> Result<Opened> {
+    let dir_existed = storage.exists(dir);
+    storage.create_dir_all(dir).at(dir)?;
+    let lock = storage.lock_dir(dir)?;
     let segments_dir = dir.join(SEGMENTS_DIR);
-    if !segments_dir.exists() {
-        std::fs::create_dir_all(&segments_dir).at(&segments_dir)?;
-        sync_dir(dir)?;
+    if !storage.exists(&segments_dir) {
+        storage.create_dir_all(&segments_dir).at(&segments_dir)?;
+        sync_dir(storage, dir)?;
         if !dir_existed {
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                sync_dir(parent)?;
+                sync_dir(storage, parent)?;
             }
         }
     }
@@ -164,16 +72,14 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Opened> {
 
     let mut segment_seqs = Vec::new();
     let mut index_seqs = Vec::new();
-    for entry in std::fs::read_dir(&segments_dir).at(&segments_dir)? {
-        let entry = entry.at(&segments_dir)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in storage.list_dir(&segments_dir).at(&segments_dir)? {
         if name.ends_with(TMP_SUFFIX) {
-            std::fs::remove_file(entry.path()).at(&entry.path())?;
+            let path = segments_dir.join(&name);
+            storage.remove_file(&path).at(&path)?;
             report.temp_files_removed += 1;
-        } else if let Some(seq) = parse_file_name(name, SEGMENT_SUFFIX) {
+        } else if let Some(seq) = parse_file_name(&name, SEGMENT_SUFFIX) {
             segment_seqs.push(seq);
-        } else if let Some(seq) = parse_file_name(name, INDEX_SUFFIX) {
+        } else if let Some(seq) = parse_file_name(&name, INDEX_SUFFIX) {
             index_seqs.push(seq);
         }
     }
@@ -181,12 +87,12 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Opened> {
     for seq in index_seqs {
         if segment_seqs.binary_search(&seq).is_err() {
             let path = segments_dir.join(crate::segment::index_file_name(seq));
-            std::fs::remove_file(&path).at(&path)?;
+            storage.remove_file(&path).at(&path)?;
             report.orphan_indexes_removed += 1;
         }
     }
     if report.temp_files_removed + report.orphan_indexes_removed > 0 {
-        sync_dir(&segments_dir)?;
+        sync_dir(storage, &segments_dir)?;
     }
 
     let capacity = index_capacity(options);
@@ -194,6 +100,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Opened> {
     let mut segments = Vec::with_capacity(segment_seqs.len().max(1));
     if segment_seqs.is_empty() {
         segments.push(Arc::new(Segment::create(
+            storage,
             &segments_dir,
             1,
             capacity,
@@ -205,6 +112,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Opened> {
         let path = segments_dir.join(crate::segment::segment_file_name(first));
         // Names are unique, so `next > first` and the count is at least 1.
         segments.push(Arc::new(Segment::open_sealed(
+            storage,
             &path,
             first,
             next - first,
@@ -215,6 +123,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Opened> {
     if let Some(&last) = segment_seqs.last() {
         let path = segments_dir.join(crate::segment::segment_file_name(last));
         let (segment, repair) = Segment::recover_active(
+            storage,
             &path,
             last,
             capacity,
@@ -223,7 +132,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Opened> {
         )?;
         report.torn_tail_bytes = repair.dropped_bytes;
         report.unacknowledged_records_dropped = repair.dropped_records;
-        active_file_len = segment.file.metadata().at(&path)?.len();
+        active_file_len = segment.file.size_bytes().at(&path)?;
         segments.push(Arc::new(segment));
     }
     let first_seq = segments.first().map_or(1, |s| s.first_seq);

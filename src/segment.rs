@@ -14,8 +14,6 @@
 //! segment is never written again; it is trimmed to its last record at seal
 //! time, which is safe because segments are read with `pread`, never mapped.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,6 +27,7 @@ use crate::record::{
     check_header, decode_body, parse_header, verify_record, RecordHeader, RECORD_BYTES_MIN,
     RECORD_HEADER_BYTES,
 };
+use crate::storage::{OpenMode, Storage, StorageFile};
 
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"EVLOGSEG";
 pub(crate) const SEGMENT_FORMAT_VERSION: u32 = 1;
@@ -115,9 +114,9 @@ pub(crate) fn decode_segment_header(bytes: &[u8], path: &Path) -> Result<u64> {
 }
 
 /// Reads and checks the header of an open segment file.
-pub(crate) fn read_segment_header(file: &File, path: &Path) -> Result<u64> {
+pub(crate) fn read_segment_header(file: &dyn StorageFile, path: &Path) -> Result<u64> {
     let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
-    let file_len = file.metadata().at(path)?.len();
+    let file_len = file.size_bytes().at(path)?;
     if file_len < SEGMENT_HEADER_BYTES {
         return Err(Error::Corrupt {
             file: path.to_path_buf(),
@@ -148,7 +147,7 @@ pub(crate) enum Step<'a> {
 /// the segment's first `end` bytes (readers of an open log).
 #[derive(Clone, Copy)]
 pub(crate) enum Source<'a> {
-    File(&'a File),
+    File(&'a dyn StorageFile),
     Mapped(&'a [u8]),
 }
 
@@ -265,10 +264,11 @@ impl Cursor {
 pub(crate) struct Segment {
     pub first_seq: u64,
     pub path: PathBuf,
-    pub file: File,
+    pub file: Box<dyn StorageFile>,
     pub index: SeqIndex,
-    /// Read-only mapping used by readers; may extend past the file's end.
-    map: SharedMap,
+    /// Read-only mapping used by readers (when the storage maps files); may
+    /// extend past the file's end.
+    map: Option<SharedMap>,
     /// End of the last committed record; readers never look past it.
     committed_bytes: AtomicU64,
 }
@@ -314,9 +314,13 @@ impl Segment {
         // SAFETY: `[0, end)` is below the committed length, which is inside
         // the file (files are never cut below it) and is never rewritten.
         #[allow(unsafe_code)]
-        match unsafe { self.map.bytes(0, end) } {
+        match self
+            .map
+            .as_ref()
+            .and_then(|map| unsafe { map.bytes(0, end) })
+        {
             Some(region) => Source::Mapped(region),
-            None => Source::File(&self.file),
+            None => Source::File(&*self.file),
         }
     }
 
@@ -357,25 +361,23 @@ impl Segment {
     /// Creates a new empty segment durably (temp file, fsync, rename, fsync
     /// of the directory), with an empty index.
     pub fn create(
+        storage: &dyn Storage,
         dir: &Path,
         first_seq: u64,
         index_capacity: u64,
         map_bytes: u64,
     ) -> Result<Segment> {
         let path = dir.join(segment_file_name(first_seq));
-        write_file_durably(&path, &encode_segment_header(first_seq))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .at(&path)?;
+        write_file_durably(storage, &path, &encode_segment_header(first_seq))?;
+        let file = storage.open(&path, OpenMode::ReadWrite).at(&path)?;
         let index = SeqIndex::create(
+            storage,
             &dir.join(index_file_name(first_seq)),
             first_seq,
             &[],
             index_capacity,
         )?;
-        let map = SharedMap::read_only(&file, map_bytes).at(&path)?;
+        let map = file.map_read_only(map_bytes).at(&path)?;
         Ok(Segment {
             first_seq,
             path,
@@ -397,13 +399,14 @@ impl Segment {
     /// records fail to read. Only damage with no trustworthy index fails
     /// the open.
     pub fn open_sealed(
+        storage: &dyn Storage,
         path: &Path,
         first_seq: u64,
         count: u64,
         record_bytes_max: u64,
     ) -> Result<Segment> {
-        let file = OpenOptions::new().read(true).open(path).at(path)?;
-        let header_seq = read_segment_header(&file, path)?;
+        let file = storage.open(path, OpenMode::Read).at(path)?;
+        let header_seq = read_segment_header(&*file, path)?;
         if header_seq != first_seq {
             return Err(Error::Corrupt {
                 file: path.to_path_buf(),
@@ -411,9 +414,10 @@ impl Segment {
                 kind: CorruptKind::BadHeader("first_seq differs from the file name"),
             });
         }
-        let file_len = file.metadata().at(path)?.len();
+        let file_len = file.size_bytes().at(path)?;
         let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
         let checked_index = match SeqIndex::open_sealed(
+            storage,
             &index_path,
             first_seq,
             count,
@@ -428,7 +432,7 @@ impl Segment {
         let last_seq = first_seq + count - 1;
         if let Some(index) = &checked_index {
             if last_record_ends_file(
-                &file,
+                &*file,
                 path,
                 index.entry(count - 1),
                 last_seq,
@@ -439,7 +443,7 @@ impl Segment {
                 return Segment::sealed(path, first_seq, file, index, file_len);
             }
         }
-        let scan = scan_records(&file, path, first_seq, file_len, record_bytes_max)?;
+        let scan = scan_records(&*file, path, first_seq, file_len, record_bytes_max)?;
         let intact =
             scan.stopped_by.is_none() && scan.offsets.len() as u64 == count && scan.end == file_len;
         if !intact {
@@ -468,19 +472,20 @@ impl Segment {
         }
         let mut bytes = encode_index_header(first_seq, Some(crc32fast::hash(&entries)));
         bytes.extend_from_slice(&entries);
-        write_file_durably(&index_path, &bytes)?;
-        let index = SeqIndex::open_sealed(&index_path, first_seq, count, SEGMENT_HEADER_BYTES)?;
+        write_file_durably(storage, &index_path, &bytes)?;
+        let index =
+            SeqIndex::open_sealed(storage, &index_path, first_seq, count, SEGMENT_HEADER_BYTES)?;
         Segment::sealed(path, first_seq, file, index, file_len)
     }
 
     fn sealed(
         path: &Path,
         first_seq: u64,
-        file: File,
+        file: Box<dyn StorageFile>,
         index: SeqIndex,
         file_len: u64,
     ) -> Result<Segment> {
-        let map = SharedMap::read_only(&file, file_len).at(path)?;
+        let map = file.map_read_only(file_len).at(path)?;
         Ok(Segment {
             first_seq,
             path: path.to_path_buf(),
@@ -496,18 +501,15 @@ impl Segment {
     /// damage that valid later groups prove is not a torn tail, and rebuilds
     /// the index.
     pub fn recover_active(
+        storage: &dyn Storage,
         path: &Path,
         first_seq: u64,
         index_capacity: u64,
         map_bytes: u64,
         record_bytes_max: u64,
     ) -> Result<(Segment, TailRepair)> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .at(path)?;
-        let header_seq = read_segment_header(&file, path)?;
+        let file = storage.open(path, OpenMode::ReadWrite).at(path)?;
+        let header_seq = read_segment_header(&*file, path)?;
         if header_seq != first_seq {
             return Err(Error::Corrupt {
                 file: path.to_path_buf(),
@@ -515,8 +517,8 @@ impl Segment {
                 kind: CorruptKind::BadHeader("first_seq differs from the file name"),
             });
         }
-        let file_len = file.metadata().at(path)?.len();
-        let scan = scan_records(&file, path, first_seq, file_len, record_bytes_max)?;
+        let file_len = file.size_bytes().at(path)?;
+        let scan = scan_records(&*file, path, first_seq, file_len, record_bytes_max)?;
         let committed = scan.committed_records as usize;
         let committed_end = scan.committed_end;
         let mut repair = TailRepair {
@@ -554,12 +556,13 @@ impl Segment {
         }
         let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
         let index = SeqIndex::create(
+            storage,
             &index_path,
             first_seq,
             &scan.offsets[..committed],
             index_capacity,
         )?;
-        let map = SharedMap::read_only(&file, map_bytes.max(committed_end)).at(path)?;
+        let map = file.map_read_only(map_bytes.max(committed_end)).at(path)?;
         Ok((
             Segment {
                 first_seq,
@@ -577,7 +580,7 @@ impl Segment {
 /// Whether the record at `offset` has a plausible header for `seq` and ends
 /// exactly at `file_len`. The body is not checked.
 fn last_record_ends_file(
-    file: &File,
+    file: &dyn StorageFile,
     path: &Path,
     offset: u64,
     seq: u64,
@@ -617,7 +620,7 @@ pub(crate) struct Scan {
 /// Scans the records of a segment in order, checking CRCs, sequence
 /// continuity and commit-group structure.
 pub(crate) fn scan_records(
-    file: &File,
+    file: &dyn StorageFile,
     path: &Path,
     first_seq: u64,
     file_len: u64,

@@ -20,7 +20,6 @@ use crate::log::Shared;
 use crate::options::Durability;
 use crate::record::{encode_record, RECORD_HEADER_BYTES};
 use crate::segment::{Segment, SEGMENT_HEADER_BYTES};
-use std::os::unix::fs::FileExt;
 
 /// Most bytes one commit group carries (unless one batch alone is larger):
 /// bounds the write buffer and how long early callers wait for late ones.
@@ -392,7 +391,13 @@ impl Writer {
             }
             Durability::OsBuffered => {}
         }
-        self.active.index.push(&self.offsets);
+        if let Err(e) = self.active.index.push(&self.offsets) {
+            // The records are written but cannot be indexed: the in-memory
+            // state no longer matches the files.
+            self.shared
+                .poison(format!("could not update the sequence index: {e}"));
+            return Err(self.shared.poisoned_error());
+        }
         self.data_len += group_bytes;
         self.active.publish(self.data_len);
         self.next_seq = seq;
@@ -442,6 +447,7 @@ impl Writer {
         sealed.index.seal(sealed.first_seq)?;
         sealed.index.trim_when_unmapped();
         let segment = Arc::new(Segment::create(
+            &*self.shared.storage,
             &self.shared.segments_dir,
             self.next_seq,
             self.index_capacity,

@@ -19,13 +19,14 @@
 //! readers only read entries below a count they loaded (Acquire). Reader and
 //! writer therefore never touch the same bytes at the same time.
 
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::RwLock;
 
 use crate::codec::{put_u32, put_u64, u32_at, u64_at};
 use crate::error::{CorruptKind, Error, IoContext, Result};
 use crate::mmap::SharedMap;
+use crate::storage::{OpenMode, Storage, StorageFile};
 
 pub(crate) const INDEX_MAGIC: &[u8; 8] = b"EVLOGIDX";
 pub(crate) const INDEX_FORMAT_VERSION: u32 = 1;
@@ -102,13 +103,21 @@ pub(crate) fn decode_index_header(bytes: &[u8], path: &Path) -> Result<IndexHead
     })
 }
 
-/// A sequence index file and its mapping.
+/// Where the entries are read from: a shared mapping of the file, or, on
+/// storage that cannot map files, a copy in memory kept in step with the
+/// file (every write goes to both).
+enum Backing {
+    Mapped(SharedMap),
+    Buffered(RwLock<Vec<u8>>),
+}
+
+/// A sequence index file and its entries.
 pub(crate) struct SeqIndex {
     path: PathBuf,
-    file: File,
-    /// `None` only while dropping, so the mapping is gone before the trim.
-    map: Option<SharedMap>,
-    /// How many entries the mapping covers (the mapping may extend past the
+    file: Box<dyn StorageFile>,
+    /// `None` only while dropping, so a mapping is gone before the trim.
+    backing: Option<Backing>,
+    /// How many entries the backing covers (a mapping may extend past the
     /// end of the file; only entries inside the file are ever touched).
     capacity_entries: u64,
     /// How many entries the file currently has room for.
@@ -124,37 +133,36 @@ impl SeqIndex {
     /// Writes a fresh index for an active segment from `offsets` (possibly
     /// empty), replacing any file at `path`.
     pub fn create(
+        storage: &dyn Storage,
         path: &Path,
         first_seq: u64,
         offsets: &[u64],
         capacity_entries: u64,
     ) -> Result<SeqIndex> {
         let capacity_entries = capacity_entries.max(offsets.len() as u64).max(1);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .at(path)?;
+        let file = storage.open(path, OpenMode::CreateTruncate).at(path)?;
         let mut bytes = encode_index_header(first_seq, None);
         for &offset in offsets {
             put_u64(&mut bytes, offset);
         }
         let file_entries = (offsets.len() as u64 + GROWTH_ENTRIES).min(capacity_entries);
-        use std::os::unix::fs::FileExt;
+        let file_bytes = INDEX_HEADER_BYTES + file_entries * INDEX_ENTRY_BYTES;
         file.write_all_at(&bytes, 0).at(path)?;
-        file.set_len(INDEX_HEADER_BYTES + file_entries * INDEX_ENTRY_BYTES)
-            .at(path)?;
-        let map = SharedMap::read_write(
-            &file,
-            INDEX_HEADER_BYTES + capacity_entries * INDEX_ENTRY_BYTES,
-        )
-        .at(path)?;
+        file.set_len(file_bytes).at(path)?;
+        let backing = match file
+            .map_read_write(INDEX_HEADER_BYTES + capacity_entries * INDEX_ENTRY_BYTES)
+            .at(path)?
+        {
+            Some(map) => Backing::Mapped(map),
+            None => {
+                bytes.resize(file_bytes as usize, 0);
+                Backing::Buffered(RwLock::new(bytes))
+            }
+        };
         Ok(SeqIndex {
             path: path.to_path_buf(),
             file,
-            map: Some(map),
+            backing: Some(backing),
             capacity_entries,
             file_entries: AtomicU64::new(file_entries),
             valid_entries: AtomicU64::new(offsets.len() as u64),
@@ -170,18 +178,15 @@ impl SeqIndex {
     /// the caller checks the last entry against the segment. An error means
     /// "rebuild this index".
     pub fn open_sealed(
+        storage: &dyn Storage,
         path: &Path,
         first_seq: u64,
         count: u64,
         first_record_offset: u64,
     ) -> Result<SeqIndex> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .at(path)?;
+        let file = storage.open(path, OpenMode::ReadWrite).at(path)?;
         let exact_len = INDEX_HEADER_BYTES + count * INDEX_ENTRY_BYTES;
-        let file_len = file.metadata().at(path)?.len();
+        let file_len = file.size_bytes().at(path)?;
         let corrupt = |offset, what| Error::Corrupt {
             file: path.to_path_buf(),
             offset,
@@ -196,7 +201,6 @@ impl SeqIndex {
             file.sync_all().at(path)?;
         }
         let mut header = [0u8; INDEX_HEADER_BYTES as usize];
-        use std::os::unix::fs::FileExt;
         file.read_exact_at(&mut header, 0).at(path)?;
         let decoded = decode_index_header(&header, path)?;
         if decoded.first_seq != first_seq {
@@ -208,11 +212,18 @@ impl SeqIndex {
         let Some(entries_crc) = decoded.entries_crc else {
             return Err(corrupt(SEALED_AT as u64, "not marked sealed"));
         };
-        let map = SharedMap::read_only(&file, exact_len).at(path)?;
+        let backing = match file.map_read_only(exact_len).at(path)? {
+            Some(map) => Backing::Mapped(map),
+            None => {
+                let mut bytes = vec![0u8; exact_len as usize];
+                file.read_exact_at(&mut bytes, 0).at(path)?;
+                Backing::Buffered(RwLock::new(bytes))
+            }
+        };
         let index = SeqIndex {
             path: path.to_path_buf(),
             file,
-            map: Some(map),
+            backing: Some(backing),
             capacity_entries: count,
             file_entries: AtomicU64::new(count),
             valid_entries: AtomicU64::new(count),
@@ -244,30 +255,50 @@ impl SeqIndex {
         Ok(index)
     }
 
-    /// CRC-32 of the published entries.
-    fn entries_crc(&self) -> u32 {
-        let Some(map) = &self.map else { return 0 };
-        let len = self.valid_count() * INDEX_ENTRY_BYTES;
-        // SAFETY: published entries lie inside the file and are never
-        // written again.
-        #[allow(unsafe_code)]
-        let entries = unsafe { map.bytes(INDEX_HEADER_BYTES, len) };
-        entries.map_or(0, crc32fast::hash)
+    /// Calls `read` with the published bytes `[offset, offset + len)`.
+    fn with_bytes<T>(&self, offset: u64, len: u64, read: impl FnOnce(&[u8]) -> T) -> Option<T> {
+        match self.backing.as_ref()? {
+            // SAFETY: callers only ask for the header (written by the writer
+            // thread alone, which is also the only caller that reads it) or
+            // for published entries, which lie inside the file (the file
+            // never shrinks while mapped: trimming happens only in `drop`,
+            // after unmapping) and are never written again.
+            #[allow(unsafe_code)]
+            Backing::Mapped(map) => unsafe { map.bytes(offset, len) }.map(read),
+            Backing::Buffered(bytes) => {
+                let bytes = bytes
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let end = usize::try_from(offset + len).ok()?;
+                bytes.get(offset as usize..end).map(read)
+            }
+        }
     }
 
-    /// Marks the index sealed (records the CRC of its entries in the
-    /// header) and flushes it. Writer thread only, once no more entries
-    /// will be pushed.
-    pub fn seal(&self, first_seq: u64) -> Result<()> {
-        let Some(map) = &self.map else { return Ok(()) };
-        let header = encode_index_header(first_seq, Some(self.entries_crc()));
-        // SAFETY: the header is inside the file and only the writer thread
-        // touches it; readers only read entries.
-        #[allow(unsafe_code)]
-        unsafe {
-            map.write(0, &header)
-        };
-        self.flush()
+    /// Writes `bytes` at `offset` of the index. Writer thread only, and only
+    /// at unpublished entries or the header.
+    fn write_bytes(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        assert!(self.writable);
+        match self.backing.as_ref() {
+            // SAFETY: the mapping is writable, the range is inside the file
+            // (callers reserve entries first), and no reader reads entries
+            // at or beyond `valid_entries` until they are published.
+            #[allow(unsafe_code)]
+            Some(Backing::Mapped(map)) => unsafe { map.write(offset, bytes) },
+            Some(Backing::Buffered(copy)) => {
+                self.file.write_all_at(bytes, offset).at(&self.path)?;
+                let mut copy = copy
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let end = offset as usize + bytes.len();
+                if copy.len() < end {
+                    copy.resize(end, 0);
+                }
+                copy[offset as usize..end].copy_from_slice(bytes);
+            }
+            None => {}
+        }
+        Ok(())
     }
 
     /// Number of published entries.
@@ -278,15 +309,20 @@ impl SeqIndex {
     /// Entry `i`. The caller guarantees `i` is below a published count.
     pub fn entry(&self, i: u64) -> u64 {
         assert!(i < self.valid_entries.load(Ordering::Acquire));
-        let Some(map) = &self.map else { return 0 };
-        let at = INDEX_HEADER_BYTES + i * INDEX_ENTRY_BYTES;
-        // SAFETY: entries below `valid_entries` were written inside
-        // `file_entries`, the file never shrinks while mapped (trimming
-        // happens only in `drop`, after unmapping), and no thread writes
-        // published entries again.
-        #[allow(unsafe_code)]
-        let bytes = unsafe { map.bytes(at, INDEX_ENTRY_BYTES) };
-        bytes.and_then(|b| crate::codec::u64_at(b, 0)).unwrap_or(0)
+        self.with_bytes(
+            INDEX_HEADER_BYTES + i * INDEX_ENTRY_BYTES,
+            INDEX_ENTRY_BYTES,
+            |b| crate::codec::u64_at(b, 0),
+        )
+        .flatten()
+        .unwrap_or(0)
+    }
+
+    /// CRC-32 of the published entries.
+    fn entries_crc(&self) -> u32 {
+        let len = self.valid_count() * INDEX_ENTRY_BYTES;
+        self.with_bytes(INDEX_HEADER_BYTES, len, crc32fast::hash)
+            .unwrap_or(0)
     }
 
     /// Makes room for `count` more entries, growing the file if needed.
@@ -310,34 +346,38 @@ impl SeqIndex {
 
     /// Writes the offsets of newly written records and publishes them.
     /// Writer thread only, after a successful `reserve`.
-    pub fn push(&self, offsets: &[u64]) {
-        assert!(self.writable);
-        let Some(map) = &self.map else { return };
+    pub fn push(&self, offsets: &[u64]) -> Result<()> {
         let start = self.valid_entries.load(Ordering::Relaxed);
         assert!(start + offsets.len() as u64 <= self.file_entries.load(Ordering::Relaxed));
         let mut bytes = Vec::with_capacity(offsets.len() * INDEX_ENTRY_BYTES as usize);
         for &offset in offsets {
             put_u64(&mut bytes, offset);
         }
-        // SAFETY: the mapping is writable, the range is inside the file
-        // (checked above against `file_entries`), and no reader reads
-        // entries at or beyond `valid_entries` until the store below.
-        #[allow(unsafe_code)]
-        unsafe {
-            map.write(INDEX_HEADER_BYTES + start * INDEX_ENTRY_BYTES, &bytes)
-        };
+        self.write_bytes(INDEX_HEADER_BYTES + start * INDEX_ENTRY_BYTES, &bytes)?;
         self.valid_entries
             .store(start + offsets.len() as u64, Ordering::Release);
+        Ok(())
     }
 
-    /// Flushes the mapping to disk (at seal and close).
+    /// Marks the index sealed (records the CRC of its entries in the
+    /// header) and flushes it. Writer thread only, once no more entries
+    /// will be pushed.
+    pub fn seal(&self, first_seq: u64) -> Result<()> {
+        let header = encode_index_header(first_seq, Some(self.entries_crc()));
+        self.write_bytes(0, &header)?;
+        self.flush()
+    }
+
+    /// Makes the index durable (at seal and close).
     pub fn flush(&self) -> Result<()> {
-        if let Some(map) = &self.map {
-            if self.writable {
-                map.flush().at(&self.path)?;
-            }
+        if !self.writable {
+            return Ok(());
         }
-        Ok(())
+        match self.backing.as_ref() {
+            Some(Backing::Mapped(map)) => map.flush().at(&self.path),
+            Some(Backing::Buffered(_)) => self.file.sync_data().at(&self.path),
+            None => Ok(()),
+        }
     }
 
     /// Asks for the preallocated tail to be cut off once nothing maps it.
@@ -349,7 +389,7 @@ impl SeqIndex {
 impl Drop for SeqIndex {
     fn drop(&mut self) {
         // Unmap first: a file must never be cut while a mapping covers it.
-        drop(self.map.take());
+        drop(self.backing.take());
         if self.writable && self.trim_on_drop.load(Ordering::Relaxed) {
             let len =
                 INDEX_HEADER_BYTES + self.valid_entries.load(Ordering::Relaxed) * INDEX_ENTRY_BYTES;
@@ -363,16 +403,17 @@ impl Drop for SeqIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::OsStorage;
 
     #[test]
     fn index_push_read_reopen_sealed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("1.idx");
         {
-            let index = SeqIndex::create(&path, 1, &[32], 1_000_000).unwrap();
+            let index = SeqIndex::create(&OsStorage, &path, 1, &[32], 1_000_000).unwrap();
             assert!(index.reserve(100_000).unwrap());
             let offsets: Vec<u64> = (1..100_000u64).map(|i| 32 + i * 60).collect();
-            index.push(&offsets);
+            index.push(&offsets).unwrap();
             assert_eq!(index.entry(0), 32);
             assert_eq!(index.entry(99_999), 32 + 99_999 * 60);
             index.seal(1).unwrap();
@@ -382,23 +423,23 @@ mod tests {
             std::fs::metadata(&path).unwrap().len(),
             INDEX_HEADER_BYTES + 100_000 * 8
         );
-        let sealed = SeqIndex::open_sealed(&path, 1, 100_000, 32).unwrap();
+        let sealed = SeqIndex::open_sealed(&OsStorage, &path, 1, 100_000, 32).unwrap();
         assert_eq!(sealed.entry(5), 32 + 5 * 60);
-        assert!(SeqIndex::open_sealed(&path, 2, 100_000, 32).is_err());
-        assert!(SeqIndex::open_sealed(&path, 1, 100_001, 32).is_err());
+        assert!(SeqIndex::open_sealed(&OsStorage, &path, 2, 100_000, 32).is_err());
+        assert!(SeqIndex::open_sealed(&OsStorage, &path, 1, 100_001, 32).is_err());
         drop(sealed);
         // A plausible but wrong entry (still increasing) fails the CRC.
         let mut bytes = std::fs::read(&path).unwrap();
         let at = (INDEX_HEADER_BYTES + 5 * 8) as usize;
         bytes[at] += 8;
         std::fs::write(&path, &bytes).unwrap();
-        assert!(SeqIndex::open_sealed(&path, 1, 100_000, 32).is_err());
+        assert!(SeqIndex::open_sealed(&OsStorage, &path, 1, 100_000, 32).is_err());
     }
 
     #[test]
     fn reserve_refuses_past_capacity() {
         let dir = tempfile::tempdir().unwrap();
-        let index = SeqIndex::create(&dir.path().join("x.idx"), 1, &[], 10).unwrap();
+        let index = SeqIndex::create(&OsStorage, &dir.path().join("x.idx"), 1, &[], 10).unwrap();
         assert!(index.reserve(10).unwrap());
         assert!(!index.reserve(11).unwrap());
     }
