@@ -1,13 +1,17 @@
 //! Integration tests of `evlog` as a whole: recovery from damaged files,
 //! concurrent appends and reads, a kill -9 crash loop against the real
-//! binary, and the command-line contract.
+//! binary, fault injection and power cuts on a simulated disk, and the
+//! command-line contract.
 //!
 //! Environment:
 //! - `EVLOG_CRASH_ROUNDS`: number of kill -9 rounds of the crash loop
 //!   (default 50).
+//! - `EVLOG_POWER_CUT_SEEDS` / `EVLOG_POWER_CUT_SEED`: how many seeded
+//!   power-cut workloads run (default 300) / replay one seed.
 
 mod cli;
 mod common;
 mod concurrency;
 mod crash_loop;
+mod faults;
 mod recovery;
