@@ -21,8 +21,10 @@ pub struct RecordInfo {
     pub offset: u64,
     pub seq: u64,
     pub record_bytes: u64,
-    pub group_index: u32,
-    pub group_count: u32,
+    /// Records after this one in its commit group.
+    pub group_remaining: u32,
+    /// Highest sequence number durable when this record was written.
+    pub synced_through: u64,
     /// The decoded event, or why its body does not decode.
     pub event: std::result::Result<LoggedEvent, CorruptKind>,
 }
@@ -105,8 +107,8 @@ pub fn inspect_segment(
                     offset,
                     seq: header.seq,
                     record_bytes: header.record_bytes(),
-                    group_index: header.group_index,
-                    group_count: header.group_count,
+                    group_remaining: header.group_remaining,
+                    synced_through: header.synced_through(),
                     event: decode_body(header.seq, &bytes[RECORD_HEADER_BYTES..]),
                 };
                 if let Err(kind) = &info.event {

@@ -158,6 +158,9 @@ impl Log {
             allocated_len: opened.active_file_len,
             active,
             next_seq: opened.next_seq,
+            // Recovery synced the active segment, so all of it is durable.
+            written_seq: opened.next_seq - 1,
+            durable_seq: opened.next_seq - 1,
             index_capacity: opened.index_capacity,
             record_buf: Vec::new(),
             offsets: Vec::new(),

@@ -3,17 +3,20 @@
 //! A record is a 24-byte header followed by the body (see FORMAT.md):
 //!
 //! ```text
-//! 0   body_len     u32  bytes of body, 1..=record_bytes_max
-//! 4   crc32        u32  CRC-32 (IEEE) of bytes 0..4, 8..24 and the body
-//! 8   seq          u64  sequence number
-//! 16  group_index  u32  position of this record in its commit group
-//! 20  group_count  u32  number of records in its commit group
+//! 0   body_len         u32  bytes of body
+//! 4   crc32            u32  CRC-32 (IEEE) of bytes 0..4, 8..24 and the body
+//! 8   seq              u64  sequence number
+//! 16  group_remaining  u32  records after this one in its commit group
+//! 20  synced_delta     u32  seq minus the highest seq that was durable
+//!                           when this record was written (saturating)
 //! 24  body
 //! ```
 //!
 //! A commit group is the set of records the writer put into one `write`.
 //! A group is all-or-nothing on recovery, which is what makes
-//! `append_batch` atomic: a batch never spans groups.
+//! `append_batch` atomic: a batch never spans groups. `synced_delta` lets
+//! recovery tell a torn unsynced tail (cut it) from damage to data that was
+//! already durable when later records were written (refuse to cut it).
 
 #[cfg(test)]
 use serde::Deserialize;
@@ -28,9 +31,9 @@ use crate::options::RECORD_BYTES_LIMIT;
 pub(crate) const RECORD_HEADER_BYTES: usize = 24;
 const CRC_AT: usize = 4;
 const SEQ_AT: usize = 8;
-const GROUP_INDEX_AT: usize = 16;
-const GROUP_COUNT_AT: usize = 20;
-const _: () = assert!(GROUP_COUNT_AT + 4 == RECORD_HEADER_BYTES);
+const GROUP_REMAINING_AT: usize = 16;
+const SYNCED_DELTA_AT: usize = 20;
+const _: () = assert!(SYNCED_DELTA_AT + 4 == RECORD_HEADER_BYTES);
 
 /// A body can never be shorter than this: 16-byte id, 1-byte timestamp,
 /// 2-byte type, 6 absent-option tags, priority, metadata count, payload
@@ -375,23 +378,18 @@ pub(crate) struct RecordHeader {
     pub body_len: u32,
     pub crc: u32,
     pub seq: u64,
-    pub group_index: u32,
-    pub group_count: u32,
+    pub group_remaining: u32,
+    pub synced_delta: u32,
 }
 
 impl RecordHeader {
     pub fn record_bytes(&self) -> u64 {
         RECORD_HEADER_BYTES as u64 + u64::from(self.body_len)
     }
-    /// Sequence number of the first record of this record's commit group.
-    pub fn group_first_seq(&self) -> u64 {
-        self.seq.saturating_sub(u64::from(self.group_index))
-    }
-    /// Sequence number of the last record of this record's commit group.
-    pub fn group_last_seq(&self) -> u64 {
-        self.group_first_seq()
-            .saturating_add(u64::from(self.group_count))
-            .saturating_sub(1)
+    /// The highest sequence number that was durable when this record was
+    /// written (a lower bound when `synced_delta` saturated).
+    pub fn synced_through(&self) -> u64 {
+        self.seq.saturating_sub(u64::from(self.synced_delta))
     }
 }
 
@@ -401,8 +399,8 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Option<RecordHeader> {
         body_len: u32_at(bytes, 0)?,
         crc: u32_at(bytes, CRC_AT)?,
         seq: u64_at(bytes, SEQ_AT)?,
-        group_index: u32_at(bytes, GROUP_INDEX_AT)?,
-        group_count: u32_at(bytes, GROUP_COUNT_AT)?,
+        group_remaining: u32_at(bytes, GROUP_REMAINING_AT)?,
+        synced_delta: u32_at(bytes, SYNCED_DELTA_AT)?,
     })
 }
 
@@ -417,8 +415,11 @@ pub(crate) fn check_header(
     {
         return Err(CorruptKind::RecordLength(header.body_len));
     }
-    if header.group_count == 0 || header.group_index >= header.group_count {
-        return Err(CorruptKind::CommitGroup);
+    if header.seq == 0 {
+        return Err(CorruptKind::Sequence {
+            expected: 1,
+            found: 0,
+        });
     }
     Ok(())
 }
@@ -434,8 +435,8 @@ fn record_crc(record: &[u8]) -> u32 {
 pub(crate) fn encode_record(
     out: &mut Vec<u8>,
     seq: u64,
-    group_index: u32,
-    group_count: u32,
+    group_remaining: u32,
+    synced_delta: u32,
     body: &[u8],
 ) {
     let start = out.len();
@@ -443,8 +444,8 @@ pub(crate) fn encode_record(
     put_u32(out, body.len() as u32);
     put_u32(out, 0);
     put_u64(out, seq);
-    put_u32(out, group_index);
-    put_u32(out, group_count);
+    put_u32(out, group_remaining);
+    put_u32(out, synced_delta);
     out.extend_from_slice(body);
     let crc = record_crc(&out[start..]);
     out[start + CRC_AT..start + CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
@@ -495,7 +496,7 @@ mod tests {
             &mut body,
         );
         let mut record = Vec::new();
-        encode_record(&mut record, 42, 0, 1, &body);
+        encode_record(&mut record, 42, 0, 3, &body);
         let header = verify_record(&record, RECORD_BYTES_LIMIT).unwrap();
         assert_eq!(header.seq, 42);
         let event = decode_body(42, &record[RECORD_HEADER_BYTES..]).unwrap();

@@ -21,7 +21,8 @@ pub struct RecoveryReport {
     /// Non-zero bytes cut from the end of the active segment (a torn write).
     pub torn_tail_bytes: u64,
     /// Valid records cut with the torn tail because their commit group was
-    /// incomplete; they were never acknowledged.
+    /// incomplete. Under `Durability::Always` they were never acknowledged;
+    /// under the other settings a power loss may cut acknowledged ones.
     pub unacknowledged_records_dropped: u64,
     /// Leftover temporary files removed.
     pub temp_files_removed: u64,

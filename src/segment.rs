@@ -278,7 +278,8 @@ pub(crate) struct Segment {
 pub(crate) struct TailRepair {
     /// Bytes after the last complete commit group that were not zeros.
     pub dropped_bytes: u64,
-    /// Valid records of an incomplete (never acknowledged) commit group.
+    /// Valid records cut with the tail: an incomplete commit group, or
+    /// groups written after an unsynced hole.
     pub dropped_records: u64,
 }
 
@@ -531,7 +532,7 @@ impl Segment {
             let nonzero_end = tail.iter().rposition(|&b| b != 0).map(|p| p + 1);
             if let Some(nonzero_end) = nonzero_end {
                 let next_seq = first_seq + committed as u64;
-                if let Some(at) = find_later_group(&tail, next_seq, record_bytes_max) {
+                if let Some(at) = find_proof_of_damage(&tail, next_seq, record_bytes_max) {
                     let offset = scan.stopped_by.as_ref().map_or(committed_end, |s| s.0);
                     tracing::error!(file = %path.display(), offset, valid_record_at = committed_end + at as u64,
                         "damage before valid records in the active segment");
@@ -549,11 +550,15 @@ impl Segment {
                     file = %path.display(),
                     offset = committed_end,
                     dropped_bytes = repair.dropped_bytes,
-                    dropped_unacknowledged_records = repair.dropped_records,
+                    dropped_records = repair.dropped_records,
                     "truncated the torn tail of the active segment"
                 );
             }
         }
+        // What recovery kept may so far live only in the page cache (after a
+        // process crash); make it durable, since records written from now
+        // on will claim it is (`synced_delta`).
+        file.sync_data().at(path)?;
         let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
         let index = SeqIndex::create(
             storage,
@@ -634,8 +639,8 @@ pub(crate) fn scan_records(
         end: SEGMENT_HEADER_BYTES,
         stopped_by: None,
     };
-    // (first seq, record count) of the commit group being read.
-    let mut open_group: Option<(u64, u32)> = None;
+    // `group_remaining` of the previous record while inside a commit group.
+    let mut open_group: Option<u32> = None;
     let mut expected = first_seq;
     loop {
         match cursor.next_step(Source::File(file)).at(path)? {
@@ -655,24 +660,23 @@ pub(crate) fn scan_records(
                     ));
                     break;
                 }
-                let group = (header.group_first_seq(), header.group_count);
-                let consistent = if header.group_index == 0 {
-                    open_group.is_none()
-                } else {
-                    open_group == Some(group)
+                let consistent = match open_group {
+                    Some(previous) => header.group_remaining.checked_add(1) == Some(previous),
+                    None => true,
                 };
                 if !consistent {
                     scan.stopped_by = Some((offset, CorruptKind::CommitGroup));
                     break;
                 }
-                open_group = Some(group);
                 scan.offsets.push(offset);
                 scan.end = offset + header.record_bytes();
                 expected += 1;
-                if header.seq == header.group_last_seq() {
+                if header.group_remaining == 0 {
                     open_group = None;
                     scan.committed_records = scan.offsets.len() as u64;
                     scan.committed_end = scan.end;
+                } else {
+                    open_group = Some(header.group_remaining);
                 }
             }
         }
@@ -680,18 +684,19 @@ pub(crate) fn scan_records(
     Ok(scan)
 }
 
-/// Looks for a valid record in `tail` that starts a commit group after
-/// `next_seq`: proof that the bytes before it were once followed by a later
-/// write, so they are damage, not a torn tail. Returns its offset in `tail`.
-fn find_later_group(tail: &[u8], next_seq: u64, record_bytes_max: u64) -> Option<usize> {
+/// Looks for a valid record in `tail` that was written when `next_seq` was
+/// already durable: proof that the bytes where `next_seq` should be were
+/// synced data, so they are damage, not a torn unsynced tail. Returns its
+/// offset in `tail`.
+fn find_proof_of_damage(tail: &[u8], next_seq: u64, record_bytes_max: u64) -> Option<usize> {
     let last_start = tail.len().checked_sub(RECORD_BYTES_MIN)?;
     (0..=last_start).find(|&at| {
         let Some(header) = parse_header(&tail[at..]) else {
             return false;
         };
         if check_header(&header, record_bytes_max).is_err()
-            || header.group_first_seq() <= next_seq
-            || header.seq < next_seq
+            || header.seq <= next_seq
+            || header.synced_through() < next_seq
         {
             return false;
         }

@@ -90,6 +90,10 @@ pub(crate) struct Writer {
     /// File length of the active segment, including zeroed preallocation.
     pub allocated_len: u64,
     pub next_seq: u64,
+    /// Highest sequence number written to the file.
+    pub written_seq: u64,
+    /// Highest sequence number known to be durable (synced).
+    pub durable_seq: u64,
     pub index_capacity: u64,
     pub record_buf: Vec<u8>,
     pub offsets: Vec<u64>,
@@ -187,6 +191,7 @@ impl Writer {
             return Err(self.shared.poisoned_error());
         }
         self.unsynced = false;
+        self.durable_seq = self.written_seq;
         self.last_sync = Instant::now();
         self.last_sync_duration = self.last_sync - started;
         Ok(())
@@ -328,7 +333,7 @@ impl Writer {
     /// publishes it. Returns the first sequence number of each batch.
     fn write_group(&mut self, group: &Group, group_bytes: u64) -> Result<Vec<u64>> {
         let count: u64 = group.iter().map(|(b, _, _)| b.len()).sum();
-        let group_count = u32::try_from(count)
+        let mut group_remaining = u32::try_from(count)
             .map_err(|_| Error::InvalidEvent("commit group too large".into()))?;
         if !self.active.index.reserve(count)? {
             // Unreachable with the computed capacity, but a full index must
@@ -350,15 +355,21 @@ impl Writer {
         self.offsets.clear();
         let mut seq = self.next_seq;
         let mut first_seqs = Vec::with_capacity(group.len());
-        let mut group_index = 0u32;
         for (batch, _, _) in group {
             first_seqs.push(seq);
             for body in batch.bodies() {
                 self.offsets
                     .push(self.data_len + self.record_buf.len() as u64);
-                encode_record(&mut self.record_buf, seq, group_index, group_count, body);
+                group_remaining -= 1;
+                let synced_delta = u32::try_from(seq - self.durable_seq).unwrap_or(u32::MAX);
+                encode_record(
+                    &mut self.record_buf,
+                    seq,
+                    group_remaining,
+                    synced_delta,
+                    body,
+                );
                 seq += 1;
-                group_index += 1;
             }
         }
         debug_assert_eq!(self.record_buf.len() as u64, group_bytes);
@@ -381,6 +392,7 @@ impl Writer {
             });
         }
         self.unsynced = true;
+        self.written_seq = seq - 1;
         self.allocated_len = self.allocated_len.max(self.data_len + group_bytes);
         match self.shared.options.durability {
             Durability::Always => self.sync()?,
@@ -441,6 +453,7 @@ impl Writer {
     fn roll(&mut self) -> Result<()> {
         let sealed = Arc::clone(&self.active);
         sealed.file.sync_data().at(&sealed.path)?;
+        self.durable_seq = self.written_seq;
         // Readers use pread, never mmap, on segments: cutting is safe.
         sealed.file.set_len(self.data_len).at(&sealed.path)?;
         sealed.file.sync_all().at(&sealed.path)?;

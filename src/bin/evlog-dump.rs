@@ -83,12 +83,12 @@ fn dump(args: &Args) -> Result<ExitCode> {
                     value.to_string()
                 }
                 (Ok(event), false) => format!(
-                    "  @{} seq={} bytes={} group={}/{} type={} id={} time={}",
+                    "  @{} seq={} bytes={} group_remaining={} synced_through={} type={} id={} time={}",
                     record.offset,
                     record.seq,
                     record.record_bytes,
-                    record.group_index,
-                    record.group_count,
+                    record.group_remaining,
+                    record.synced_through,
                     event.event_type,
                     event.id,
                     evlog::json::format_timestamp(event.timestamp_us)

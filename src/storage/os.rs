@@ -102,13 +102,13 @@ impl Storage for OsStorage {
 /// Directories this process has open. A second `Log::open` of the same
 /// directory in this process fails at once instead of waiting on `flock`.
 static OPEN_DIRS: std::sync::Mutex<BTreeSet<PathBuf>> = std::sync::Mutex::new(BTreeSet::new());
-/// How long to retry a lock that `LOCK` says this very process holds but
-/// the registry says it does not: a child forked by another thread shares
-/// the lock's file descriptor until it calls `exec` (which closes it, the
-/// descriptor being close-on-exec), so the lock outlives `Log::drop` by
-/// that long.
-const OWN_LOCK_RETRY: Duration = Duration::from_secs(2);
-const OWN_LOCK_RETRY_SLEEP: Duration = Duration::from_millis(1);
+/// How long to retry a held lock before reporting it. A child forked by
+/// any thread of the process that last held the lock shares the lock's file
+/// descriptor until it calls `exec` (which closes it, the descriptor being
+/// close-on-exec), so a lock can outlive its `Log` by that long; a lock
+/// that is really held is reported after this delay.
+const LOCK_RETRY: Duration = Duration::from_secs(1);
+const LOCK_RETRY_SLEEP: Duration = Duration::from_millis(2);
 
 /// The held directory lock; dropping it releases the directory.
 struct DirLock {
@@ -163,8 +163,8 @@ fn lock_dir(dir: &Path) -> crate::Result<DirLock> {
                 let _ = file.rewind();
                 let _ = file.read_to_string(&mut pid);
                 let pid = pid.trim();
-                if pid == own_pid && started.elapsed() < OWN_LOCK_RETRY {
-                    std::thread::sleep(OWN_LOCK_RETRY_SLEEP);
+                if started.elapsed() < LOCK_RETRY {
+                    std::thread::sleep(LOCK_RETRY_SLEEP);
                     continue;
                 }
                 return Err(Error::Locked {

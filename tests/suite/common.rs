@@ -189,6 +189,10 @@ pub struct RecordPos {
     pub offset: u64,
     pub len: u64,
     pub seq: u64,
+    /// Records after this one in its commit group (from the header).
+    pub group_remaining: u32,
+    /// Position in, and size of, its commit group (derived by the parser
+    /// from `group_remaining` over consecutive records).
     pub group_index: u32,
     pub group_count: u32,
 }
@@ -228,10 +232,23 @@ pub fn records(segment: &Path) -> Vec<RecordPos> {
             offset,
             len: RECORD_HEADER_BYTES + body_len,
             seq: u64_at(&bytes, offset + 8),
-            group_index: u32_at(&bytes, offset + 16),
-            group_count: u32_at(&bytes, offset + 20),
+            group_remaining: u32_at(&bytes, offset + 16),
+            group_index: 0,
+            group_count: 0,
         });
         offset += RECORD_HEADER_BYTES + body_len;
+    }
+    // A commit group runs up to and including a record with no remaining.
+    let mut start = 0;
+    for end in 0..found.len() {
+        if found[end].group_remaining == 0 || end + 1 == found.len() {
+            let count = (end + 1 - start) as u32;
+            for (i, record) in found[start..=end].iter_mut().enumerate() {
+                record.group_index = i as u32;
+                record.group_count = count;
+            }
+            start = end + 1;
+        }
     }
     found
 }
