@@ -24,10 +24,6 @@ const DIR: &str = "/sim/data";
 
 /// Small segments and preallocation, so that rolls, seals and the
 /// preallocation path all happen within a short workload.
-fn options() -> Options {
-    options_with(Durability::Always)
-}
-
 fn options_with(durability: Durability) -> Options {
     Options::default()
         .durability(durability)
