@@ -67,6 +67,18 @@ impl PreparedBatch {
     }
 }
 
+/// The same failure for every caller of a commit group (`Error` cannot be
+/// cloned because `io::Error` cannot).
+fn same_error(error: &Error) -> Error {
+    match error {
+        Error::Io { path, source } => Error::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        other => Error::InvalidEvent(other.to_string()),
+    }
+}
+
 pub(crate) enum Request {
     /// Answered with the sequence number of the batch's first event.
     Append {
@@ -263,12 +275,11 @@ impl Writer {
             }
             Err(e) => {
                 let poisoned = self.shared.is_poisoned();
-                let mut error = Some(e);
                 for (_, _, reply) in group {
-                    let answer = match error.take() {
-                        Some(e) => e,
-                        None if poisoned => self.shared.poisoned_error(),
-                        None => Error::InvalidEvent("write failed; see the first error".into()),
+                    let answer = if poisoned {
+                        self.shared.poisoned_error()
+                    } else {
+                        same_error(&e)
                     };
                     let _ = reply.send(Err(answer));
                 }

@@ -76,8 +76,20 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 fn open(dir: &PathBuf) -> Result<Log> {
-    Log::open(dir, Options::default().durability(Durability::Always))
-        .with_context(|| format!("opening {}", dir.display()))
+    let log = Log::open(dir, Options::default().durability(Durability::Always))
+        .with_context(|| format!("opening {}", dir.display()))?;
+    // Recovery repairs are worth telling the operator about; the library
+    // only reports them through `tracing` and the report.
+    let report = log.recovery_report();
+    if report.torn_tail_bytes > 0 {
+        eprintln!(
+            "evlog: recovered {}: cut a torn tail of {} bytes ({} records of an incomplete write)",
+            dir.display(),
+            report.torn_tail_bytes,
+            report.unacknowledged_records_dropped
+        );
+    }
+    Ok(log)
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
