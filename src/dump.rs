@@ -170,6 +170,11 @@ pub fn check_index(
         Ok(header) if header.first_seq == segment.first_seq => header.entries_crc,
         Ok(_) => return problem(16, "first_seq differs from the segment"),
         Err(Error::Corrupt { offset, kind, .. }) => return problem(offset, &kind.to_string()),
+        // Indexes are derived: an unreadable one is a problem to report
+        // (open rebuilds it), not a reason to stop verifying.
+        Err(Error::UnsupportedVersion { found, .. }) => {
+            return problem(8, &format!("unsupported index format version {found}"))
+        }
         Err(e) => return Err(e),
     };
     let entries = (bytes.len() as u64 - INDEX_HEADER_BYTES) / INDEX_ENTRY_BYTES;
@@ -238,6 +243,13 @@ pub fn verify(path: &Path) -> Result<Option<Problem>> {
                     file,
                     offset,
                     what: kind.to_string(),
+                }))
+            }
+            Err(Error::UnsupportedVersion { file, found, .. }) => {
+                return Ok(Some(Problem {
+                    file,
+                    offset: 8,
+                    what: format!("unsupported segment format version {found}"),
                 }))
             }
             Err(e) => return Err(e),

@@ -397,6 +397,13 @@ impl Iter {
             if self.next_seq > self.last_seq {
                 return Ok(None);
             }
+            if let Some(segment) = &self.segment {
+                // A sealed segment's records end at its count; never read on
+                // into whatever follows them in the file.
+                if self.next_seq >= segment.first_seq + segment.record_count() {
+                    self.segment = None;
+                }
+            }
             let segment = match &self.segment {
                 Some(segment) => Arc::clone(segment),
                 None => {

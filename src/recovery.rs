@@ -28,6 +28,13 @@ pub struct RecoveryReport {
     pub temp_files_removed: u64,
     /// Index files without a segment removed.
     pub orphan_indexes_removed: u64,
+    /// Sequence indexes of sealed segments rebuilt from their segment
+    /// (the active segment's index is rebuilt on every open).
+    pub indexes_rebuilt: u64,
+    /// Sealed segments found damaged and opened anyway, as (file, byte
+    /// offset, what): their index is intact, so only the damaged records
+    /// fail to read (with a `Corrupt` error naming the same file).
+    pub damaged_segments: Vec<(PathBuf, u64, String)>,
 }
 
 pub(crate) struct Opened {
@@ -112,13 +119,15 @@ pub(crate) fn open(storage: &dyn Storage, dir: &Path, options: &Options) -> Resu
         let (first, next) = (pair[0], pair[1]);
         let path = segments_dir.join(crate::segment::segment_file_name(first));
         // Names are unique, so `next > first` and the count is at least 1.
-        segments.push(Arc::new(Segment::open_sealed(
-            storage,
-            &path,
-            first,
-            next - first,
-            record_bytes_max,
-        )?));
+        let (segment, sealed) =
+            Segment::open_sealed(storage, &path, first, next - first, record_bytes_max)?;
+        report.indexes_rebuilt += u64::from(sealed.index_rebuilt);
+        if let Some((offset, kind)) = sealed.damage {
+            report
+                .damaged_segments
+                .push((path.clone(), offset, kind.to_string()));
+        }
+        segments.push(Arc::new(segment));
     }
     let mut active_file_len = crate::segment::SEGMENT_HEADER_BYTES;
     if let Some(&last) = segment_seqs.last() {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0   magic        8 bytes "EVLOGSEG"
-//! 8   version      u32 (1)
+//! 8   version      u32 (2)
 //! 12  header_bytes u32 (32)
 //! 16  first_seq    u64
 //! 24  reserved     u32 (0)
@@ -30,7 +30,9 @@ use crate::record::{
 use crate::storage::{OpenMode, Storage, StorageFile};
 
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"EVLOGSEG";
-pub(crate) const SEGMENT_FORMAT_VERSION: u32 = 1;
+/// Version 1 (group_index/group_count in the record header) existed only
+/// during development and was never released; it is refused.
+pub(crate) const SEGMENT_FORMAT_VERSION: u32 = 2;
 pub(crate) const SEGMENT_HEADER_BYTES: u64 = 32;
 const HEADER_BYTES_AT: usize = 12;
 const FIRST_SEQ_AT: usize = 16;
@@ -273,6 +275,15 @@ pub(crate) struct Segment {
     committed_bytes: AtomicU64,
 }
 
+/// What opening a sealed segment found.
+#[derive(Debug, Default)]
+pub(crate) struct SealedOpen {
+    pub index_rebuilt: bool,
+    /// Damage in the segment (offset, what), opened anyway because its
+    /// index is intact.
+    pub damage: Option<(u64, CorruptKind)>,
+}
+
 /// What recovery found in the active segment.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct TailRepair {
@@ -335,7 +346,12 @@ impl Segment {
         } else {
             self.committed_bytes()
         };
-        if end <= offset + RECORD_HEADER_BYTES as u64 || end > self.committed_bytes() {
+        if end > self.committed_bytes() {
+            // The index (checked when opened) places the record past the end
+            // of the segment: the segment lost bytes.
+            return Err(self.corrupt(offset, CorruptKind::Truncated));
+        }
+        if end <= offset + RECORD_HEADER_BYTES as u64 {
             return Err(self.corrupt(offset, CorruptKind::Index("entry out of order")));
         }
         let mut cursor = Cursor::new(offset, end, record_bytes_max);
@@ -353,7 +369,9 @@ impl Segment {
                 },
             )),
             Step::End { .. } => {
-                Err(self.corrupt(offset, CorruptKind::Index("entry points at zeros")))
+                // Zeros where the index says a record starts: the segment
+                // was zeroed there.
+                Err(self.corrupt(offset, CorruptKind::RecordLength(0)))
             }
             Step::Invalid { kind, .. } => Err(self.corrupt(offset, kind)),
         }
@@ -405,7 +423,7 @@ impl Segment {
         first_seq: u64,
         count: u64,
         record_bytes_max: u64,
-    ) -> Result<Segment> {
+    ) -> Result<(Segment, SealedOpen)> {
         let file = storage.open(path, OpenMode::Read).at(path)?;
         let header_seq = read_segment_header(&*file, path)?;
         if header_seq != first_seq {
@@ -441,7 +459,8 @@ impl Segment {
                 record_bytes_max,
             )? {
                 let index = checked_index.ok_or(Error::Closed)?;
-                return Segment::sealed(path, first_seq, file, index, file_len);
+                let segment = Segment::sealed(path, first_seq, file, index, file_len)?;
+                return Ok((segment, SealedOpen::default()));
             }
         }
         let scan = scan_records(&*file, path, first_seq, file_len, record_bytes_max)?;
@@ -449,9 +468,30 @@ impl Segment {
             scan.stopped_by.is_none() && scan.offsets.len() as u64 == count && scan.end == file_len;
         if !intact {
             if let Some(index) = checked_index {
-                let offset = scan.stopped_by.as_ref().map_or(scan.end, |s| s.0);
-                tracing::error!(file = %path.display(), offset, "sealed segment is damaged; its index is intact, so only the damaged records will fail to read");
-                return Segment::sealed(path, first_seq, file, index, file_len);
+                let (offset, kind) = scan
+                    .stopped_by
+                    .unwrap_or((scan.end, CorruptKind::Truncated));
+                tracing::error!(file = %path.display(), offset, %kind, "sealed segment is damaged; its index is intact, so only the damaged records will fail to read");
+                let segment = Segment::sealed(path, first_seq, file, index, file_len)?;
+                let report = SealedOpen {
+                    index_rebuilt: false,
+                    damage: Some((offset, kind)),
+                };
+                return Ok((segment, report));
+            }
+            let found = first_seq + scan.offsets.len() as u64;
+            if scan.stopped_by.is_none() && scan.end == file_len && found < first_seq + count {
+                // Every record here is intact and the file ends cleanly:
+                // the segment files that held `found..` are missing.
+                let next = first_seq + count;
+                return Err(Error::Corrupt {
+                    file: path.with_file_name(segment_file_name(next)),
+                    offset: FIRST_SEQ_AT as u64,
+                    kind: CorruptKind::Gap {
+                        expected: found,
+                        found: next,
+                    },
+                });
             }
             let (offset, kind) = scan.stopped_by.unwrap_or((
                 scan.end,
@@ -476,7 +516,12 @@ impl Segment {
         write_file_durably(storage, &index_path, &bytes)?;
         let index =
             SeqIndex::open_sealed(storage, &index_path, first_seq, count, SEGMENT_HEADER_BYTES)?;
-        Segment::sealed(path, first_seq, file, index, file_len)
+        let segment = Segment::sealed(path, first_seq, file, index, file_len)?;
+        let report = SealedOpen {
+            index_rebuilt: true,
+            damage: None,
+        };
+        Ok((segment, report))
     }
 
     fn sealed(
@@ -486,6 +531,15 @@ impl Segment {
         index: SeqIndex,
         file_len: u64,
     ) -> Result<Segment> {
+        // Readers stop at the end of the last record, not at the end of the
+        // file: bytes appended to a sealed segment are not records.
+        let last_offset = index.entry(index.valid_count().saturating_sub(1));
+        let mut header = [0u8; RECORD_HEADER_BYTES];
+        let records_end = match file.read_exact_at(&mut header, last_offset) {
+            Ok(()) => parse_header(&header)
+                .map_or(file_len, |h| (last_offset + h.record_bytes()).min(file_len)),
+            Err(_) => file_len,
+        };
         let map = file.map_read_only(file_len).at(path)?;
         Ok(Segment {
             first_seq,
@@ -493,7 +547,7 @@ impl Segment {
             file,
             index,
             map,
-            committed_bytes: AtomicU64::new(file_len),
+            committed_bytes: AtomicU64::new(records_end),
         })
     }
 

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! 0   magic        8 bytes "EVLOGIDX"
-//! 8   version      u32 (1)
+//! 8   version      u32 (2)
 //! 12  sealed       u32 (0 while the segment is active, 1 once sealed)
 //! 16  first_seq    u64
 //! 24  entries_crc  u32 (sealed: CRC-32 of all entries; active: 0)
@@ -29,7 +29,8 @@ use crate::mmap::SharedMap;
 use crate::storage::{OpenMode, Storage, StorageFile};
 
 pub(crate) const INDEX_MAGIC: &[u8; 8] = b"EVLOGIDX";
-pub(crate) const INDEX_FORMAT_VERSION: u32 = 1;
+/// Version 1 (no seal checksum) existed only during development.
+pub(crate) const INDEX_FORMAT_VERSION: u32 = 2;
 pub(crate) const INDEX_HEADER_BYTES: u64 = 32;
 pub(crate) const INDEX_ENTRY_BYTES: u64 = 8;
 const SEALED_AT: usize = 12;

@@ -11,6 +11,11 @@ use evlog::{Event, Log, LoggedEvent, Options, Payload};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+/// The segment and index format version this build writes (FORMAT.md).
+pub const FORMAT_VERSION: u32 = 2;
+/// A version from the future, which must be refused.
+pub const FUTURE_FORMAT_VERSION: u32 = FORMAT_VERSION + 1;
+
 /// Size of a segment file header.
 pub const SEGMENT_HEADER_BYTES: u64 = 32;
 /// Size of a record header.

@@ -7,7 +7,7 @@
 //! land during startup and recovery). The log is then opened with the
 //! library and checked against a model of everything seen so far.
 //!
-//! `EVLOG_CRASH_ROUNDS` sets the number of rounds (default 50).
+//! `EVLOG_CRASH_ROUNDS` sets the number of rounds (default 100).
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -30,7 +30,7 @@ fn rounds() -> u64 {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("EVLOG_CRASH_ROUNDS={text:?} is not a number")),
-        Err(_) => 50,
+        Err(_) => 100,
     }
 }
 

@@ -5,7 +5,7 @@
 //!
 //! Environment:
 //! - `EVLOG_CRASH_ROUNDS`: number of kill -9 rounds of the crash loop
-//!   (default 50).
+//!   (default 100).
 //! - `EVLOG_POWER_CUT_SEEDS` / `EVLOG_POWER_CUT_SEED`: how many seeded
 //!   power-cut workloads run (default 300) / replay one seed.
 
@@ -14,4 +14,5 @@ mod common;
 mod concurrency;
 mod crash_loop;
 mod faults;
+mod fixtures;
 mod recovery;

@@ -579,7 +579,9 @@ fn segment_header_bad_magic_or_future_version_is_refused() {
         }
 
         snapshot.restore(dir.path());
-        edit_header(segment, |h| h[8..12].copy_from_slice(&2u32.to_le_bytes()));
+        edit_header(segment, |h| {
+            h[8..12].copy_from_slice(&crate::common::FUTURE_FORMAT_VERSION.to_le_bytes())
+        });
         match Log::open(dir.path(), rolling_options()) {
             Err(error @ Error::UnsupportedVersion { .. }) => {
                 let message = error.to_string();
@@ -589,7 +591,7 @@ fn segment_header_bad_magic_or_future_version_is_refused() {
                 );
                 if let Error::UnsupportedVersion { file, found, .. } = error {
                     assert_eq!(file.file_name(), segment.file_name());
-                    assert_eq!(found, 2);
+                    assert_eq!(found, crate::common::FUTURE_FORMAT_VERSION);
                 }
             }
             Err(other) => panic!("expected UnsupportedVersion for {name}, got {other}"),
@@ -598,7 +600,7 @@ fn segment_header_bad_magic_or_future_version_is_refused() {
         // Nothing was modified by the refusals.
         assert_eq!(
             std::fs::read(segment).expect("read")[8..12],
-            2u32.to_le_bytes(),
+            crate::common::FUTURE_FORMAT_VERSION.to_le_bytes(),
             "{name}"
         );
     }
@@ -696,12 +698,12 @@ fn segment_roll_crash_empty_active_segment_is_handled() {
     let next_seq = first_seq_of(&last) + records(&last).len() as u64;
     assert_eq!(next_seq, 601);
     let new_segment = last.with_file_name(format!("{next_seq:020}.seg"));
-    // A valid header as the writer creates it: magic, version 1, header
+    // A valid header as the writer creates it: magic, version, header
     // size 32, first_seq, reserved, CRC.
     std::fs::write(&new_segment, [0u8; 32]).expect("create");
     edit_header(&new_segment, |h| {
         h[..8].copy_from_slice(b"EVLOGSEG");
-        h[8..12].copy_from_slice(&1u32.to_le_bytes());
+        h[8..12].copy_from_slice(&crate::common::FORMAT_VERSION.to_le_bytes());
         h[12..16].copy_from_slice(&32u32.to_le_bytes());
         h[16..24].copy_from_slice(&next_seq.to_le_bytes());
     });
@@ -739,8 +741,17 @@ fn segment_missing_in_middle_is_an_error() {
             first_seq_of(&segments[1]),
             log.get(first_seq_of(&segments[1])).map(|e| e.seq)
         ),
-        Err(Error::Corrupt { file, .. }) => {
-            assert_eq!(file.file_name(), segments[0].file_name());
+        // The error names the segment after the hole, at its first_seq.
+        Err(Error::Corrupt { file, offset, kind }) => {
+            assert_eq!(file.file_name(), segments[2].file_name());
+            assert_eq!(offset, 16);
+            assert_eq!(
+                kind,
+                CorruptKind::Gap {
+                    expected: first_seq_of(&segments[1]),
+                    found: first_seq_of(&segments[2]),
+                }
+            );
         }
         Err(other) => panic!("expected Corrupt, got {other}"),
     }
