@@ -130,6 +130,26 @@ pub(crate) fn read_segment_header(file: &dyn StorageFile, path: &Path) -> Result
     decode_segment_header(&header, path)
 }
 
+/// Opens a segment file and checks that its header names `first_seq`;
+/// returns the file and its length.
+fn open_segment_file(
+    storage: &dyn Storage,
+    path: &Path,
+    mode: OpenMode,
+    first_seq: u64,
+) -> Result<(Box<dyn StorageFile>, u64)> {
+    let file = storage.open(path, mode).at(path)?;
+    if read_segment_header(&*file, path)? != first_seq {
+        return Err(Error::Corrupt {
+            file: path.to_path_buf(),
+            offset: FIRST_SEQ_AT as u64,
+            kind: CorruptKind::BadHeader("first_seq differs from the file name"),
+        });
+    }
+    let file_len = file.size_bytes().at(path)?;
+    Ok((file, file_len))
+}
+
 /// One step of a sequential scan.
 pub(crate) enum Step<'a> {
     /// A record whose header is plausible and whose CRC matches.
@@ -424,16 +444,7 @@ impl Segment {
         count: u64,
         record_bytes_max: u64,
     ) -> Result<(Segment, SealedOpen)> {
-        let file = storage.open(path, OpenMode::Read).at(path)?;
-        let header_seq = read_segment_header(&*file, path)?;
-        if header_seq != first_seq {
-            return Err(Error::Corrupt {
-                file: path.to_path_buf(),
-                offset: FIRST_SEQ_AT as u64,
-                kind: CorruptKind::BadHeader("first_seq differs from the file name"),
-            });
-        }
-        let file_len = file.size_bytes().at(path)?;
+        let (file, file_len) = open_segment_file(storage, path, OpenMode::Read, first_seq)?;
         let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
         let checked_index = match SeqIndex::open_sealed(
             storage,
@@ -552,9 +563,9 @@ impl Segment {
     }
 
     /// Opens the last segment after a clean or unclean shutdown: scans every
-    /// record, keeps complete commit groups, cuts a torn tail, refuses to cut
-    /// damage that valid later groups prove is not a torn tail, and rebuilds
-    /// the index.
+    /// record, keeps complete commit groups, cuts a torn unsynced tail,
+    /// refuses to cut damage that later records prove was durable data
+    /// (their `synced_delta`), syncs what it keeps and rebuilds the index.
     pub fn recover_active(
         storage: &dyn Storage,
         path: &Path,
@@ -563,16 +574,7 @@ impl Segment {
         map_bytes: u64,
         record_bytes_max: u64,
     ) -> Result<(Segment, TailRepair)> {
-        let file = storage.open(path, OpenMode::ReadWrite).at(path)?;
-        let header_seq = read_segment_header(&*file, path)?;
-        if header_seq != first_seq {
-            return Err(Error::Corrupt {
-                file: path.to_path_buf(),
-                offset: FIRST_SEQ_AT as u64,
-                kind: CorruptKind::BadHeader("first_seq differs from the file name"),
-            });
-        }
-        let file_len = file.size_bytes().at(path)?;
+        let (file, file_len) = open_segment_file(storage, path, OpenMode::ReadWrite, first_seq)?;
         let scan = scan_records(&*file, path, first_seq, file_len, record_bytes_max)?;
         let committed = scan.committed_records as usize;
         let committed_end = scan.committed_end;
