@@ -415,10 +415,10 @@ pub(crate) fn check_header(
     {
         return Err(CorruptKind::RecordLength(header.body_len));
     }
-    if header.seq == 0 {
+    if header.seq == 0 || header.seq > crate::segment::SEQ_MAX {
         return Err(CorruptKind::Sequence {
             expected: 1,
-            found: 0,
+            found: header.seq,
         });
     }
     Ok(())

@@ -9,7 +9,7 @@ use crate::error::{CorruptKind, Error, IoContext, Result};
 use crate::fsutil::{sync_dir, TMP_SUFFIX};
 use crate::options::Options;
 use crate::record::RECORD_BYTES_MIN;
-use crate::segment::{parse_file_name, Segment, INDEX_SUFFIX, SEGMENT_SUFFIX};
+use crate::segment::{parse_file_name, Segment, INDEX_SUFFIX, SEGMENT_SUFFIX, SEQ_MAX};
 use crate::storage::Storage;
 use crate::writer::GROUP_BYTES_MAX;
 
@@ -86,6 +86,13 @@ pub(crate) fn open(storage: &dyn Storage, dir: &Path, options: &Options) -> Resu
             storage.remove_file(&path).at(&path)?;
             report.temp_files_removed += 1;
         } else if let Some(seq) = parse_file_name(&name, SEGMENT_SUFFIX) {
+            if seq == 0 || seq > SEQ_MAX {
+                return Err(Error::Corrupt {
+                    file: segments_dir.join(&name),
+                    offset: 0,
+                    kind: CorruptKind::BadHeader("file name sequence number out of range"),
+                });
+            }
             segment_seqs.push(seq);
         } else if let Some(seq) = parse_file_name(&name, INDEX_SUFFIX) {
             index_seqs.push(seq);

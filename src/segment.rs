@@ -42,6 +42,11 @@ const _: () = assert!(HEADER_CRC_AT + 4 == SEGMENT_HEADER_BYTES as usize);
 /// system call, small enough to stay in L2.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 
+/// Highest sequence number a header or file name may carry. Far beyond
+/// any real log (2^62 events), and low enough that sequence arithmetic
+/// (`first + count`, `seq + 1`) on values read from disk cannot overflow.
+pub(crate) const SEQ_MAX: u64 = 1 << 62;
+
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 pub(crate) const INDEX_SUFFIX: &str = ".idx";
 
@@ -106,10 +111,10 @@ pub(crate) fn decode_segment_header(bytes: &[u8], path: &Path) -> Result<u64> {
         ));
     }
     let first_seq = u64_at(bytes, FIRST_SEQ_AT).unwrap_or(0);
-    if first_seq == 0 {
+    if first_seq == 0 || first_seq > SEQ_MAX {
         return Err(corrupt(
             FIRST_SEQ_AT as u64,
-            CorruptKind::BadHeader("first_seq is 0"),
+            CorruptKind::BadHeader("first_seq is 0 or out of range"),
         ));
     }
     Ok(first_seq)
@@ -446,6 +451,10 @@ impl Segment {
     ) -> Result<(Segment, SealedOpen)> {
         let (file, file_len) = open_segment_file(storage, path, OpenMode::Read, first_seq)?;
         let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
+        // A file can hold at most this many records; a larger count means
+        // the segments that should follow it are missing, which the scan
+        // below reports.
+        let count_possible = count <= file_len / RECORD_BYTES_MIN as u64;
         let checked_index = match SeqIndex::open_sealed(
             storage,
             &index_path,
@@ -453,7 +462,8 @@ impl Segment {
             count,
             SEGMENT_HEADER_BYTES,
         ) {
-            Ok(index) => Some(index),
+            Ok(index) if count_possible => Some(index),
+            Ok(_) => None,
             Err(e) => {
                 tracing::warn!(index = %index_path.display(), error = %e, "sequence index failed its checks");
                 None

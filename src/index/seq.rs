@@ -186,12 +186,17 @@ impl SeqIndex {
         first_record_offset: u64,
     ) -> Result<SeqIndex> {
         let file = storage.open(path, OpenMode::ReadWrite).at(path)?;
-        let exact_len = INDEX_HEADER_BYTES + count * INDEX_ENTRY_BYTES;
         let file_len = file.size_bytes().at(path)?;
         let corrupt = |offset, what| Error::Corrupt {
             file: path.to_path_buf(),
             offset,
             kind: CorruptKind::Index(what),
+        };
+        let Some(exact_len) = count
+            .checked_mul(INDEX_ENTRY_BYTES)
+            .and_then(|entries| entries.checked_add(INDEX_HEADER_BYTES))
+        else {
+            return Err(corrupt(0, "entry count out of range"));
         };
         if file_len < exact_len {
             return Err(corrupt(file_len, "file is shorter than its entry count"));
