@@ -171,6 +171,9 @@ impl Log {
             carry: None,
         };
         let thread_shared = Arc::clone(&shared);
+        // Kept outside the writer so that requests can still be answered
+        // after the writer stopped, even by a panic.
+        let reject_rx = writer.rx.clone();
         let handle = std::thread::Builder::new()
             .name("evlog:writer".into())
             .spawn(move || {
@@ -183,6 +186,12 @@ impl Log {
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown panic".into());
                     thread_shared.poison(format!("the writer thread panicked: {message}"));
+                }
+                // A poisoned log keeps answering, with the poisoning error,
+                // every request queued or still to come, until it is closed:
+                // no caller may wait forever on a writer that stopped.
+                for request in reject_rx.iter() {
+                    crate::writer::reject(request, thread_shared.poisoned_error());
                 }
                 let _ = exited_tx.send(());
             })

@@ -106,9 +106,10 @@ pub(crate) fn open(storage: &dyn Storage, dir: &Path, options: &Options) -> Resu
             report.orphan_indexes_removed += 1;
         }
     }
-    if report.temp_files_removed + report.orphan_indexes_removed > 0 {
-        sync_dir(storage, &segments_dir)?;
-    }
+    // Always, not only after removals: a crash (or a failed directory sync
+    // that poisoned the last run) can leave a segment whose name is not yet
+    // durable, and appends acknowledged into it would vanish with it.
+    sync_dir(storage, &segments_dir)?;
 
     let capacity = index_capacity(options);
     let record_bytes_max = options.record_bytes_max;

@@ -79,6 +79,20 @@ fn same_error(error: &Error) -> Error {
     }
 }
 
+/// Answers a request with `error` without doing it.
+pub(crate) fn reject(request: Request, error: Error) {
+    match request {
+        Request::Append { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        Request::Sync { reply } => {
+            let _ = reply.send(Err(error));
+        }
+        #[cfg(test)]
+        Request::Panic => {}
+    }
+}
+
 pub(crate) enum Request {
     /// Answered with the sequence number of the batch's first event.
     Append {
@@ -442,21 +456,18 @@ impl Writer {
         }
         let new_len = end + chunk;
         let zeros = vec![0u8; (new_len - self.allocated_len) as usize];
-        let path = &self.active.path;
-        let result = self
-            .active
-            .file
-            .write_all_at(&zeros, self.allocated_len)
-            .and_then(|()| match self.shared.options.durability {
-                Durability::OsBuffered => Ok(()),
-                _ => self.active.file.sync_data(),
-            });
-        if let Err(e) = result {
-            // Give the space back; the records were not written.
+        if let Err(e) = self.active.file.write_all_at(&zeros, self.allocated_len) {
+            // Give the space back; no record was written. A full disk is
+            // an error for this append, not a reason to poison the log.
             let _ = self.active.file.set_len(self.allocated_len);
-            return Err(e).at(path);
+            return Err(e).at(&self.active.path);
         }
         self.allocated_len = new_len;
+        if self.shared.options.durability != Durability::OsBuffered {
+            // Like every fsync, a failed one here poisons the log.
+            self.unsynced = true;
+            self.sync()?;
+        }
         Ok(())
     }
 

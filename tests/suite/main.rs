@@ -15,4 +15,6 @@ mod concurrency;
 mod crash_loop;
 mod faults;
 mod fixtures;
+mod fuzz_regressions;
+mod model;
 mod recovery;
