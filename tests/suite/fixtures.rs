@@ -364,6 +364,18 @@ fn checksum_kind(segment: &Path, offset: u64) -> CorruptKind {
     }
 }
 
+/// Opens the fixture, expects exactly `report` from recovery and all events
+/// intact, closes it, and checks the indexes are exact and a second open has
+/// nothing left to repair.
+fn assert_opens_whole(dir: &Path, report: &RecoveryReport, context: &str) {
+    let log = open_ok(dir, context);
+    assert_eq!(log.recovery_report(), report, "{context}: recovery report");
+    assert_whole(&log, EVENT_COUNT, context);
+    log.close().expect("close");
+    assert_all_indexes_exact(dir);
+    assert_reopens_clean(dir, EVENT_COUNT, context);
+}
+
 /// Panics unless the index of `segment` is a current-version index with exactly
 /// one entry per record, each the record's offset, marked sealed (with the
 /// CRC of its entries) or not.
@@ -783,18 +795,14 @@ fn missing_index_files() {
     let (_tmp, dir) = copy_fixture(context);
     // `verify` checks the indexes that exist; none do.
     assert_verify_clean(&dir, context);
-    let log = open_ok(&dir, context);
-    assert_eq!(
-        log.recovery_report(),
+    assert_opens_whole(
+        &dir,
         &RecoveryReport {
             indexes_rebuilt: 2,
             ..RecoveryReport::default()
-        }
+        },
+        context,
     );
-    assert_whole(&log, EVENT_COUNT, context);
-    log.close().expect("close");
-    assert_all_indexes_exact(&dir);
-    assert_reopens_clean(&dir, EVENT_COUNT, context);
 }
 
 // Proves that garbled indexes (garbage entries under a valid header, or garbage from byte 0) are rebuilt exactly, with every event readable.
@@ -809,18 +817,14 @@ fn garbled_index_files() {
         "entry does not match the record offset",
         context,
     );
-    let log = open_ok(&dir, context);
-    assert_eq!(
-        log.recovery_report(),
+    assert_opens_whole(
+        &dir,
         &RecoveryReport {
             indexes_rebuilt: 2,
             ..RecoveryReport::default()
-        }
+        },
+        context,
     );
-    assert_whole(&log, EVENT_COUNT, context);
-    log.close().expect("close");
-    assert_all_indexes_exact(&dir);
-    assert_reopens_clean(&dir, EVENT_COUNT, context);
 }
 
 // Proves that a sealed index of a future version is rebuilt in the current version (an index is derived data), while verify reports it at the version field.
@@ -836,18 +840,14 @@ fn future_version_index() {
         }
         other => panic!("{context}: verify gave {other:?}"),
     }
-    let log = open_ok(&dir, context);
-    assert_eq!(
-        log.recovery_report(),
+    assert_opens_whole(
+        &dir,
         &RecoveryReport {
             indexes_rebuilt: 1,
             ..RecoveryReport::default()
-        }
+        },
+        context,
     );
-    assert_whole(&log, EVENT_COUNT, context);
-    log.close().expect("close");
-    assert_all_indexes_exact(&dir);
-    assert_reopens_clean(&dir, EVENT_COUNT, context);
 }
 
 // Proves that leftover *.tmp files are removed on open and counted in temp_files_removed, with nothing else changed.
