@@ -36,6 +36,7 @@ pub(crate) const SEGMENT_FORMAT_VERSION: u32 = 2;
 pub(crate) const SEGMENT_HEADER_BYTES: u64 = 32;
 const HEADER_BYTES_AT: usize = 12;
 const FIRST_SEQ_AT: usize = 16;
+const RESERVED_AT: usize = 24;
 const HEADER_CRC_AT: usize = 28;
 const _: () = assert!(HEADER_CRC_AT + 4 == SEGMENT_HEADER_BYTES as usize);
 /// Sequential reads fetch this much at a time: large enough to amortize the
@@ -108,6 +109,12 @@ pub(crate) fn decode_segment_header(bytes: &[u8], path: &Path) -> Result<u64> {
         return Err(corrupt(
             HEADER_BYTES_AT as u64,
             CorruptKind::BadHeader("header_bytes is not 32"),
+        ));
+    }
+    if u32_at(bytes, RESERVED_AT) != Some(0) {
+        return Err(corrupt(
+            RESERVED_AT as u64,
+            CorruptKind::BadHeader("reserved field is not 0"),
         ));
     }
     let first_seq = u64_at(bytes, FIRST_SEQ_AT).unwrap_or(0);

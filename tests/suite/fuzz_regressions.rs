@@ -6,16 +6,14 @@ use std::path::{Path, PathBuf};
 
 use evlog::{Event, Log, Options};
 
-/// A segment file header as FORMAT.md describes it.
-fn segment_header(first_seq: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(b"EVLOGSEG");
-    out.extend_from_slice(&crate::common::FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&32u32.to_le_bytes());
-    out.extend_from_slice(&first_seq.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+/// A segment file header for `first_seq`: the header of a segment the
+/// library wrote (so it carries the format version in force), with
+/// `first_seq` and the header CRC rewritten as FORMAT.md describes.
+fn segment_header(written: &[u8], first_seq: u64) -> Vec<u8> {
+    let mut out = written[..32].to_vec();
+    out[16..24].copy_from_slice(&first_seq.to_le_bytes());
+    let crc = crc32fast::hash(&out[..28]);
+    out[28..32].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
@@ -39,11 +37,21 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn regression_open_dir_1() {
     let dir = tempfile::tempdir().unwrap();
+    // An empty log: segment 1 and its index, as the library writes them.
+    Log::open(dir.path(), Options::default().preallocate_bytes(0))
+        .unwrap()
+        .close()
+        .unwrap();
     let segments = dir.path().join("segments");
-    std::fs::create_dir_all(&segments).unwrap();
+    let first = segments.join("00000000000000000001.seg");
+    let written = std::fs::read(&first).unwrap();
     let far = (1u64 << 61) + 1;
-    std::fs::write(segments.join("00000000000000000001.seg"), segment_header(1)).unwrap();
-    std::fs::write(segments.join(format!("{far:020}.seg")), segment_header(far)).unwrap();
+    std::fs::write(&first, segment_header(&written, 1)).unwrap();
+    std::fs::write(
+        segments.join(format!("{far:020}.seg")),
+        segment_header(&written, far),
+    )
+    .unwrap();
     // The index only has to exist for the multiplication to be reached.
     std::fs::write(segments.join("00000000000000000001.idx"), [0u8; 64]).unwrap();
     let opened = std::panic::catch_unwind(|| {
@@ -109,4 +117,27 @@ fn regression_open_dir_2() {
             ),
         }
     }
+}
+
+// decode_segment_header found (through its field-by-field check, not a
+// panic): a header whose reserved field (bytes 24..28) is not 0 is
+// accepted, although FORMAT.md gives the field as 0. This one is format
+// version 1 with reserved = 0x00210000; decoding must return Ok or an
+// error, never panic.
+#[test]
+fn regression_decode_segment_header_1() {
+    let header: [u8; 32] = [
+        0x45, 0x56, 0x4c, 0x4f, 0x47, 0x53, 0x45, 0x47, // "EVLOGSEG"
+        0x01, 0x00, 0x00, 0x00, // version 1
+        0x20, 0x00, 0x00, 0x00, // header_bytes 32
+        0x01, 0x00, 0x00, 0x21, 0x00, 0x00, 0x00, 0x00, // first_seq
+        0x00, 0x00, 0x21, 0x00, // reserved, not 0
+        0x9a, 0xb7, 0x42, 0xc1, // header CRC
+    ];
+    assert_eq!(
+        crc32fast::hash(&header[..28]).to_le_bytes(),
+        header[28..32],
+        "the input's CRC is valid, so the decoder looks at every field"
+    );
+    let _ = evlog::fuzz_api::decode_segment_header(&header);
 }
