@@ -22,7 +22,7 @@ pub struct RecordInfo {
     pub seq: u64,
     pub record_bytes: u64,
     /// Records after this one in its commit group.
-    pub group_remaining: u32,
+    pub unit_remaining: u32,
     /// Highest sequence number durable when this record was written.
     pub synced_through: u64,
     /// The decoded event, or why its body does not decode.
@@ -54,6 +54,8 @@ impl std::fmt::Display for Problem {
 pub struct SegmentReport {
     pub path: PathBuf,
     pub first_seq: u64,
+    /// The segment format version in its header.
+    pub format_version: u32,
     pub file_bytes: u64,
     pub records: u64,
     /// End of the last valid record.
@@ -70,11 +72,13 @@ pub fn inspect_segment(
     mut on_record: impl FnMut(&RecordInfo),
 ) -> Result<SegmentReport> {
     let file = crate::storage::os_file(File::open(path).at(path)?);
-    let first_seq = read_segment_header(&*file, path)?;
+    let header = read_segment_header(&*file, path)?;
+    let first_seq = header.first_seq;
     let file_bytes = file.size_bytes().at(path)?;
     let mut report = SegmentReport {
         path: path.to_path_buf(),
         first_seq,
+        format_version: header.version,
         file_bytes,
         records: 0,
         end_offset: SEGMENT_HEADER_BYTES,
@@ -107,7 +111,7 @@ pub fn inspect_segment(
                     offset,
                     seq: header.seq,
                     record_bytes: header.record_bytes(),
-                    group_remaining: header.group_remaining,
+                    unit_remaining: header.unit_remaining,
                     synced_through: header.synced_through(),
                     event: decode_body(header.seq, &bytes[RECORD_HEADER_BYTES..]),
                 };

@@ -10,9 +10,21 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An operating-system call on `path` failed.
-    #[error("I/O error on {}: {source}", path.display())]
+    /// An operating-system call on `path` failed. (The display names the
+    /// file; the operating system's words are in `source`, so that a
+    /// report that walks the chain does not print them twice.)
+    #[error("I/O error on {}", path.display())]
     Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The file system holding `path` has no space (or quota) left. Nothing
+    /// of the failed append became visible; once space is freed the same
+    /// `Log` accepts appends again.
+    #[error("disk full: no space left for {}", path.display())]
+    DiskFull {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -34,14 +46,34 @@ pub enum Error {
         supported: u32,
     },
 
+    /// A read-only open found no data directory (or no `segments/` in it).
+    #[error("no evlog data directory at {}", path.display())]
+    NoDataDirectory { path: PathBuf },
+
+    /// The path given as a data directory is a file.
+    #[error("{} is not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+
     /// Another process (or another `Log` in this process) holds the directory.
     #[error("data directory {} is locked by pid {pid}", dir.display())]
     Locked { dir: PathBuf, pid: String },
 
     /// An earlier failure (a failed fsync, a panicked writer thread) made the
     /// in-memory state untrustworthy. Reopen the log to recover from disk.
-    #[error("the log is poisoned and must be reopened: {0}")]
-    Poisoned(String),
+    /// `source` is that first failure, shared by every later error.
+    #[error("the log is poisoned and must be reopened")]
+    Poisoned {
+        #[source]
+        source: std::sync::Arc<Error>,
+    },
+
+    /// The writer thread panicked (the cause of a `Poisoned` error).
+    #[error("the writer thread panicked: {0}")]
+    WriterPanicked(String),
+
+    /// A broken internal invariant: a bug in evlog, never caused by input.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 
     /// The event type is not a valid dotted name.
     #[error("invalid event type {name:?}: {reason}")]
@@ -69,7 +101,7 @@ pub enum Error {
     NotFound(u64),
 
     /// A payload could not be converted to or from JSON.
-    #[error("payload is not valid JSON for this type: {0}")]
+    #[error("payload is not valid JSON for this type")]
     Payload(#[source] serde_json::Error),
 
     /// The log has been closed.
@@ -105,6 +137,15 @@ pub enum CorruptKind {
     MidLog,
     /// Segment files do not form one gap-free sequence range.
     Gap { expected: u64, found: u64 },
+    /// A segment's records end inside an atomic unit (one append request):
+    /// in a sealed segment, or in data a clean close vouched for.
+    IncompleteUnit,
+    /// Bytes follow the last record of a sealed segment.
+    TrailingBytes,
+    /// Damage to a record that a clean close vouched for (so it was
+    /// acknowledged and durable): reported, never cut away on open. `seq`
+    /// is the sequence number that record should have.
+    Vouched { seq: u64, damage: Box<CorruptKind> },
 }
 
 impl fmt::Display for CorruptKind {
@@ -133,6 +174,17 @@ impl fmt::Display for CorruptKind {
                 f,
                 "segments are not contiguous: expected first sequence {expected}, found {found}"
             ),
+            CorruptKind::IncompleteUnit => {
+                write!(f, "the records end inside an atomic unit (append request)")
+            }
+            CorruptKind::TrailingBytes => {
+                write!(f, "bytes follow the last record of a sealed segment")
+            }
+            CorruptKind::Vouched { seq, damage } => write!(
+                f,
+                "sequence {seq}, which a clean close recorded as durable, is damaged ({damage}); \
+                 `evlog repair` moves it and what follows to lost+found"
+            ),
         }
     }
 }
@@ -147,9 +199,71 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: &std::path::Path) -> Result<T> {
-        self.map_err(|source| Error::Io {
+        self.map_err(|source| io_error(path, source))
+    }
+}
+
+/// The error for a failed operation on `path`: `DiskFull` when the file
+/// system is out of space or quota, `Io` otherwise.
+pub(crate) fn io_error(path: &std::path::Path, source: std::io::Error) -> Error {
+    if is_disk_full(&source) {
+        Error::DiskFull {
             path: path.to_path_buf(),
             source,
-        })
+        }
+    } else {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+pub(crate) fn is_disk_full(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// A copy of an `io::Error` (which cannot be cloned): the same OS error
+/// code where there is one, else the same kind and message.
+fn copy_io_error(error: &std::io::Error) -> std::io::Error {
+    match error.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(error.kind(), error.to_string()),
+    }
+}
+
+impl Error {
+    /// The same failure again, for each caller of a commit group that
+    /// failed as a whole (`Error` cannot be `Clone` because `io::Error`
+    /// is not). Errors that cannot occur there become `Internal`.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Io { path, source } => Error::Io {
+                path: path.clone(),
+                source: copy_io_error(source),
+            },
+            Error::DiskFull { path, source } => Error::DiskFull {
+                path: path.clone(),
+                source: copy_io_error(source),
+            },
+            Error::Poisoned { source } => Error::Poisoned {
+                source: std::sync::Arc::clone(source),
+            },
+            Error::Internal(what) => Error::Internal(what),
+            Error::Closed => Error::Closed,
+            _ => Error::Internal("an unexpected error failed a commit group"),
+        }
+    }
+
+    /// Whether this is (or was poisoned by) a full disk.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::DiskFull { .. } => true,
+            Error::Poisoned { source } => source.is_disk_full(),
+            _ => false,
+        }
     }
 }

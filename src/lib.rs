@@ -39,12 +39,16 @@ mod fsutil;
 mod index;
 pub mod json;
 mod log;
+mod lost_found;
+mod marker;
 mod mmap;
 mod options;
 mod record;
 mod recovery;
+mod repair;
 mod segment;
 pub mod storage;
+mod watermark;
 pub mod workload;
 mod writer;
 
@@ -103,7 +107,7 @@ pub mod fuzz_api {
 
     /// Decodes a segment file header; returns its first sequence number.
     pub fn decode_segment_header(bytes: &[u8]) -> crate::Result<u64> {
-        crate::segment::decode_segment_header(bytes, Path::new("fuzz.seg"))
+        crate::segment::decode_segment_header(bytes, Path::new("fuzz.seg")).map(|h| h.first_seq)
     }
 
     /// Decodes a sequence index header; returns its first sequence number.
@@ -115,6 +119,10 @@ pub use event::{
     type_matches, validate_event_type, validate_traceparent, Entity, Event, LoggedEvent, Payload,
     Priority, EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX,
 };
-pub use log::{Iter, Log};
+pub use log::{Iter, Log, LogReader};
+pub use lost_found::{LostFoundCopy, LOST_FOUND_BYTES_MAX};
 pub use options::{Durability, Options, RECORD_BYTES_LIMIT, SEGMENT_BYTES_MIN};
 pub use recovery::RecoveryReport;
+pub use recovery::TailCut;
+pub use repair::{repair, RepairCut, RepairMode, RepairReport};
+pub use watermark::{WaitOutcome, Watermark};

@@ -4,20 +4,19 @@ use std::ops::{Bound, Range, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::event::{Event, LoggedEvent};
 use crate::options::Options;
 use crate::record::{encode_body, RECORD_HEADER_BYTES};
-use crate::recovery::{self, RecoveryReport};
-use crate::segment::{Cursor, Segment, Step, SEGMENT_HEADER_BYTES};
+use crate::recovery::{self, Opened, RecoveryReport};
+use crate::segment::{Access, Cursor, Segment, Step, SEGMENT_HEADER_BYTES};
 use crate::storage::{OsStorage, Storage};
-use crate::writer::{PreparedBatch, Request};
+use crate::watermark::{WaitOutcome, Watermark, Watermarks};
+use crate::writer::{PreparedBatch, Request, Writer, WriterHandle, WriterStart};
 
 /// How long `close` waits for the writer to finish its last sync before
 /// giving up on it (the data it has not synced is then not promised).
@@ -31,17 +30,41 @@ pub(crate) struct Shared {
     pub options: Options,
     /// All segments in sequence order; the last one is active.
     segments: RwLock<Vec<Arc<Segment>>>,
-    /// Highest published sequence number; 0 while the log is empty.
-    pub last_seq: AtomicU64,
+    /// The published and durable positions (0 while the log is empty).
+    pub marks: Watermarks,
     /// Lowest sequence number still in the log.
     pub first_seq: AtomicU64,
-    poison: OnceLock<String>,
+    poison: OnceLock<Arc<Error>>,
+    /// Held shared by every read that touches the files, and exclusively
+    /// by `close`, which sets it to `false`: once a log is closed (and its
+    /// directory lock released), nothing that outlived it (an `Iter`) reads
+    /// a mapping that a new owner of the directory may cut or replace.
+    open: RwLock<bool>,
 }
 
 impl Shared {
-    pub fn poison(&self, reason: String) {
-        tracing::error!(reason = %reason, "evlog poisoned");
-        let _ = self.poison.set(reason);
+    fn new(storage: Arc<dyn Storage>, dir: PathBuf, options: Options, opened: &Opened) -> Shared {
+        let last_seq = opened.next_seq - 1;
+        Shared {
+            storage,
+            segments_dir: opened.segments_dir.clone(),
+            dir,
+            options,
+            segments: RwLock::new(opened.segments.clone()),
+            // Recovery left every kept record durable.
+            marks: Watermarks::new(last_seq, last_seq),
+            first_seq: AtomicU64::new(opened.first_seq),
+            poison: OnceLock::new(),
+            open: RwLock::new(true),
+        }
+    }
+
+    /// Records the first failure that makes the in-memory state
+    /// untrustworthy; later ones are only logged.
+    pub fn poison(&self, cause: Error) {
+        tracing::error!(error = %cause, "evlog poisoned");
+        let _ = self.poison.set(Arc::new(cause));
+        self.marks.stop();
     }
 
     pub fn is_poisoned(&self) -> bool {
@@ -49,17 +72,20 @@ impl Shared {
     }
 
     pub fn poisoned_error(&self) -> Error {
-        Error::Poisoned(
-            self.poison
+        Error::Poisoned {
+            source: self
+                .poison
                 .get()
                 .cloned()
-                .unwrap_or_else(|| "the writer thread stopped".into()),
-        )
+                .unwrap_or_else(|| Arc::new(Error::Internal("the writer thread stopped"))),
+        }
     }
 
-    fn check_poison(&self) -> Result<()> {
+    pub fn check_poison(&self) -> Result<()> {
         match self.poison.get() {
-            Some(reason) => Err(Error::Poisoned(reason.clone())),
+            Some(cause) => Err(Error::Poisoned {
+                source: Arc::clone(cause),
+            }),
             None => Ok(()),
         }
     }
@@ -91,6 +117,77 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
+
+    /// Runs `read` while the log is open, so that `close` waits for it and
+    /// nothing reads the files after.
+    fn while_open<T>(&self, read: impl FnOnce() -> Result<T>) -> Result<T> {
+        let open = self
+            .open
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !*open {
+            return Err(Error::Closed);
+        }
+        read()
+    }
+
+    /// Marks the log closed once no read is in progress.
+    fn close_readers(&self) {
+        *self
+            .open
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+    }
+
+    fn get(&self, seq: u64) -> Result<LoggedEvent> {
+        self.check_poison()?;
+        let last = self.marks.last_seq();
+        if seq == 0 || seq > last || seq < self.first_seq.load(Ordering::Acquire) {
+            return Err(Error::NotFound(seq));
+        }
+        self.while_open(|| {
+            let segment = self.segment_for(seq)?;
+            segment.read_event(seq, self.options.record_bytes_max)
+        })
+    }
+
+    fn iter(self: &Arc<Self>, range: impl RangeBounds<u64>) -> Result<Iter> {
+        self.check_poison()?;
+        let last = self.marks.last_seq();
+        let first = self.first_seq.load(Ordering::Acquire);
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => first,
+        }
+        .max(first);
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e,
+            Bound::Excluded(&e) => e.saturating_sub(1),
+            Bound::Unbounded => last,
+        }
+        .min(last);
+        Ok(Iter {
+            shared: Arc::clone(self),
+            next_seq: start,
+            last_seq: end,
+            segment: None,
+            end_bytes: 0,
+            cursor: Cursor::new(0, 0, 0),
+            failed: false,
+        })
+    }
+
+    fn first_seq(&self) -> Option<u64> {
+        let first = self.first_seq.load(Ordering::Acquire);
+        let last = self.marks.last_seq();
+        (last > 0 && last >= first).then_some(first)
+    }
+
+    fn last_seq(&self) -> Option<u64> {
+        let last = self.marks.last_seq();
+        (last > 0).then_some(last)
+    }
 }
 
 /// An open event log. `Log` is `Send + Sync`: share it (`Arc<Log>` or
@@ -110,19 +207,25 @@ impl Shared {
 /// ```
 pub struct Log {
     shared: Arc<Shared>,
-    tx: Option<Sender<Request>>,
-    writer: Option<JoinHandle<()>>,
-    writer_exited: Receiver<()>,
+    writer: WriterHandle,
     recovery: RecoveryReport,
     /// Holds the directory lock for as long as the log is open.
-    _lock: Box<dyn std::any::Any + Send + Sync>,
+    lock: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Log {
-    /// Opens (creating if needed) the log in `dir`, recovering from any
-    /// crash: see ARCHITECTURE.md for what recovery checks.
+    /// Opens (creating if needed) the log in `dir` for appending,
+    /// recovering from any crash: see ARCHITECTURE.md for what recovery
+    /// checks. Takes the directory's lock: one writer at a time.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
         Log::open_with_storage(dir, options, Arc::new(OsStorage))
+    }
+
+    /// Opens an existing log for reading only, without writing, creating,
+    /// locking or repairing anything: works while another process (or
+    /// `Log`) appends to it. See [`LogReader`].
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<LogReader> {
+        LogReader::open(dir)
     }
 
     /// Opens the log on another [`Storage`], such as the simulated disk
@@ -133,84 +236,35 @@ impl Log {
         storage: Arc<dyn Storage>,
     ) -> Result<Log> {
         let dir = dir.as_ref().to_path_buf();
-        let opened = recovery::open(&*storage, &dir, &options)?;
-        let shared = Arc::new(Shared {
-            storage,
-            segments_dir: opened.segments_dir.clone(),
-            dir,
-            options,
-            segments: RwLock::new(opened.segments.clone()),
-            last_seq: AtomicU64::new(opened.next_seq - 1),
-            first_seq: AtomicU64::new(opened.first_seq),
-            poison: OnceLock::new(),
-        });
-        let (tx, rx) = crossbeam_channel::bounded(crate::writer::CHANNEL_CAPACITY);
-        let (exited_tx, writer_exited) = crossbeam_channel::bounded(1);
+        let mut opened = recovery::open(&*storage, &dir, &options, Access::ReadWrite)?;
+        let shared = Arc::new(Shared::new(storage, dir, options, &opened));
         let active = opened
             .segments
             .last()
             .cloned()
-            .ok_or_else(|| Error::InvalidEvent("recovery returned no segment".into()))?;
-        let writer = crate::writer::Writer {
-            shared: Arc::clone(&shared),
-            rx,
-            data_len: active.committed_bytes(),
-            allocated_len: opened.active_file_len,
-            active,
-            next_seq: opened.next_seq,
-            // Recovery synced the active segment, so all of it is durable.
-            written_seq: opened.next_seq - 1,
-            durable_seq: opened.next_seq - 1,
-            index_capacity: opened.index_capacity,
-            record_buf: Vec::new(),
-            offsets: Vec::new(),
-            unsynced: false,
-            last_sync: std::time::Instant::now(),
-            last_sync_duration: Duration::ZERO,
-            appenders: Vec::new(),
-            carry: None,
-        };
-        let thread_shared = Arc::clone(&shared);
-        // Kept outside the writer so that requests can still be answered
-        // after the writer stopped, even by a panic.
-        let reject_rx = writer.rx.clone();
-        let handle = std::thread::Builder::new()
-            .name("evlog:writer".into())
-            .spawn(move || {
-                let outcome =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run()));
-                if let Err(panic) = outcome {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    thread_shared.poison(format!("the writer thread panicked: {message}"));
-                }
-                // A poisoned log keeps answering, with the poisoning error,
-                // every request queued or still to come, until it is closed:
-                // no caller may wait forever on a writer that stopped.
-                for request in reject_rx.iter() {
-                    crate::writer::reject(request, thread_shared.poisoned_error());
-                }
-                let _ = exited_tx.send(());
-            })
-            .map_err(|e| Error::Io {
-                path: shared.dir.clone(),
-                source: e,
-            })?;
+            .ok_or(Error::Internal("recovery returned no segment"))?;
+        let writer = Writer::spawn(
+            Arc::clone(&shared),
+            WriterStart {
+                active,
+                active_file_len: opened.active_file_len,
+                next_seq: opened.next_seq,
+                index_capacity: opened.index_capacity,
+                marker_present: opened.marker_present,
+            },
+        )?;
         Ok(Log {
             shared,
-            tx: Some(tx),
-            writer: Some(handle),
-            writer_exited,
-            recovery: opened.report,
-            _lock: opened.lock,
+            writer,
+            recovery: std::mem::take(&mut opened.report),
+            lock: opened.lock.take(),
         })
     }
 
     /// Appends one event; returns its sequence number once it is as durable
-    /// as the options say.
+    /// as the options say. The event is its own atomic unit: after a crash
+    /// it is in the log whole or not at all, whatever happened to events
+    /// appended beside it.
     pub fn append(&self, event: Event) -> Result<u64> {
         let batch = self.prepare(std::slice::from_ref(&event))?;
         self.submit(batch)
@@ -220,7 +274,7 @@ impl Log {
     /// the log or none is. Returns their sequence numbers.
     pub fn append_batch(&self, events: &[Event]) -> Result<Range<u64>> {
         if events.is_empty() {
-            let next = self.shared.last_seq.load(Ordering::Acquire) + 1;
+            let next = self.shared.marks.last_seq() + 1;
             return Ok(next..next);
         }
         let batch = self.prepare(events)?;
@@ -232,7 +286,7 @@ impl Log {
     /// Syncs everything appended so far, whatever the durability setting.
     pub fn sync(&self) -> Result<()> {
         self.shared.check_poison()?;
-        let tx = self.tx.as_ref().ok_or(Error::Closed)?;
+        let tx = self.writer.sender().ok_or(Error::Closed)?;
         let (reply, answer) = crossbeam_channel::bounded(1);
         tx.send(Request::Sync { reply })
             .map_err(|_| self.shared.poisoned_error())?;
@@ -280,7 +334,7 @@ impl Log {
 
     fn submit(&self, batch: PreparedBatch) -> Result<u64> {
         self.shared.check_poison()?;
-        let tx = self.tx.as_ref().ok_or(Error::Closed)?;
+        let tx = self.writer.sender().ok_or(Error::Closed)?;
         let (reply, answer) = crossbeam_channel::bounded(1);
         tx.send(Request::Append {
             batch,
@@ -293,54 +347,39 @@ impl Log {
 
     /// Reads the event with sequence number `seq`, checking its CRC.
     pub fn get(&self, seq: u64) -> Result<LoggedEvent> {
-        self.shared.check_poison()?;
-        let last = self.shared.last_seq.load(Ordering::Acquire);
-        if seq == 0 || seq > last || seq < self.shared.first_seq.load(Ordering::Acquire) {
-            return Err(Error::NotFound(seq));
-        }
-        let segment = self.shared.segment_for(seq)?;
-        segment.read_event(seq, self.shared.options.record_bytes_max)
+        self.shared.get(seq)
     }
 
     /// Iterates over the events in `range` (clamped to what the log holds
-    /// when the call is made), in sequence order.
+    /// when the call is made), in sequence order. The iterator may outlive
+    /// the `Log`; after `close` it returns `Error::Closed`.
     pub fn iter(&self, range: impl RangeBounds<u64>) -> Result<Iter> {
-        self.shared.check_poison()?;
-        let last = self.shared.last_seq.load(Ordering::Acquire);
-        let first = self.shared.first_seq.load(Ordering::Acquire);
-        let start = match range.start_bound() {
-            Bound::Included(&s) => s,
-            Bound::Excluded(&s) => s.saturating_add(1),
-            Bound::Unbounded => first,
-        }
-        .max(first);
-        let end = match range.end_bound() {
-            Bound::Included(&e) => e,
-            Bound::Excluded(&e) => e.saturating_sub(1),
-            Bound::Unbounded => last,
-        }
-        .min(last);
-        Ok(Iter {
-            shared: Arc::clone(&self.shared),
-            next_seq: start,
-            last_seq: end,
-            segment: None,
-            end_bytes: 0,
-            cursor: Cursor::new(0, 0, 0),
-            failed: false,
-        })
+        self.shared.iter(range)
     }
 
     /// The lowest sequence number in the log, if any event is.
     pub fn first_seq(&self) -> Option<u64> {
-        let first = self.shared.first_seq.load(Ordering::Acquire);
-        (self.last_seq()? >= first).then_some(first)
+        self.shared.first_seq()
     }
 
-    /// The highest acknowledged sequence number, if any event is.
+    /// The highest published sequence number (readable now), if any event
+    /// is. Under `Durability::Always` every published event is durable.
     pub fn last_seq(&self) -> Option<u64> {
-        let last = self.shared.last_seq.load(Ordering::Acquire);
-        (last > 0).then_some(last)
+        self.shared.last_seq()
+    }
+
+    /// The highest sequence number known to be synced to stable storage
+    /// (0 while nothing is): equal to `last_seq` under `Always`, behind it
+    /// by what is not yet synced under `Interval` and `OsBuffered`.
+    pub fn durable_seq(&self) -> u64 {
+        self.shared.marks.durable_seq()
+    }
+
+    /// Waits without polling until the `which` position reaches `seq`, the
+    /// timeout passes, or the log is closed or poisoned. Any thread may
+    /// wait; the writer wakes waiters after each commit group and sync.
+    pub fn wait_for(&self, which: Watermark, seq: u64, timeout: Duration) -> WaitOutcome {
+        self.shared.marks.wait(which, seq, timeout)
     }
 
     /// What recovery found and repaired when this log was opened.
@@ -357,26 +396,22 @@ impl Log {
         self.shared.segments().len()
     }
 
-    /// Stops the writer after it has synced everything, and releases the
-    /// directory. Returns the poisoning error, if the log was poisoned.
+    /// Stops the writer after it has synced everything and written the
+    /// clean-close marker, ends every iterator of this log (they return
+    /// `Error::Closed`), and releases the directory. Returns the poisoning
+    /// error, if the log was poisoned.
     pub fn close(mut self) -> Result<()> {
         self.shutdown();
         self.shared.check_poison()
     }
 
     fn shutdown(&mut self) {
-        // Dropping the only sender tells the writer to finish.
-        drop(self.tx.take());
-        if let Some(handle) = self.writer.take() {
-            match self.writer_exited.recv_timeout(WRITER_SHUTDOWN_DEADLINE) {
-                Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                    let _ = handle.join();
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    tracing::error!("evlog:writer did not stop within the deadline; detaching it");
-                }
-            }
-        }
+        self.writer.shutdown(WRITER_SHUTDOWN_DEADLINE);
+        // Wait for reads in progress, and refuse later ones, before the
+        // lock goes: after that another `Log` may own the files.
+        self.shared.close_readers();
+        self.shared.marks.stop();
+        drop(self.lock.take());
     }
 }
 
@@ -386,9 +421,187 @@ impl Drop for Log {
     }
 }
 
+/// A read-only view of a log directory: reads every event that a writer
+/// had completed when the view was opened or last refreshed, never a
+/// partial append, while that writer (in this or another process) goes on.
+/// It creates, locks, truncates and rewrites nothing, and reads the active
+/// segment with `pread` only, so a writer trimming its preallocated tail
+/// cannot fault it.
+///
+/// ```
+/// # fn main() -> evlog::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let log = evlog::Log::open(dir.path(), evlog::Options::default())?;
+/// log.append(evlog::Event::new("a.b"))?;
+/// let view = evlog::Log::open_read_only(dir.path())?;
+/// assert_eq!(view.last_seq(), Some(1));
+/// log.append(evlog::Event::new("a.c"))?;
+/// assert_eq!(view.refresh()?, 1);
+/// assert_eq!(view.get(2)?.event_type, "a.c");
+/// # Ok(()) }
+/// ```
+pub struct LogReader {
+    shared: Arc<Shared>,
+    report: RecoveryReport,
+    /// Serializes refreshes (each extends the segment list).
+    refreshing: std::sync::Mutex<()>,
+}
+
+impl LogReader {
+    /// Opens the log in `dir` read-only. A missing directory is
+    /// `Error::NoDataDirectory`, a file `Error::NotADirectory`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<LogReader> {
+        LogReader::open_with_storage(dir, Options::default(), Arc::new(OsStorage))
+    }
+
+    /// Opens read-only on another [`Storage`]. `options` only matter for
+    /// `record_bytes_max` (records up to the hard limit are read anyway).
+    pub fn open_with_storage(
+        dir: impl AsRef<Path>,
+        options: Options,
+        storage: Arc<dyn Storage>,
+    ) -> Result<LogReader> {
+        let dir = dir.as_ref().to_path_buf();
+        // A reader accepts any record the format allows, whatever limit
+        // the writer was configured with.
+        let options = options.record_bytes_max(crate::options::RECORD_BYTES_LIMIT);
+        let opened = recovery::open(&*storage, &dir, &options, Access::ReadOnly)?;
+        let shared = Arc::new(Shared::new(storage, dir, options, &opened));
+        Ok(LogReader {
+            shared,
+            report: opened.report,
+            refreshing: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// Looks again at the directory and makes every unit completed since
+    /// visible. Returns how many events became visible.
+    pub fn refresh(&self) -> Result<u64> {
+        let _one_at_a_time = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let shared = &self.shared;
+        let before = shared.marks.last_seq();
+        let storage = &*shared.storage;
+        let record_bytes_max = shared.options.record_bytes_max;
+        let known = shared.segments();
+        let mut names = Vec::new();
+        for name in storage
+            .list_dir(&shared.segments_dir)
+            .at(&shared.segments_dir)?
+        {
+            if let Some(seq) =
+                crate::segment::parse_file_name(&name, crate::segment::SEGMENT_SUFFIX)
+            {
+                names.push(seq);
+            }
+        }
+        names.sort_unstable();
+        let last_known = known.last().map(|s| s.first_seq);
+        let newer: Vec<u64> = names
+            .into_iter()
+            .filter(|&seq| last_known.is_none_or(|last| seq > last))
+            .collect();
+        if let Some(active) = known.last() {
+            // The last segment this view knows: read what was appended to
+            // it (all of it, when a newer segment shows it was sealed).
+            active.refresh_read_only(record_bytes_max)?;
+            let next = active.first_seq + active.record_count();
+            if let Some(&first_new) = newer.first() {
+                if first_new != next {
+                    return Err(Error::Corrupt {
+                        file: shared
+                            .segments_dir
+                            .join(crate::segment::segment_file_name(first_new)),
+                        offset: 16,
+                        kind: crate::error::CorruptKind::Gap {
+                            expected: next,
+                            found: first_new,
+                        },
+                    });
+                }
+            }
+        }
+        if !newer.is_empty() {
+            let mut report = RecoveryReport::default();
+            // Every new segment but the last is sealed; each one's record
+            // count comes from its successor's name.
+            let sealed = recovery::open_sealed_segments(
+                storage,
+                &shared.segments_dir,
+                &newer,
+                &shared.options,
+                Access::ReadOnly,
+                &mut report,
+            )?;
+            for segment in sealed {
+                shared.push_segment(segment);
+            }
+            if let Some(&last) = newer.last() {
+                let path = shared
+                    .segments_dir
+                    .join(crate::segment::segment_file_name(last));
+                let found = Segment::inspect_active(
+                    storage,
+                    &path,
+                    last,
+                    None,
+                    record_bytes_max,
+                    0,
+                    Access::ReadOnly,
+                )?;
+                let segment = Segment::active(storage, &path, last, found, 0, 0, Access::ReadOnly)?;
+                shared.push_segment(Arc::new(segment));
+            }
+        }
+        if let Some(active) = shared.segments().last() {
+            let last = active.first_seq + active.record_count() - 1;
+            shared.marks.publish(last, last);
+        }
+        Ok(shared.marks.last_seq() - before)
+    }
+
+    /// Reads the event with sequence number `seq`, checking its CRC.
+    pub fn get(&self, seq: u64) -> Result<LoggedEvent> {
+        self.shared.get(seq)
+    }
+
+    /// Iterates over the events in `range` that this view can see.
+    pub fn iter(&self, range: impl RangeBounds<u64>) -> Result<Iter> {
+        self.shared.iter(range)
+    }
+
+    /// The lowest sequence number in the log, if any event is.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.shared.first_seq()
+    }
+
+    /// The highest sequence number this view can see.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.shared.last_seq()
+    }
+
+    /// What opening found (a read-only open repairs nothing; damaged
+    /// sealed segments are listed here as for [`Log::open`]).
+    pub fn open_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Number of segment files this view knows.
+    pub fn segment_count(&self) -> usize {
+        self.shared.segments().len()
+    }
+}
+
 /// Iterator over a range of events; see [`Log::iter`]. Each item is checked
 /// (CRC, sequence number) before it is decoded; after an error the iterator
-/// ends.
+/// ends. It may outlive its `Log`: once the log is closed it returns
+/// `Error::Closed` and ends, and dropping it writes nothing.
 pub struct Iter {
     shared: Arc<Shared>,
     next_seq: u64,
@@ -402,6 +615,11 @@ pub struct Iter {
 
 impl Iter {
     fn step(&mut self) -> Result<Option<LoggedEvent>> {
+        let shared = Arc::clone(&self.shared);
+        shared.while_open(|| self.step_open())
+    }
+
+    fn step_open(&mut self) -> Result<Option<LoggedEvent>> {
         loop {
             if self.next_seq > self.last_seq {
                 return Ok(None);
@@ -434,10 +652,8 @@ impl Iter {
             match self
                 .cursor
                 .next_step(segment.source(end))
-                .map_err(|source| Error::Io {
-                    path: segment.path.clone(),
-                    source,
-                })? {
+                .map_err(|source| crate::error::io_error(&segment.path, source))?
+            {
                 Step::Record {
                     offset,
                     header,
@@ -507,7 +723,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path(), Options::default()).unwrap();
         let seq = log.append(Event::new("before.panic")).unwrap();
-        log.tx.as_ref().unwrap().send(Request::Panic).unwrap();
+        log.writer.sender().unwrap().send(Request::Panic).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !log.shared.is_poisoned() {
             assert!(
@@ -523,13 +739,16 @@ mod tests {
             log.iter(..).map(|_| ()),
         ] {
             match result {
-                Err(Error::Poisoned(reason)) => {
-                    assert!(reason.contains("injected writer panic"), "{reason}")
+                Err(Error::Poisoned { source }) => {
+                    assert!(
+                        matches!(&*source, Error::WriterPanicked(m) if m.contains("injected writer panic")),
+                        "{source:?}"
+                    )
                 }
                 other => panic!("expected Poisoned, got {other:?}"),
             }
         }
-        assert!(matches!(log.close(), Err(Error::Poisoned(_))));
+        assert!(matches!(log.close(), Err(Error::Poisoned { .. })));
         let reopened = Log::open(dir.path(), Options::default()).unwrap();
         assert_eq!(reopened.last_seq(), Some(seq));
         assert_eq!(reopened.get(seq).unwrap().event_type, "before.panic");

@@ -6,15 +6,17 @@
 //! 0   body_len         u32  bytes of body
 //! 4   crc32            u32  CRC-32 (IEEE) of bytes 0..4, 8..24 and the body
 //! 8   seq              u64  sequence number
-//! 16  group_remaining  u32  records after this one in its commit group
+//! 16  unit_remaining   u32  records after this one in its atomic unit
 //! 20  synced_delta     u32  seq minus the highest seq that was durable
 //!                           when this record was written (saturating)
 //! 24  body
 //! ```
 //!
-//! A commit group is the set of records the writer put into one `write`.
-//! A group is all-or-nothing on recovery, which is what makes
-//! `append_batch` atomic: a batch never spans groups. `synced_delta` lets
+//! An atomic unit is the records of one append request (one `append`, or
+//! one `append_batch`). A unit is all-or-nothing on recovery, which is what
+//! makes `append_batch` atomic; the writer may put many units into one
+//! `write` (a commit group), and damage at the end of that write costs only
+//! the units it touches. `synced_delta` lets
 //! recovery tell a torn unsynced tail (cut it) from damage to data that was
 //! already durable when later records were written (refuse to cut it).
 
@@ -31,7 +33,7 @@ use crate::options::RECORD_BYTES_LIMIT;
 pub(crate) const RECORD_HEADER_BYTES: usize = 24;
 const CRC_AT: usize = 4;
 const SEQ_AT: usize = 8;
-const GROUP_REMAINING_AT: usize = 16;
+const UNIT_REMAINING_AT: usize = 16;
 const SYNCED_DELTA_AT: usize = 20;
 const _: () = assert!(SYNCED_DELTA_AT + 4 == RECORD_HEADER_BYTES);
 
@@ -378,7 +380,7 @@ pub(crate) struct RecordHeader {
     pub body_len: u32,
     pub crc: u32,
     pub seq: u64,
-    pub group_remaining: u32,
+    pub unit_remaining: u32,
     pub synced_delta: u32,
 }
 
@@ -399,7 +401,7 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Option<RecordHeader> {
         body_len: u32_at(bytes, 0)?,
         crc: u32_at(bytes, CRC_AT)?,
         seq: u64_at(bytes, SEQ_AT)?,
-        group_remaining: u32_at(bytes, GROUP_REMAINING_AT)?,
+        unit_remaining: u32_at(bytes, UNIT_REMAINING_AT)?,
         synced_delta: u32_at(bytes, SYNCED_DELTA_AT)?,
     })
 }
@@ -435,7 +437,7 @@ fn record_crc(record: &[u8]) -> u32 {
 pub(crate) fn encode_record(
     out: &mut Vec<u8>,
     seq: u64,
-    group_remaining: u32,
+    unit_remaining: u32,
     synced_delta: u32,
     body: &[u8],
 ) {
@@ -444,7 +446,7 @@ pub(crate) fn encode_record(
     put_u32(out, body.len() as u32);
     put_u32(out, 0);
     put_u64(out, seq);
-    put_u32(out, group_remaining);
+    put_u32(out, unit_remaining);
     put_u32(out, synced_delta);
     out.extend_from_slice(body);
     let crc = record_crc(&out[start..]);

@@ -1,5 +1,9 @@
 //! The open path: lock the directory, find the segments, check or rebuild
-//! their indexes, repair the torn tail of the active segment.
+//! their indexes, and bring the active segment to its last complete unit:
+//! in O(1) after a clean close (the marker vouches for it), by a scan
+//! after a crash, cutting a torn tail only after copying it to
+//! `lost+found/`. A read-only open takes the same decisions without
+//! writing anything.
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -7,29 +11,59 @@ use std::sync::Arc;
 
 use crate::error::{CorruptKind, Error, IoContext, Result};
 use crate::fsutil::{sync_dir, TMP_SUFFIX};
+use crate::lost_found::{self, LostFoundCopy};
+use crate::marker::{self, CleanClose};
 use crate::options::Options;
 use crate::record::RECORD_BYTES_MIN;
-use crate::segment::{parse_file_name, Segment, INDEX_SUFFIX, SEGMENT_SUFFIX, SEQ_MAX};
+use crate::segment::{
+    parse_file_name, Access, Segment, INDEX_SUFFIX, SEGMENT_HEADER_BYTES, SEGMENT_SUFFIX, SEQ_MAX,
+};
 use crate::storage::Storage;
 use crate::writer::GROUP_BYTES_MAX;
 
 pub(crate) const SEGMENTS_DIR: &str = "segments";
 
+/// Bytes that an open cut from the end of the active segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailCut {
+    /// The segment file that was cut.
+    pub file: PathBuf,
+    /// The byte range cut: from the end of the last complete unit to the
+    /// last non-zero byte.
+    pub offset_start: u64,
+    pub offset_end: u64,
+    /// Where the bytes were copied before the cut.
+    pub lost_found: LostFoundCopy,
+}
+
 /// What opening the log found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// Non-zero bytes cut from the end of the active segment (a torn write).
+    /// The last close was clean and its marker checked out: nothing was
+    /// scanned, nothing needed repair.
+    pub closed_cleanly: bool,
+    /// Why a clean-close marker that was present was not used (it named
+    /// another segment, or did not decode); the log was scanned instead.
+    pub marker_ignored: Option<String>,
+    /// Non-zero bytes after the last complete unit of the active segment: a
+    /// write that never completed or was never synced. The writer's open
+    /// cuts them (see `cut`); a read-only open only counts them.
     pub torn_tail_bytes: u64,
-    /// Valid records cut with the torn tail because their commit group was
-    /// incomplete. Under `Durability::Always` they were never acknowledged;
-    /// under the other settings a power loss may cut acknowledged ones.
-    pub unacknowledged_records_dropped: u64,
+    /// Valid records among those bytes (of units that are incomplete, or
+    /// that follow an invalid record). Under `Durability::Always` they were
+    /// never acknowledged unless the damage hit the very last write before
+    /// a crash (a clean close's marker protects that case).
+    pub records_dropped: u64,
+    /// Sequence numbers of the records in the cut bytes whose headers are
+    /// readable, in order.
+    pub dropped_seqs: Vec<u64>,
+    /// The cut, with where its bytes were kept.
+    pub cut: Option<TailCut>,
     /// Leftover temporary files removed.
     pub temp_files_removed: u64,
     /// Index files without a segment removed.
     pub orphan_indexes_removed: u64,
-    /// Sequence indexes of sealed segments rebuilt from their segment
-    /// (the active segment's index is rebuilt on every open).
+    /// Sequence indexes of sealed segments rebuilt from their segment.
     pub indexes_rebuilt: u64,
     /// Sealed segments found damaged and opened anyway, as (file, byte
     /// offset, what): their index is intact, so only the damaged records
@@ -38,13 +72,17 @@ pub struct RecoveryReport {
 }
 
 pub(crate) struct Opened {
-    pub lock: Box<dyn Any + Send + Sync>,
+    /// The directory lock (`None` for a read-only open, which takes none).
+    pub lock: Option<Box<dyn Any + Send + Sync>>,
     pub segments_dir: PathBuf,
     pub segments: Vec<Arc<Segment>>,
     pub first_seq: u64,
     pub next_seq: u64,
     pub active_file_len: u64,
     pub index_capacity: u64,
+    /// The clean-close marker is on disk and still true; the writer removes
+    /// it before it changes anything.
+    pub marker_present: bool,
     pub report: RecoveryReport,
 }
 
@@ -62,29 +100,43 @@ pub(crate) fn active_map_bytes(options: &Options) -> u64 {
     options.segment_bytes_max
 }
 
-pub(crate) fn open(storage: &dyn Storage, dir: &Path, options: &Options) -> Result<Opened> {
-    let dir_existed = storage.exists(dir);
-    storage.create_dir_all(dir).at(dir)?;
-    let lock = storage.lock_dir(dir)?;
-    let segments_dir = dir.join(SEGMENTS_DIR);
-    if !storage.exists(&segments_dir) {
-        storage.create_dir_all(&segments_dir).at(&segments_dir)?;
-        sync_dir(storage, dir)?;
-        if !dir_existed {
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                sync_dir(storage, parent)?;
-            }
+/// Checks that `dir` is an existing data directory, for opens that must
+/// not create one.
+pub(crate) fn check_data_dir(storage: &dyn Storage, dir: &Path) -> Result<PathBuf> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => {
+            return Err(Error::NotADirectory {
+                path: dir.to_path_buf(),
+            })
         }
+        _ => {}
     }
-    let mut report = RecoveryReport::default();
+    let segments_dir = dir.join(SEGMENTS_DIR);
+    if !storage.exists(dir) || !storage.exists(&segments_dir) {
+        return Err(Error::NoDataDirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(segments_dir)
+}
 
+/// The segment and index file names found, sorted; temporary files and
+/// orphan indexes are removed under `ReadWrite`.
+fn list_segments(
+    storage: &dyn Storage,
+    segments_dir: &Path,
+    access: Access,
+    report: &mut RecoveryReport,
+) -> Result<Vec<u64>> {
     let mut segment_seqs = Vec::new();
     let mut index_seqs = Vec::new();
-    for name in storage.list_dir(&segments_dir).at(&segments_dir)? {
+    for name in storage.list_dir(segments_dir).at(segments_dir)? {
         if name.ends_with(TMP_SUFFIX) {
-            let path = segments_dir.join(&name);
-            storage.remove_file(&path).at(&path)?;
-            report.temp_files_removed += 1;
+            if access == Access::ReadWrite {
+                let path = segments_dir.join(&name);
+                storage.remove_file(&path).at(&path)?;
+                report.temp_files_removed += 1;
+            }
         } else if let Some(seq) = parse_file_name(&name, SEGMENT_SUFFIX) {
             if seq == 0 || seq > SEQ_MAX {
                 return Err(Error::Corrupt {
@@ -99,36 +151,40 @@ pub(crate) fn open(storage: &dyn Storage, dir: &Path, options: &Options) -> Resu
         }
     }
     segment_seqs.sort_unstable();
-    for seq in index_seqs {
-        if segment_seqs.binary_search(&seq).is_err() {
-            let path = segments_dir.join(crate::segment::index_file_name(seq));
-            storage.remove_file(&path).at(&path)?;
-            report.orphan_indexes_removed += 1;
+    if access == Access::ReadWrite {
+        for seq in index_seqs {
+            if segment_seqs.binary_search(&seq).is_err() {
+                let path = segments_dir.join(crate::segment::index_file_name(seq));
+                storage.remove_file(&path).at(&path)?;
+                report.orphan_indexes_removed += 1;
+            }
         }
     }
-    // Always, not only after removals: a crash (or a failed directory sync
-    // that poisoned the last run) can leave a segment whose name is not yet
-    // durable, and appends acknowledged into it would vanish with it.
-    sync_dir(storage, &segments_dir)?;
+    Ok(segment_seqs)
+}
 
-    let capacity = index_capacity(options);
-    let record_bytes_max = options.record_bytes_max;
-    let mut segments = Vec::with_capacity(segment_seqs.len().max(1));
-    if segment_seqs.is_empty() {
-        segments.push(Arc::new(Segment::create(
-            storage,
-            &segments_dir,
-            1,
-            capacity,
-            active_map_bytes(options),
-        )?));
-    }
+/// Opens the sealed segments `seqs[i]` for every `i` but the last.
+pub(crate) fn open_sealed_segments(
+    storage: &dyn Storage,
+    segments_dir: &Path,
+    segment_seqs: &[u64],
+    options: &Options,
+    access: Access,
+    report: &mut RecoveryReport,
+) -> Result<Vec<Arc<Segment>>> {
+    let mut segments = Vec::with_capacity(segment_seqs.len());
     for pair in segment_seqs.windows(2) {
         let (first, next) = (pair[0], pair[1]);
         let path = segments_dir.join(crate::segment::segment_file_name(first));
         // Names are unique, so `next > first` and the count is at least 1.
-        let (segment, sealed) =
-            Segment::open_sealed(storage, &path, first, next - first, record_bytes_max)?;
+        let (segment, sealed) = Segment::open_sealed(
+            storage,
+            &path,
+            first,
+            next - first,
+            options.record_bytes_max,
+            access,
+        )?;
         report.indexes_rebuilt += u64::from(sealed.index_rebuilt);
         if let Some((offset, kind)) = sealed.damage {
             report
@@ -137,29 +193,158 @@ pub(crate) fn open(storage: &dyn Storage, dir: &Path, options: &Options) -> Resu
         }
         segments.push(Arc::new(segment));
     }
-    let mut active_file_len = crate::segment::SEGMENT_HEADER_BYTES;
-    if let Some(&last) = segment_seqs.last() {
-        let path = segments_dir.join(crate::segment::segment_file_name(last));
-        let (segment, repair) = Segment::recover_active(
+    Ok(segments)
+}
+
+/// Reads the clean-close marker. One that does not decode, or that names
+/// a segment other than the last, is not used (the log is scanned, as
+/// after a crash), and the report says why.
+fn read_marker(
+    storage: &dyn Storage,
+    segments_dir: &Path,
+    last_segment: Option<u64>,
+    report: &mut RecoveryReport,
+) -> Option<CleanClose> {
+    match marker::read(storage, segments_dir) {
+        Ok(Some(marker)) if Some(marker.active_first_seq) == last_segment => Some(marker),
+        Ok(Some(marker)) => {
+            report.marker_ignored = Some(format!(
+                "it names segment {} but the last segment is {}",
+                marker.active_first_seq,
+                last_segment.unwrap_or(0)
+            ));
+            None
+        }
+        Ok(None) => None,
+        Err(e) => {
+            report.marker_ignored = Some(e.to_string());
+            None
+        }
+    }
+}
+
+pub(crate) fn open(
+    storage: &dyn Storage,
+    dir: &Path,
+    options: &Options,
+    access: Access,
+) -> Result<Opened> {
+    let (lock, segments_dir) = match access {
+        Access::ReadOnly => (None, check_data_dir(storage, dir)?),
+        Access::ReadWrite => {
+            if let Ok(meta) = std::fs::metadata(dir) {
+                if !meta.is_dir() {
+                    return Err(Error::NotADirectory {
+                        path: dir.to_path_buf(),
+                    });
+                }
+            }
+            let dir_existed = storage.exists(dir);
+            storage.create_dir_all(dir).at(dir)?;
+            let lock = storage.lock_dir(dir)?;
+            let segments_dir = dir.join(SEGMENTS_DIR);
+            if !storage.exists(&segments_dir) {
+                storage.create_dir_all(&segments_dir).at(&segments_dir)?;
+                sync_dir(storage, dir)?;
+                if !dir_existed {
+                    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                        sync_dir(storage, parent)?;
+                    }
+                }
+            }
+            (Some(lock), segments_dir)
+        }
+    };
+    let mut report = RecoveryReport::default();
+    let segment_seqs = list_segments(storage, &segments_dir, access, &mut report)?;
+    let marker = read_marker(
+        storage,
+        &segments_dir,
+        segment_seqs.last().copied(),
+        &mut report,
+    );
+    if access == Access::ReadWrite {
+        if report.marker_ignored.is_some() {
+            tracing::warn!(reason = ?report.marker_ignored, "clean-close marker not used; scanning the active segment");
+            marker::remove(storage, &segments_dir)?;
+        }
+        // Always, not only after removals, unless a clean close left
+        // everything synced: a crash (or a failed directory sync that
+        // poisoned the last run) can leave a segment whose name is not yet
+        // durable, and appends acknowledged into it would vanish with it.
+        if marker.is_none() || report.temp_files_removed + report.orphan_indexes_removed > 0 {
+            sync_dir(storage, &segments_dir)?;
+        }
+    }
+
+    let capacity = index_capacity(options);
+    let mut segments = open_sealed_segments(
+        storage,
+        &segments_dir,
+        &segment_seqs,
+        options,
+        access,
+        &mut report,
+    )?;
+    let mut active_file_len = SEGMENT_HEADER_BYTES;
+    let mut marker_present = false;
+    match segment_seqs.last() {
+        None if access == Access::ReadOnly => {
+            // A directory whose first segment was never created: an empty
+            // log. Nothing to map.
+        }
+        None => segments.push(Arc::new(Segment::create(
             storage,
-            &path,
-            last,
+            &segments_dir,
+            1,
             capacity,
             active_map_bytes(options),
-            record_bytes_max,
-        )?;
-        report.torn_tail_bytes = repair.dropped_bytes;
-        report.unacknowledged_records_dropped = repair.dropped_records;
-        active_file_len = segment.file.size_bytes().at(&path)?;
-        segments.push(Arc::new(segment));
+        )?)),
+        Some(&last) => {
+            let path = segments_dir.join(crate::segment::segment_file_name(last));
+            let mut found = Segment::inspect_active(
+                storage,
+                &path,
+                last,
+                marker.as_ref(),
+                options.record_bytes_max,
+                capacity,
+                access,
+            )?;
+            report.closed_cleanly = found.closed_cleanly;
+            marker_present = found.closed_cleanly;
+            if let Some(torn) = found.torn.take() {
+                report.torn_tail_bytes = torn.bytes.len() as u64;
+                report.records_dropped = torn.dropped_seqs.len() as u64;
+                report.dropped_seqs = torn.dropped_seqs.clone();
+                if access == Access::ReadWrite {
+                    report.cut = Some(cut_torn_tail(storage, dir, &path, &found, &torn)?);
+                    found.file_len = torn.offset;
+                }
+            }
+            if access == Access::ReadWrite && !found.closed_cleanly {
+                // What recovery kept may so far live only in the page cache
+                // (after a process crash); make it durable, since records
+                // written from now on will claim it is (`synced_delta`).
+                found.sync_data(&path)?;
+            }
+            active_file_len = found.file_len;
+            let segment = Segment::active(
+                storage,
+                &path,
+                last,
+                found,
+                capacity,
+                active_map_bytes(options),
+                access,
+            )?;
+            segments.push(Arc::new(segment));
+        }
     }
     let first_seq = segments.first().map_or(1, |s| s.first_seq);
-    let active = segments.last().ok_or_else(|| Error::Corrupt {
-        file: segments_dir.clone(),
-        offset: 0,
-        kind: CorruptKind::BadHeader("no segment"),
-    })?;
-    let next_seq = active.first_seq + active.record_count();
+    let next_seq = segments
+        .last()
+        .map_or(1, |active| active.first_seq + active.record_count());
     Ok(Opened {
         lock,
         segments_dir,
@@ -168,6 +353,35 @@ pub(crate) fn open(storage: &dyn Storage, dir: &Path, options: &Options) -> Resu
         active_file_len,
         index_capacity: capacity,
         segments,
+        marker_present,
         report,
     })
+}
+
+/// Copies a torn tail to `lost+found/`, then cuts it and syncs the file.
+fn cut_torn_tail(
+    storage: &dyn Storage,
+    dir: &Path,
+    path: &Path,
+    found: &crate::segment::ActiveFound,
+    torn: &crate::segment::TornTail,
+) -> Result<TailCut> {
+    let lost_found = lost_found::preserve(storage, dir, path, torn.offset, &torn.bytes)?;
+    // Cut rather than zero: the cut needs no free space.
+    found.cut(path, torn.offset)?;
+    let cut = TailCut {
+        file: path.to_path_buf(),
+        offset_start: torn.offset,
+        offset_end: torn.offset + torn.bytes.len() as u64,
+        lost_found,
+    };
+    tracing::warn!(
+        file = %path.display(),
+        offset_start = cut.offset_start,
+        offset_end = cut.offset_end,
+        dropped_seqs = ?torn.dropped_seqs,
+        kept_in = ?cut.lost_found.path,
+        "cut the torn tail of the active segment"
+    );
+    Ok(cut)
 }

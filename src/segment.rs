@@ -22,6 +22,7 @@ use crate::error::{CorruptKind, Error, IoContext, Result};
 use crate::event::LoggedEvent;
 use crate::fsutil::write_file_durably;
 use crate::index::seq::{encode_index_header, SeqIndex};
+use crate::marker::CleanClose;
 use crate::mmap::SharedMap;
 use crate::record::{
     check_header, decode_body, parse_header, verify_record, RecordHeader, RECORD_BYTES_MIN,
@@ -30,9 +31,15 @@ use crate::record::{
 use crate::storage::{OpenMode, Storage, StorageFile};
 
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"EVLOGSEG";
-/// Version 1 (group_index/group_count in the record header) existed only
-/// during development and was never released; it is refused.
-pub(crate) const SEGMENT_FORMAT_VERSION: u32 = 2;
+/// Version written into new segments. Version 3 made the atomic unit one
+/// append request (field `unit_remaining`); in version 2 the same field
+/// counted the records left in the whole commit group. The rule a reader
+/// applies is the same for both (a unit ends at a record whose field is 0),
+/// so version 2 segments are read, and appended to, unchanged. Version 1
+/// existed only during development and is refused.
+pub(crate) const SEGMENT_FORMAT_VERSION: u32 = 3;
+/// Oldest segment version this build reads.
+pub(crate) const SEGMENT_FORMAT_VERSION_OLDEST: u32 = 2;
 pub(crate) const SEGMENT_HEADER_BYTES: u64 = 32;
 const HEADER_BYTES_AT: usize = 12;
 const FIRST_SEQ_AT: usize = 16;
@@ -80,8 +87,15 @@ pub(crate) fn encode_segment_header(first_seq: u64) -> Vec<u8> {
     out
 }
 
-/// Checks a segment header and returns its first sequence number.
-pub(crate) fn decode_segment_header(bytes: &[u8], path: &Path) -> Result<u64> {
+/// A checked segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    pub first_seq: u64,
+    pub version: u32,
+}
+
+/// Checks a segment header.
+pub(crate) fn decode_segment_header(bytes: &[u8], path: &Path) -> Result<SegmentHeader> {
     let corrupt = |offset, kind| Error::Corrupt {
         file: path.to_path_buf(),
         offset,
@@ -98,7 +112,7 @@ pub(crate) fn decode_segment_header(bytes: &[u8], path: &Path) -> Result<u64> {
         return Err(corrupt(HEADER_CRC_AT as u64, CorruptKind::HeaderChecksum));
     }
     let version = u32_at(bytes, 8).unwrap_or(0);
-    if version != SEGMENT_FORMAT_VERSION {
+    if !(SEGMENT_FORMAT_VERSION_OLDEST..=SEGMENT_FORMAT_VERSION).contains(&version) {
         return Err(Error::UnsupportedVersion {
             file: path.to_path_buf(),
             found: version,
@@ -124,11 +138,11 @@ pub(crate) fn decode_segment_header(bytes: &[u8], path: &Path) -> Result<u64> {
             CorruptKind::BadHeader("first_seq is 0 or out of range"),
         ));
     }
-    Ok(first_seq)
+    Ok(SegmentHeader { first_seq, version })
 }
 
 /// Reads and checks the header of an open segment file.
-pub(crate) fn read_segment_header(file: &dyn StorageFile, path: &Path) -> Result<u64> {
+pub(crate) fn read_segment_header(file: &dyn StorageFile, path: &Path) -> Result<SegmentHeader> {
     let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
     let file_len = file.size_bytes().at(path)?;
     if file_len < SEGMENT_HEADER_BYTES {
@@ -151,7 +165,7 @@ fn open_segment_file(
     first_seq: u64,
 ) -> Result<(Box<dyn StorageFile>, u64)> {
     let file = storage.open(path, mode).at(path)?;
-    if read_segment_header(&*file, path)? != first_seq {
+    if read_segment_header(&*file, path)?.first_seq != first_seq {
         return Err(Error::Corrupt {
             file: path.to_path_buf(),
             offset: FIRST_SEQ_AT as u64,
@@ -300,10 +314,10 @@ pub(crate) struct Segment {
     pub path: PathBuf,
     pub file: Box<dyn StorageFile>,
     pub index: SeqIndex,
-    /// Read-only mapping used by readers (when the storage maps files); may
-    /// extend past the file's end.
+    /// Read-only mapping used by readers (when the storage maps files and
+    /// the file cannot be cut under it); may extend past the file's end.
     map: Option<SharedMap>,
-    /// End of the last committed record; readers never look past it.
+    /// End of the last published record; readers never look past it.
     committed_bytes: AtomicU64,
 }
 
@@ -316,14 +330,56 @@ pub(crate) struct SealedOpen {
     pub damage: Option<(u64, CorruptKind)>,
 }
 
-/// What recovery found in the active segment.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct TailRepair {
-    /// Bytes after the last complete commit group that were not zeros.
-    pub dropped_bytes: u64,
-    /// Valid records cut with the tail: an incomplete commit group, or
-    /// groups written after an unsynced hole.
-    pub dropped_records: u64,
+/// Whether an open may change files: the writer's open repairs, a
+/// read-only view never writes, locks or maps what a writer may cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// Bytes after the last complete unit of the active segment that are
+/// neither zeros nor provably durable data: the remains of a write that
+/// was never synced (or never completed), which the writer's open cuts.
+#[derive(Debug, Clone)]
+pub(crate) struct TornTail {
+    /// Where the cut starts: the end of the last complete unit.
+    pub offset: u64,
+    /// The non-zero bytes from `offset` (zeros after them are preallocation).
+    pub bytes: Vec<u8>,
+    /// Sequence numbers of the records in those bytes whose headers are
+    /// readable.
+    pub dropped_seqs: Vec<u64>,
+}
+
+/// What inspecting the active segment found, before anything is changed.
+pub(crate) struct ActiveFound {
+    file: Box<dyn StorageFile>,
+    pub file_len: u64,
+    /// Offsets of the records of complete units, in sequence order.
+    pub offsets: Vec<u64>,
+    /// End of the last complete unit.
+    pub complete_end: u64,
+    pub torn: Option<TornTail>,
+    /// The clean-close marker vouched for this state, so nothing was
+    /// scanned and everything in it is known durable.
+    pub closed_cleanly: bool,
+    /// The active index as the clean close left it, when it checked out.
+    clean_index: Option<SeqIndex>,
+}
+
+impl ActiveFound {
+    /// Cuts the file at `offset` (the end of its last complete unit) and
+    /// syncs it. Writer's open and `repair` only.
+    pub fn cut(&self, path: &Path, offset: u64) -> Result<()> {
+        debug_assert_eq!(offset, self.complete_end);
+        self.file.set_len(offset).at(path)?;
+        self.file.sync_all().at(path)
+    }
+
+    pub fn sync_data(&self, path: &Path) -> Result<()> {
+        self.file.sync_data().at(path)
+    }
 }
 
 impl Segment {
@@ -439,22 +495,24 @@ impl Segment {
         })
     }
 
-    /// Opens a sealed segment holding exactly `count` records.
+    /// Opens a sealed segment holding exactly `count` records. Never writes
+    /// under `Access::ReadOnly`.
     ///
     /// Its index is trusted when its entries match the checksum recorded at
     /// seal time and its last entry points at a record (header checked, not
     /// the body: a damaged body is reported when read, not here) that ends
-    /// the file. Otherwise a scan decides: if the segment is intact, the
-    /// index is rebuilt from it; if the segment is damaged and the index
-    /// passed its checksum, the index is kept, so that only the damaged
-    /// records fail to read. Only damage with no trustworthy index fails
-    /// the open.
+    /// the file and its atomic unit. Otherwise a scan decides: if the
+    /// segment is intact, the index is rebuilt from it (in memory only,
+    /// under `ReadOnly`); if the segment is damaged and the index passed its
+    /// checksum, the index is kept, so that only the damaged records fail
+    /// to read. Only damage with no trustworthy index fails the open.
     pub fn open_sealed(
         storage: &dyn Storage,
         path: &Path,
         first_seq: u64,
         count: u64,
         record_bytes_max: u64,
+        access: Access,
     ) -> Result<(Segment, SealedOpen)> {
         let (file, file_len) = open_segment_file(storage, path, OpenMode::Read, first_seq)?;
         let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
@@ -477,7 +535,7 @@ impl Segment {
             }
         };
         let last_seq = first_seq + count - 1;
-        if let Some(index) = &checked_index {
+        if let Some(index) = checked_index {
             if last_record_ends_file(
                 &*file,
                 path,
@@ -486,29 +544,31 @@ impl Segment {
                 file_len,
                 record_bytes_max,
             )? {
-                let index = checked_index.ok_or(Error::Closed)?;
                 let segment = Segment::sealed(path, first_seq, file, index, file_len)?;
                 return Ok((segment, SealedOpen::default()));
             }
+            let scan = scan_records(&*file, path, first_seq, file_len, record_bytes_max)?;
+            return match sealed_damage(&scan, first_seq, count, file_len) {
+                Some((offset, kind)) => {
+                    tracing::error!(file = %path.display(), offset, %kind, "sealed segment is damaged; its index is intact, so only the damaged records will fail to read");
+                    let segment = Segment::sealed(path, first_seq, file, index, file_len)?;
+                    let report = SealedOpen {
+                        index_rebuilt: false,
+                        damage: Some((offset, kind)),
+                    };
+                    Ok((segment, report))
+                }
+                // Intact, yet the last entry did not check out: the index
+                // cannot be right, whatever its checksum says.
+                None => {
+                    Segment::sealed_rebuilt(storage, path, first_seq, file, file_len, &scan, access)
+                }
+            };
         }
         let scan = scan_records(&*file, path, first_seq, file_len, record_bytes_max)?;
-        let intact =
-            scan.stopped_by.is_none() && scan.offsets.len() as u64 == count && scan.end == file_len;
-        if !intact {
-            if let Some(index) = checked_index {
-                let (offset, kind) = scan
-                    .stopped_by
-                    .unwrap_or((scan.end, CorruptKind::Truncated));
-                tracing::error!(file = %path.display(), offset, %kind, "sealed segment is damaged; its index is intact, so only the damaged records will fail to read");
-                let segment = Segment::sealed(path, first_seq, file, index, file_len)?;
-                let report = SealedOpen {
-                    index_rebuilt: false,
-                    damage: Some((offset, kind)),
-                };
-                return Ok((segment, report));
-            }
+        if let Some((offset, kind)) = sealed_damage(&scan, first_seq, count, file_len) {
             let found = first_seq + scan.offsets.len() as u64;
-            if scan.stopped_by.is_none() && scan.end == file_len && found < first_seq + count {
+            if matches!(kind, CorruptKind::Gap { .. }) {
                 // Every record here is intact and the file ends cleanly:
                 // the segment files that held `found..` are missing.
                 let next = first_seq + count;
@@ -521,32 +581,45 @@ impl Segment {
                     },
                 });
             }
-            let (offset, kind) = scan.stopped_by.unwrap_or((
-                scan.end,
-                CorruptKind::Gap {
-                    expected: first_seq + count,
-                    found: first_seq + scan.offsets.len() as u64,
-                },
-            ));
             return Err(Error::Corrupt {
                 file: path.to_path_buf(),
                 offset,
                 kind,
             });
         }
-        tracing::warn!(index = %index_path.display(), records = count, "rebuilt the sequence index from the segment");
-        let mut entries = Vec::with_capacity(scan.offsets.len() * 8);
-        for offset in &scan.offsets {
-            put_u64(&mut entries, *offset);
-        }
-        let mut bytes = encode_index_header(first_seq, Some(crc32fast::hash(&entries)));
-        bytes.extend_from_slice(&entries);
-        write_file_durably(storage, &index_path, &bytes)?;
-        let index =
-            SeqIndex::open_sealed(storage, &index_path, first_seq, count, SEGMENT_HEADER_BYTES)?;
+        Segment::sealed_rebuilt(storage, path, first_seq, file, file_len, &scan, access)
+    }
+
+    /// A sealed segment whose index is rebuilt from an intact scan: written
+    /// durably under `ReadWrite`, held in memory under `ReadOnly`.
+    fn sealed_rebuilt(
+        storage: &dyn Storage,
+        path: &Path,
+        first_seq: u64,
+        file: Box<dyn StorageFile>,
+        file_len: u64,
+        scan: &Scan,
+        access: Access,
+    ) -> Result<(Segment, SealedOpen)> {
+        let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
+        let count = scan.offsets.len() as u64;
+        let index = match access {
+            Access::ReadOnly => SeqIndex::in_memory(&index_path, first_seq, &scan.offsets),
+            Access::ReadWrite => {
+                tracing::warn!(index = %index_path.display(), records = count, "rebuilt the sequence index from the segment");
+                let mut entries = Vec::with_capacity(scan.offsets.len() * 8);
+                for offset in &scan.offsets {
+                    put_u64(&mut entries, *offset);
+                }
+                let mut bytes = encode_index_header(first_seq, Some(crc32fast::hash(&entries)));
+                bytes.extend_from_slice(&entries);
+                write_file_durably(storage, &index_path, &bytes)?;
+                SeqIndex::open_sealed(storage, &index_path, first_seq, count, SEGMENT_HEADER_BYTES)?
+            }
+        };
         let segment = Segment::sealed(path, first_seq, file, index, file_len)?;
         let report = SealedOpen {
-            index_rebuilt: true,
+            index_rebuilt: access == Access::ReadWrite,
             damage: None,
         };
         Ok((segment, report))
@@ -568,6 +641,8 @@ impl Segment {
                 .map_or(file_len, |h| (last_offset + h.record_bytes()).min(file_len)),
             Err(_) => file_len,
         };
+        // A sealed segment is never cut (only unlinked whole), so mapping
+        // it is safe in any process.
         let map = file.map_read_only(file_len).at(path)?;
         Ok(Segment {
             first_seq,
@@ -579,84 +654,350 @@ impl Segment {
         })
     }
 
-    /// Opens the last segment after a clean or unclean shutdown: scans every
-    /// record, keeps complete commit groups, cuts a torn unsynced tail,
-    /// refuses to cut damage that later records prove was durable data
-    /// (their `synced_delta`), syncs what it keeps and rebuilds the index.
-    pub fn recover_active(
+    /// Looks at the last segment without changing anything: with a
+    /// clean-close `marker` naming it, checks in O(1) that the file is
+    /// exactly as the marker vouches (length, last record, its checksum)
+    /// and trusts it; otherwise scans every record, keeps complete units,
+    /// and classifies what follows them: zeros (preallocation), a torn tail
+    /// (returned in `torn`, for the writer to cut), or damage that later
+    /// records prove was durable data (their `synced_delta`), which is
+    /// `Corrupt { kind: MidLog }`. Damage inside what a marker vouched for
+    /// is `Corrupt { kind: Vouched }`, never a torn tail.
+    pub fn inspect_active(
         storage: &dyn Storage,
         path: &Path,
         first_seq: u64,
+        marker: Option<&CleanClose>,
+        record_bytes_max: u64,
+        index_capacity: u64,
+        access: Access,
+    ) -> Result<ActiveFound> {
+        let mode = match access {
+            Access::ReadWrite => OpenMode::ReadWrite,
+            Access::ReadOnly => OpenMode::Read,
+        };
+        let (file, file_len) = open_segment_file(storage, path, mode, first_seq)?;
+        let marker = marker.filter(|m| m.active_first_seq == first_seq);
+        if let Some(marker) = marker {
+            if let Some(found) = trust_clean_close(
+                storage,
+                path,
+                file,
+                file_len,
+                marker,
+                record_bytes_max,
+                index_capacity,
+                access,
+            )? {
+                return Ok(found);
+            }
+            // The cheap check failed; reopen to scan (the file was consumed).
+            let (file, file_len) = open_segment_file(storage, path, mode, first_seq)?;
+            return inspect_scanned(
+                path,
+                file,
+                file_len,
+                first_seq,
+                Some(marker),
+                record_bytes_max,
+                access,
+            );
+        }
+        inspect_scanned(
+            path,
+            file,
+            file_len,
+            first_seq,
+            None,
+            record_bytes_max,
+            access,
+        )
+    }
+
+    /// Builds the active segment from what `inspect_active` found (after
+    /// the writer cut any torn tail). `ReadWrite`: the index is the one
+    /// the clean close left, or is rewritten from the scan; the file is
+    /// mapped for readers. `ReadOnly`: the index is held in memory and the
+    /// file is read with `pread` only, since its writer may cut its
+    /// preallocated tail at any moment.
+    pub fn active(
+        storage: &dyn Storage,
+        path: &Path,
+        first_seq: u64,
+        found: ActiveFound,
         index_capacity: u64,
         map_bytes: u64,
-        record_bytes_max: u64,
-    ) -> Result<(Segment, TailRepair)> {
-        let (file, file_len) = open_segment_file(storage, path, OpenMode::ReadWrite, first_seq)?;
-        let scan = scan_records(&*file, path, first_seq, file_len, record_bytes_max)?;
-        let committed = scan.committed_records as usize;
-        let committed_end = scan.committed_end;
-        let mut repair = TailRepair {
-            dropped_records: (scan.offsets.len() - committed) as u64,
-            ..TailRepair::default()
-        };
-        if committed_end < file_len {
-            let mut tail = vec![0u8; (file_len - committed_end) as usize];
-            file.read_exact_at(&mut tail, committed_end).at(path)?;
-            let nonzero_end = tail.iter().rposition(|&b| b != 0).map(|p| p + 1);
-            if let Some(nonzero_end) = nonzero_end {
-                let next_seq = first_seq + committed as u64;
-                if let Some(at) = find_proof_of_damage(&tail, next_seq, record_bytes_max) {
-                    let offset = scan.stopped_by.as_ref().map_or(committed_end, |s| s.0);
-                    tracing::error!(file = %path.display(), offset, valid_record_at = committed_end + at as u64,
-                        "damage before valid records in the active segment");
-                    return Err(Error::Corrupt {
-                        file: path.to_path_buf(),
-                        offset,
-                        kind: CorruptKind::MidLog,
-                    });
-                }
-                repair.dropped_bytes = nonzero_end as u64;
-                // Cut rather than zero: the cut needs no free space.
-                file.set_len(committed_end).at(path)?;
-                file.sync_all().at(path)?;
-                tracing::warn!(
-                    file = %path.display(),
-                    offset = committed_end,
-                    dropped_bytes = repair.dropped_bytes,
-                    dropped_records = repair.dropped_records,
-                    "truncated the torn tail of the active segment"
-                );
-            }
-        }
-        // What recovery kept may so far live only in the page cache (after a
-        // process crash); make it durable, since records written from now
-        // on will claim it is (`synced_delta`).
-        file.sync_data().at(path)?;
+        access: Access,
+    ) -> Result<Segment> {
         let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
-        let index = SeqIndex::create(
-            storage,
-            &index_path,
+        let (index, map) = match access {
+            Access::ReadOnly => (
+                SeqIndex::in_memory(&index_path, first_seq, &found.offsets),
+                None,
+            ),
+            Access::ReadWrite => {
+                let index = match found.clean_index {
+                    Some(index) => index,
+                    None => SeqIndex::create(
+                        storage,
+                        &index_path,
+                        first_seq,
+                        &found.offsets,
+                        index_capacity,
+                    )?,
+                };
+                let map = found
+                    .file
+                    .map_read_only(map_bytes.max(found.complete_end))
+                    .at(path)?;
+                (index, map)
+            }
+        };
+        Ok(Segment {
             first_seq,
-            &scan.offsets[..committed],
-            index_capacity,
+            path: path.to_path_buf(),
+            file: found.file,
+            index,
+            map,
+            committed_bytes: AtomicU64::new(found.complete_end),
+        })
+    }
+
+    /// Read-only views: reads records appended since the view last looked
+    /// (complete units only) and publishes them. Returns how many.
+    pub fn refresh_read_only(&self, record_bytes_max: u64) -> Result<u64> {
+        let file_len = self.file.size_bytes().at(&self.path)?;
+        let start = self.committed_bytes();
+        let next_seq = self.first_seq + self.record_count();
+        let scan = scan_records_from(
+            &*self.file,
+            &self.path,
+            start,
+            next_seq,
+            file_len,
+            record_bytes_max,
+            &mut |_, _, _| {},
         )?;
-        let map = file.map_read_only(map_bytes.max(committed_end)).at(path)?;
-        Ok((
-            Segment {
-                first_seq,
-                path: path.to_path_buf(),
-                file,
-                index,
-                map,
-                committed_bytes: AtomicU64::new(committed_end),
-            },
-            repair,
-        ))
+        let complete = &scan.offsets[..scan.complete_records as usize];
+        if !complete.is_empty() {
+            self.index.extend_in_memory(complete);
+            self.publish(scan.complete_end);
+        }
+        Ok(complete.len() as u64)
     }
 }
 
-/// Whether the record at `offset` has a plausible header for `seq` and ends
-/// exactly at `file_len`. The body is not checked.
+/// The O(1) open after a clean close: the file has exactly the length the
+/// marker recorded and its last record is intact with the recorded
+/// checksum and sequence number. `None` when any check fails.
+// The arguments are the two halves of one open (the file and what it is
+// checked against); a struct for them would only rename them.
+#[allow(clippy::too_many_arguments)]
+fn trust_clean_close(
+    storage: &dyn Storage,
+    path: &Path,
+    file: Box<dyn StorageFile>,
+    file_len: u64,
+    marker: &CleanClose,
+    record_bytes_max: u64,
+    index_capacity: u64,
+    access: Access,
+) -> Result<Option<ActiveFound>> {
+    if file_len != marker.active_bytes {
+        return Ok(None);
+    }
+    let count = (marker.last_seq + 1).saturating_sub(marker.active_first_seq);
+    let mut tail = vec![0u8; (marker.active_bytes - marker.tail_offset) as usize];
+    file.read_exact_at(&mut tail, marker.tail_offset).at(path)?;
+    if crc32fast::hash(&tail) != marker.tail_crc {
+        return Ok(None);
+    }
+    if count == 0 {
+        if marker.tail_offset != SEGMENT_HEADER_BYTES || !tail.is_empty() {
+            return Ok(None);
+        }
+    } else {
+        match verify_record(&tail, record_bytes_max) {
+            Ok(header) if header.seq == marker.last_seq && header.unit_remaining == 0 => {}
+            _ => return Ok(None),
+        }
+    }
+    let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
+    // The writer continues with the index the clean close left; a
+    // read-only view reads its entries into memory (the writer of another
+    // process may grow or replace the file).
+    let index = if count == 0 {
+        None
+    } else {
+        match access {
+            Access::ReadWrite => SeqIndex::open_active_clean(
+                storage,
+                &index_path,
+                marker.active_first_seq,
+                count,
+                marker.index_entries_crc,
+                index_capacity,
+            )
+            .ok(),
+            Access::ReadOnly => None,
+        }
+    };
+    let offsets = match &index {
+        Some(index) if index.entry(count - 1) == marker.tail_offset => Vec::new(),
+        _ => {
+            // The index is derived data: rebuild its entries from the
+            // segment (a scan, but no repair: the data checked out).
+            let scan = scan_records(
+                &*file,
+                path,
+                marker.active_first_seq,
+                file_len,
+                record_bytes_max,
+            )?;
+            if scan.complete_records != count || scan.complete_end != file_len {
+                return Ok(None);
+            }
+            scan.offsets
+        }
+    };
+    let clean_index = index.filter(|_| offsets.is_empty() && count > 0);
+    Ok(Some(ActiveFound {
+        file,
+        file_len,
+        offsets,
+        complete_end: file_len,
+        torn: None,
+        closed_cleanly: true,
+        clean_index,
+    }))
+}
+
+/// Scans the active segment and classifies what follows its complete
+/// units (see `Segment::inspect_active`).
+fn inspect_scanned(
+    path: &Path,
+    file: Box<dyn StorageFile>,
+    file_len: u64,
+    first_seq: u64,
+    marker: Option<&CleanClose>,
+    record_bytes_max: u64,
+    access: Access,
+) -> Result<ActiveFound> {
+    let scan = scan_records(&*file, path, first_seq, file_len, record_bytes_max)?;
+    let complete = scan.complete_records as usize;
+    let next_seq = first_seq + scan.complete_records;
+    if let Some(marker) = marker {
+        if next_seq <= marker.last_seq {
+            // The clean close vouched for records this scan cannot keep:
+            // that is damage to acknowledged data, never a torn tail. The
+            // error names the first record that fails a check.
+            let seq = first_seq + scan.offsets.len() as u64;
+            let (offset, damage) = scan
+                .stopped_by
+                .clone()
+                .unwrap_or((scan.end, CorruptKind::Truncated));
+            return Err(Error::Corrupt {
+                file: path.to_path_buf(),
+                offset,
+                kind: CorruptKind::Vouched {
+                    seq,
+                    damage: Box::new(damage),
+                },
+            });
+        }
+    }
+    let mut torn = None;
+    // A read-only view does not judge the bytes after the last complete
+    // unit: with a writer running they may be a write in progress, and a
+    // second read of them could even see later records that seem to prove
+    // damage. It shows the complete units and leaves the rest alone.
+    if scan.complete_end < file_len && access == Access::ReadWrite {
+        let mut tail = vec![0u8; (file_len - scan.complete_end) as usize];
+        file.read_exact_at(&mut tail, scan.complete_end).at(path)?;
+        if let Some(nonzero_end) = tail.iter().rposition(|&b| b != 0).map(|p| p + 1) {
+            if let Some(at) = find_proof_of_damage(&tail, next_seq, record_bytes_max) {
+                let offset = scan.stopped_by.as_ref().map_or(scan.complete_end, |s| s.0);
+                tracing::error!(file = %path.display(), offset, valid_record_at = scan.complete_end + at as u64,
+                    "damage before valid records in the active segment");
+                return Err(Error::Corrupt {
+                    file: path.to_path_buf(),
+                    offset,
+                    kind: CorruptKind::MidLog,
+                });
+            }
+            // Headers may end in zero bytes: read them before the zeros
+            // after the last non-zero byte are set aside.
+            let dropped_seqs = readable_seqs(&tail, next_seq, record_bytes_max);
+            tail.truncate(nonzero_end);
+            torn = Some(TornTail {
+                offset: scan.complete_end,
+                bytes: tail,
+                dropped_seqs,
+            });
+        }
+    }
+    let mut offsets = scan.offsets;
+    offsets.truncate(complete);
+    Ok(ActiveFound {
+        file,
+        file_len,
+        offsets,
+        complete_end: scan.complete_end,
+        torn,
+        closed_cleanly: false,
+        clean_index: None,
+    })
+}
+
+/// The sequence numbers of consecutive records from the start of `tail`
+/// whose headers are plausible (length in bounds, sequence number the next
+/// one), whether or not their checksums match: what a cut drops.
+pub(crate) fn readable_seqs(tail: &[u8], first_seq: u64, record_bytes_max: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let mut at = 0usize;
+    let mut expected = first_seq;
+    while let Some(header) = tail.get(at..).and_then(parse_header) {
+        if check_header(&header, record_bytes_max).is_err() || header.seq != expected {
+            break;
+        }
+        seqs.push(header.seq);
+        expected += 1;
+        at = at.saturating_add(header.record_bytes() as usize);
+    }
+    seqs
+}
+
+/// The first rule a sealed segment breaks, as (offset, what): a record
+/// that is not valid, records that end inside an atomic unit, bytes after
+/// the last record, or fewer records than the next segment's name implies
+/// (`Gap`). `None` when the segment is exactly as FORMAT.md requires.
+pub(crate) fn sealed_damage(
+    scan: &Scan,
+    first_seq: u64,
+    count: u64,
+    file_len: u64,
+) -> Option<(u64, CorruptKind)> {
+    if let Some(stopped) = &scan.stopped_by {
+        return Some(stopped.clone());
+    }
+    if scan.complete_records < scan.offsets.len() as u64 {
+        return Some((scan.complete_end, CorruptKind::IncompleteUnit));
+    }
+    if scan.complete_end < file_len {
+        return Some((scan.complete_end, CorruptKind::TrailingBytes));
+    }
+    let found = scan.offsets.len() as u64;
+    (found != count).then_some((
+        scan.complete_end,
+        CorruptKind::Gap {
+            expected: first_seq + count,
+            found: first_seq + found,
+        },
+    ))
+}
+
+/// Whether the record at `offset` has a plausible header for `seq`, ends
+/// its atomic unit, and ends exactly at `file_len`. The body is not checked.
 fn last_record_ends_file(
     file: &dyn StorageFile,
     path: &Path,
@@ -674,29 +1015,29 @@ fn last_record_ends_file(
         Some(h) => {
             check_header(&h, record_bytes_max).is_ok()
                 && h.seq == seq
+                && h.unit_remaining == 0
                 && offset + h.record_bytes() == file_len
         }
         None => false,
     })
 }
 
-/// The result of scanning a segment from its first record.
+/// The result of scanning a segment.
 pub(crate) struct Scan {
     /// Offsets of every valid record in sequence, including an incomplete
-    /// commit group at the end.
+    /// atomic unit at the end.
     pub offsets: Vec<u64>,
-    /// How many leading records form complete commit groups.
-    pub committed_records: u64,
-    /// End of the last record of the last complete commit group.
-    pub committed_end: u64,
+    /// How many leading records form complete units.
+    pub complete_records: u64,
+    /// End of the last record of the last complete unit.
+    pub complete_end: u64,
     /// End of the last valid record.
     pub end: u64,
     /// Where and why the scan stopped, unless it reached zeros or the end.
     pub stopped_by: Option<(u64, CorruptKind)>,
 }
 
-/// Scans the records of a segment in order, checking CRCs, sequence
-/// continuity and commit-group structure.
+/// Scans the records of a segment from its first record.
 pub(crate) fn scan_records(
     file: &dyn StorageFile,
     path: &Path,
@@ -704,17 +1045,42 @@ pub(crate) fn scan_records(
     file_len: u64,
     record_bytes_max: u64,
 ) -> Result<Scan> {
-    let mut cursor = Cursor::new(SEGMENT_HEADER_BYTES, file_len, record_bytes_max);
+    scan_records_from(
+        file,
+        path,
+        SEGMENT_HEADER_BYTES,
+        first_seq,
+        file_len,
+        record_bytes_max,
+        &mut |_, _, _| {},
+    )
+}
+
+/// The one read loop over a segment's records: from `start` (where record
+/// `start_seq` begins, at a unit boundary) up to `end`, checking CRCs,
+/// sequence continuity and unit structure, calling `visit` with each valid
+/// record (offset, header, bytes). Open, refresh, verify and the dump all
+/// use it, so they cannot disagree about what is valid.
+pub(crate) fn scan_records_from(
+    file: &dyn StorageFile,
+    path: &Path,
+    start: u64,
+    start_seq: u64,
+    end: u64,
+    record_bytes_max: u64,
+    visit: &mut dyn FnMut(u64, &RecordHeader, &[u8]),
+) -> Result<Scan> {
+    let mut cursor = Cursor::new(start, end, record_bytes_max);
     let mut scan = Scan {
         offsets: Vec::new(),
-        committed_records: 0,
-        committed_end: SEGMENT_HEADER_BYTES,
-        end: SEGMENT_HEADER_BYTES,
+        complete_records: 0,
+        complete_end: start,
+        end: start,
         stopped_by: None,
     };
-    // `group_remaining` of the previous record while inside a commit group.
-    let mut open_group: Option<u32> = None;
-    let mut expected = first_seq;
+    // `unit_remaining` of the previous record while inside a unit.
+    let mut open_unit: Option<u32> = None;
+    let mut expected = start_seq;
     loop {
         match cursor.next_step(Source::File(file)).at(path)? {
             Step::End { .. } => break,
@@ -722,7 +1088,11 @@ pub(crate) fn scan_records(
                 scan.stopped_by = Some((offset, kind));
                 break;
             }
-            Step::Record { offset, header, .. } => {
+            Step::Record {
+                offset,
+                header,
+                bytes,
+            } => {
                 if header.seq != expected {
                     scan.stopped_by = Some((
                         offset,
@@ -733,23 +1103,24 @@ pub(crate) fn scan_records(
                     ));
                     break;
                 }
-                let consistent = match open_group {
-                    Some(previous) => header.group_remaining.checked_add(1) == Some(previous),
+                let consistent = match open_unit {
+                    Some(previous) => header.unit_remaining.checked_add(1) == Some(previous),
                     None => true,
                 };
                 if !consistent {
                     scan.stopped_by = Some((offset, CorruptKind::CommitGroup));
                     break;
                 }
+                visit(offset, &header, bytes);
                 scan.offsets.push(offset);
                 scan.end = offset + header.record_bytes();
                 expected += 1;
-                if header.group_remaining == 0 {
-                    open_group = None;
-                    scan.committed_records = scan.offsets.len() as u64;
-                    scan.committed_end = scan.end;
+                if header.unit_remaining == 0 {
+                    open_unit = None;
+                    scan.complete_records = scan.offsets.len() as u64;
+                    scan.complete_end = scan.end;
                 } else {
-                    open_group = Some(header.group_remaining);
+                    open_unit = Some(header.unit_remaining);
                 }
             }
         }

@@ -8,15 +8,15 @@
 //! therefore share one fsync (group commit), and a caller's `Ok` always
 //! means its events are as durable as `Durability` promises.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::ThreadId;
+use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::error::{Error, IoContext, Result};
 use crate::log::Shared;
+use crate::marker::CleanClose;
 use crate::options::Durability;
 use crate::record::{encode_record, RECORD_HEADER_BYTES};
 use crate::segment::{Segment, SEGMENT_HEADER_BYTES};
@@ -42,6 +42,9 @@ const LINGER_FSYNC_DIVISOR: u32 = 2;
 /// Commit groups at least this large are written without zeroing space
 /// ahead of them (see `Writer::preallocate`).
 const PREALLOCATE_SKIP_GROUP_BYTES: u64 = 64 * 1024;
+/// Below this step, a preallocation that does not fit is dropped rather
+/// than shrunk further.
+const PREALLOCATE_STEP_MIN_BYTES: u64 = 64 * 1024;
 
 /// Encoded event bodies of one `append` or `append_batch` call.
 pub(crate) struct PreparedBatch {
@@ -67,20 +70,8 @@ impl PreparedBatch {
     }
 }
 
-/// The same failure for every caller of a commit group (`Error` cannot be
-/// cloned because `io::Error` cannot).
-fn same_error(error: &Error) -> Error {
-    match error {
-        Error::Io { path, source } => Error::Io {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        other => Error::InvalidEvent(other.to_string()),
-    }
-}
-
 /// Answers a request with `error` without doing it.
-pub(crate) fn reject(request: Request, error: Error) {
+fn reject(request: Request, error: Error) {
     match request {
         Request::Append { reply, .. } => {
             let _ = reply.send(Err(error));
@@ -107,35 +98,145 @@ pub(crate) enum Request {
     Panic,
 }
 
-pub(crate) struct Writer {
-    pub shared: Arc<Shared>,
-    pub rx: Receiver<Request>,
+/// What the writer starts from: the state recovery left.
+pub(crate) struct WriterStart {
     pub active: Arc<Segment>,
-    /// End of the last committed record in the active segment.
-    pub data_len: u64,
-    /// File length of the active segment, including zeroed preallocation.
-    pub allocated_len: u64,
+    /// File length of the active segment (preallocation included).
+    pub active_file_len: u64,
     pub next_seq: u64,
-    /// Highest sequence number written to the file.
-    pub written_seq: u64,
-    /// Highest sequence number known to be durable (synced).
-    pub durable_seq: u64,
     pub index_capacity: u64,
-    pub record_buf: Vec<u8>,
-    pub offsets: Vec<u64>,
-    pub unsynced: bool,
-    pub last_sync: Instant,
-    pub last_sync_duration: Duration,
+    /// A clean-close marker vouches for the files as they are.
+    pub marker_present: bool,
+}
+
+/// The running writer thread, as the `Log` handle sees it.
+pub(crate) struct WriterHandle {
+    tx: Option<Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+    exited: Receiver<()>,
+}
+
+impl WriterHandle {
+    /// The channel to the writer, until shutdown.
+    pub fn sender(&self) -> Option<&Sender<Request>> {
+        self.tx.as_ref()
+    }
+
+    /// Tells the writer to finish (final sync, clean close) and waits for
+    /// it up to `deadline`.
+    pub fn shutdown(&mut self, deadline: Duration) {
+        // Dropping the only sender tells the writer to finish.
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            match self.exited.recv_timeout(deadline) {
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                    let _ = thread.join();
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    tracing::error!("evlog:writer did not stop within the deadline; detaching it");
+                }
+            }
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    rx: Receiver<Request>,
+    active: Arc<Segment>,
+    /// End of the last committed record in the active segment.
+    data_bytes: u64,
+    /// File length of the active segment, including zeroed preallocation.
+    allocated_bytes: u64,
+    next_seq: u64,
+    /// Highest sequence number written to the file.
+    written_seq: u64,
+    /// Highest sequence number known to be durable (synced).
+    durable_seq: u64,
+    index_capacity: u64,
+    record_buf: Vec<u8>,
+    offsets: Vec<u64>,
+    unsynced: bool,
+    last_sync: Instant,
+    last_sync_duration: Duration,
     /// Threads that appended recently, with when they last did.
-    pub appenders: Vec<(ThreadId, Instant)>,
-    pub carry: Option<Request>,
+    appenders: Vec<(ThreadId, Instant)>,
+    carry: Option<Request>,
+    /// The clean-close marker on disk names the active segment.
+    marker_present: bool,
+    /// How far ahead to zero the active segment now: shrinks when the disk
+    /// is too full for the configured step, restored at the next roll.
+    preallocate_bytes: u64,
 }
 
 type Group = Vec<(PreparedBatch, ThreadId, Sender<Result<u64>>)>;
 
 impl Writer {
-    /// Runs until every sender is gone, then syncs and returns.
-    pub fn run(mut self) {
+    /// Starts the `evlog:writer` thread.
+    pub fn spawn(shared: Arc<Shared>, start: WriterStart) -> Result<WriterHandle> {
+        let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+        let (exited_tx, exited) = crossbeam_channel::bounded(1);
+        // Recovery synced the active segment (or a clean close had), so
+        // all of it is durable.
+        let last_seq = start.next_seq - 1;
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            rx: rx.clone(),
+            data_bytes: start.active.committed_bytes(),
+            allocated_bytes: start.active_file_len,
+            active: start.active,
+            next_seq: start.next_seq,
+            written_seq: last_seq,
+            durable_seq: last_seq,
+            index_capacity: start.index_capacity,
+            record_buf: Vec::new(),
+            offsets: Vec::new(),
+            unsynced: false,
+            last_sync: Instant::now(),
+            last_sync_duration: Duration::ZERO,
+            appenders: Vec::new(),
+            carry: None,
+            marker_present: start.marker_present,
+            preallocate_bytes: shared.options.preallocate_bytes,
+        };
+        let dir = shared.dir.clone();
+        let thread = std::thread::Builder::new()
+            .name("evlog:writer".into())
+            .spawn(move || {
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run()));
+                if let Err(panic) = outcome {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    shared.poison(Error::WriterPanicked(message));
+                }
+                // A poisoned log keeps answering, with the poisoning error,
+                // every request queued or still to come, until it is closed:
+                // no caller may wait forever on a writer that stopped. The
+                // receiver is kept outside the writer so that this works
+                // after a panic too.
+                for request in rx.iter() {
+                    reject(request, shared.poisoned_error());
+                }
+                shared.marks.stop();
+                let _ = exited_tx.send(());
+            })
+            .map_err(|e| Error::Io {
+                path: dir,
+                source: e,
+            })?;
+        Ok(WriterHandle {
+            tx: Some(tx),
+            thread: Some(thread),
+            exited,
+        })
+    }
+
+    /// Runs until every sender is gone, then closes cleanly.
+    fn run(mut self) {
         while let Some(request) = self.next_request() {
             let outcome = match request {
                 Request::Sync { reply } => {
@@ -157,24 +258,53 @@ impl Writer {
                 Request::Panic => panic!("injected writer panic"),
             };
             if outcome.is_err() {
+                self.shared.marks.stop();
                 return; // poisoned: stop accepting work
             }
         }
-        if self.sync().is_ok() {
-            if let Err(e) = self.active.index.flush() {
-                tracing::warn!(error = %e, "could not flush the sequence index at close");
-            }
-            // Close cuts the preallocated tails once nothing maps them.
-            self.active.index.trim_when_unmapped();
-            if let Err(e) = self
-                .active
-                .file
-                .set_len(self.data_len)
-                .and_then(|()| self.active.file.sync_all())
-            {
-                tracing::warn!(error = %e, "could not trim the active segment at close");
-            }
+        if let Err(e) = self.close_cleanly() {
+            // The data is durable (or the log is poisoned); without the
+            // marker the next open scans the active segment, as after a
+            // crash.
+            tracing::warn!(error = %e, "could not close cleanly; the next open will scan the active segment");
         }
+        self.shared.marks.stop();
+    }
+
+    /// The clean close: everything synced, the preallocated tails of the
+    /// active segment and its index cut, then the marker that lets the next
+    /// open trust all of it without a scan, written last.
+    fn close_cleanly(&mut self) -> Result<()> {
+        self.sync()?;
+        let active = Arc::clone(&self.active);
+        active.file.set_len(self.data_bytes).at(&active.path)?;
+        active.file.sync_all().at(&active.path)?;
+        self.allocated_bytes = self.data_bytes;
+        active.index.flush()?;
+        active.index.trim()?;
+        let count = active.record_count();
+        let tail_offset = if count == 0 {
+            SEGMENT_HEADER_BYTES
+        } else {
+            active.index.entry(count - 1)
+        };
+        // Checksum what is on disk, read back, not what was meant to be.
+        let mut tail = vec![0u8; (self.data_bytes - tail_offset) as usize];
+        active
+            .file
+            .read_exact_at(&mut tail, tail_offset)
+            .at(&active.path)?;
+        let marker = CleanClose {
+            active_first_seq: active.first_seq,
+            last_seq: self.next_seq - 1,
+            active_bytes: self.data_bytes,
+            tail_offset,
+            tail_crc: crc32fast::hash(&tail),
+            index_entries_crc: active.index.entries_crc(),
+        };
+        marker.write(&*self.shared.storage, &self.shared.segments_dir)?;
+        self.marker_present = true;
+        Ok(())
     }
 
     fn next_request(&mut self) -> Option<Request> {
@@ -200,30 +330,35 @@ impl Writer {
         }
     }
 
-    /// Syncs the active segment. A failure poisons the log: after a failed
-    /// fsync the kernel may have dropped the dirty pages, so a retry that
-    /// "succeeds" would prove nothing (fsyncgate).
+    /// Syncs the active segment and publishes the durable position. A
+    /// failure poisons the log: after a failed fsync the kernel may have
+    /// dropped the dirty pages, so a retry that "succeeds" would prove
+    /// nothing (fsyncgate).
     fn sync(&mut self) -> Result<()> {
+        self.shared.check_poison()?;
         if !self.unsynced {
             return Ok(());
         }
         let started = Instant::now();
         if let Err(e) = self.active.file.sync_data() {
-            let error = Error::Io {
-                path: self.active.path.clone(),
-                source: e,
-            };
-            self.shared.poison(format!("fsync failed: {error}"));
-            return Err(self.shared.poisoned_error());
+            return Err(self.poison(crate::error::io_error(&self.active.path, e)));
         }
         self.unsynced = false;
         self.durable_seq = self.written_seq;
+        self.shared.marks.publish_durable(self.durable_seq);
         self.last_sync = Instant::now();
         self.last_sync_duration = self.last_sync - started;
         Ok(())
     }
 
+    /// Poisons the log with `cause` and returns the error callers get.
+    fn poison(&self, cause: Error) -> Error {
+        self.shared.poison(cause);
+        self.shared.poisoned_error()
+    }
+
     /// Collects a commit group starting with `batch`, writes it, answers.
+    /// `Err` only when the log is poisoned.
     fn commit(
         &mut self,
         batch: PreparedBatch,
@@ -232,13 +367,15 @@ impl Writer {
     ) -> Result<(), ()> {
         let segment_bytes_max = self.shared.options.segment_bytes_max;
         if self.active.record_count() > 0
-            && self.data_len + batch.record_bytes() > segment_bytes_max
+            && self.data_bytes + batch.record_bytes() > segment_bytes_max
         {
             if let Err(e) = self.roll() {
-                self.shared
-                    .poison(format!("could not start a new segment: {e}"));
-                let _ = reply.send(Err(self.shared.poisoned_error()));
-                return Err(());
+                let _ = reply.send(Err(e));
+                return if self.shared.is_poisoned() {
+                    Err(())
+                } else {
+                    Ok(())
+                };
             }
         }
         let mut group_bytes = batch.record_bytes();
@@ -260,7 +397,7 @@ impl Writer {
                 }) => {
                     let bytes = batch.record_bytes();
                     if group_bytes + bytes > GROUP_BYTES_MAX
-                        || self.data_len + group_bytes + bytes > segment_bytes_max
+                        || self.data_bytes + group_bytes + bytes > segment_bytes_max
                     {
                         self.carry = Some(Request::Append {
                             batch,
@@ -288,16 +425,10 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                let poisoned = self.shared.is_poisoned();
                 for (_, _, reply) in group {
-                    let answer = if poisoned {
-                        self.shared.poisoned_error()
-                    } else {
-                        same_error(&e)
-                    };
-                    let _ = reply.send(Err(answer));
+                    let _ = reply.send(Err(e.duplicate()));
                 }
-                if poisoned {
+                if self.shared.is_poisoned() {
                     Err(())
                 } else {
                     Ok(())
@@ -357,24 +488,21 @@ impl Writer {
     /// Frames, writes and (per durability) syncs one commit group, then
     /// publishes it. Returns the first sequence number of each batch.
     fn write_group(&mut self, group: &Group, group_bytes: u64) -> Result<Vec<u64>> {
+        self.shared.check_poison()?;
         let count: u64 = group.iter().map(|(b, _, _)| b.len()).sum();
-        let mut group_remaining = u32::try_from(count)
-            .map_err(|_| Error::InvalidEvent("commit group too large".into()))?;
+        // Index entries and segment space come first, so that a full disk
+        // fails the append before any record is written.
         if !self.active.index.reserve(count)? {
             // Unreachable with the computed capacity, but a full index must
             // roll rather than overflow.
-            if let Err(e) = self.roll() {
-                self.shared
-                    .poison(format!("could not start a new segment: {e}"));
-                return Err(self.shared.poisoned_error());
-            }
+            self.roll()?;
             if !self.active.index.reserve(count)? {
-                return Err(Error::InvalidEvent(
-                    "batch does not fit in one segment".into(),
+                return Err(Error::Internal(
+                    "a commit group does not fit in one segment",
                 ));
             }
         }
-        self.preallocate(self.data_len + group_bytes)?;
+        self.preallocate(self.data_bytes + group_bytes)?;
 
         self.record_buf.clear();
         self.offsets.clear();
@@ -382,15 +510,20 @@ impl Writer {
         let mut first_seqs = Vec::with_capacity(group.len());
         for (batch, _, _) in group {
             first_seqs.push(seq);
+            // Each request is its own atomic unit: recovery keeps every
+            // complete unit, so damage to one request's records never costs
+            // another request sharing the same write. `prepare` bounds a
+            // batch to `u32::MAX` events.
+            let mut unit_remaining = u32::try_from(batch.len()).unwrap_or(u32::MAX);
             for body in batch.bodies() {
                 self.offsets
-                    .push(self.data_len + self.record_buf.len() as u64);
-                group_remaining -= 1;
+                    .push(self.data_bytes + self.record_buf.len() as u64);
+                unit_remaining = unit_remaining.saturating_sub(1);
                 let synced_delta = u32::try_from(seq - self.durable_seq).unwrap_or(u32::MAX);
                 encode_record(
                     &mut self.record_buf,
                     seq,
-                    group_remaining,
+                    unit_remaining,
                     synced_delta,
                     body,
                 );
@@ -402,23 +535,19 @@ impl Writer {
         if let Err(e) = self
             .active
             .file
-            .write_all_at(&self.record_buf, self.data_len)
+            .write_all_at(&self.record_buf, self.data_bytes)
         {
             // Cut whatever part was written so no stray bytes follow the
             // committed end; cutting needs no free space.
-            if let Err(cut) = self.active.file.set_len(self.data_len) {
-                self.shared
-                    .poison(format!("could not undo a failed write: {cut}"));
+            if let Err(cut) = self.active.file.set_len(self.data_bytes) {
+                return Err(self.poison(crate::error::io_error(&self.active.path, cut)));
             }
-            self.allocated_len = self.data_len;
-            return Err(Error::Io {
-                path: self.active.path.clone(),
-                source: e,
-            });
+            self.allocated_bytes = self.data_bytes;
+            return Err(crate::error::io_error(&self.active.path, e));
         }
         self.unsynced = true;
         self.written_seq = seq - 1;
-        self.allocated_len = self.allocated_len.max(self.data_len + group_bytes);
+        self.allocated_bytes = self.allocated_bytes.max(self.data_bytes + group_bytes);
         match self.shared.options.durability {
             Durability::Always => self.sync()?,
             Durability::Interval(interval) => {
@@ -431,14 +560,12 @@ impl Writer {
         if let Err(e) = self.active.index.push(&self.offsets) {
             // The records are written but cannot be indexed: the in-memory
             // state no longer matches the files.
-            self.shared
-                .poison(format!("could not update the sequence index: {e}"));
-            return Err(self.shared.poisoned_error());
+            return Err(self.poison(e));
         }
-        self.data_len += group_bytes;
-        self.active.publish(self.data_len);
+        self.data_bytes += group_bytes;
+        self.active.publish(self.data_bytes);
         self.next_seq = seq;
-        self.shared.last_seq.store(seq - 1, Ordering::Release);
+        self.shared.marks.publish(seq - 1, self.durable_seq);
         Ok(first_seqs)
     }
 
@@ -446,53 +573,130 @@ impl Writer {
     /// writes that follow only flush data, not a new file size and newly
     /// allocated blocks. A large group skips it: zeroing first would write
     /// every byte twice, and one size change per large write costs little.
+    /// When the disk is too full for the step, the step shrinks (down to
+    /// nothing) and the append goes on: preallocation is an optimization,
+    /// never a reason to refuse an event that fits.
     fn preallocate(&mut self, end: u64) -> Result<()> {
-        let chunk = self.shared.options.preallocate_bytes;
-        if chunk == 0
-            || end <= self.allocated_len
-            || end - self.data_len >= PREALLOCATE_SKIP_GROUP_BYTES
-        {
+        if end <= self.allocated_bytes || end - self.data_bytes >= PREALLOCATE_SKIP_GROUP_BYTES {
             return Ok(());
         }
-        let new_len = end + chunk;
-        let zeros = vec![0u8; (new_len - self.allocated_len) as usize];
-        if let Err(e) = self.active.file.write_all_at(&zeros, self.allocated_len) {
-            // Give the space back; no record was written. A full disk is
-            // an error for this append, not a reason to poison the log.
-            let _ = self.active.file.set_len(self.allocated_len);
-            return Err(e).at(&self.active.path);
-        }
-        self.allocated_len = new_len;
-        if self.shared.options.durability != Durability::OsBuffered {
-            // Like every fsync, a failed one here poisons the log.
-            self.unsynced = true;
-            self.sync()?;
+        while self.preallocate_bytes > 0 {
+            let new_len = end + self.preallocate_bytes;
+            match crate::index::seq::allocate_with_zeros(
+                &*self.active.file,
+                self.allocated_bytes,
+                new_len,
+            ) {
+                Ok(()) => {
+                    self.allocated_bytes = new_len;
+                    if self.shared.options.durability != Durability::OsBuffered {
+                        // Like every fsync, a failed one here poisons the log.
+                        self.unsynced = true;
+                        self.sync()?;
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    // Give the space back; no record was written.
+                    if let Err(cut) = self.active.file.set_len(self.allocated_bytes) {
+                        return Err(self.poison(crate::error::io_error(&self.active.path, cut)));
+                    }
+                    if !crate::error::is_disk_full(&e) {
+                        return Err(crate::error::io_error(&self.active.path, e));
+                    }
+                    self.preallocate_bytes = if self.preallocate_bytes > PREALLOCATE_STEP_MIN_BYTES
+                    {
+                        self.preallocate_bytes / 4
+                    } else {
+                        0
+                    };
+                    tracing::warn!(
+                        file = %self.active.path.display(),
+                        preallocate_bytes = self.preallocate_bytes,
+                        "disk nearly full: preallocating less"
+                    );
+                }
+            }
         }
         Ok(())
     }
 
-    /// Seals the active segment and starts the next one.
+    /// Seals the active segment and starts the next one. Steps that cannot
+    /// be undone come after the one most likely to fail on a full disk
+    /// (creating the next segment), and that one is undone when it fails,
+    /// so the same log can retry the roll once space is freed.
     fn roll(&mut self) -> Result<()> {
         let sealed = Arc::clone(&self.active);
-        sealed.file.sync_data().at(&sealed.path)?;
-        self.durable_seq = self.written_seq;
-        // Readers use pread, never mmap, on segments: cutting is safe.
-        sealed.file.set_len(self.data_len).at(&sealed.path)?;
-        sealed.file.sync_all().at(&sealed.path)?;
-        sealed.index.seal(sealed.first_seq)?;
-        sealed.index.trim_when_unmapped();
-        let segment = Arc::new(Segment::create(
+        // 1. Everything in the old segment durable (a failure poisons).
+        self.unsynced = true;
+        self.sync()?;
+        // 2. Its preallocated tail cut: never below the published length,
+        //    so readers' mappings stay valid.
+        if let Err(e) = sealed
+            .file
+            .set_len(self.data_bytes)
+            .and_then(|()| sealed.file.sync_all())
+        {
+            return Err(self.poison(crate::error::io_error(&sealed.path, e)));
+        }
+        self.allocated_bytes = self.data_bytes;
+        // 3. A clean-close marker names the active segment; once another
+        //    segment follows, it could only be ignored, so it goes now.
+        if self.marker_present {
+            crate::marker::remove(&*self.shared.storage, &self.shared.segments_dir)?;
+            self.marker_present = false;
+        }
+        // 4. The next segment, created durably; undone on failure, since a
+        //    segment file after the active one would make recovery take the
+        //    active one as sealed.
+        let created = Segment::create(
             &*self.shared.storage,
             &self.shared.segments_dir,
             self.next_seq,
             self.index_capacity,
             crate::recovery::active_map_bytes(&self.shared.options),
-        )?);
+        );
+        let segment = match created {
+            Ok(segment) => Arc::new(segment),
+            Err(e) => {
+                if let Err(undo) = self.remove_unused_segment(self.next_seq) {
+                    return Err(self.poison(undo));
+                }
+                return Err(e);
+            }
+        };
+        // 5. The old index sealed (entries' checksum in its header), cut to
+        //    its entries and synced. A crash before this leaves an index
+        //    that fails its checks, which the next open rebuilds.
+        if let Err(e) = sealed
+            .index
+            .seal(sealed.first_seq)
+            .and_then(|()| sealed.index.trim())
+        {
+            return Err(self.poison(e));
+        }
         self.shared.push_segment(Arc::clone(&segment));
         self.active = segment;
-        self.data_len = SEGMENT_HEADER_BYTES;
-        self.allocated_len = SEGMENT_HEADER_BYTES;
+        self.data_bytes = SEGMENT_HEADER_BYTES;
+        self.allocated_bytes = SEGMENT_HEADER_BYTES;
         self.unsynced = false;
+        self.preallocate_bytes = self.shared.options.preallocate_bytes;
         Ok(())
+    }
+
+    /// Removes the files of a segment whose creation failed half way.
+    fn remove_unused_segment(&self, first_seq: u64) -> Result<()> {
+        let storage = &*self.shared.storage;
+        let dir = &self.shared.segments_dir;
+        for name in [
+            crate::segment::segment_file_name(first_seq),
+            crate::segment::index_file_name(first_seq),
+        ] {
+            let path = dir.join(name);
+            if storage.exists(&path) {
+                storage.remove_file(&path).at(&path)?;
+            }
+        }
+        crate::fsutil::sync_dir(storage, dir)
     }
 }

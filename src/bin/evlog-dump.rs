@@ -83,11 +83,11 @@ fn dump(args: &Args) -> Result<ExitCode> {
                     value.to_string()
                 }
                 (Ok(event), false) => format!(
-                    "  @{} seq={} bytes={} group_remaining={} synced_through={} type={} id={} time={}",
+                    "  @{} seq={} bytes={} unit_remaining={} synced_through={} type={} id={} time={}",
                     record.offset,
                     record.seq,
                     record.record_bytes,
-                    record.group_remaining,
+                    record.unit_remaining,
                     record.synced_through,
                     event.event_type,
                     event.id,
@@ -108,7 +108,8 @@ fn dump(args: &Args) -> Result<ExitCode> {
         if !args.json {
             writeln!(
                 out,
-                "  header: format 1, first_seq {}, {} bytes; {} records{}, last record ends at {}, {} zero bytes after",
+                "  header: format {}, first_seq {}, {} bytes; {} records{}, last record ends at {}, {} zero bytes after",
+                report.format_version,
                 report.first_seq,
                 report.file_bytes,
                 report.records,

@@ -4,12 +4,12 @@
 //! works), 1 when a requested event does not exist, 2 on any error.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use evlog::{Durability, Event, Log, Options};
+use evlog::{Durability, Event, Log, LogReader, Options};
 
 /// Where `evlog` keeps its data when neither `--dir` nor `EVLOG_DIR` says.
 const DEFAULT_DATA_DIR: &str = "evlog-data";
@@ -45,6 +45,15 @@ enum Command {
     },
     /// Print the sequence range and segment count as JSON.
     Info,
+    /// Make a log that refuses to open because of damage open again: keep
+    /// the longest intact prefix, move everything after it to
+    /// DIR/lost+found/, and print exactly which sequence numbers and bytes
+    /// are dropped.
+    Repair {
+        /// Only print what would be dropped.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Append a generated sample workload and show what the log holds.
     Demo {
         /// Number of events to generate.
@@ -79,24 +88,121 @@ fn open(dir: &PathBuf) -> Result<Log> {
     let log = Log::open(dir, Options::default().durability(Durability::Always))
         .with_context(|| format!("opening {}", dir.display()))?;
     // Recovery repairs are worth telling the operator about; the library
-    // only reports them through `tracing` and the report.
+    // reports them through `tracing` and the report.
     let report = log.recovery_report();
-    if report.torn_tail_bytes > 0 {
+    if let Some(cut) = &report.cut {
+        let kept = match &cut.lost_found.path {
+            Some(path) => format!("copied to {}", path.display()),
+            None => "NOT copied: lost+found is full".to_string(),
+        };
         eprintln!(
-            "evlog: recovered {}: cut a torn tail of {} bytes ({} records of an incomplete write)",
+            "evlog: recovered {}: cut bytes {}..{} of {} (an incomplete or unsynced write; {}), dropping {}",
             dir.display(),
-            report.torn_tail_bytes,
-            report.unacknowledged_records_dropped
+            cut.offset_start,
+            cut.offset_end,
+            cut.file.display(),
+            kept,
+            describe_seqs(&report.dropped_seqs),
         );
     }
+    warn_damage(&report.damaged_segments);
     Ok(log)
+}
+
+/// Opens for the commands that only read: creates, locks and repairs
+/// nothing, and works while another process appends.
+fn open_read_only(dir: &PathBuf) -> Result<LogReader> {
+    let view = Log::open_read_only(dir).with_context(|| format!("reading {}", dir.display()))?;
+    warn_damage(&view.open_report().damaged_segments);
+    Ok(view)
+}
+
+fn warn_damage(damaged: &[(PathBuf, u64, String)]) {
+    for (file, offset, what) in damaged {
+        eprintln!(
+            "evlog: warning: damaged sealed segment {} at byte offset {offset}: {what} (the records there fail to read; see evlog-dump --verify)",
+            file.display()
+        );
+    }
+}
+
+/// "no records", "seq 7", "seqs 7, 8, 9".
+fn describe_seqs(seqs: &[u64]) -> String {
+    match seqs {
+        [] => "no readable records".into(),
+        [one] => format!("seq {one}"),
+        many => format!(
+            "seqs {}",
+            many.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn describe_ranges(ranges: &[(u64, u64)]) -> String {
+    if ranges.is_empty() {
+        return "no sequence numbers".into();
+    }
+    ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                format!("seq {a}")
+            } else {
+                format!("seqs {a}..={b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn repair(dir: &Path, dry_run: bool) -> Result<ExitCode> {
+    let mode = if dry_run {
+        evlog::RepairMode::DryRun
+    } else {
+        evlog::RepairMode::Apply
+    };
+    let report =
+        evlog::repair(dir, mode).with_context(|| format!("repairing {}", dir.display()))?;
+    let verb = if dry_run { "would drop" } else { "dropped" };
+    for cut in &report.cuts {
+        let kept = match cut.lost_found.as_ref().map(|c| (&c.path, c.bytes_not_kept)) {
+            None => String::new(),
+            Some((Some(path), 0)) => format!("; kept in {}", path.display()),
+            Some((Some(path), lost)) => format!(
+                "; kept in {} except the last {lost} bytes (lost+found is full)",
+                path.display()
+            ),
+            Some((None, _)) => "; NOT kept: lost+found is full".into(),
+        };
+        println!(
+            "{verb} {}: bytes {}..{} of {} ({}){kept}",
+            describe_ranges(&cut.dropped_seqs),
+            cut.offset_start,
+            cut.offset_end,
+            cut.file.display(),
+            cut.reason,
+        );
+    }
+    for (file, offset, what) in &report.left_alone {
+        println!(
+            "left alone: {} at byte offset {offset}: {what} (the log opens; only the damaged records fail to read)",
+            file.display()
+        );
+    }
+    if report.cuts.is_empty() {
+        println!("nothing to repair in {}", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Append => append(&cli.dir),
         Command::Get { seq } => {
-            let log = open(&cli.dir)?;
+            let log = open_read_only(&cli.dir)?;
             match log.get(seq) {
                 Ok(event) => {
                     let mut out = std::io::stdout().lock();
@@ -111,7 +217,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Replay { from, to } => {
-            let log = open(&cli.dir)?;
+            let log = open_read_only(&cli.dir)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let start = from.unwrap_or(0);
             let end = to.unwrap_or(u64::MAX);
@@ -119,19 +225,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 writeln!(out, "{}", evlog::json::event_to_json(&event?))?;
             }
             out.flush()?;
+            if !log.open_report().damaged_segments.is_empty() {
+                // Every event in range was printed, but the files are not
+                // what the format requires: say so in the exit code too.
+                anyhow::bail!("the log has damaged segments (see the warnings above)");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Info => {
-            let log = open(&cli.dir)?;
+            let log = open_read_only(&cli.dir)?;
             let info = serde_json::json!({
                 "dir": cli.dir.display().to_string(),
                 "first_seq": log.first_seq(),
                 "last_seq": log.last_seq(),
                 "segments": log.segment_count(),
+                "closed_cleanly": log.open_report().closed_cleanly,
             });
             println!("{info}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Repair { dry_run } => repair(&cli.dir, dry_run),
         Command::Demo { events } => demo(&cli.dir, events),
     }
 }

@@ -20,7 +20,7 @@
 //! writer therefore never touch the same bytes at the same time.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use crate::codec::{put_u32, put_u64, u32_at, u64_at};
@@ -115,20 +115,46 @@ enum Backing {
 /// A sequence index file and its entries.
 pub(crate) struct SeqIndex {
     path: PathBuf,
-    file: Box<dyn StorageFile>,
-    /// `None` only while dropping, so a mapping is gone before the trim.
-    backing: Option<Backing>,
+    /// `None` for an index held only in memory (a read-only view of the
+    /// active segment, which must not write or map a file the writer of
+    /// another process may replace).
+    file: Option<Box<dyn StorageFile>>,
+    backing: Backing,
     /// How many entries the backing covers (a mapping may extend past the
     /// end of the file; only entries inside the file are ever touched).
     capacity_entries: u64,
-    /// How many entries the file currently has room for.
+    /// How many entries the file currently has room for (allocated with
+    /// real writes, so a store through the mapping never meets a hole).
     file_entries: AtomicU64,
     /// How many entries hold valid offsets. Written only by the writer.
     valid_entries: AtomicU64,
     writable: bool,
-    /// Set when the file should be cut to `valid_entries` once unmapped.
-    trim_on_drop: AtomicBool,
 }
+
+/// Zero bytes written at a time when the index file grows.
+const ZERO_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Grows `file` from `from` to `to` bytes by writing zeros, so that every
+/// byte up to `to` has real storage behind it: a store through a mapping
+/// into a hole of a sparse file on a full disk raises SIGBUS, which no
+/// `Result` can report, while a write here fails with ENOSPC.
+pub(crate) fn allocate_with_zeros(
+    file: &dyn StorageFile,
+    from: u64,
+    to: u64,
+) -> std::io::Result<()> {
+    let zeros = [0u8; ZERO_CHUNK_BYTES];
+    let mut at = from;
+    while at < to {
+        let len = (to - at).min(ZERO_CHUNK_BYTES as u64);
+        file.write_all_at(&zeros[..len as usize], at)?;
+        at += len;
+    }
+    Ok(())
+}
+
+/// Entries per 4 KiB page: the smallest growth step when space is short.
+const PAGE_ENTRIES: u64 = 4096 / INDEX_ENTRY_BYTES;
 
 impl SeqIndex {
     /// Writes a fresh index for an active segment from `offsets` (possibly
@@ -146,30 +172,108 @@ impl SeqIndex {
         for &offset in offsets {
             put_u64(&mut bytes, offset);
         }
-        let file_entries = (offsets.len() as u64 + GROWTH_ENTRIES).min(capacity_entries);
-        let file_bytes = INDEX_HEADER_BYTES + file_entries * INDEX_ENTRY_BYTES;
         file.write_all_at(&bytes, 0).at(path)?;
-        file.set_len(file_bytes).at(path)?;
+        let index = SeqIndex::writable(path, file, bytes, offsets.len() as u64, capacity_entries)?;
+        index.reserve(GROWTH_ENTRIES.min(capacity_entries - offsets.len() as u64))?;
+        Ok(index)
+    }
+
+    /// Opens the index of the active segment as a clean close left it:
+    /// exactly `count` entries after the header, unsealed, matching
+    /// `entries_crc`. An error means "rebuild this index".
+    pub fn open_active_clean(
+        storage: &dyn Storage,
+        path: &Path,
+        first_seq: u64,
+        count: u64,
+        entries_crc: u32,
+        capacity_entries: u64,
+    ) -> Result<SeqIndex> {
+        let file = storage.open(path, OpenMode::ReadWrite).at(path)?;
+        let corrupt = |offset, what| Error::Corrupt {
+            file: path.to_path_buf(),
+            offset,
+            kind: CorruptKind::Index(what),
+        };
+        let exact_len = INDEX_HEADER_BYTES + count * INDEX_ENTRY_BYTES;
+        if file.size_bytes().at(path)? != exact_len || count > capacity_entries {
+            return Err(corrupt(0, "length differs from the clean-close marker"));
+        }
+        let mut bytes = vec![0u8; exact_len as usize];
+        file.read_exact_at(&mut bytes, 0).at(path)?;
+        let header = decode_index_header(&bytes, path)?;
+        if header.first_seq != first_seq || header.entries_crc.is_some() {
+            return Err(corrupt(0, "header differs from the active segment"));
+        }
+        if crc32fast::hash(&bytes[INDEX_HEADER_BYTES as usize..]) != entries_crc {
+            return Err(corrupt(
+                INDEX_HEADER_BYTES,
+                "entries do not match the clean-close marker",
+            ));
+        }
+        SeqIndex::writable(path, file, bytes, count, capacity_entries)
+    }
+
+    /// An index the writer appends to: mapped where the storage maps
+    /// files, else kept in memory beside the file. `bytes` are the file's
+    /// current contents (header and `count` entries).
+    fn writable(
+        path: &Path,
+        file: Box<dyn StorageFile>,
+        bytes: Vec<u8>,
+        count: u64,
+        capacity_entries: u64,
+    ) -> Result<SeqIndex> {
         let backing = match file
             .map_read_write(INDEX_HEADER_BYTES + capacity_entries * INDEX_ENTRY_BYTES)
             .at(path)?
         {
             Some(map) => Backing::Mapped(map),
-            None => {
-                bytes.resize(file_bytes as usize, 0);
-                Backing::Buffered(RwLock::new(bytes))
-            }
+            None => Backing::Buffered(RwLock::new(bytes)),
         };
         Ok(SeqIndex {
             path: path.to_path_buf(),
-            file,
-            backing: Some(backing),
+            file: Some(file),
+            backing,
             capacity_entries,
-            file_entries: AtomicU64::new(file_entries),
-            valid_entries: AtomicU64::new(offsets.len() as u64),
+            file_entries: AtomicU64::new(count),
+            valid_entries: AtomicU64::new(count),
             writable: true,
-            trim_on_drop: AtomicBool::new(false),
         })
+    }
+
+    /// An index held only in memory, for a read-only view: nothing is
+    /// written or mapped. `extend` adds entries as the view refreshes.
+    pub fn in_memory(path: &Path, first_seq: u64, offsets: &[u64]) -> SeqIndex {
+        let mut bytes = encode_index_header(first_seq, None);
+        for &offset in offsets {
+            put_u64(&mut bytes, offset);
+        }
+        SeqIndex {
+            path: path.to_path_buf(),
+            file: None,
+            backing: Backing::Buffered(RwLock::new(bytes)),
+            capacity_entries: u64::MAX,
+            file_entries: AtomicU64::new(u64::MAX),
+            valid_entries: AtomicU64::new(offsets.len() as u64),
+            writable: false,
+        }
+    }
+
+    /// Adds entries to an in-memory index and publishes them.
+    pub fn extend_in_memory(&self, offsets: &[u64]) {
+        if let Backing::Buffered(copy) = &self.backing {
+            if self.file.is_none() {
+                let mut copy = copy
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for &offset in offsets {
+                    put_u64(&mut copy, offset);
+                }
+                let count = self.valid_entries.load(Ordering::Relaxed) + offsets.len() as u64;
+                self.valid_entries.store(count, Ordering::Release);
+            }
+        }
     }
 
     /// Opens the index of a sealed segment that must hold exactly
@@ -185,7 +289,7 @@ impl SeqIndex {
         count: u64,
         first_record_offset: u64,
     ) -> Result<SeqIndex> {
-        let file = storage.open(path, OpenMode::ReadWrite).at(path)?;
+        let file = storage.open(path, OpenMode::Read).at(path)?;
         let file_len = file.size_bytes().at(path)?;
         let corrupt = |offset, what| Error::Corrupt {
             file: path.to_path_buf(),
@@ -201,11 +305,9 @@ impl SeqIndex {
         if file_len < exact_len {
             return Err(corrupt(file_len, "file is shorter than its entry count"));
         }
-        if file_len > exact_len {
-            // Nothing maps this file yet: trimming cannot fault a reader.
-            file.set_len(exact_len).at(path)?;
-            file.sync_all().at(path)?;
-        }
+        // A longer file is an index whose seal was cut short by a crash
+        // before its trim: the entries past `count` are zeros that no
+        // reader looks at. It is left as it is (opening never writes).
         let mut header = [0u8; INDEX_HEADER_BYTES as usize];
         file.read_exact_at(&mut header, 0).at(path)?;
         let decoded = decode_index_header(&header, path)?;
@@ -228,13 +330,12 @@ impl SeqIndex {
         };
         let index = SeqIndex {
             path: path.to_path_buf(),
-            file,
-            backing: Some(backing),
+            file: Some(file),
+            backing,
             capacity_entries: count,
             file_entries: AtomicU64::new(count),
             valid_entries: AtomicU64::new(count),
             writable: false,
-            trim_on_drop: AtomicBool::new(false),
         };
         let mut previous = 0u64;
         for i in 0..count {
@@ -263,12 +364,13 @@ impl SeqIndex {
 
     /// Calls `read` with the published bytes `[offset, offset + len)`.
     fn with_bytes<T>(&self, offset: u64, len: u64, read: impl FnOnce(&[u8]) -> T) -> Option<T> {
-        match self.backing.as_ref()? {
+        match &self.backing {
             // SAFETY: callers only ask for the header (written by the writer
             // thread alone, which is also the only caller that reads it) or
-            // for published entries, which lie inside the file (the file
-            // never shrinks while mapped: trimming happens only in `drop`,
-            // after unmapping) and are never written again.
+            // for published entries, which lie inside the file (a file is
+            // only ever cut to its published entries, never below them, and
+            // allocated with real writes before entries are stored) and are
+            // never written again.
             #[allow(unsafe_code)]
             Backing::Mapped(map) => unsafe { map.bytes(offset, len) }.map(read),
             Backing::Buffered(bytes) => {
@@ -284,15 +386,18 @@ impl SeqIndex {
     /// Writes `bytes` at `offset` of the index. Writer thread only, and only
     /// at unpublished entries or the header.
     fn write_bytes(&self, offset: u64, bytes: &[u8]) -> Result<()> {
-        assert!(self.writable);
-        match self.backing.as_ref() {
+        let Some(file) = self.file.as_ref().filter(|_| self.writable) else {
+            return Err(Error::Internal("write to a read-only sequence index"));
+        };
+        match &self.backing {
             // SAFETY: the mapping is writable, the range is inside the file
-            // (callers reserve entries first), and no reader reads entries
-            // at or beyond `valid_entries` until they are published.
+            // and allocated (callers reserve entries first, which writes
+            // zeros), and no reader reads entries at or beyond
+            // `valid_entries` until they are published.
             #[allow(unsafe_code)]
-            Some(Backing::Mapped(map)) => unsafe { map.write(offset, bytes) },
-            Some(Backing::Buffered(copy)) => {
-                self.file.write_all_at(bytes, offset).at(&self.path)?;
+            Backing::Mapped(map) => unsafe { map.write(offset, bytes) },
+            Backing::Buffered(copy) => {
+                file.write_all_at(bytes, offset).at(&self.path)?;
                 let mut copy = copy
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -302,7 +407,6 @@ impl SeqIndex {
                 }
                 copy[offset as usize..end].copy_from_slice(bytes);
             }
-            None => {}
         }
         Ok(())
     }
@@ -325,7 +429,7 @@ impl SeqIndex {
     }
 
     /// CRC-32 of the published entries.
-    fn entries_crc(&self) -> u32 {
+    pub fn entries_crc(&self) -> u32 {
         let len = self.valid_count() * INDEX_ENTRY_BYTES;
         self.with_bytes(INDEX_HEADER_BYTES, len, crc32fast::hash)
             .unwrap_or(0)
@@ -341,10 +445,31 @@ impl SeqIndex {
         }
         let file_entries = self.file_entries.load(Ordering::Relaxed);
         if needed > file_entries {
-            let grown = (needed + GROWTH_ENTRIES).min(self.capacity_entries);
-            self.file
-                .set_len(INDEX_HEADER_BYTES + grown * INDEX_ENTRY_BYTES)
-                .at(&self.path)?;
+            let Some(file) = self.file.as_ref().filter(|_| self.writable) else {
+                return Err(Error::Internal("reserve on a read-only sequence index"));
+            };
+            let bytes_at = |entries: u64| INDEX_HEADER_BYTES + entries * INDEX_ENTRY_BYTES;
+            // Prefer a large step (growth stays rare); when the disk is too
+            // full for it, take just the pages this append needs.
+            let generous = (needed + GROWTH_ENTRIES).min(self.capacity_entries);
+            let minimal = needed.div_ceil(PAGE_ENTRIES).saturating_mul(PAGE_ENTRIES);
+            let minimal = minimal.min(self.capacity_entries).max(needed);
+            let mut grown = generous;
+            if let Err(e) = allocate_with_zeros(&**file, bytes_at(file_entries), bytes_at(generous))
+            {
+                if !crate::error::is_disk_full(&e) || minimal >= generous {
+                    let _ = file.set_len(bytes_at(file_entries));
+                    return Err(e).at(&self.path);
+                }
+                let _ = file.set_len(bytes_at(file_entries));
+                if let Err(e) =
+                    allocate_with_zeros(&**file, bytes_at(file_entries), bytes_at(minimal))
+                {
+                    let _ = file.set_len(bytes_at(file_entries));
+                    return Err(e).at(&self.path);
+                }
+                grown = minimal;
+            }
             self.file_entries.store(grown, Ordering::Relaxed);
         }
         Ok(true)
@@ -376,33 +501,28 @@ impl SeqIndex {
 
     /// Makes the index durable (at seal and close).
     pub fn flush(&self) -> Result<()> {
-        if !self.writable {
+        let Some(file) = self.file.as_ref().filter(|_| self.writable) else {
             return Ok(());
-        }
-        match self.backing.as_ref() {
-            Some(Backing::Mapped(map)) => map.flush().at(&self.path),
-            Some(Backing::Buffered(_)) => self.file.sync_data().at(&self.path),
-            None => Ok(()),
+        };
+        match &self.backing {
+            Backing::Mapped(map) => map.flush().at(&self.path),
+            Backing::Buffered(_) => file.sync_data().at(&self.path),
         }
     }
 
-    /// Asks for the preallocated tail to be cut off once nothing maps it.
-    pub fn trim_when_unmapped(&self) {
-        self.trim_on_drop.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Drop for SeqIndex {
-    fn drop(&mut self) {
-        // Unmap first: a file must never be cut while a mapping covers it.
-        drop(self.backing.take());
-        if self.writable && self.trim_on_drop.load(Ordering::Relaxed) {
-            let len =
-                INDEX_HEADER_BYTES + self.valid_entries.load(Ordering::Relaxed) * INDEX_ENTRY_BYTES;
-            if let Err(e) = self.file.set_len(len).and_then(|()| self.file.sync_all()) {
-                tracing::warn!(path = %self.path.display(), error = %e, "could not trim index file");
-            }
-        }
+    /// Cuts the zeroed entries past the published ones and syncs the file.
+    /// Writer thread only, once no more entries will be pushed (at seal and
+    /// close). Safe while mapped: readers only touch the header and
+    /// published entries, which stay inside the file.
+    pub fn trim(&self) -> Result<()> {
+        let Some(file) = self.file.as_ref().filter(|_| self.writable) else {
+            return Ok(());
+        };
+        let len = INDEX_HEADER_BYTES + self.valid_count() * INDEX_ENTRY_BYTES;
+        file.set_len(len).at(&self.path)?;
+        self.file_entries
+            .store(self.valid_count(), Ordering::Relaxed);
+        file.sync_all().at(&self.path)
     }
 }
 
@@ -423,7 +543,7 @@ mod tests {
             assert_eq!(index.entry(0), 32);
             assert_eq!(index.entry(99_999), 32 + 99_999 * 60);
             index.seal(1).unwrap();
-            index.trim_when_unmapped();
+            index.trim().unwrap();
         }
         assert_eq!(
             std::fs::metadata(&path).unwrap().len(),

@@ -12,9 +12,14 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// The segment and index format version this build writes (FORMAT.md).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+/// The sequence index format version (unchanged when segments went to 3).
+pub const INDEX_FORMAT_VERSION: u32 = 2;
+/// The segment version of the fixtures in `tests/fixtures/` (written before
+/// version 3; they must stay readable).
+pub const FIXTURE_FORMAT_VERSION: u32 = 2;
 /// A version from the future, which must be refused.
-pub const FUTURE_FORMAT_VERSION: u32 = FORMAT_VERSION + 1;
+pub const FUTURE_FORMAT_VERSION: u32 = 99;
 
 /// Size of a segment file header.
 pub const SEGMENT_HEADER_BYTES: u64 = 32;
@@ -134,6 +139,17 @@ pub fn write_log(dir: &Path, options: Options, specs: &[Spec]) {
         assert_eq!(log.append(spec.event()).expect("append"), first + i as u64);
     }
     log.close().expect("close");
+    forget_clean_close(dir);
+}
+
+/// Removes the clean-close marker, leaving the files as a crash right
+/// after the last append would (everything synced, nothing vouched for):
+/// the recovery tests then damage them as a crash could.
+pub fn forget_clean_close(dir: &Path) {
+    let marker = segments_dir(dir).join("CLEAN");
+    if marker.exists() {
+        std::fs::remove_file(marker).expect("remove the clean-close marker");
+    }
 }
 
 /// Panics unless the log holds exactly `specs` as seqs `1..=specs.len()`,

@@ -263,11 +263,15 @@ fn faults_failed_fsync_poisons() {
     assert!(history.append(&log, &mut rng, 1).is_err());
     for _ in 0..3 {
         match history.append(&log, &mut rng, 1) {
-            Err(evlog::Error::Poisoned(reason)) => assert!(reason.contains("fsync"), "{reason}"),
+            // The poisoning error keeps the failed fsync as its typed source.
+            Err(evlog::Error::Poisoned { source }) => assert!(
+                matches!(&*source, evlog::Error::Io { source, .. } if source.raw_os_error() == Some(5)),
+                "{source:?}"
+            ),
             other => panic!("expected Poisoned, got {other:?}"),
         }
     }
-    assert!(matches!(log.get(1), Err(evlog::Error::Poisoned(_))));
+    assert!(matches!(log.get(1), Err(evlog::Error::Poisoned { .. })));
     drop(log);
     disk.set_fault(None);
     let log = open(&disk).expect("reopen");
@@ -293,7 +297,12 @@ fn faults_disk_full_then_space_returns() {
     }));
     for _ in 0..3 {
         let error = history.append(&log, &mut rng, 3).expect_err("disk is full");
-        assert!(error.to_string().contains("No space"), "{error}");
+        // A typed error that says "disk full" and names the file.
+        assert!(error.is_disk_full(), "{error:?}");
+        assert!(
+            matches!(&error, evlog::Error::DiskFull { path, .. } if path.starts_with("/sim/data")),
+            "{error:?}"
+        );
     }
     assert_eq!(log.last_seq(), Some(5));
     disk.set_fault(None);

@@ -225,7 +225,7 @@ fn options(durability: Durability) -> Options {
 }
 
 fn is_poisoned<T>(result: &evlog::Result<T>) -> bool {
-    matches!(result, Err(Error::Poisoned(_)))
+    matches!(result, Err(Error::Poisoned { .. }))
 }
 
 /// The log under test, its disk, and the model it must agree with.
@@ -375,7 +375,7 @@ impl<'a> Harness<'a> {
     /// it is, and checks that a poisoned log refuses everything.
     fn on_error(&mut self, what: &str, error: &Error, fired_now: bool) -> Result<(), String> {
         let fired_now = fired_now || self.take_fired();
-        let poisoned = matches!(error, Error::Poisoned(_)) || is_poisoned(&self.log().get(0));
+        let poisoned = matches!(error, Error::Poisoned { .. }) || is_poisoned(&self.log().get(0));
         if self.power_is_off {
             // Anything may fail on a dead disk; the harness reboots next.
             self.poisoned |= poisoned;
@@ -661,7 +661,7 @@ impl<'a> Harness<'a> {
         if self.power_is_off {
             return true;
         }
-        if matches!(error, Error::Poisoned(_)) && self.session_fault_fired {
+        if matches!(error, Error::Poisoned { .. }) && self.session_fault_fired {
             self.poisoned = true;
         }
         self.poisoned

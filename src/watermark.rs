@@ -1,0 +1,186 @@
+//! The two positions every consumer of the log follows: the highest
+//! published sequence number (`last_seq`: readable now) and the highest
+//! durable one (`durable_seq`: synced to stable storage), with a way to
+//! wait for either to pass a value without polling.
+//!
+//! The writer publishes with one atomic store per commit group and takes
+//! the lock only when somebody waits, so an append pays nothing for waiters
+//! that do not exist. The pairing that makes this safe: a waiter registers
+//! (increments `waiters`) before it re-reads the position under the lock,
+//! and the writer stores the position before it reads `waiters`; both are
+//! `SeqCst`, so either the writer sees the waiter and notifies under the
+//! lock, or the waiter sees the new position and does not sleep.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Which position to wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watermark {
+    /// The highest sequence number readers can see ([`crate::Log::last_seq`]).
+    Published,
+    /// The highest sequence number known to be synced to stable storage
+    /// ([`crate::Log::durable_seq`]).
+    Durable,
+}
+
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// The position reached at least the value waited for; this is it.
+    Reached(u64),
+    /// The timeout passed first; this is the position then.
+    TimedOut(u64),
+    /// The log was closed or poisoned while waiting; this is the position
+    /// then. No further change will come.
+    Stopped(u64),
+}
+
+#[derive(Default)]
+pub(crate) struct Watermarks {
+    last_seq: AtomicU64,
+    durable_seq: AtomicU64,
+    waiters: AtomicUsize,
+    /// Set when no position will change again (closed or poisoned).
+    stopped: AtomicBool,
+    lock: Mutex<()>,
+    changed: Condvar,
+}
+
+impl Watermarks {
+    pub fn new(last_seq: u64, durable_seq: u64) -> Watermarks {
+        Watermarks {
+            last_seq: AtomicU64::new(last_seq),
+            durable_seq: AtomicU64::new(durable_seq),
+            ..Watermarks::default()
+        }
+    }
+
+    fn position(&self, which: Watermark) -> &AtomicU64 {
+        match which {
+            Watermark::Published => &self.last_seq,
+            Watermark::Durable => &self.durable_seq,
+        }
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq.load(Ordering::Acquire)
+    }
+
+    /// Publishes new positions (writer thread; they only grow) and wakes
+    /// whoever waits.
+    pub fn publish(&self, last_seq: u64, durable_seq: u64) {
+        debug_assert!(durable_seq <= last_seq);
+        self.last_seq.store(last_seq, Ordering::SeqCst);
+        self.durable_seq.store(durable_seq, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Publishes a new durable position only.
+    pub fn publish_durable(&self, durable_seq: u64) {
+        self.durable_seq.store(durable_seq, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// No position will change again: wakes every waiter for good.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _guard = self
+                .lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits until `which` is at least `target`, the timeout passes, or
+    /// the log stops.
+    pub fn wait(&self, which: Watermark, target: u64, timeout: Duration) -> WaitOutcome {
+        let position = self.position(which);
+        let now = position.load(Ordering::SeqCst);
+        if now >= target {
+            return WaitOutcome::Reached(now);
+        }
+        // A timeout too large for `Instant` means "no deadline".
+        let deadline = Instant::now().checked_add(timeout);
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let mut guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let outcome = loop {
+            let now = position.load(Ordering::SeqCst);
+            if now >= target {
+                break WaitOutcome::Reached(now);
+            }
+            if self.stopped.load(Ordering::SeqCst) {
+                break WaitOutcome::Stopped(now);
+            }
+            let left = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => break WaitOutcome::TimedOut(now),
+                },
+                None => Duration::from_secs(3600),
+            };
+            guard = self
+                .changed
+                .wait_timeout(guard, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        };
+        drop(guard);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    // A waiter wakes as soon as the position passes its target, times out
+    // when it does not, and is released for good by `stop`.
+    #[test]
+    fn watermark_wakes_times_out_and_stops() {
+        let marks = Arc::new(Watermarks::new(0, 0));
+        assert_eq!(
+            marks.wait(Watermark::Published, 0, Duration::ZERO),
+            WaitOutcome::Reached(0)
+        );
+        assert_eq!(
+            marks.wait(Watermark::Durable, 1, Duration::from_millis(20)),
+            WaitOutcome::TimedOut(0)
+        );
+        let waiter = {
+            let marks = Arc::clone(&marks);
+            std::thread::spawn(move || marks.wait(Watermark::Durable, 5, Duration::from_secs(60)))
+        };
+        while marks.waiters.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        marks.publish(7, 3);
+        marks.publish_durable(6);
+        assert_eq!(waiter.join().unwrap(), WaitOutcome::Reached(6));
+        let stopped = {
+            let marks = Arc::clone(&marks);
+            std::thread::spawn(move || marks.wait(Watermark::Published, 100, Duration::MAX))
+        };
+        while marks.waiters.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        marks.stop();
+        assert_eq!(stopped.join().unwrap(), WaitOutcome::Stopped(7));
+    }
+}
