@@ -16,5 +16,6 @@ mod crash_loop;
 mod faults;
 mod fixtures;
 mod fuzz_regressions;
+mod hardening;
 mod model;
 mod recovery;
