@@ -11,9 +11,10 @@ use crate::options::RECORD_BYTES_LIMIT;
 use crate::record::{decode_body, RECORD_HEADER_BYTES};
 use crate::recovery::SEGMENTS_DIR;
 use crate::segment::{
-    parse_file_name, read_segment_header, Cursor, Source, Step, INDEX_SUFFIX, SEGMENT_HEADER_BYTES,
-    SEGMENT_SUFFIX,
+    parse_file_name, read_segment_header, scan_records, scan_records_from, sealed_error, Access,
+    Segment, INDEX_SUFFIX, SEGMENT_HEADER_BYTES, SEGMENT_SUFFIX,
 };
+use crate::storage::OsStorage;
 
 /// One record as found on disk.
 #[derive(Debug)]
@@ -66,7 +67,8 @@ pub struct SegmentReport {
 }
 
 /// Reads every record of one segment file, calling `on_record` for each
-/// valid one, and stops at the first problem.
+/// valid one, and stops at the first problem. Uses the same read loop as
+/// opening the log.
 pub fn inspect_segment(
     path: &Path,
     mut on_record: impl FnMut(&RecordInfo),
@@ -75,78 +77,70 @@ pub fn inspect_segment(
     let header = read_segment_header(&*file, path)?;
     let first_seq = header.first_seq;
     let file_bytes = file.size_bytes().at(path)?;
+    let mut decode_problem: Option<Problem> = None;
+    let scan = scan_records_from(
+        &*file,
+        path,
+        SEGMENT_HEADER_BYTES,
+        first_seq,
+        file_bytes,
+        RECORD_BYTES_LIMIT,
+        &mut |offset, header, bytes| {
+            if decode_problem.is_some() {
+                return;
+            }
+            let info = RecordInfo {
+                offset,
+                seq: header.seq,
+                record_bytes: header.record_bytes(),
+                unit_remaining: header.unit_remaining,
+                synced_through: header.synced_through(),
+                event: decode_body(header.seq, &bytes[RECORD_HEADER_BYTES..]),
+            };
+            if let Err(kind) = &info.event {
+                decode_problem = Some(Problem {
+                    file: path.to_path_buf(),
+                    offset: offset + RECORD_HEADER_BYTES as u64,
+                    what: kind.to_string(),
+                });
+            }
+            on_record(&info);
+        },
+    )?;
     let mut report = SegmentReport {
         path: path.to_path_buf(),
         first_seq,
         format_version: header.version,
         file_bytes,
-        records: 0,
-        end_offset: SEGMENT_HEADER_BYTES,
+        records: scan.complete_records,
+        end_offset: scan.complete_end,
         zero_tail_bytes: 0,
-        problem: None,
+        problem: decode_problem,
     };
-    let problem = |offset, what: String| Problem {
-        file: path.to_path_buf(),
-        offset,
-        what,
-    };
-    let mut cursor = Cursor::new(SEGMENT_HEADER_BYTES, file_bytes, RECORD_BYTES_LIMIT);
-    let mut expected = first_seq;
-    loop {
-        match cursor.next_step(Source::File(&*file)).at(path)? {
-            Step::Record {
+    if report.problem.is_none() {
+        if let Some((offset, kind)) = scan.stopped_by {
+            report.problem = Some(Problem {
+                file: path.to_path_buf(),
                 offset,
-                header,
-                bytes,
-            } => {
-                if header.seq != expected {
-                    let kind = CorruptKind::Sequence {
-                        expected,
-                        found: header.seq,
-                    };
-                    report.problem = Some(problem(offset, kind.to_string()));
-                    break;
-                }
-                let info = RecordInfo {
-                    offset,
-                    seq: header.seq,
-                    record_bytes: header.record_bytes(),
-                    unit_remaining: header.unit_remaining,
-                    synced_through: header.synced_through(),
-                    event: decode_body(header.seq, &bytes[RECORD_HEADER_BYTES..]),
-                };
-                if let Err(kind) = &info.event {
-                    report.problem = Some(problem(
-                        offset + RECORD_HEADER_BYTES as u64,
-                        kind.to_string(),
-                    ));
-                }
-                on_record(&info);
-                if report.problem.is_some() {
-                    break;
-                }
-                report.records += 1;
-                report.end_offset = offset + header.record_bytes();
-                expected += 1;
-            }
-            Step::End { offset } => {
-                // Only zeros may follow the last record.
-                let mut rest = vec![0u8; (file_bytes - offset) as usize];
-                file.read_exact_at(&mut rest, offset).at(path)?;
-                match rest.iter().position(|&b| b != 0) {
-                    None => report.zero_tail_bytes = rest.len() as u64,
-                    Some(at) => {
-                        report.problem = Some(problem(
-                            offset + at as u64,
-                            "non-zero bytes after a zeroed record header".into(),
-                        ))
-                    }
-                }
-                break;
-            }
-            Step::Invalid { offset, kind } => {
-                report.problem = Some(problem(offset, kind.to_string()));
-                break;
+                what: kind.to_string(),
+            });
+        } else if scan.complete_records < scan.offsets.len() as u64 {
+            report.problem = Some(Problem {
+                file: path.to_path_buf(),
+                offset: scan.complete_end,
+                what: CorruptKind::IncompleteUnit.to_string(),
+            });
+        } else {
+            let mut rest = vec![0u8; (file_bytes - scan.complete_end) as usize];
+            file.read_exact_at(&mut rest, scan.complete_end).at(path)?;
+            if rest.iter().all(|&b| b == 0) {
+                report.zero_tail_bytes = rest.len() as u64;
+            } else {
+                report.problem = Some(Problem {
+                    file: path.to_path_buf(),
+                    offset: scan.complete_end,
+                    what: "non-zero bytes after the last complete unit".into(),
+                });
             }
         }
     }
@@ -228,58 +222,123 @@ pub fn segment_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
-/// Verifies a segment file or a whole data directory: every header, every
-/// record's CRC, sequence continuity within and across segments, and the
-/// sequence indexes of sealed segments. Returns the first problem.
+/// Verifies a segment file or a whole data directory and returns the
+/// first problem. A directory is judged by the same code as opening it
+/// (the same rules, files and offsets), plus what opening leaves to reads:
+/// every body decoded, every record of the active segment checked even
+/// when a clean close vouched for it, and every sealed index compared
+/// with its segment. Nothing is written.
 pub fn verify(path: &Path) -> Result<Option<Problem>> {
-    let (paths, whole_dir) = if path.is_dir() {
-        (segment_paths(path)?, true)
+    if !path.is_dir() {
+        return Ok(inspect_segment(path, |_| {}).map_or_else(problem_of, |r| Ok(r.problem))?);
+    }
+    match verify_dir(path) {
+        Ok(problem) => Ok(problem),
+        Err(e) => problem_of(e),
+    }
+}
+
+/// An error about bytes on disk as a problem; other errors stay errors.
+fn problem_of(error: Error) -> Result<Option<Problem>> {
+    match error {
+        Error::Corrupt { file, offset, kind } => Ok(Some(Problem {
+            file,
+            offset,
+            what: kind.to_string(),
+        })),
+        Error::UnsupportedVersion { file, found, .. } => {
+            let what = if file.extension().is_some_and(|e| e == "idx") {
+                format!("unsupported index format version {found}")
+            } else {
+                format!("unsupported segment format version {found}")
+            };
+            Ok(Some(Problem {
+                file,
+                offset: 8,
+                what,
+            }))
+        }
+        other => Err(other),
+    }
+}
+
+fn verify_dir(dir: &Path) -> Result<Option<Problem>> {
+    let storage = OsStorage;
+    let segments_dir = if dir.join(SEGMENTS_DIR).is_dir() {
+        dir.join(SEGMENTS_DIR)
     } else {
-        (vec![path.to_path_buf()], false)
+        dir.to_path_buf()
     };
-    let mut expected_first: Option<u64> = None;
-    for (i, segment_path) in paths.iter().enumerate() {
+    let seqs: Vec<u64> = segment_paths(dir)?
+        .iter()
+        .filter_map(|p| {
+            p.file_name()?
+                .to_str()
+                .and_then(|n| parse_file_name(n, SEGMENT_SUFFIX))
+        })
+        .collect();
+    for (i, &first_seq) in seqs.iter().enumerate() {
+        let path = segments_dir.join(crate::segment::segment_file_name(first_seq));
         let mut offsets = Vec::new();
-        let report = match inspect_segment(segment_path, |r| offsets.push(r.offset)) {
-            Ok(report) => report,
-            Err(Error::Corrupt { file, offset, kind }) => {
-                return Ok(Some(Problem {
-                    file,
-                    offset,
-                    what: kind.to_string(),
-                }))
-            }
-            Err(Error::UnsupportedVersion { file, found, .. }) => {
-                return Ok(Some(Problem {
-                    file,
-                    offset: 8,
-                    what: format!("unsupported segment format version {found}"),
-                }))
-            }
-            Err(e) => return Err(e),
-        };
-        if let Some(problem) = report.problem {
-            return Ok(Some(problem));
-        }
-        if let Some(expected) = expected_first {
-            if report.first_seq != expected {
-                return Ok(Some(Problem {
-                    file: segment_path.clone(),
-                    offset: 16,
-                    what: CorruptKind::Gap {
-                        expected,
-                        found: report.first_seq,
+        let report = inspect_segment(&path, |r| offsets.push(r.offset))?;
+        match seqs.get(i + 1) {
+            Some(&next) => {
+                // Sealed: the rules open applies, then what reads would find.
+                let file = crate::storage::os_file(File::open(&path).at(&path)?);
+                let scan = scan_records(
+                    &*file,
+                    &path,
+                    first_seq,
+                    report.file_bytes,
+                    RECORD_BYTES_LIMIT,
+                )?;
+                if let Some(error) =
+                    sealed_error(&path, &scan, first_seq, next - first_seq, report.file_bytes)
+                {
+                    return problem_of(error);
+                }
+                if let Some(problem) = report.problem {
+                    return Ok(Some(problem));
+                }
+                let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
+                if index_path.exists() {
+                    if let Some(problem) = check_index(&index_path, &report, &offsets, false)? {
+                        return Ok(Some(problem));
                     }
-                    .to_string(),
-                }));
+                }
             }
-        }
-        expected_first = Some(report.first_seq + report.records);
-        let sealed = whole_dir && i + 1 < paths.len();
-        let index_path = segment_path.with_extension(&INDEX_SUFFIX[1..]);
-        if sealed && index_path.exists() {
-            if let Some(problem) = check_index(&index_path, &report, &offsets, false)? {
-                return Ok(Some(problem));
+            None => {
+                let marker = match crate::marker::read(&storage, &segments_dir) {
+                    Ok(Some(marker)) if marker.active_first_seq == first_seq => Some(marker),
+                    _ => None,
+                };
+                let found = Segment::inspect_active(
+                    &storage,
+                    &path,
+                    first_seq,
+                    marker.as_ref(),
+                    RECORD_BYTES_LIMIT,
+                    0,
+                    Access::Verify,
+                )?;
+                if let Some(torn) = &found.torn {
+                    let why = torn
+                        .reason
+                        .as_ref()
+                        .map_or("an incomplete append".to_string(), ToString::to_string);
+                    return Ok(Some(Problem {
+                        file: path,
+                        offset: torn.offset,
+                        what: format!(
+                            "{why}: a torn tail of {} bytes that the next open cuts (copying it to lost+found)",
+                            torn.bytes.len()
+                        ),
+                    }));
+                }
+                // What a clean close vouched for is checked record by record.
+                if let Some(problem) = report.problem.filter(|p| p.offset < found.complete_end) {
+                    return Ok(Some(problem));
+                }
             }
         }
     }

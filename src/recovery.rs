@@ -230,7 +230,7 @@ pub(crate) fn open(
     access: Access,
 ) -> Result<Opened> {
     let (lock, segments_dir) = match access {
-        Access::ReadOnly => (None, check_data_dir(storage, dir)?),
+        Access::ReadOnly | Access::Verify => (None, check_data_dir(storage, dir)?),
         Access::ReadWrite => {
             if let Ok(meta) = std::fs::metadata(dir) {
                 if !meta.is_dir() {
@@ -289,7 +289,7 @@ pub(crate) fn open(
     let mut active_file_len = SEGMENT_HEADER_BYTES;
     let mut marker_present = false;
     match segment_seqs.last() {
-        None if access == Access::ReadOnly => {
+        None if access != Access::ReadWrite => {
             // A directory whose first segment was never created: an empty
             // log. Nothing to map.
         }

@@ -336,6 +336,9 @@ pub(crate) struct SealedOpen {
 pub(crate) enum Access {
     ReadWrite,
     ReadOnly,
+    /// `evlog-dump --verify`: the writer's judgement of every byte, with
+    /// the read-only view's promise to change nothing.
+    Verify,
 }
 
 /// Bytes after the last complete unit of the active segment that are
@@ -350,6 +353,9 @@ pub(crate) struct TornTail {
     /// Sequence numbers of the records in those bytes whose headers are
     /// readable.
     pub dropped_seqs: Vec<u64>,
+    /// What the first invalid record there was (`None` when the bytes are
+    /// valid records of an incomplete unit).
+    pub reason: Option<CorruptKind>,
 }
 
 /// What inspecting the active segment found, before anything is changed.
@@ -566,26 +572,8 @@ impl Segment {
             };
         }
         let scan = scan_records(&*file, path, first_seq, file_len, record_bytes_max)?;
-        if let Some((offset, kind)) = sealed_damage(&scan, first_seq, count, file_len) {
-            let found = first_seq + scan.offsets.len() as u64;
-            if matches!(kind, CorruptKind::Gap { .. }) {
-                // Every record here is intact and the file ends cleanly:
-                // the segment files that held `found..` are missing.
-                let next = first_seq + count;
-                return Err(Error::Corrupt {
-                    file: path.with_file_name(segment_file_name(next)),
-                    offset: FIRST_SEQ_AT as u64,
-                    kind: CorruptKind::Gap {
-                        expected: found,
-                        found: next,
-                    },
-                });
-            }
-            return Err(Error::Corrupt {
-                file: path.to_path_buf(),
-                offset,
-                kind,
-            });
+        if let Some(error) = sealed_error(path, &scan, first_seq, count, file_len) {
+            return Err(error);
         }
         Segment::sealed_rebuilt(storage, path, first_seq, file, file_len, &scan, access)
     }
@@ -604,7 +592,9 @@ impl Segment {
         let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
         let count = scan.offsets.len() as u64;
         let index = match access {
-            Access::ReadOnly => SeqIndex::in_memory(&index_path, first_seq, &scan.offsets),
+            Access::ReadOnly | Access::Verify => {
+                SeqIndex::in_memory(&index_path, first_seq, &scan.offsets)
+            }
             Access::ReadWrite => {
                 tracing::warn!(index = %index_path.display(), records = count, "rebuilt the sequence index from the segment");
                 let mut entries = Vec::with_capacity(scan.offsets.len() * 8);
@@ -674,7 +664,7 @@ impl Segment {
     ) -> Result<ActiveFound> {
         let mode = match access {
             Access::ReadWrite => OpenMode::ReadWrite,
-            Access::ReadOnly => OpenMode::Read,
+            Access::ReadOnly | Access::Verify => OpenMode::Read,
         };
         let (file, file_len) = open_segment_file(storage, path, mode, first_seq)?;
         let marker = marker.filter(|m| m.active_first_seq == first_seq);
@@ -731,7 +721,7 @@ impl Segment {
     ) -> Result<Segment> {
         let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
         let (index, map) = match access {
-            Access::ReadOnly => (
+            Access::ReadOnly | Access::Verify => (
                 SeqIndex::in_memory(&index_path, first_seq, &found.offsets),
                 None,
             ),
@@ -839,7 +829,7 @@ fn trust_clean_close(
                 index_capacity,
             )
             .ok(),
-            Access::ReadOnly => None,
+            Access::ReadOnly | Access::Verify => None,
         }
     };
     let offsets = match &index {
@@ -911,7 +901,7 @@ fn inspect_scanned(
     // unit: with a writer running they may be a write in progress, and a
     // second read of them could even see later records that seem to prove
     // damage. It shows the complete units and leaves the rest alone.
-    if scan.complete_end < file_len && access == Access::ReadWrite {
+    if scan.complete_end < file_len && access != Access::ReadOnly {
         let mut tail = vec![0u8; (file_len - scan.complete_end) as usize];
         file.read_exact_at(&mut tail, scan.complete_end).at(path)?;
         if let Some(nonzero_end) = tail.iter().rposition(|&b| b != 0).map(|p| p + 1) {
@@ -933,6 +923,7 @@ fn inspect_scanned(
                 offset: scan.complete_end,
                 bytes: tail,
                 dropped_seqs,
+                reason: scan.stopped_by.clone().map(|(_, kind)| kind),
             });
         }
     }
@@ -994,6 +985,37 @@ pub(crate) fn sealed_damage(
             found: first_seq + found,
         },
     ))
+}
+
+/// The error for a sealed segment that breaks a rule, naming the file and
+/// offset the way open and `verify` both report it: a segment whose
+/// records are intact but too few is a missing successor, named at the
+/// segment after the hole.
+pub(crate) fn sealed_error(
+    path: &Path,
+    scan: &Scan,
+    first_seq: u64,
+    count: u64,
+    file_len: u64,
+) -> Option<Error> {
+    let (offset, kind) = sealed_damage(scan, first_seq, count, file_len)?;
+    if let CorruptKind::Gap { .. } = kind {
+        let found = first_seq + scan.offsets.len() as u64;
+        let next = first_seq + count;
+        return Some(Error::Corrupt {
+            file: path.with_file_name(segment_file_name(next)),
+            offset: FIRST_SEQ_AT as u64,
+            kind: CorruptKind::Gap {
+                expected: found,
+                found: next,
+            },
+        });
+    }
+    Some(Error::Corrupt {
+        file: path.to_path_buf(),
+        offset,
+        kind,
+    })
 }
 
 /// Whether the record at `offset` has a plausible header for `seq`, ends

@@ -357,3 +357,39 @@ fn clean_close_marker_layout() {
     );
     assert_eq!(u32_at(60), crc32fast::hash(&marker[..60]));
 }
+
+// Proves that a sealed segment with zero bytes after its last record (or
+// ending inside an append) is judged the same by `verify` and by open:
+// the same file, offset and kind, and the events still read back.
+#[test]
+fn sealed_segment_rules_agree_between_verify_and_open() {
+    let dir = tempdir();
+    let options = exact_options().segment_bytes_max(64 * 1024);
+    let log = Log::open(dir.path(), options.clone()).expect("open");
+    for i in 0..1500 {
+        log.append(
+            Event::new("s.e")
+                .json_payload(&serde_json::json!({"i": i, "pad": "z".repeat(50)}))
+                .expect("payload"),
+        )
+        .expect("append");
+    }
+    log.close().expect("close");
+    let sealed = segment_files(dir.path())[0].clone();
+    let end = std::fs::metadata(&sealed).expect("stat").len();
+    crate::common::append_bytes(&sealed, &[0u8; 100]);
+    let problem = evlog::dump::verify(dir.path())
+        .expect("verify")
+        .expect("a problem");
+    assert_eq!(
+        (problem.file.clone(), problem.offset),
+        (sealed.clone(), end)
+    );
+    assert_eq!(problem.what, CorruptKind::TrailingBytes.to_string());
+    let log = Log::open(dir.path(), options).expect("open");
+    assert_eq!(
+        log.recovery_report().damaged_segments,
+        [(sealed, end, CorruptKind::TrailingBytes.to_string())]
+    );
+    assert_eq!(log.iter(..).expect("iter").count(), 1500);
+}
