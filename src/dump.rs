@@ -30,6 +30,19 @@ pub struct RecordInfo {
     pub event: std::result::Result<LoggedEvent, CorruptKind>,
 }
 
+impl RecordInfo {
+    /// The `evlog-dump --json` line of this record: the event's JSON form
+    /// ([`crate::json::event_to_json`]) with the record's byte offset in
+    /// its file as a last field, `_offset`; `None` when the body does not
+    /// decode.
+    pub fn to_json(&self) -> Option<Box<serde_json::value::RawValue>> {
+        self.event
+            .as_ref()
+            .ok()
+            .map(|event| crate::json::event_json(event, Some(self.offset)))
+    }
+}
+
 /// The first thing wrong in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {

@@ -19,6 +19,13 @@ pub const FIELD_BYTES_MAX: usize = 1024;
 /// Most metadata entries on one event: metadata is for small tags, the
 /// payload is for data.
 pub const METADATA_ENTRIES_MAX: usize = 64;
+/// Earliest accepted timestamp: 0001-01-01T00:00:00Z, in microseconds
+/// since the Unix epoch. Years 1 to 9999 are what RFC 3339, the JSON form's
+/// timestamp format, can write.
+pub const TIMESTAMP_US_MIN: i64 = -62_135_596_800_000_000;
+/// Latest accepted timestamp: 9999-12-31T23:59:59.999999Z, in microseconds
+/// since the Unix epoch.
+pub const TIMESTAMP_US_MAX: i64 = 253_402_300_799_999_999;
 
 /// How much an event matters; retention policies act on it. `P0` is the most
 /// important.
@@ -143,8 +150,15 @@ pub fn validate_traceparent(value: &str) -> Result<()> {
             "traceparent {value:?} is not W3C trace context: {why}"
         )))
     };
-    let parts: Vec<&str> = value.split('-').collect();
-    let [version, trace_id, parent_id, flags] = parts.as_slice() else {
+    // Checked on every append that carries one: no allocation.
+    let mut parts = value.split('-');
+    let (Some(version), Some(trace_id), Some(parent_id), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return fail("expected four dash-separated fields");
     };
     let lower_hex = |s: &str, len: usize| {
@@ -152,7 +166,7 @@ pub fn validate_traceparent(value: &str) -> Result<()> {
             && s.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
-    if !lower_hex(version, 2) || *version == "ff" {
+    if !lower_hex(version, 2) || version == "ff" {
         return fail("version must be two lowercase hex digits, not ff");
     }
     if !lower_hex(trace_id, 32) || trace_id.bytes().all(|b| b == b'0') {
@@ -209,8 +223,9 @@ pub struct Event {
     pub(crate) traceparent: Option<String>,
     pub(crate) metadata: BTreeMap<String, String>,
     pub(crate) payload: Payload,
-    /// True when the JSON payload was produced by `serde_json` here, so
-    /// `validate` need not parse it again.
+    /// True when the JSON payload is known to parse (written by
+    /// `serde_json`, or already parsed when it was set), so `validate` need
+    /// not parse it again.
     payload_is_known_json: bool,
 }
 
@@ -290,6 +305,26 @@ impl Event {
         self.payload_is_known_json = true;
         Ok(self)
     }
+    /// Sets the payload to JSON text as the caller wrote it: it must be one
+    /// JSON value, and is stored without the whitespace between tokens but
+    /// otherwise byte for byte, so it reads back with the same value and the
+    /// same spelling (numbers of any size or precision, escapes, key order).
+    /// The text is checked here, once, rather than on append.
+    ///
+    /// Fails with [`Error::Payload`] when `text` is not JSON.
+    pub fn json_payload_text(self, text: impl Into<String>) -> Result<Event> {
+        let text = text.into();
+        serde_json::from_str::<&serde_json::value::RawValue>(&text).map_err(Error::Payload)?;
+        Ok(self.json_payload_parsed(text))
+    }
+    /// Sets the payload to JSON text that has already been parsed as one
+    /// JSON value (by `serde_json`, for instance as a `RawValue`), compacted.
+    pub(crate) fn json_payload_parsed(mut self, text: String) -> Event {
+        let text = crate::compact::compact_json(&text).unwrap_or(text);
+        self.payload = Payload::Json(text);
+        self.payload_is_known_json = true;
+        self
+    }
     /// Sets the payload to opaque bytes.
     pub fn bytes_payload(mut self, bytes: impl Into<Vec<u8>>) -> Event {
         self.payload = Payload::Bytes(bytes.into());
@@ -314,9 +349,19 @@ impl Event {
         &self.event_type
     }
 
-    /// Checks every field against the limits; called on append.
+    /// Checks every field against the limits; called on append, for every
+    /// event, so it allocates nothing and parses a JSON payload only when
+    /// it is not already known to be JSON.
     pub(crate) fn validate(&self) -> Result<()> {
         validate_event_type(&self.event_type)?;
+        if let Some(timestamp_us) = self.timestamp_us {
+            if !(TIMESTAMP_US_MIN..=TIMESTAMP_US_MAX).contains(&timestamp_us) {
+                return Err(Error::InvalidEvent(format!(
+                    "timestamp {timestamp_us} (microseconds since 1970-01-01T00:00:00Z) \
+                     is outside years 1 to 9999 UTC"
+                )));
+            }
+        }
         let check = |what: &str, value: &str| {
             if value.len() > FIELD_BYTES_MAX {
                 Err(Error::InvalidEvent(format!(
@@ -439,6 +484,8 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-00",
         ] {
             assert!(validate_traceparent(bad).is_err(), "{bad:?} accepted");
         }
@@ -452,6 +499,138 @@ mod tests {
             .json_payload(&serde_json::json!({"k": [1, 2]}))
             .unwrap();
         assert!(built.validate().is_ok());
+    }
+
+    // What `json_payload` stores reads back as the same value, bit for bit
+    // for floats (serde_json writes the shortest exact form and, with
+    // `float_roundtrip`, parses it back exactly).
+    #[test]
+    fn json_payload_round_trips_extreme_numbers() {
+        let floats = [
+            1.5e-300,
+            5e-324,
+            1.7976931348623157e308,
+            -0.0,
+            0.1,
+            std::f64::consts::PI,
+            2.2250738585072014e-308,
+            -123456.78901234567,
+        ];
+        for float in floats {
+            let event = Event::new("a").json_payload(&float).unwrap();
+            let Payload::Json(text) = &event.payload else {
+                panic!("not JSON")
+            };
+            let back: f64 = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                back.to_bits(),
+                float.to_bits(),
+                "{float:e} stored as {text}"
+            );
+            assert!(event.validate().is_ok());
+        }
+        for (value, text) in [
+            (serde_json::json!(u64::MAX), "18446744073709551615"),
+            (serde_json::json!(i64::MIN), "-9223372036854775808"),
+            (serde_json::json!({"f": 1.5e-300}), r#"{"f":1.5e-300}"#),
+        ] {
+            let event = Event::new("a").json_payload(&value).unwrap();
+            assert_eq!(event.payload, Payload::Json(text.into()));
+        }
+    }
+
+    // Caller text is kept as written, except whitespace between tokens;
+    // it is checked once, when set.
+    #[test]
+    fn json_payload_text_keeps_the_callers_text() {
+        let cases = [
+            (
+                "{\"n\": 123456789012345678901234567890, \"f\": 1.5e-300}",
+                r#"{"n":123456789012345678901234567890,"f":1.5e-300}"#,
+            ),
+            (
+                "[5e-324, 1.7976931348623157e308, -0.0, -99999999999999999999999]",
+                "[5e-324,1.7976931348623157e308,-0.0,-99999999999999999999999]",
+            ),
+            (
+                "0.1000000000000000000000000000000000000001",
+                "0.1000000000000000000000000000000000000001",
+            ),
+            (
+                " { \"z\" : { \"y\" : [ 1 ,\n\t 2 ] } , \"a\" : \"\\u00e9\\ud83d\\ude00 \\\" x\" }\r\n",
+                r#"{"z":{"y":[1,2]},"a":"\u00e9\ud83d\ude00 \" x"}"#,
+            ),
+            ("\"é 😀\"", "\"é 😀\""),
+            ("1E+2", "1E+2"),
+        ];
+        for (given, stored) in cases {
+            let event = Event::new("a").json_payload_text(given).unwrap();
+            assert_eq!(event.payload, Payload::Json(stored.into()), "{given:?}");
+            assert!(event.payload_is_known_json);
+            assert!(event.validate().is_ok());
+        }
+        for bad in [
+            "",
+            "{not json",
+            "[1,]",
+            "1 2",
+            "{\"a\":1}}",
+            "\"\u{1}\"",
+            "NaN",
+        ] {
+            assert!(
+                matches!(
+                    Event::new("a").json_payload_text(bad),
+                    Err(Error::Payload(_))
+                ),
+                "{bad:?} accepted"
+            );
+        }
+        // Setting another payload afterwards drops the mark.
+        let event = Event::new("a")
+            .json_payload_text("1")
+            .unwrap()
+            .payload(Payload::Json("{".into()));
+        assert!(event.validate().is_err());
+    }
+
+    #[test]
+    fn timestamps_outside_years_1_to_9999_are_refused() {
+        use time::OffsetDateTime;
+        let at =
+            |us: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).unwrap();
+        assert_eq!(
+            at(TIMESTAMP_US_MIN).to_string(),
+            "0001-01-01 0:00:00.0 +00:00:00"
+        );
+        assert_eq!(
+            at(TIMESTAMP_US_MAX).to_string(),
+            "9999-12-31 23:59:59.999999 +00:00:00"
+        );
+        for ok in [
+            TIMESTAMP_US_MIN,
+            -1,
+            0,
+            1_767_225_600_000_000,
+            TIMESTAMP_US_MAX,
+        ] {
+            assert!(Event::new("a").timestamp_us(ok).validate().is_ok(), "{ok}");
+        }
+        // Year 0 and year 10000, and the extremes.
+        for bad in [
+            TIMESTAMP_US_MIN - 1,
+            TIMESTAMP_US_MAX + 1,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            match Event::new("a").timestamp_us(bad).validate() {
+                Err(Error::InvalidEvent(message)) => {
+                    assert!(message.contains(&bad.to_string()), "{message}");
+                    assert!(message.contains("years 1 to 9999"), "{message}");
+                }
+                other => panic!("{bad} gave {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod codec;
+mod compact;
 pub mod dump;
 mod error;
 mod event;
@@ -117,7 +118,8 @@ pub mod fuzz_api {
 }
 pub use event::{
     type_matches, validate_event_type, validate_traceparent, Entity, Event, LoggedEvent, Payload,
-    Priority, EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX,
+    Priority, EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX, TIMESTAMP_US_MAX,
+    TIMESTAMP_US_MIN,
 };
 pub use log::{Iter, Log, LogReader};
 pub use lost_found::{LostFoundCopy, LOST_FOUND_BYTES_MAX};

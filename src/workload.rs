@@ -325,8 +325,16 @@ impl GeneratedEvent {
             .entity(self.entity_type, self.entity_id.clone())
             .actor(self.actor.clone())
             .session(self.session.clone())
-            .priority(self.priority)
-            .payload(Payload::Json(self.payload.clone()));
+            .priority(self.priority);
+        // Checked here, as a caller building events ahead of time would,
+        // so that appends do not parse it again. Should `payload` have been
+        // changed into something that is not JSON, append refuses it.
+        let payload = self.payload.clone();
+        let event = if serde_json::from_str::<serde::de::IgnoredAny>(&payload).is_ok() {
+            event.json_payload_parsed(payload)
+        } else {
+            event.payload(Payload::Json(payload))
+        };
         match self.causation_id {
             Some(cause) => event.causation_id(cause),
             None => event,

@@ -180,7 +180,7 @@ pub fn to_event(event: &LoggedEvent) -> Event {
 }
 
 /// Oracle: a decoded body re-encoded by the crate's encoder decodes to the
-/// same event (the hand-written decoder and the bincode encoder agree).
+/// same event (the hand-written decoder and encoder agree).
 pub fn check_round_trip(event: &LoggedEvent) {
     let mut body = Vec::new();
     evlog::bench_api::encode_body(&to_event(event), &mut body);

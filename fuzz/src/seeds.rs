@@ -37,11 +37,12 @@ pub fn sample_events() -> Vec<Event> {
             .metadata("k2", "")
             .metadata("ключ", "значение")
             .payload(Payload::Json("{\"status\":\"done\"}".into())),
+        // The extremes append accepts (years 1 and 9999): 8-byte varints.
         Event::new("blob.stored")
-            .timestamp_us(i64::MAX)
+            .timestamp_us(evlog::TIMESTAMP_US_MAX)
             .priority(Priority::P3)
             .bytes_payload((0..=255u8).chain(0..=60).collect::<Vec<u8>>()),
-        Event::new("negative.time").timestamp_us(i64::MIN),
+        Event::new("negative.time").timestamp_us(evlog::TIMESTAMP_US_MIN),
         Event::new("user.signed_up").session("é").metadata("x", "y"),
     ]
 }

@@ -77,11 +77,7 @@ fn dump(args: &Args) -> Result<ExitCode> {
                 return;
             }
             let line = match (&record.event, args.json) {
-                (Ok(event), true) => {
-                    let mut value = evlog::json::event_to_json(event);
-                    value["_offset"] = record.offset.into();
-                    value.to_string()
-                }
+                (Ok(_), true) => record.to_json().map(|json| json.to_string()).unwrap_or_default(),
                 (Ok(event), false) => format!(
                     "  @{} seq={} bytes={} unit_remaining={} synced_through={} type={} id={} time={}",
                     record.offset,

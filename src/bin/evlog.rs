@@ -33,6 +33,10 @@ struct Cli {
 enum Command {
     /// Append events read as JSON lines on stdin; prints {"seq":N,"id":"..."}
     /// for each once it is durable.
+    ///
+    /// A `timestamp` must be an RFC 3339 string such as 2026-01-01T00:00:00Z
+    /// (years 1 to 9999), not a number. A `payload` is stored as written,
+    /// numbers included, less the whitespace between its tokens.
     Append,
     /// Print one event as a JSON object.
     Get { seq: u64 },
