@@ -243,7 +243,7 @@ pub fn segment_paths(dir: &Path) -> Result<Vec<PathBuf>> {
 /// with its segment. Nothing is written.
 pub fn verify(path: &Path) -> Result<Option<Problem>> {
     if !path.is_dir() {
-        return Ok(inspect_segment(path, |_| {}).map_or_else(problem_of, |r| Ok(r.problem))?);
+        return inspect_segment(path, |_| {}).map_or_else(problem_of, |r| Ok(r.problem));
     }
     match verify_dir(path) {
         Ok(problem) => Ok(problem),

@@ -138,12 +138,13 @@ pub(crate) fn repair_with_storage(
         let mut tail = vec![0u8; (file_len - scan.complete_end) as usize];
         file.read_exact_at(&mut tail, scan.complete_end).at(&path)?;
         let nonzero_end = tail.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        // The records there may end in zeros: keep through their end too.
+        let (readable, records_end) =
+            crate::segment::readable_records(&tail, kept_next, RECORD_BYTES_LIMIT);
+        let nonzero_end = nonzero_end.max(records_end);
         // A sealed segment drops up to its successor's first seq; the
         // active one, the records whose headers are readable.
-        let seq_end = next.unwrap_or_else(|| {
-            kept_next
-                + crate::segment::readable_seqs(&tail, kept_next, RECORD_BYTES_LIMIT).len() as u64
-        });
+        let seq_end = next.unwrap_or(kept_next + readable.len() as u64);
         if nonzero_end > 0 || seq_end > kept_next {
             report.cuts.push(RepairCut {
                 file: path.clone(),

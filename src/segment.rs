@@ -348,7 +348,9 @@ pub(crate) enum Access {
 pub(crate) struct TornTail {
     /// Where the cut starts: the end of the last complete unit.
     pub offset: u64,
-    /// The non-zero bytes from `offset` (zeros after them are preallocation).
+    /// The bytes from `offset` through the last non-zero byte or the end of
+    /// the last readable record, whichever is further (zeros after both are
+    /// preallocation).
     pub bytes: Vec<u8>,
     /// Sequence numbers of the records in those bytes whose headers are
     /// readable.
@@ -915,10 +917,11 @@ fn inspect_scanned(
                     kind: CorruptKind::MidLog,
                 });
             }
-            // Headers may end in zero bytes: read them before the zeros
-            // after the last non-zero byte are set aside.
-            let dropped_seqs = readable_seqs(&tail, next_seq, record_bytes_max);
-            tail.truncate(nonzero_end);
+            // Records may end in zero bytes: the copy reaches the end of
+            // the last readable record, or the last non-zero byte if that
+            // is further; only zeros after both are preallocation.
+            let (dropped_seqs, records_end) = readable_records(&tail, next_seq, record_bytes_max);
+            tail.truncate(nonzero_end.max(records_end));
             torn = Some(TornTail {
                 offset: scan.complete_end,
                 bytes: tail,
@@ -942,8 +945,14 @@ fn inspect_scanned(
 
 /// The sequence numbers of consecutive records from the start of `tail`
 /// whose headers are plausible (length in bounds, sequence number the next
-/// one), whether or not their checksums match: what a cut drops.
-pub(crate) fn readable_seqs(tail: &[u8], first_seq: u64, record_bytes_max: u64) -> Vec<u64> {
+/// one), whether or not their checksums match: what a cut drops; and where
+/// in `tail` those records end (at most its length): a copy of a cut must
+/// reach that far even where a record's last bytes are zeros.
+pub(crate) fn readable_records(
+    tail: &[u8],
+    first_seq: u64,
+    record_bytes_max: u64,
+) -> (Vec<u64>, usize) {
     let mut seqs = Vec::new();
     let mut at = 0usize;
     let mut expected = first_seq;
@@ -955,7 +964,7 @@ pub(crate) fn readable_seqs(tail: &[u8], first_seq: u64, record_bytes_max: u64) 
         expected += 1;
         at = at.saturating_add(header.record_bytes() as usize);
     }
-    seqs
+    (seqs, at.min(tail.len()))
 }
 
 /// The first rule a sealed segment breaks, as (offset, what): a record

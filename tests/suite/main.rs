@@ -10,9 +10,11 @@
 //!   power-cut workloads run (default 300) / replay one seed.
 
 mod cli;
+mod cli_hardening;
 mod common;
 mod concurrency;
 mod crash_loop;
+mod disk_full;
 mod faults;
 mod fixtures;
 mod fuzz_regressions;

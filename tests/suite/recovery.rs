@@ -91,11 +91,16 @@ fn torn_tail_every_cut_point_of_last_record_recovers() {
         truncate(&segment, cut);
         let log = open_ok(dir.path(), exact_options());
         let report = log.recovery_report().clone();
-        let expected_torn = nonzero_extent(&original[last.offset as usize..cut as usize]);
-        assert_eq!(report.torn_tail_bytes, expected_torn, "cut at {cut}");
         // The cut record's sequence number is reported once its header is
-        // whole (it is then readable).
+        // whole (it is then readable), and then every byte of it left is
+        // kept, zeros included; before that, up to the last non-zero byte.
         let header_whole = cut >= last.offset + 24;
+        let expected_torn = if header_whole {
+            cut - last.offset
+        } else {
+            nonzero_extent(&original[last.offset as usize..cut as usize])
+        };
+        assert_eq!(report.torn_tail_bytes, expected_torn, "cut at {cut}");
         assert_eq!(
             report.records_dropped,
             u64::from(header_whole),
