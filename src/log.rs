@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::event::{Event, LoggedEvent};
 use crate::options::Options;
 use crate::record::{encode_body, RECORD_HEADER_BYTES};
@@ -486,18 +486,12 @@ impl LogReader {
         let storage = &*shared.storage;
         let record_bytes_max = shared.options.record_bytes_max;
         let known = shared.segments();
-        let mut names = Vec::new();
-        for name in storage
-            .list_dir(&shared.segments_dir)
-            .at(&shared.segments_dir)?
-        {
-            if let Some(seq) =
-                crate::segment::parse_file_name(&name, crate::segment::SEGMENT_SUFFIX)
-            {
-                names.push(seq);
-            }
-        }
-        names.sort_unstable();
+        let names = recovery::list_segments(
+            storage,
+            &shared.segments_dir,
+            Access::ReadOnly,
+            &mut RecoveryReport::default(),
+        )?;
         let last_known = known.last().map(|s| s.first_seq);
         let newer: Vec<u64> = names
             .into_iter()

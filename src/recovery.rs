@@ -122,7 +122,7 @@ pub(crate) fn check_data_dir(storage: &dyn Storage, dir: &Path) -> Result<PathBu
 
 /// The segment and index file names found, sorted; temporary files and
 /// orphan indexes are removed under `ReadWrite`.
-fn list_segments(
+pub(crate) fn list_segments(
     storage: &dyn Storage,
     segments_dir: &Path,
     access: Access,

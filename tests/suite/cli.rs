@@ -1,39 +1,23 @@
 //! The command-line contract of `evlog` and `evlog-dump`: exit codes,
 //! messages and JSON field names that scripts rely on.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use evlog::{Durability, Log, Options};
 use serde_json::{json, Value};
 
-use crate::common::{flip_byte, records, segment_files, tempdir, Spec};
+use crate::common::{
+    evlog_cli, flip_byte, records, run_cli_append, segment_files, tempdir, text, Spec,
+};
 
 fn evlog(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_evlog"));
-    command.arg("--dir").arg(dir);
-    command
+    evlog_cli(dir)
 }
 
-/// Runs `evlog --dir DIR append` with `input` on stdin.
 fn append(dir: &Path, input: &str) -> Output {
-    let mut child = evlog(dir)
-        .arg("append")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn evlog append");
-    let mut stdin = child.stdin.take().expect("stdin");
-    // The child may stop reading at a bad line; a broken pipe is expected then.
-    let _ = stdin.write_all(input.as_bytes());
-    drop(stdin);
-    child.wait_with_output().expect("wait for evlog append")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    run_cli_append(dir, input)
 }
 
 fn json_lines(bytes: &[u8]) -> Vec<Value> {

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use evlog::{Event, Log, Options};
 use serde_json::{json, Value};
 
-use crate::common::{file_len, records, segment_files, segments_dir, tempdir, truncate};
+use crate::common::{
+    evlog_cli, file_len, records, run_cli_append, segment_files, segments_dir, spawn_cli_append,
+    tempdir, text, truncate,
+};
 
 fn evlog(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_evlog"));
-    command.arg("--dir").arg(dir);
-    command
+    evlog_cli(dir)
 }
 
 /// Runs `evlog --dir DIR ARGS...` with empty stdin.
@@ -29,24 +30,8 @@ fn run(dir: &Path, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("run evlog {args:?}: {e}"))
 }
 
-/// Runs `evlog --dir DIR append` with `input` on stdin.
 fn append(dir: &Path, input: &str) -> Output {
-    let mut child = evlog(dir)
-        .arg("append")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn evlog append");
-    let mut stdin = child.stdin.take().expect("stdin");
-    // The child may refuse to start (damaged log); a broken pipe is fine then.
-    let _ = stdin.write_all(input.as_bytes());
-    drop(stdin);
-    child.wait_with_output().expect("wait for evlog append")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    run_cli_append(dir, input)
 }
 
 /// Everything a command said, for assertion messages.
@@ -429,13 +414,7 @@ fn cli_replay_while_appending_sees_prefixes() {
         .close()
         .expect("close");
 
-    let mut child = evlog(&dir)
-        .arg("append")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn evlog append");
+    let mut child = spawn_cli_append(&dir);
     let mut stdin = child.stdin.take().expect("stdin");
     let feeder = std::thread::spawn(move || -> std::io::Result<()> {
         for chunk in 0..EVENTS / CHUNK {

@@ -375,3 +375,39 @@ impl Snapshot {
         }
     }
 }
+
+/// The `evlog` binary with `--dir DIR`.
+pub fn evlog_cli(dir: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_evlog"));
+    command.arg("--dir").arg(dir);
+    command
+}
+
+/// `evlog --dir DIR append` with all three streams piped, started.
+pub fn spawn_cli_append(dir: &Path) -> std::process::Child {
+    use std::process::Stdio;
+    evlog_cli(dir)
+        .arg("append")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn evlog append")
+}
+
+/// Runs `evlog --dir DIR append` with `input` on stdin, to completion.
+pub fn run_cli_append(dir: &Path, input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = spawn_cli_append(dir);
+    let mut stdin = child.stdin.take().expect("stdin");
+    // The child may refuse to start (damaged log) or stop reading at a bad
+    // line; a broken pipe is expected then.
+    let _ = stdin.write_all(input.as_bytes());
+    drop(stdin);
+    child.wait_with_output().expect("wait for evlog append")
+}
+
+/// Output bytes as text, for assertions.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

@@ -73,15 +73,7 @@ struct RoundOutcome {
 
 /// Runs `evlog append` for one round and kills it after `delay`.
 fn run_round(dir: &Path, round: u64, delay: Duration) -> RoundOutcome {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_evlog"))
-        .arg("--dir")
-        .arg(dir)
-        .arg("append")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn evlog append");
+    let mut child = crate::common::spawn_cli_append(dir);
     let stdin = child.stdin.take().expect("stdin");
     let stdout = child.stdout.take().expect("stdout");
     let mut stderr = child.stderr.take().expect("stderr");
