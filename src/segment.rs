@@ -723,10 +723,13 @@ impl Segment {
     ) -> Result<Segment> {
         let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
         let (index, map) = match access {
-            Access::ReadOnly | Access::Verify => (
-                SeqIndex::in_memory(&index_path, first_seq, &found.offsets),
-                None,
-            ),
+            Access::ReadOnly | Access::Verify => {
+                let index = match found.clean_index {
+                    Some(index) => index,
+                    None => SeqIndex::in_memory(&index_path, first_seq, &found.offsets),
+                };
+                (index, None)
+            }
             Access::ReadWrite => {
                 let index = match found.clean_index {
                     Some(index) => index,
@@ -821,18 +824,16 @@ fn trust_clean_close(
     let index = if count == 0 {
         None
     } else {
-        match access {
-            Access::ReadWrite => SeqIndex::open_active_clean(
-                storage,
-                &index_path,
-                marker.active_first_seq,
-                count,
-                marker.index_entries_crc,
-                index_capacity,
-            )
-            .ok(),
-            Access::ReadOnly | Access::Verify => None,
-        }
+        SeqIndex::open_active_clean(
+            storage,
+            &index_path,
+            marker.active_first_seq,
+            count,
+            marker.index_entries_crc,
+            index_capacity,
+            access,
+        )
+        .ok()
     };
     let offsets = match &index {
         Some(index) if index.entry(count - 1) == marker.tail_offset => Vec::new(),

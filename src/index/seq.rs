@@ -26,6 +26,7 @@ use std::sync::RwLock;
 use crate::codec::{put_u32, put_u64, u32_at, u64_at};
 use crate::error::{CorruptKind, Error, IoContext, Result};
 use crate::mmap::SharedMap;
+use crate::segment::Access;
 use crate::storage::{OpenMode, Storage, StorageFile};
 
 pub(crate) const INDEX_MAGIC: &[u8; 8] = b"EVLOGIDX";
@@ -180,7 +181,9 @@ impl SeqIndex {
 
     /// Opens the index of the active segment as a clean close left it:
     /// exactly `count` entries after the header, unsealed, matching
-    /// `entries_crc`. An error means "rebuild this index".
+    /// `entries_crc`. An error means "rebuild this index". The writer
+    /// continues with the file (mapped); a read-only view keeps a copy in
+    /// memory, since another process's writer may grow or replace it.
     pub fn open_active_clean(
         storage: &dyn Storage,
         path: &Path,
@@ -188,8 +191,13 @@ impl SeqIndex {
         count: u64,
         entries_crc: u32,
         capacity_entries: u64,
+        access: Access,
     ) -> Result<SeqIndex> {
-        let file = storage.open(path, OpenMode::ReadWrite).at(path)?;
+        let mode = match access {
+            Access::ReadWrite => OpenMode::ReadWrite,
+            Access::ReadOnly | Access::Verify => OpenMode::Read,
+        };
+        let file = storage.open(path, mode).at(path)?;
         let corrupt = |offset, what| Error::Corrupt {
             file: path.to_path_buf(),
             offset,
@@ -211,7 +219,12 @@ impl SeqIndex {
                 "entries do not match the clean-close marker",
             ));
         }
-        SeqIndex::writable(path, file, bytes, count, capacity_entries)
+        match access {
+            Access::ReadWrite => SeqIndex::writable(path, file, bytes, count, capacity_entries),
+            Access::ReadOnly | Access::Verify => {
+                Ok(SeqIndex::in_memory_from_bytes(path, bytes, count))
+            }
+        }
     }
 
     /// An index the writer appends to: mapped where the storage maps
@@ -249,13 +262,19 @@ impl SeqIndex {
         for &offset in offsets {
             put_u64(&mut bytes, offset);
         }
+        SeqIndex::in_memory_from_bytes(path, bytes, offsets.len() as u64)
+    }
+
+    /// An in-memory index from an index file's bytes (header and `count`
+    /// entries).
+    fn in_memory_from_bytes(path: &Path, bytes: Vec<u8>, count: u64) -> SeqIndex {
         SeqIndex {
             path: path.to_path_buf(),
             file: None,
             backing: Backing::Buffered(RwLock::new(bytes)),
             capacity_entries: u64::MAX,
             file_entries: AtomicU64::new(u64::MAX),
-            valid_entries: AtomicU64::new(offsets.len() as u64),
+            valid_entries: AtomicU64::new(count),
             writable: false,
         }
     }

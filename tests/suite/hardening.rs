@@ -293,6 +293,9 @@ fn read_only_view_beside_a_writer() {
     // Nothing read-only touches the files.
     let before = tree(&data);
     let view = Log::open_read_only(&data).expect("read-only open");
+    // After a clean close the view trusts the marker and the index file.
+    assert!(view.open_report().closed_cleanly);
+    assert_eq!(view.get(2100).expect("get").seq, 2100);
     assert_eq!(view.iter(..).expect("iter").count(), 2100);
     drop(view);
     assert_eq!(tree(&data), before);
