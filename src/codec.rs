@@ -10,6 +10,16 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(&value.to_le_bytes());
 }
 
+/// Overwrites the 4 bytes at `at` (which the caller allocated).
+pub(crate) fn set_u32_at(bytes: &mut [u8], at: usize, value: u32) {
+    bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+/// Overwrites the 8 bytes at `at` (which the caller allocated).
+pub(crate) fn set_u64_at(bytes: &mut [u8], at: usize, value: u64) {
+    bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+}
+
 pub(crate) fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     let end = at.checked_add(4)?;
     let field: [u8; 4] = bytes.get(at..end)?.try_into().ok()?;
@@ -35,5 +45,8 @@ mod tests {
         assert_eq!(u64_at(&out, 4), Some(u64::MAX - 1));
         assert_eq!(u64_at(&out, 5), None);
         assert_eq!(u32_at(&out, usize::MAX - 1), None);
+        set_u32_at(&mut out, 0, 7);
+        set_u64_at(&mut out, 4, 9);
+        assert_eq!((u32_at(&out, 0), u64_at(&out, 4)), (Some(7), Some(9)));
     }
 }

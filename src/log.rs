@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::event::{Event, LoggedEvent};
 use crate::options::Options;
-use crate::record::{encode_body, RECORD_HEADER_BYTES};
+use crate::record::{body_bytes_max, encode_body, RECORD_HEADER_BYTES};
 use crate::recovery::{self, Opened, RecoveryReport};
 use crate::segment::{Access, Cursor, Segment, Step, SEGMENT_HEADER_BYTES};
 use crate::storage::{OsStorage, Storage};
@@ -297,28 +297,36 @@ impl Log {
     /// writer thread only frames and writes.
     fn prepare(&self, events: &[Event]) -> Result<PreparedBatch> {
         let options = &self.shared.options;
+        // One buffer for the whole batch, sized once: growing it would copy
+        // every body again.
+        let capacity: usize = events
+            .iter()
+            .map(|e| RECORD_HEADER_BYTES + body_bytes_max(e))
+            .sum();
         let mut batch = PreparedBatch {
-            bodies: Vec::with_capacity(events.len() * 256),
-            body_ends: Vec::with_capacity(events.len()),
+            records: Vec::with_capacity(capacity),
+            record_ends: Vec::with_capacity(events.len()),
         };
         let now_us = now_micros();
         for event in events {
             event.validate()?;
-            let start = batch.bodies.len();
+            let start = batch.records.len();
+            // Room for the header, which the writer fills in.
+            batch.records.resize(start + RECORD_HEADER_BYTES, 0);
             encode_body(
                 event,
                 event.id.unwrap_or_else(Uuid::now_v7),
                 event.timestamp_us.unwrap_or(now_us),
-                &mut batch.bodies,
+                &mut batch.records,
             );
-            let record_bytes = (batch.bodies.len() - start + RECORD_HEADER_BYTES) as u64;
+            let record_bytes = (batch.records.len() - start) as u64;
             if record_bytes > options.record_bytes_max {
                 return Err(Error::RecordTooLarge {
                     size_bytes: record_bytes,
                     max_bytes: options.record_bytes_max,
                 });
             }
-            batch.body_ends.push(batch.bodies.len());
+            batch.record_ends.push(batch.records.len());
         }
         let batch_bytes_max = options.segment_bytes_max - SEGMENT_HEADER_BYTES;
         if batch.record_bytes() > batch_bytes_max || batch.len() > u64::from(u32::MAX) {

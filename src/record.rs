@@ -24,7 +24,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::codec::{put_u32, put_u64, u32_at, u64_at};
+use crate::codec::{set_u32_at, set_u64_at, u32_at, u64_at};
 use crate::error::CorruptKind;
 use crate::event::{Entity, Event, LoggedEvent, Payload, Priority};
 use crate::options::RECORD_BYTES_LIMIT;
@@ -577,15 +577,34 @@ pub(crate) fn encode_record(
     body: &[u8],
 ) {
     let start = out.len();
-    // body_len fits: bodies are checked against RECORD_BYTES_LIMIT (< 4 GiB).
-    put_u32(out, body.len() as u32);
-    put_u32(out, 0);
-    put_u64(out, seq);
-    put_u32(out, unit_remaining);
-    put_u32(out, synced_delta);
+    out.resize(start + RECORD_HEADER_BYTES, 0);
     out.extend_from_slice(body);
-    let crc = record_crc(&out[start..]);
-    out[start + CRC_AT..start + CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    frame_record_in_place(&mut out[start..], seq, unit_remaining, synced_delta);
+}
+
+/// An upper bound on the body length of `event` whatever its timestamp:
+/// lets a caller size one buffer for a whole batch.
+pub(crate) fn body_bytes_max(event: &Event) -> usize {
+    body_len(event, u64::MAX)
+}
+
+/// Fills in the header of `record`, whose first `RECORD_HEADER_BYTES` are
+/// room for it and whose rest is the body: the writer frames the caller's
+/// buffer where it lies instead of copying every body once more.
+pub(crate) fn frame_record_in_place(
+    record: &mut [u8],
+    seq: u64,
+    unit_remaining: u32,
+    synced_delta: u32,
+) {
+    // body_len fits: bodies are checked against RECORD_BYTES_LIMIT (< 4 GiB).
+    let body_len = (record.len() - RECORD_HEADER_BYTES) as u32;
+    set_u32_at(record, 0, body_len);
+    set_u64_at(record, SEQ_AT, seq);
+    set_u32_at(record, UNIT_REMAINING_AT, unit_remaining);
+    set_u32_at(record, SYNCED_DELTA_AT, synced_delta);
+    let crc = record_crc(record);
+    set_u32_at(record, CRC_AT, crc);
 }
 
 /// Verifies a complete record (`record.len()` must equal the header's
