@@ -1,6 +1,6 @@
 //! The comparison program (issue 4): evlog against SQLite, sled and the raw
 //! disk, in one process, on the same events of the reference workload W1
-//! (`shared/bench/WORKLOAD.md`), on the same disk.
+//! (`docs/WORKLOAD.md`), on the same disk.
 //!
 //! ```text
 //! cargo bench --bench compare                      # quick: N = 100 000

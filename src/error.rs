@@ -100,6 +100,11 @@ pub enum Error {
     #[error("sequence number {0} is not in the log")]
     NotFound(u64),
 
+    /// A line of JSON is not an event object (syntax, an unknown field, a
+    /// field of the wrong kind); the source says which and where.
+    #[error("not a valid event object")]
+    EventJson(#[source] serde_json::Error),
+
     /// A payload could not be converted to or from JSON.
     #[error("payload is not valid JSON for this type")]
     Payload(#[source] serde_json::Error),
@@ -186,6 +191,28 @@ impl fmt::Display for CorruptKind {
                  `evlog repair` moves it and what follows to lost+found"
             ),
         }
+    }
+}
+
+/// For callers that work in `std::io` terms: full disks keep their kind,
+/// every other error is `Other` with this error as its source.
+impl From<Error> for std::io::Error {
+    fn from(error: Error) -> std::io::Error {
+        let kind = match &error {
+            Error::Io { source, .. } | Error::DiskFull { source, .. } => source.kind(),
+            Error::NotFound(_) | Error::NoDataDirectory { .. } => std::io::ErrorKind::NotFound,
+            Error::Corrupt { .. } | Error::UnsupportedVersion { .. } => {
+                std::io::ErrorKind::InvalidData
+            }
+            Error::InvalidEventType { .. }
+            | Error::InvalidEvent(_)
+            | Error::RecordTooLarge { .. }
+            | Error::BatchTooLarge { .. }
+            | Error::EventJson(_)
+            | Error::Payload(_) => std::io::ErrorKind::InvalidInput,
+            _ => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, error)
     }
 }
 

@@ -117,7 +117,7 @@ impl Payload {
 pub fn validate_event_type(name: &str) -> Result<()> {
     let fail = |reason| {
         Err(Error::InvalidEventType {
-            name: name.to_string(),
+            name: shorten_for_message(name),
             reason,
         })
     };
@@ -146,6 +146,20 @@ pub fn validate_event_type(name: &str) -> Result<()> {
         return fail("empty segment (leading, trailing or doubled dot)");
     }
     Ok(())
+}
+
+/// Input echoed in an error message: whole when short, else its start and
+/// its length, so that a 100 KB mistake does not flood the terminal.
+pub(crate) fn shorten_for_message(text: &str) -> String {
+    const SHOWN_BYTES_MAX: usize = 64;
+    if text.len() <= SHOWN_BYTES_MAX {
+        return text.to_string();
+    }
+    let mut end = SHOWN_BYTES_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len())
 }
 
 /// Checks a W3C trace-context `traceparent` value:
@@ -462,6 +476,12 @@ mod tests {
             "", ".", "..", ".a", "a.", "a..b", "a.b.", "a b", "a.ü", "a/b",
         ] {
             assert!(validate_event_type(bad).is_err(), "{bad:?} accepted");
+        }
+        match validate_event_type(&"a".repeat(100_000)) {
+            Err(Error::InvalidEventType { name, .. }) => {
+                assert_eq!(name, format!("{}... (100000 bytes)", "a".repeat(64)))
+            }
+            other => panic!("{other:?}"),
         }
         assert!(validate_event_type(&"a".repeat(256)).is_err());
         assert!(validate_event_type(&"a".repeat(255)).is_ok());

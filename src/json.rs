@@ -195,7 +195,7 @@ fn stored_json(text: &str) -> Box<RawValue> {
 /// microseconds?). `payload` is kept as written, without the whitespace
 /// between its tokens.
 pub fn event_from_json(text: &str) -> Result<Event> {
-    let wire: EventJsonIn = serde_json::from_str(text).map_err(Error::Payload)?;
+    let wire: EventJsonIn = serde_json::from_str(text).map_err(Error::EventJson)?;
     let mut event = Event::new(wire.event_type);
     if let Some(id) = wire.id {
         event = event.id(id);

@@ -54,6 +54,18 @@ pub mod workload;
 mod writer;
 
 pub use error::{CorruptKind, Error, Result};
+/// The UUID type of event ids, re-exported so that callers use the same
+/// major version of `uuid` as evlog.
+pub use uuid::Uuid;
+
+/// This crate's version, as in `Cargo.toml`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Every code block of README.md, compiled and run as a test, so that the
+/// README's example cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// Internal hot paths exposed for the criterion micro-benchmarks only; not
 /// part of the API and free to change.

@@ -354,6 +354,11 @@ impl Log {
     }
 
     /// Reads the event with sequence number `seq`, checking its CRC.
+    ///
+    /// A sequence number the log does not hold is `Err(Error::NotFound)`,
+    /// not `Ok(None)`: in a gap-free log, asking for a number outside
+    /// `first_seq..=last_seq` is a caller's mistake rather than an ordinary
+    /// miss, and one error path keeps `?` simple.
     pub fn get(&self, seq: u64) -> Result<LoggedEvent> {
         self.shared.get(seq)
     }

@@ -1,4 +1,4 @@
-//! The reference workload W1 of `shared/bench/WORKLOAD.md`, generated
+//! The reference workload W1 of `docs/WORKLOAD.md`, generated
 //! deterministically.
 //!
 //! [`Workload`] yields `count` [`GeneratedEvent`]s in order. The same

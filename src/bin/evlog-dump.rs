@@ -1,8 +1,10 @@
-//! `evlog-dump PATH [--verify]`: prints the header and records of one
-//! segment file or of every segment of a data directory, without taking
-//! the directory lock. With `--verify` it checks every CRC, the sequence
-//! continuity and the sealed indexes, and exits 1 naming the file and byte
-//! offset of the first problem, 0 when intact (2 on other errors).
+//! `evlog-dump PATH [--verify] [--json]`: prints the header and records of
+//! one segment file or of every segment of a data directory, without
+//! taking the directory lock or changing a byte. With `--verify` it checks
+//! every CRC, the sequence continuity and the sealed indexes with the same
+//! code as opening the log. Exit codes: 0 intact, 1 damaged or nothing to
+//! read (an index file, an empty file, a directory without segments;
+//! damage is also reported on stderr), 2 on other errors.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -26,6 +28,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = std::fs::metadata(&args.path) {
+        eprintln!("evlog-dump: cannot read {}: {e}", args.path.display());
+        return ExitCode::from(2);
+    }
     let result = if args.verify {
         verify(&args)
     } else {
@@ -47,7 +53,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// The segment files a path names, or why there are none: a directory
+/// without evlog segments, an index file, an empty file.
+fn segments_of(path: &std::path::Path) -> Result<Vec<PathBuf>, String> {
+    if path.is_dir() {
+        let paths = evlog::dump::segment_paths(path).map_err(|e| format!("{e:#}"))?;
+        if paths.is_empty() {
+            return Err(format!(
+                "nothing to verify: {} holds no evlog segment files",
+                path.display()
+            ));
+        }
+        return Ok(paths);
+    }
+    if path.extension().is_some_and(|e| e == "idx") {
+        return Err(format!(
+            "{} is a sequence index file; give its segment (.seg) or the data directory, whose check includes the index",
+            path.display()
+        ));
+    }
+    if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
+        return Err(format!(
+            "{} is an empty file, not an evlog segment",
+            path.display()
+        ));
+    }
+    Ok(vec![path.to_path_buf()])
+}
+
 fn verify(args: &Args) -> Result<ExitCode> {
+    if let Err(why) = segments_of(&args.path) {
+        println!("{why}");
+        return Ok(ExitCode::from(1));
+    }
     match evlog::dump::verify(&args.path)? {
         None => {
             println!("ok: {} is intact", args.path.display());
@@ -61,11 +99,14 @@ fn verify(args: &Args) -> Result<ExitCode> {
 }
 
 fn dump(args: &Args) -> Result<ExitCode> {
-    let paths = if args.path.is_dir() {
-        evlog::dump::segment_paths(&args.path)?
-    } else {
-        vec![args.path.clone()]
+    let paths = match segments_of(&args.path) {
+        Ok(paths) => paths,
+        Err(why) => {
+            eprintln!("evlog-dump: {why}");
+            return Ok(ExitCode::from(1));
+        }
     };
+    let mut damaged = false;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut write_error = None;
     for path in paths {
@@ -121,7 +162,17 @@ fn dump(args: &Args) -> Result<ExitCode> {
                 writeln!(out, "  problem: {problem}")?;
             }
         }
+        if let Some(problem) = &report.problem {
+            // Damage is reported on stderr in every mode, and in the exit
+            // code, so that `--json` consumers and scripts see it too.
+            eprintln!("evlog-dump: damaged: {problem}");
+            damaged = true;
+        }
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if damaged {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -34,6 +34,16 @@ enum Command {
     /// Append events read as JSON lines on stdin; prints {"seq":N,"id":"..."}
     /// for each once it is durable.
     ///
+    /// Each line is an object with "type" (required, a dotted name) and
+    /// optionally "id" (UUID), "timestamp", "correlation_id",
+    /// "causation_id" (UUIDs), "entity" ({"type":..,"id":..}), "actor",
+    /// "session", "priority" ("P0".."P3"), "traceparent", "metadata"
+    /// (object of strings), "payload" (any JSON) or "payload_hex". A "seq"
+    /// is accepted and ignored (the log numbers events), so `replay` output
+    /// can be appended to another log; any other field is refused. Lines
+    /// are appended in durable batches; on a bad line, the lines before it
+    /// stay appended and the error says how many.
+    ///
     /// A `timestamp` must be an RFC 3339 string such as 2026-01-01T00:00:00Z
     /// (years 1 to 9999), not a number. A `payload` is stored as written,
     /// numbers included, less the whitespace between its tokens.
@@ -42,8 +52,10 @@ enum Command {
     Get { seq: u64 },
     /// Print events as JSON lines in sequence order.
     Replay {
+        /// First sequence number to print (inclusive; default: the first).
         #[arg(long)]
         from: Option<u64>,
+        /// Last sequence number to print (inclusive; default: the last).
         #[arg(long)]
         to: Option<u64>,
     },
@@ -221,6 +233,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Replay { from, to } => {
+            if let (Some(from), Some(to)) = (from, to) {
+                if from > to {
+                    anyhow::bail!("--from {from} is after --to {to} (both are inclusive)");
+                }
+            }
             let log = open_read_only(&cli.dir)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let start = from.unwrap_or(0);
@@ -271,8 +288,16 @@ fn append(dir: &PathBuf) -> Result<ExitCode> {
         })?;
     let mut out = std::io::stdout().lock();
     let mut line_number = 0u64;
+    let mut appended = 0u64;
     let mut events: Vec<Event> = Vec::with_capacity(APPEND_LINES_PER_BATCH_MAX);
     let mut ids = Vec::with_capacity(APPEND_LINES_PER_BATCH_MAX);
+    // Says how far the input got, so that a failure is never mistaken for
+    // "nothing was appended" or "everything was".
+    let progress = |appended: u64| match appended {
+        0 => "no event was appended".to_string(),
+        1 => "1 event was appended before it".to_string(),
+        n => format!("{n} events were appended before it"),
+    };
     while let Ok(first) = rx.recv() {
         let mut lines = vec![first];
         while lines.len() < APPEND_LINES_PER_BATCH_MAX {
@@ -289,8 +314,7 @@ fn append(dir: &PathBuf) -> Result<ExitCode> {
             let line = match line {
                 Ok(line) => line,
                 Err(e) => {
-                    failure =
-                        Some(anyhow::Error::new(e).context(format!("reading line {line_number}")));
+                    failure = Some((anyhow::Error::new(e), format!("reading line {line_number}")));
                     break;
                 }
             };
@@ -305,31 +329,62 @@ fn append(dir: &PathBuf) -> Result<ExitCode> {
                     ids.push(id);
                 }
                 Err(e) => {
-                    failure = Some(anyhow::Error::new(e).context(format!("line {line_number}")));
+                    failure = Some((anyhow::Error::new(e), format!("line {line_number}")));
                     break;
                 }
             }
         }
         if !events.is_empty() {
-            let seqs = log.append_batch(&events)?;
-            for (seq, id) in seqs.zip(&ids) {
-                writeln!(out, "{{\"seq\":{seq},\"id\":\"{id}\"}}")?;
+            let seqs = log.append_batch(&events).with_context(|| {
+                format!("appending up to line {line_number}; {}", progress(appended))
+            })?;
+            appended += events.len() as u64;
+            let written = seqs
+                .zip(&ids)
+                .try_for_each(|(seq, id)| writeln!(out, "{{\"seq\":{seq},\"id\":\"{id}\"}}"))
+                .and_then(|()| out.flush());
+            if let Err(e) = written {
+                // Whoever reads the acknowledgements is gone: stop rather
+                // than append what nobody will see acknowledged.
+                log.close()?;
+                return Err(anyhow::Error::new(StdoutClosed(e)).context(format!(
+                    "stopped at line {line_number}: {appended} events were appended (the last batch durably, but its acknowledgements could not be written)"
+                )));
             }
-            out.flush()?;
         }
-        if let Some(failure) = failure {
-            return Err(failure);
+        if let Some((error, at)) = failure {
+            return Err(error.context(format!("{at}; {}", progress(appended))));
         }
     }
     log.close()?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// Standard output closed under `append`: unlike a read command, this is
+/// an error (exit 2), since input was left unread.
+#[derive(Debug)]
+struct StdoutClosed(std::io::Error);
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "standard output is closed ({})", self.0.kind())
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
 fn demo(dir: &PathBuf, count: u64) -> Result<ExitCode> {
     let log = open(dir)?;
+    // Written through a handle, not `println!`, so that a closed pipe
+    // (`evlog demo | head`) ends the demo quietly instead of panicking.
+    let mut out = std::io::stdout().lock();
     let before = log.last_seq().unwrap_or(0);
     let started = std::time::Instant::now();
-    let workload = evlog::workload::Workload::new(evlog::workload::WorkloadConfig::new(count));
+    // A log that already holds events continues with a workload of another
+    // seed, so a second run appends new events, never the same ids again.
+    let mut config = evlog::workload::WorkloadConfig::new(count);
+    config.seed = config.seed.wrapping_add(before);
+    let workload = evlog::workload::Workload::new(config);
     let mut batch = Vec::with_capacity(DEMO_BATCH_EVENTS);
     for generated in workload {
         batch.push(generated.event());
@@ -341,14 +396,15 @@ fn demo(dir: &PathBuf, count: u64) -> Result<ExitCode> {
     log.append_batch(&batch)?;
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     let last = log.last_seq().unwrap_or(0);
-    println!(
+    writeln!(
+        out,
         "appended {} events (seq {}..={}) of the reference workload in durable batches of {DEMO_BATCH_EVENTS}: {:.2} s, {:.0} events/s",
         last - before,
         before + 1,
         last,
         elapsed,
         (last - before) as f64 / elapsed
-    );
+    )?;
     let scan_started = std::time::Instant::now();
     let mut scanned = 0u64;
     let mut by_priority = [0u64; 4];
@@ -357,27 +413,30 @@ fn demo(dir: &PathBuf, count: u64) -> Result<ExitCode> {
         by_priority[usize::from(event.priority.as_u8())] += 1;
         scanned += 1;
     }
-    println!(
+    writeln!(
+        out,
         "read back all {scanned} events in order, every CRC checked: {:.2} s; P0/P1/P2/P3 = {}/{}/{}/{}",
         scan_started.elapsed().as_secs_f64(),
         by_priority[0],
         by_priority[1],
         by_priority[2],
         by_priority[3]
-    );
+    )?;
     if last > 0 {
-        println!(
+        writeln!(
+            out,
             "the last event: {}",
             evlog::json::event_to_json(&log.get(last)?)
-        );
+        )?;
     }
-    println!(
-        "data directory {} holds {} segment file(s); try: evlog --dir {} replay --from {} | head",
+    writeln!(
+        out,
+        "data directory {} holds {} segment file(s); try: cargo run --release -- --dir {} replay --from {} | head  (or `cargo install --path .` and run `evlog`)",
         dir.display(),
         log.segment_count(),
         dir.display(),
         last.saturating_sub(4).max(1)
-    );
+    )?;
     log.close()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -555,3 +555,101 @@ fn cli_repair_while_open_is_refused() {
     assert_eq!(replay.status.code(), Some(0), "{}", said(&replay));
     assert_eq!(json_lines(&replay.stdout).len(), 2, "{}", said(&replay));
 }
+
+fn evlog_dump(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_evlog-dump"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run evlog-dump")
+}
+
+// Proves the fixes of what a new user ran into: an inverted replay range,
+// a bad input line (said once, with how many events went in before it), a
+// reader of `append` that goes away (exit 2, saying how many were
+// appended), a second `demo` run (new ids, never the same again), and
+// `evlog-dump` on paths that hold no segment (exit 1 with a reason, or 2
+// when the path does not exist).
+#[test]
+fn cli_new_user_findings() {
+    let root = tempdir();
+    let dir = root.path().join("d");
+
+    let out = run(&dir, &["replay", "--from", "10", "--to", "5"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--from 10 is after --to 5 (both are inclusive)"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = append(&dir, "{\"type\":\"a.b\"}\n{\"type\":\"a.b\",\"bogus\":1}\n");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("evlog: line 2; 1 event was appended before it: not a valid event object: unknown field `bogus`"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("unknown field").count(), 1, "{stderr}");
+    assert_eq!(text(&out.stdout).lines().count(), 1);
+
+    // A reader that stops after the first acknowledgement.
+    let lines: String = (0..5000).map(|_| "{\"type\":\"x.y\"}\n").collect();
+    let mut child = spawn_cli_append(&dir);
+    let mut stdin = child.stdin.take().expect("stdin");
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(lines.as_bytes());
+    });
+    drop(child.stdout.take()); // the reader is gone before anything is read
+    let out = child.wait_with_output().expect("wait");
+    feeder.join().expect("feeder");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("events were appended"), "{stderr}");
+    assert!(stderr.contains("standard output is closed"), "{stderr}");
+
+    let demo_dir = root.path().join("demo");
+    for _ in 0..2 {
+        let out = run(&demo_dir, &["demo", "--events", "1500"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("cargo run --release --"));
+    }
+    let replay = run(&demo_dir, &["replay"]);
+    let ids: Vec<String> = text(&replay.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json")["id"].to_string())
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!((ids.len(), unique.len()), (3000, 3000));
+
+    let empty = root.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let out = evlog_dump(&[empty.as_os_str(), "--verify".as_ref()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).starts_with("nothing to verify"));
+    let out = evlog_dump(&[root.path().join("nope").as_os_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stderr).matches("No such file").count(), 1);
+    let index = segment_files(&demo_dir)[0].with_extension("idx");
+    let out = evlog_dump(&[index.as_os_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is a sequence index file"));
+    let empty_file = root.path().join("e.seg");
+    std::fs::write(&empty_file, b"").expect("write");
+    let out = evlog_dump(&[empty_file.as_os_str(), "--verify".as_ref()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("is an empty file"));
+    // A damaged segment: every dump mode exits 1 and says so on stderr.
+    let segment = segment_files(&demo_dir)[0].clone();
+    let len = file_len(&segment);
+    truncate(&segment, len - 5);
+    for json in [false, true] {
+        let mut args = vec![segment.as_os_str()];
+        if json {
+            args.push("--json".as_ref());
+        }
+        let out = evlog_dump(&args);
+        assert_eq!(out.status.code(), Some(1), "json {json}");
+        assert!(text(&out.stderr).contains("damaged"), "json {json}");
+    }
+}
