@@ -46,6 +46,16 @@ pub enum Error {
         supported: u32,
     },
 
+    /// No event in the log has this id.
+    #[error("no event with id {0}")]
+    UnknownEventId(uuid::Uuid),
+
+    /// The secondary indexes under `path` failed; they are derived data,
+    /// so the cure is a rebuild (`Log::reindex`, `evlog reindex`), never a
+    /// loss of events.
+    #[error("index error in {}: {message}", path.display())]
+    Index { path: PathBuf, message: String },
+
     /// A read-only open found no data directory (or no `segments/` in it).
     #[error("no evlog data directory at {}", path.display())]
     NoDataDirectory { path: PathBuf },

@@ -44,6 +44,7 @@ mod lost_found;
 mod marker;
 mod mmap;
 mod options;
+mod query;
 mod record;
 mod recovery;
 mod repair;
@@ -133,9 +134,15 @@ pub use event::{
     Priority, EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX, TIMESTAMP_US_MAX,
     TIMESTAMP_US_MIN,
 };
+pub use index::indexer::LINK_METADATA_PREFIX;
+pub use index::IndexStatus;
 pub use log::{Iter, Log, LogReader};
 pub use lost_found::{LostFoundCopy, LOST_FOUND_BYTES_MAX};
 pub use options::{Durability, Options, RECORD_BYTES_LIMIT, SEGMENT_BYTES_MIN};
+pub use query::{
+    apply_changes, validate_pattern, CausationTree, ChainReport, Events, Query, StateChange, Stats,
+    VerifyReport,
+};
 pub use recovery::RecoveryReport;
 pub use recovery::TailCut;
 pub use repair::{repair, RepairCut, RepairMode, RepairReport};

@@ -40,10 +40,18 @@ pub(crate) struct Shared {
     /// directory lock released), nothing that outlived it (an `Iter`) reads
     /// a mapping that a new owner of the directory may cut or replace.
     open: RwLock<bool>,
+    /// The secondary indexes (opening, ready, or unavailable).
+    pub index: crate::index::IndexSlot,
 }
 
 impl Shared {
-    fn new(storage: Arc<dyn Storage>, dir: PathBuf, options: Options, opened: &Opened) -> Shared {
+    fn new(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        options: Options,
+        opened: &Opened,
+        index: crate::index::IndexSlot,
+    ) -> Shared {
         let last_seq = opened.next_seq - 1;
         Shared {
             storage,
@@ -56,6 +64,7 @@ impl Shared {
             first_seq: AtomicU64::new(opened.first_seq),
             poison: OnceLock::new(),
             open: RwLock::new(true),
+            index,
         }
     }
 
@@ -139,7 +148,7 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
     }
 
-    fn get(&self, seq: u64) -> Result<LoggedEvent> {
+    pub(crate) fn get(&self, seq: u64) -> Result<LoggedEvent> {
         self.check_poison()?;
         let last = self.marks.last_seq();
         if seq == 0 || seq > last || seq < self.first_seq.load(Ordering::Acquire) {
@@ -151,7 +160,7 @@ impl Shared {
         })
     }
 
-    fn iter(self: &Arc<Self>, range: impl RangeBounds<u64>) -> Result<Iter> {
+    pub(crate) fn iter(self: &Arc<Self>, range: impl RangeBounds<u64>) -> Result<Iter> {
         self.check_poison()?;
         let last = self.marks.last_seq();
         let first = self.first_seq.load(Ordering::Acquire);
@@ -206,8 +215,9 @@ impl Shared {
 /// # Ok(()) }
 /// ```
 pub struct Log {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     writer: WriterHandle,
+    indexer: Option<crate::index::indexer::IndexerHandle>,
     recovery: RecoveryReport,
     /// Holds the directory lock for as long as the log is open.
     lock: Option<Box<dyn std::any::Any + Send + Sync>>,
@@ -237,7 +247,13 @@ impl Log {
     ) -> Result<Log> {
         let dir = dir.as_ref().to_path_buf();
         let mut opened = recovery::open(&*storage, &dir, &options, Access::ReadWrite)?;
-        let shared = Arc::new(Shared::new(storage, dir, options, &opened));
+        let with_indexes = options.secondary_indexes && storage.hosts_secondary_indexes();
+        let slot = if with_indexes {
+            crate::index::IndexSlot::opening()
+        } else {
+            crate::index::IndexSlot::unavailable("secondary indexes are off for this log".into())
+        };
+        let shared = Arc::new(Shared::new(storage, dir, options, &opened, slot));
         let active = opened
             .segments
             .last()
@@ -253,9 +269,15 @@ impl Log {
                 marker_present: opened.marker_present,
             },
         )?;
+        let indexer = if with_indexes {
+            Some(crate::index::indexer::spawn(Arc::clone(&shared))?)
+        } else {
+            None
+        };
         Ok(Log {
             shared,
             writer,
+            indexer,
             recovery: std::mem::take(&mut opened.report),
             lock: opened.lock.take(),
         })
@@ -404,6 +426,10 @@ impl Log {
         &self.shared.dir
     }
 
+    pub(crate) fn indexer_handle(&self) -> Option<&crate::index::indexer::IndexerHandle> {
+        self.indexer.as_ref()
+    }
+
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         self.shared.segments().len()
@@ -420,6 +446,11 @@ impl Log {
 
     fn shutdown(&mut self) {
         self.writer.shutdown(WRITER_SHUTDOWN_DEADLINE);
+        // The indexer reads the log to catch up: it stops before the
+        // readers do, and releases the index store before the lock goes.
+        if let Some(indexer) = self.indexer.as_mut() {
+            indexer.shutdown();
+        }
         // Wait for reads in progress, and refuse later ones, before the
         // lock goes: after that another `Log` may own the files.
         self.shared.close_readers();
@@ -454,7 +485,7 @@ impl Drop for Log {
 /// # Ok(()) }
 /// ```
 pub struct LogReader {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     report: RecoveryReport,
     /// Serializes refreshes (each extends the segment list).
     refreshing: std::sync::Mutex<()>,
@@ -479,7 +510,27 @@ impl LogReader {
         // the writer was configured with.
         let options = options.record_bytes_max(crate::options::RECORD_BYTES_LIMIT);
         let opened = recovery::open(&*storage, &dir, &options, Access::ReadOnly)?;
-        let shared = Arc::new(Shared::new(storage, dir, options, &opened));
+        let last_seq = opened.next_seq - 1;
+        let slot = if storage.hosts_secondary_indexes() {
+            let shared_for_ids = Shared::new(
+                Arc::clone(&storage),
+                dir.clone(),
+                options.clone(),
+                &opened,
+                crate::index::IndexSlot::unavailable(String::new()),
+            );
+            match crate::index::open_for_reading(&dir, last_seq, &|seq| {
+                Ok(*shared_for_ids.get(seq)?.id.as_bytes())
+            }) {
+                Ok(state) => crate::index::IndexSlot::ready(state),
+                Err(reason) => {
+                    crate::index::IndexSlot::unavailable(format!("{reason}; queries scan the log"))
+                }
+            }
+        } else {
+            crate::index::IndexSlot::unavailable("no secondary indexes on this storage".into())
+        };
+        let shared = Arc::new(Shared::new(storage, dir, options, &opened, slot));
         Ok(LogReader {
             shared,
             report: opened.report,

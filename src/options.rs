@@ -32,6 +32,7 @@ pub struct Options {
     pub(crate) segment_bytes_max: u64,
     pub(crate) record_bytes_max: u64,
     pub(crate) preallocate_bytes: u64,
+    pub(crate) secondary_indexes: bool,
 }
 
 impl Default for Options {
@@ -41,6 +42,7 @@ impl Default for Options {
             segment_bytes_max: 64 * 1024 * 1024,
             record_bytes_max: 1024 * 1024,
             preallocate_bytes: 4 * 1024 * 1024,
+            secondary_indexes: true,
         }
     }
 }
@@ -76,6 +78,14 @@ impl Options {
     /// size and block allocation. 0 disables it. Default 4 MiB.
     pub fn preallocate_bytes(mut self, bytes: u64) -> Options {
         self.preallocate_bytes = bytes;
+        self
+    }
+
+    /// Whether the `evlog:indexer` thread keeps the secondary indexes
+    /// under `DIR/index/` (default `true`). Without them every query scans
+    /// the log: the same answers, slower.
+    pub fn secondary_indexes(mut self, enabled: bool) -> Options {
+        self.secondary_indexes = enabled;
         self
     }
 

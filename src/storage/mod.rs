@@ -67,4 +67,11 @@ pub trait Storage: Send + Sync {
     /// Takes the exclusive lock on a data directory; the lock is held until
     /// the returned guard is dropped.
     fn lock_dir(&self, dir: &Path) -> crate::Result<Box<dyn Any + Send + Sync>>;
+    /// Whether the secondary indexes may live beside the log. They sit in
+    /// a store that does its own I/O on the real file system, which a
+    /// simulated storage does not have: its logs answer queries by
+    /// scanning.
+    fn hosts_secondary_indexes(&self) -> bool {
+        false
+    }
 }

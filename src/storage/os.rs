@@ -94,6 +94,10 @@ impl Storage for OsStorage {
     fn exists(&self, path: &Path) -> bool {
         path.exists()
     }
+    fn hosts_secondary_indexes(&self) -> bool {
+        true
+    }
+
     fn lock_dir(&self, dir: &Path) -> crate::Result<Box<dyn Any + Send + Sync>> {
         Ok(Box::new(lock_dir(dir)?))
     }

@@ -20,4 +20,5 @@ mod fixtures;
 mod fuzz_regressions;
 mod hardening;
 mod model;
+mod queries;
 mod recovery;

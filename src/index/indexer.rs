@@ -1,0 +1,453 @@
+//! The `evlog:indexer` thread: follows the log (the published watermark
+//! is its commit notification) and turns every new range of events into
+//! one atomic store batch: posting lists grouped per key, one id run, the
+//! touched time blocks and counters, and the new "indexed through" mark.
+//! Appends never wait for it; queries cover what it has not reached yet by
+//! scanning the log from its mark (`crate::query`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use super::ids::{push_and_merge, IdRun};
+use super::keys::{self, PostingKind, StatDim};
+use super::store::{OpenFailure, StoreBatch};
+use super::{IndexSlot, IndexState, Opened};
+use crate::error::{Error, Result};
+use crate::event::LoggedEvent;
+use crate::log::Shared;
+use crate::watermark::{WaitOutcome, Watermark};
+
+/// Most events indexed in one store batch: bounds the indexer's memory
+/// and how long a batch holds the store.
+pub(crate) const BATCH_EVENTS_MAX: u64 = 32 * 1024;
+/// A posting chunk grows (rewritten whole) until it holds this many seqs;
+/// then the key gets a new chunk. Bounds the rewrite cost per batch and
+/// keeps the chunks of a busy key few.
+const CHUNK_SEQS_MAX: usize = 256;
+/// Most keys whose last chunk the indexer remembers, and most counters it
+/// caches; past this the memory is dropped (chunks then start afresh,
+/// counters are read back from the store).
+const REMEMBERED_KEYS_MAX: usize = 200_000;
+/// How often an idle indexer looks for commands.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Metadata keys that link an event to another entity:
+/// `link.<entity type>` = `<entity id>`.
+pub const LINK_METADATA_PREFIX: &str = "link.";
+/// At close the indexer catches up when at most this many events are
+/// left; more is left for the next open, so a close stays short.
+const CLOSE_CATCH_UP_MAX: u64 = 200_000;
+
+/// A request to rebuild the indexes from the log.
+pub(crate) struct Reindex {
+    /// Told `(done, total)` as the rebuild goes, then `Ok` or the failure.
+    pub progress: Sender<std::result::Result<(u64, u64), Error>>,
+}
+
+/// The indexer thread as the `Log` sees it.
+pub(crate) struct IndexerHandle {
+    stop: Arc<AtomicBool>,
+    commands: Arc<Mutex<Vec<Reindex>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl IndexerHandle {
+    pub fn request_reindex(&self, request: Reindex) {
+        self.commands
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(request);
+    }
+
+    /// Stops the thread (after a short catch-up and a flush) and waits.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub(crate) fn spawn(shared: Arc<Shared>) -> Result<IndexerHandle> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let commands = Arc::new(Mutex::new(Vec::new()));
+    let thread = {
+        let (stop, commands) = (Arc::clone(&stop), Arc::clone(&commands));
+        let dir = shared.dir.clone();
+        std::thread::Builder::new()
+            .name("evlog:indexer".into())
+            .spawn(move || run(shared, stop, commands))
+            .map_err(|source| Error::Io { path: dir, source })?
+    };
+    Ok(IndexerHandle {
+        stop,
+        commands,
+        thread: Some(thread),
+    })
+}
+
+fn event_id_at(shared: &Shared, seq: u64) -> Result<[u8; 16]> {
+    Ok(*shared.get(seq)?.id.as_bytes())
+}
+
+fn run(shared: Arc<Shared>, stop: Arc<AtomicBool>, commands: Arc<Mutex<Vec<Reindex>>>) {
+    let slot: &IndexSlot = &shared.index;
+    // Open, waiting while another process (a read-only view) holds the
+    // store's lock: its queries are cheap to wait for, a rebuild is not.
+    let state = loop {
+        let last = shared.marks.last_seq();
+        match super::open_for_writing(&shared.dir, last, &|seq| event_id_at(&shared, seq)) {
+            Ok(Opened::Ready(state)) => break state,
+            Ok(Opened::Rebuilt(state, reason)) => {
+                tracing::warn!(%reason, "rebuilding the indexes from the log");
+                slot.set_rebuilt_because(reason);
+                break state;
+            }
+            Err(OpenFailure::Locked(why)) => {
+                slot.set_unavailable(format!(
+                    "the index directory is locked by another process ({why}); queries scan the log"
+                ));
+                if stop.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(IDLE_POLL * 5);
+            }
+            Err(OpenFailure::Unusable(why)) => {
+                tracing::error!(%why, "the indexes cannot be opened; queries scan the log");
+                slot.set_unavailable(why);
+                return;
+            }
+        }
+    };
+    slot.set_ready(Arc::clone(&state));
+    let mut indexer = Indexer::new(Arc::clone(&shared), state);
+    if let Err(e) = indexer.follow(&stop, &commands) {
+        tracing::error!(error = %e, "the indexer stopped; queries scan the log past its mark");
+    }
+    if let Err(e) = indexer.state.store.flush() {
+        tracing::warn!(error = %e, "could not flush the indexes; the next open catches up");
+    }
+}
+
+/// A key's newest chunk, kept so that the next batch extends it instead
+/// of starting a new one.
+struct OpenChunk {
+    first_seq: u64,
+    seqs: Vec<u64>,
+}
+
+pub(crate) struct Indexer {
+    shared: Arc<Shared>,
+    pub(crate) state: Arc<IndexState>,
+    open_chunks: HashMap<Vec<u8>, OpenChunk>,
+    counters: HashMap<Vec<u8>, u64>,
+    known_links: HashSet<Vec<u8>>,
+    known_types: HashSet<String>,
+}
+
+impl Indexer {
+    pub fn new(shared: Arc<Shared>, state: Arc<IndexState>) -> Indexer {
+        Indexer {
+            shared,
+            state,
+            open_chunks: HashMap::new(),
+            counters: HashMap::new(),
+            known_links: HashSet::new(),
+            known_types: HashSet::new(),
+        }
+    }
+
+    fn follow(&mut self, stop: &AtomicBool, commands: &Mutex<Vec<Reindex>>) -> Result<()> {
+        loop {
+            let pending: Vec<Reindex> = std::mem::take(
+                &mut *commands
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            for request in pending {
+                let outcome = self.rebuild(&request);
+                let _ = request.progress.send(outcome.map(|total| (total, total)));
+            }
+            let last = self.shared.marks.last_seq();
+            let mark = self.state.mark();
+            if stop.load(Ordering::Acquire) {
+                if last > mark && last - mark <= CLOSE_CATCH_UP_MAX {
+                    self.catch_up(last, &|_, _| {})?;
+                }
+                return Ok(());
+            }
+            if mark < last {
+                let through = last.min(mark + BATCH_EVENTS_MAX);
+                self.index_range(mark + 1, through)?;
+                continue;
+            }
+            if let WaitOutcome::Stopped(_) =
+                self.shared
+                    .marks
+                    .wait(Watermark::Published, mark + 1, IDLE_POLL)
+            {
+                // The writer stopped (closed or poisoned): wait for our own
+                // stop, polling commands, without spinning.
+                std::thread::sleep(IDLE_POLL / 10);
+            }
+        }
+    }
+
+    fn catch_up(&mut self, through: u64, progress: &dyn Fn(u64, u64)) -> Result<()> {
+        while self.state.mark() < through {
+            let mark = self.state.mark();
+            let end = through.min(mark + BATCH_EVENTS_MAX);
+            self.index_range(mark + 1, end)?;
+            progress(end, through);
+        }
+        Ok(())
+    }
+
+    fn rebuild(&mut self, request: &Reindex) -> Result<u64> {
+        super::reset_store(&self.state)?;
+        self.open_chunks.clear();
+        self.counters.clear();
+        self.known_links.clear();
+        self.known_types.clear();
+        let through = self.shared.marks.last_seq();
+        let progress = request.progress.clone();
+        self.catch_up(through, &move |done, total| {
+            let _ = progress.send(Ok((done, total)));
+        })?;
+        self.state.store.flush()?;
+        Ok(through)
+    }
+
+    /// Indexes events `from..=through` in one atomic store batch.
+    pub fn index_range(&mut self, from: u64, through: u64) -> Result<()> {
+        let mut postings: HashMap<Vec<u8>, Vec<u64>> = HashMap::new();
+        let mut id_pairs: Vec<([u8; 16], u64)> = Vec::with_capacity((through - from + 1) as usize);
+        let mut batch_ids: HashMap<[u8; 16], u64> = HashMap::new();
+        let mut blocks: HashMap<u64, (i64, i64)> = HashMap::new();
+        let mut stat_deltas: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut new_links: Vec<Vec<u8>> = Vec::new();
+        let mut new_types: Vec<String> = Vec::new();
+        let mut last_id = [0u8; 16];
+        let mut next = from;
+        for event in self.shared.iter(from..=through)? {
+            let event = event?;
+            if event.seq != next {
+                return Err(Error::Internal("the log skipped a seq while indexing"));
+            }
+            next += 1;
+            last_id = *event.id.as_bytes();
+            self.add_event(
+                &event,
+                &mut postings,
+                &mut batch_ids,
+                &mut blocks,
+                &mut stat_deltas,
+                &mut new_links,
+                &mut new_types,
+            )?;
+            id_pairs.push((*event.id.as_bytes(), event.seq));
+        }
+        if next != through + 1 {
+            return Err(Error::Internal("the log ended before the published seq"));
+        }
+        let mut batch = StoreBatch::default();
+        self.write_postings(postings, &mut batch);
+        // The id run of this batch, merged into the runs before it.
+        let mut runs: Vec<IdRun> = self.state.id_runs().as_ref().clone();
+        let gone = push_and_merge(&mut runs, IdRun::from_pairs(from, through, id_pairs));
+        for lo in gone {
+            batch.delete(keys::with_seq(&[keys::ID_RUN], lo));
+        }
+        if let Some(newest) = runs.last() {
+            batch.put(keys::with_seq(&[keys::ID_RUN], newest.lo), newest.encode());
+        }
+        // Time blocks, widened by what is already stored for them.
+        let mut block_updates = Vec::with_capacity(blocks.len());
+        {
+            let known = self.state.time_blocks();
+            for (block, (min, max)) in blocks {
+                let (min, max) = match known.get(block as usize).copied().flatten() {
+                    Some((old_min, old_max)) => (min.min(old_min), max.max(old_max)),
+                    None => (min, max),
+                };
+                let mut value = Vec::with_capacity(16);
+                value.extend_from_slice(&min.to_le_bytes());
+                value.extend_from_slice(&max.to_le_bytes());
+                batch.put(keys::with_seq(&[keys::TIME_BLOCK], block), value);
+                block_updates.push((block, (min, max)));
+            }
+        }
+        // Counters: read (cache, else store), add, write.
+        if self.counters.len() > REMEMBERED_KEYS_MAX {
+            self.counters.clear();
+        }
+        for (key, delta) in stat_deltas {
+            let current = match self.counters.get(&key) {
+                Some(&count) => count,
+                None => match self.state.store.get(&key)? {
+                    Some(v) if v.len() == 8 => {
+                        u64::from_le_bytes(v[..8].try_into().unwrap_or_default())
+                    }
+                    _ => 0,
+                },
+            };
+            let count = current + delta;
+            batch.put(key.clone(), count.to_le_bytes().to_vec());
+            self.counters.insert(key, count);
+        }
+        for key in new_links {
+            batch.put(key, Vec::new());
+        }
+        for name in new_types {
+            let mut key = vec![keys::TYPE_REGISTRY];
+            key.extend_from_slice(name.as_bytes());
+            batch.put(key, Vec::new());
+        }
+        let mut mark = Vec::with_capacity(24);
+        mark.extend_from_slice(&through.to_le_bytes());
+        mark.extend_from_slice(&last_id);
+        batch.put(keys::META_MARK.to_vec(), mark);
+        self.state.store.apply(batch)?;
+        // Published after the store holds it all: a query that reads the
+        // mark finds at least this much.
+        self.state.set_id_runs(runs);
+        self.state.update_time_blocks(&block_updates);
+        self.state.set_mark(through);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_event(
+        &mut self,
+        event: &LoggedEvent,
+        postings: &mut HashMap<Vec<u8>, Vec<u64>>,
+        batch_ids: &mut HashMap<[u8; 16], u64>,
+        blocks: &mut HashMap<u64, (i64, i64)>,
+        stat_deltas: &mut HashMap<Vec<u8>, u64>,
+        new_links: &mut Vec<Vec<u8>>,
+        new_types: &mut Vec<String>,
+    ) -> Result<()> {
+        let seq = event.seq;
+        let mut post = |kind: PostingKind, key: &[u8]| {
+            postings
+                .entry(keys::posting_prefix(kind, key))
+                .or_default()
+                .push(seq);
+        };
+        if let Some(id) = event.correlation_id {
+            post(PostingKind::Correlation, id.as_bytes());
+        }
+        let entity_key = event.entity.as_ref().map(keys::entity_key);
+        if let Some(key) = &entity_key {
+            post(PostingKind::Entity, key);
+        }
+        if let Some(session) = &event.session {
+            post(PostingKind::Session, session.as_bytes());
+        }
+        if let Some(actor) = &event.actor {
+            post(PostingKind::Actor, actor.as_bytes());
+        }
+        post(PostingKind::Type, event.event_type.as_bytes());
+        if let Some(cause) = event.causation_id {
+            let cause = *cause.as_bytes();
+            let parent = match batch_ids.get(&cause) {
+                Some(&parent) => Some(parent),
+                None => self.state.lookup_id(&cause),
+            };
+            // A cause the log does not hold (yet) has no children list;
+            // `verify` reports it.
+            if let Some(parent) = parent.filter(|&p| p < seq) {
+                post(PostingKind::Children, &parent.to_be_bytes());
+            }
+        }
+        batch_ids.insert(*event.id.as_bytes(), seq);
+
+        if !self.known_types.contains(&event.event_type) {
+            self.known_types.insert(event.event_type.clone());
+            new_types.push(event.event_type.clone());
+        }
+        let block = seq / keys::TIME_BLOCK_EVENTS;
+        let ts = event.timestamp_us;
+        blocks
+            .entry(block)
+            .and_modify(|(min, max)| {
+                *min = (*min).min(ts);
+                *max = (*max).max(ts);
+            })
+            .or_insert((ts, ts));
+
+        let minute = keys::minute_of(ts);
+        *stat_deltas
+            .entry(keys::stat_key(StatDim::All, minute, &[]))
+            .or_default() += 1;
+        *stat_deltas
+            .entry(keys::stat_key(
+                StatDim::Type,
+                minute,
+                event.event_type.as_bytes(),
+            ))
+            .or_default() += 1;
+        if let Some(actor) = &event.actor {
+            *stat_deltas
+                .entry(keys::stat_key(StatDim::Actor, minute, actor.as_bytes()))
+                .or_default() += 1;
+        }
+        *stat_deltas
+            .entry(keys::stat_key(
+                StatDim::Priority,
+                minute,
+                &[event.priority.as_u8()],
+            ))
+            .or_default() += 1;
+
+        if let Some(from) = &entity_key {
+            for (name, value) in &event.metadata {
+                let Some(linked_type) = name.strip_prefix(LINK_METADATA_PREFIX) else {
+                    continue;
+                };
+                let to = keys::entity_key_parts(linked_type, value);
+                if &to == from {
+                    continue;
+                }
+                if self.known_links.len() > REMEMBERED_KEYS_MAX {
+                    self.known_links.clear();
+                }
+                for key in [keys::link_key(from, &to), keys::link_key(&to, from)] {
+                    if self.known_links.insert(key.clone()) {
+                        new_links.push(key);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_postings(&mut self, postings: HashMap<Vec<u8>, Vec<u64>>, batch: &mut StoreBatch) {
+        if self.open_chunks.len() > REMEMBERED_KEYS_MAX {
+            self.open_chunks.clear();
+        }
+        let mut value = Vec::new();
+        for (prefix, seqs) in postings {
+            let chunk = match self.open_chunks.remove(&prefix) {
+                Some(mut open) if open.seqs.len() + seqs.len() <= CHUNK_SEQS_MAX => {
+                    open.seqs.extend_from_slice(&seqs);
+                    open
+                }
+                _ => OpenChunk {
+                    first_seq: seqs[0],
+                    seqs,
+                },
+            };
+            value.clear();
+            keys::encode_chunk(chunk.first_seq, &chunk.seqs, &mut value);
+            batch.put(keys::with_seq(&prefix, chunk.first_seq), value.clone());
+            if chunk.seqs.len() < CHUNK_SEQS_MAX {
+                self.open_chunks.insert(prefix, chunk);
+            }
+        }
+    }
+}

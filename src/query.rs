@@ -1,0 +1,1500 @@
+//! Queries: which events answer a question, in sequence order.
+//!
+//! Every query reads the indexes up to their "indexed through" mark `M`
+//! and then scans the log from `M + 1` to the last published event with
+//! the same predicate, so an event is found as soon as `append` returned,
+//! whether or not the indexer has reached it (read-your-writes). Index
+//! answers are checked against the event itself before they are returned,
+//! and they stream: memory stays bounded by one posting chunk per key.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{type_matches, Entity, LoggedEvent, Priority};
+use crate::index::indexer::LINK_METADATA_PREFIX;
+use crate::index::keys::{self, PostingKind, StatDim, MICROS_PER_MINUTE, TIME_BLOCK_EVENTS};
+use crate::index::IndexState;
+use crate::log::{Iter, Shared};
+
+/// What to look for. Every condition set must hold; the time window is
+/// `since` (inclusive) to `until` (exclusive), in microseconds since the
+/// Unix epoch, on the events' own timestamps (which callers may set, so
+/// they need not grow with the sequence number).
+///
+/// ```
+/// # fn main() -> evlog::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use evlog::{Event, Log, Options, Query};
+/// let log = Log::open(dir.path(), Options::default())?;
+/// log.append(Event::new("validation.phase.failed").entity("task", "T-1").timestamp_us(10))?;
+/// log.append(Event::new("task.created").entity("task", "T-1").timestamp_us(20))?;
+/// let found: Vec<_> = log
+///     .query(&Query::entity("task", "T-1").event_type("validation.*").until(15))?
+///     .collect::<evlog::Result<_>>()?;
+/// assert_eq!(found.len(), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Query {
+    pub(crate) correlation: Option<Uuid>,
+    pub(crate) entity: Option<Entity>,
+    /// With `entity`: also the events of the entities linked to it.
+    pub(crate) linked: bool,
+    pub(crate) session: Option<String>,
+    pub(crate) actor: Option<String>,
+    pub(crate) type_pattern: Option<String>,
+    pub(crate) since_us: Option<i64>,
+    pub(crate) until_us: Option<i64>,
+    pub(crate) limit: Option<usize>,
+}
+
+impl Query {
+    /// Every event (narrow it with the other methods).
+    pub fn all() -> Query {
+        Query::default()
+    }
+    pub fn correlation(id: Uuid) -> Query {
+        Query::all().and_correlation(id)
+    }
+    pub fn entity(entity_type: impl Into<String>, entity_id: impl Into<String>) -> Query {
+        Query::all().and_entity(entity_type, entity_id)
+    }
+    pub fn session(session: impl Into<String>) -> Query {
+        Query::all().and_session(session)
+    }
+    pub fn actor(actor: impl Into<String>) -> Query {
+        Query::all().and_actor(actor)
+    }
+    /// Events whose type matches a dotted pattern (see [`crate::type_matches`]).
+    pub fn event_type(self, pattern: impl Into<String>) -> Query {
+        Query {
+            type_pattern: Some(pattern.into()),
+            ..self
+        }
+    }
+    pub fn and_correlation(self, id: Uuid) -> Query {
+        Query {
+            correlation: Some(id),
+            ..self
+        }
+    }
+    pub fn and_entity(self, entity_type: impl Into<String>, entity_id: impl Into<String>) -> Query {
+        Query {
+            entity: Some(Entity {
+                entity_type: entity_type.into(),
+                entity_id: entity_id.into(),
+            }),
+            ..self
+        }
+    }
+    pub fn and_session(self, session: impl Into<String>) -> Query {
+        Query {
+            session: Some(session.into()),
+            ..self
+        }
+    }
+    pub fn and_actor(self, actor: impl Into<String>) -> Query {
+        Query {
+            actor: Some(actor.into()),
+            ..self
+        }
+    }
+    /// With an entity: its events and those of every entity linked to it
+    /// (see [`crate::Log::entity_chain`]).
+    pub fn with_linked_entities(self) -> Query {
+        Query {
+            linked: true,
+            ..self
+        }
+    }
+    /// Only events at or after `timestamp_us`.
+    pub fn since(self, timestamp_us: i64) -> Query {
+        Query {
+            since_us: Some(timestamp_us),
+            ..self
+        }
+    }
+    /// Only events before `timestamp_us`.
+    pub fn until(self, timestamp_us: i64) -> Query {
+        Query {
+            until_us: Some(timestamp_us),
+            ..self
+        }
+    }
+    /// A time window from any range of microseconds (`a..b`, `a..`, `..=b`).
+    pub fn during(self, range: impl RangeBounds<i64>) -> Query {
+        let (since_us, until_us) = window(range);
+        Query {
+            since_us,
+            until_us,
+            ..self
+        }
+    }
+    /// At most `count` events.
+    pub fn limit(self, count: usize) -> Query {
+        Query {
+            limit: Some(count),
+            ..self
+        }
+    }
+
+    fn in_window(&self, timestamp_us: i64) -> bool {
+        self.since_us.is_none_or(|since| timestamp_us >= since)
+            && self.until_us.is_none_or(|until| timestamp_us < until)
+    }
+
+    /// Whether `event` answers the query (`entities`: the entity and its
+    /// linked ones, for a linked query).
+    fn matches(&self, event: &LoggedEvent, entities: Option<&HashSet<Entity>>) -> bool {
+        if let Some(id) = self.correlation {
+            if event.correlation_id != Some(id) {
+                return false;
+            }
+        }
+        match (entities, &self.entity) {
+            (Some(set), _) => match &event.entity {
+                Some(entity) if set.contains(entity) => {}
+                _ => return false,
+            },
+            (None, Some(entity)) => {
+                if event.entity.as_ref() != Some(entity) {
+                    return false;
+                }
+            }
+            (None, None) => {}
+        }
+        if self.session.is_some() && event.session != self.session {
+            return false;
+        }
+        if self.actor.is_some() && event.actor != self.actor {
+            return false;
+        }
+        if let Some(pattern) = &self.type_pattern {
+            if !type_matches(pattern, &event.event_type) {
+                return false;
+            }
+        }
+        self.in_window(event.timestamp_us)
+    }
+}
+
+/// `(since inclusive, until exclusive)` of a range of microseconds.
+pub(crate) fn window(range: impl RangeBounds<i64>) -> (Option<i64>, Option<i64>) {
+    let since = match range.start_bound() {
+        Bound::Included(&t) => Some(t),
+        Bound::Excluded(&t) => Some(t.saturating_add(1)),
+        Bound::Unbounded => None,
+    };
+    let until = match range.end_bound() {
+        Bound::Included(&t) => Some(t.saturating_add(1)),
+        Bound::Excluded(&t) => Some(t),
+        Bound::Unbounded => None,
+    };
+    (since, until)
+}
+
+/// Seqs read from the indexes, in order, a chunk at a time.
+struct PostingStream {
+    kind: PostingKind,
+    key: Vec<u8>,
+    buffer: VecDeque<u64>,
+    /// Where the next read starts; `None` once the list is exhausted.
+    next_from: Option<u64>,
+}
+
+/// How many seqs a stream reads from the store at once.
+const STREAM_READ_SEQS: usize = 512;
+
+impl PostingStream {
+    fn peek(&mut self, index: &IndexState, through: u64) -> Result<Option<u64>> {
+        if self.buffer.is_empty() {
+            if let Some(from) = self.next_from {
+                let mut out = Vec::with_capacity(STREAM_READ_SEQS);
+                self.next_from = index.postings(
+                    self.kind,
+                    &self.key,
+                    from,
+                    through,
+                    STREAM_READ_SEQS,
+                    &mut out,
+                )?;
+                self.buffer.extend(out);
+            }
+        }
+        Ok(self.buffer.front().copied())
+    }
+}
+
+/// Where the indexed part of an answer comes from.
+enum Source {
+    /// The union of posting lists (deduplicated: an event is in a linked
+    /// query's lists once per entity it names).
+    Postings(Vec<PostingStream>),
+    /// Every seq of the blocks whose time range meets the window.
+    Blocks {
+        blocks: Vec<(u64, u64)>,
+        at: usize,
+        next: u64,
+    },
+    Nothing,
+}
+
+/// The answer to a query: the matching events in sequence order. Reads
+/// lazily; holds the log's shared state, so it may outlive the borrow of
+/// the `Log` (after `close` it returns `Error::Closed`).
+pub struct Events {
+    shared: Arc<Shared>,
+    index: Option<Arc<IndexState>>,
+    query: Query,
+    entities: Option<HashSet<Entity>>,
+    source: Source,
+    /// Indexed through here; the rest comes from `tail`.
+    mark: u64,
+    /// Lowest seq the source may give (the window's first candidate).
+    min_seq: u64,
+    allowed_blocks: Option<Vec<bool>>,
+    last_returned: u64,
+    tail: Option<Iter>,
+    tail_range: (u64, u64),
+    returned: usize,
+    finished: bool,
+}
+
+impl Events {
+    fn next_indexed_seq(&mut self) -> Result<Option<u64>> {
+        let Some(index) = self.index.clone() else {
+            return Ok(None);
+        };
+        loop {
+            let seq = match &mut self.source {
+                Source::Nothing => return Ok(None),
+                Source::Blocks { blocks, at, next } => loop {
+                    let Some(&(lo, hi)) = blocks.get(*at) else {
+                        return Ok(None);
+                    };
+                    let candidate = (*next).max(lo);
+                    if candidate > hi {
+                        *at += 1;
+                        continue;
+                    }
+                    *next = candidate + 1;
+                    break candidate;
+                },
+                Source::Postings(streams) => {
+                    let mut lowest: Option<u64> = None;
+                    for stream in streams.iter_mut() {
+                        if let Some(seq) = stream.peek(&index, self.mark)? {
+                            lowest = Some(lowest.map_or(seq, |l: u64| l.min(seq)));
+                        }
+                    }
+                    let Some(seq) = lowest else {
+                        return Ok(None);
+                    };
+                    for stream in streams.iter_mut() {
+                        if stream.buffer.front() == Some(&seq) {
+                            stream.buffer.pop_front();
+                        }
+                    }
+                    seq
+                }
+            };
+            if seq <= self.last_returned || seq < self.min_seq || seq > self.mark {
+                continue;
+            }
+            if let Some(allowed) = &self.allowed_blocks {
+                if !allowed
+                    .get((seq / TIME_BLOCK_EVENTS) as usize)
+                    .copied()
+                    .unwrap_or(true)
+                {
+                    continue;
+                }
+            }
+            return Ok(Some(seq));
+        }
+    }
+
+    fn step(&mut self) -> Result<Option<LoggedEvent>> {
+        while let Some(seq) = self.next_indexed_seq()? {
+            self.last_returned = seq;
+            let event = self.shared.get(seq)?;
+            if self.query.matches(&event, self.entities.as_ref()) {
+                return Ok(Some(event));
+            }
+        }
+        if self.tail.is_none() {
+            let (from, to) = self.tail_range;
+            if from > to {
+                return Ok(None);
+            }
+            self.tail = Some(self.shared.iter(from..=to)?);
+        }
+        let Some(tail) = self.tail.as_mut() else {
+            return Ok(None);
+        };
+        for event in tail.by_ref() {
+            let event = event?;
+            if self.query.matches(&event, self.entities.as_ref()) {
+                return Ok(Some(event));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Iterator for Events {
+    type Item = Result<LoggedEvent>;
+
+    fn next(&mut self) -> Option<Result<LoggedEvent>> {
+        if self.finished || self.query.limit.is_some_and(|limit| self.returned >= limit) {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(event)) => {
+                self.returned += 1;
+                Some(Ok(event))
+            }
+            Ok(None) => {
+                self.finished = true;
+                None
+            }
+            Err(e) => {
+                self.finished = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// An event and everything it caused, as a tree: `children` are the events
+/// whose causation id is this event's id, in sequence order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CausationTree {
+    pub event: LoggedEvent,
+    pub children: Vec<CausationTree>,
+}
+
+impl CausationTree {
+    /// Number of events in the tree.
+    pub fn len(&self) -> usize {
+        1 + self.children.iter().map(CausationTree::len).sum::<usize>()
+    }
+
+    /// Always false: a tree holds at least its root.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The events depth first (parents before children), with depths.
+    pub fn walk(&self) -> Vec<(usize, &LoggedEvent)> {
+        let mut out = Vec::new();
+        let mut stack = vec![(0usize, self)];
+        while let Some((depth, node)) = stack.pop() {
+            out.push((depth, &node.event));
+            for child in node.children.iter().rev() {
+                stack.push((depth + 1, child));
+            }
+        }
+        out
+    }
+}
+
+/// Event counts over a time window, answered from counters the indexer
+/// keeps per minute (edges of a window that do not fall on whole minutes,
+/// and events not yet indexed, are counted from the events themselves).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub total: u64,
+    pub by_type: BTreeMap<String, u64>,
+    pub by_actor: BTreeMap<String, u64>,
+    pub by_priority: BTreeMap<Priority, u64>,
+    /// Events per hour, keyed by the hour's start (microseconds, UTC).
+    pub by_hour: BTreeMap<i64, u64>,
+    /// Events per day, keyed by the day's start (microseconds, UTC).
+    pub by_day: BTreeMap<i64, u64>,
+}
+
+const MICROS_PER_HOUR: i64 = 3_600_000_000;
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+impl Stats {
+    fn add_event(&mut self, event: &LoggedEvent) {
+        self.total += 1;
+        *self.by_type.entry(event.event_type.clone()).or_default() += 1;
+        if let Some(actor) = &event.actor {
+            *self.by_actor.entry(actor.clone()).or_default() += 1;
+        }
+        *self.by_priority.entry(event.priority).or_default() += 1;
+        self.add_time(event.timestamp_us, 1);
+    }
+
+    fn add_time(&mut self, timestamp_us: i64, count: u64) {
+        let hour = timestamp_us.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
+        let day = timestamp_us.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
+        *self.by_hour.entry(hour).or_default() += count;
+        *self.by_day.entry(day).or_default() += count;
+    }
+}
+
+/// One field change of an entity, from a payload of the form
+/// `{"changes": {field: {"before": x, "after": y}}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateChange {
+    pub seq: u64,
+    pub timestamp_us: i64,
+    pub actor: Option<String>,
+    pub event_type: String,
+    pub field: String,
+    pub before: serde_json::Value,
+    pub after: serde_json::Value,
+}
+
+/// The ready-made fold of [`crate::Log::reconstruct`]: applies a payload's
+/// `changes` (`{field: {"before": x, "after": y}}`) to a JSON object,
+/// setting each field to its `after` value (a change without `after`
+/// removes the field). Events without `changes` leave the state alone.
+pub fn apply_changes(mut state: serde_json::Value, event: &LoggedEvent) -> serde_json::Value {
+    let Ok(payload) = event.payload_as::<serde_json::Value>() else {
+        return state;
+    };
+    let Some(changes) = payload.get("changes").and_then(|c| c.as_object()) else {
+        return state;
+    };
+    if !state.is_object() {
+        state = serde_json::Value::Object(serde_json::Map::new());
+    }
+    if let Some(object) = state.as_object_mut() {
+        for (field, change) in changes {
+            match change.get("after") {
+                Some(after) => {
+                    object.insert(field.clone(), after.clone());
+                }
+                None => {
+                    object.remove(field);
+                }
+            }
+        }
+    }
+    state
+}
+
+/// What [`crate::Log::verify`] found. `problems` is empty for a sound log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub events_checked: u64,
+    /// Index entries compared with the log (0 when no index was available).
+    pub index_entries_checked: u64,
+    pub index_available: bool,
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// What [`crate::Log::verify_chain`] found for one correlation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainReport {
+    pub events: u64,
+    /// Events without a causation id.
+    pub roots: Vec<u64>,
+    /// `(seq, causation id)` of events whose cause is not an earlier event
+    /// of the same correlation.
+    pub dangling: Vec<(u64, Uuid)>,
+    pub problems: Vec<String>,
+}
+
+impl ChainReport {
+    /// One root, nothing dangling.
+    pub fn is_tree(&self) -> bool {
+        self.roots.len() == 1 && self.dangling.is_empty() && self.problems.is_empty()
+    }
+}
+
+/// Most problems a report lists; past this it says how many more.
+const PROBLEMS_LISTED_MAX: usize = 100;
+
+fn note(problems: &mut Vec<String>, extra: &mut u64, problem: String) {
+    if problems.len() < PROBLEMS_LISTED_MAX {
+        problems.push(problem);
+    } else {
+        *extra += 1;
+    }
+}
+
+impl Shared {
+    fn index_and_mark(&self) -> (Option<Arc<IndexState>>, u64) {
+        match self.index.get() {
+            Some(index) => {
+                let mark = index.mark();
+                (Some(index), mark)
+            }
+            None => (None, 0),
+        }
+    }
+
+    fn first_readable(&self) -> u64 {
+        self.first_seq
+            .load(std::sync::atomic::Ordering::Acquire)
+            .max(1)
+    }
+
+    pub(crate) fn query(self: &Arc<Self>, query: &Query) -> Result<Events> {
+        self.check_poison()?;
+        if let Some(pattern) = &query.type_pattern {
+            validate_pattern(pattern)?;
+        }
+        let last = self.marks.last_seq();
+        let (index, mark) = self.index_and_mark();
+        let mark = mark.min(last);
+        let mut entities = None;
+        if let (true, Some(entity)) = (query.linked, &query.entity) {
+            entities = Some(self.linked_entities(index.as_deref(), mark, last, entity)?);
+        }
+        let mut min_seq = self.first_readable();
+        let mut allowed_blocks = None;
+        let source = match &index {
+            None => Source::Nothing,
+            Some(index) => {
+                if query.since_us.is_some() || query.until_us.is_some() {
+                    let blocks = index.time_blocks();
+                    let allowed: Vec<bool> = blocks
+                        .iter()
+                        .map(|range| match range {
+                            Some((min, max)) => {
+                                query.since_us.is_none_or(|since| *max >= since)
+                                    && query.until_us.is_none_or(|until| *min < until)
+                            }
+                            None => true,
+                        })
+                        .collect();
+                    if let Some(first) = allowed.iter().position(|&a| a) {
+                        min_seq = min_seq.max(first as u64 * TIME_BLOCK_EVENTS);
+                    } else {
+                        min_seq = mark.saturating_add(1);
+                    }
+                    allowed_blocks = Some(allowed);
+                }
+                self.plan(
+                    index,
+                    query,
+                    entities.as_ref(),
+                    allowed_blocks.as_deref(),
+                    mark,
+                )?
+            }
+        };
+        Ok(Events {
+            shared: Arc::clone(self),
+            index,
+            query: query.clone(),
+            entities,
+            source,
+            mark,
+            min_seq,
+            allowed_blocks,
+            last_returned: 0,
+            tail: None,
+            tail_range: ((mark + 1).max(self.first_readable()), last),
+            returned: 0,
+            finished: false,
+        })
+    }
+
+    fn plan(
+        &self,
+        index: &IndexState,
+        query: &Query,
+        entities: Option<&HashSet<Entity>>,
+        allowed_blocks: Option<&[bool]>,
+        mark: u64,
+    ) -> Result<Source> {
+        let stream = |kind: PostingKind, key: Vec<u8>| PostingStream {
+            kind,
+            key,
+            buffer: VecDeque::new(),
+            next_from: Some(1),
+        };
+        let streams = if let Some(id) = query.correlation {
+            vec![stream(PostingKind::Correlation, id.as_bytes().to_vec())]
+        } else if let Some(set) = entities {
+            set.iter()
+                .map(|e| stream(PostingKind::Entity, keys::entity_key(e)))
+                .collect()
+        } else if let Some(entity) = &query.entity {
+            vec![stream(PostingKind::Entity, keys::entity_key(entity))]
+        } else if let Some(session) = &query.session {
+            vec![stream(PostingKind::Session, session.as_bytes().to_vec())]
+        } else if let Some(actor) = &query.actor {
+            vec![stream(PostingKind::Actor, actor.as_bytes().to_vec())]
+        } else if let Some(pattern) = &query.type_pattern {
+            let types: Vec<String> = if pattern.contains('*') {
+                index
+                    .registered_types()?
+                    .into_iter()
+                    .filter(|t| type_matches(pattern, t))
+                    .collect()
+            } else {
+                vec![pattern.clone()]
+            };
+            types
+                .into_iter()
+                .map(|t| stream(PostingKind::Type, t.into_bytes()))
+                .collect()
+        } else {
+            // No key: every seq the index covers, or only the blocks whose
+            // time range meets the window.
+            let mut blocks = Vec::new();
+            let first = self.first_readable();
+            let last_block = mark / TIME_BLOCK_EVENTS;
+            for block in 0..=last_block {
+                if mark == 0 {
+                    break;
+                }
+                let wanted = allowed_blocks
+                    .and_then(|a| a.get(block as usize).copied())
+                    .unwrap_or(true);
+                if !wanted {
+                    continue;
+                }
+                let lo = (block * TIME_BLOCK_EVENTS).max(first);
+                let hi = ((block + 1) * TIME_BLOCK_EVENTS - 1).min(mark);
+                if lo > hi {
+                    continue;
+                }
+                match blocks.last_mut() {
+                    Some((_, prev_hi)) if *prev_hi + 1 == lo => *prev_hi = hi,
+                    _ => blocks.push((lo, hi)),
+                }
+            }
+            return Ok(Source::Blocks {
+                blocks,
+                at: 0,
+                next: 0,
+            });
+        };
+        Ok(Source::Postings(streams))
+    }
+
+    /// The entity and every entity linked to it: named in a `link.*`
+    /// metadata entry of one of its events, or naming it in one of theirs.
+    fn linked_entities(
+        self: &Arc<Self>,
+        index: Option<&IndexState>,
+        mark: u64,
+        last: u64,
+        entity: &Entity,
+    ) -> Result<HashSet<Entity>> {
+        let mut set = HashSet::new();
+        set.insert(entity.clone());
+        let own = keys::entity_key(entity);
+        if let Some(index) = index {
+            let prefix = keys::link_key(&own, &[]);
+            index
+                .store
+                .visit(&prefix, &keys::prefix_end(&prefix), &mut |key, _| {
+                    if let Some(other) = keys::decode_entity_key(&key[prefix.len()..]) {
+                        set.insert(other);
+                    }
+                    Ok(true)
+                })?;
+        }
+        let from = (mark + 1).max(self.first_readable());
+        if from <= last {
+            for event in self.iter(from..=last)? {
+                let event = event?;
+                let Some(own_entity) = &event.entity else {
+                    continue;
+                };
+                for (name, value) in &event.metadata {
+                    let Some(linked_type) = name.strip_prefix(LINK_METADATA_PREFIX) else {
+                        continue;
+                    };
+                    if own_entity == entity {
+                        set.insert(Entity {
+                            entity_type: linked_type.to_string(),
+                            entity_id: value.clone(),
+                        });
+                    } else if linked_type == entity.entity_type && *value == entity.entity_id {
+                        set.insert(own_entity.clone());
+                    }
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// The seq of the event with `id`: from the id index, else from the
+    /// part of the log it has not reached.
+    pub(crate) fn seq_of_id(self: &Arc<Self>, id: Uuid) -> Result<Option<u64>> {
+        let last = self.marks.last_seq();
+        let (index, mark) = self.index_and_mark();
+        if let Some(index) = &index {
+            if let Some(seq) = index.lookup_id(id.as_bytes()) {
+                if seq <= mark {
+                    return Ok(Some(seq));
+                }
+            }
+        }
+        let from = (mark + 1).max(self.first_readable());
+        if from <= last {
+            for event in self.iter(from..=last)? {
+                let event = event?;
+                if event.id == id {
+                    return Ok(Some(event.seq));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn find_by_id(self: &Arc<Self>, id: Uuid) -> Result<Option<LoggedEvent>> {
+        match self.seq_of_id(id)? {
+            Some(seq) => self.get(seq).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn causation_chain(self: &Arc<Self>, id: Uuid) -> Result<Vec<LoggedEvent>> {
+        let Some(mut event) = self.find_by_id(id)? else {
+            return Err(Error::UnknownEventId(id));
+        };
+        let mut chain = Vec::new();
+        loop {
+            let cause = event.causation_id;
+            let seq = event.seq;
+            chain.push(event);
+            let Some(cause) = cause else { break };
+            match self.seq_of_id(cause)? {
+                // A cause must come before its effect; anything else is
+                // damage (`verify` reports it) and ends the walk.
+                Some(parent) if parent < seq => event = self.get(parent)?,
+                _ => break,
+            }
+        }
+        chain.reverse();
+        Ok(chain)
+    }
+
+    /// Seqs of the events whose causation id is `id` (the event at `seq`).
+    fn children_of(
+        self: &Arc<Self>,
+        seq: u64,
+        id: Uuid,
+        index: Option<&IndexState>,
+        mark: u64,
+        last: u64,
+    ) -> Result<Vec<u64>> {
+        let mut children = Vec::new();
+        if let Some(index) = index {
+            let key = seq.to_be_bytes();
+            let mut from = 1;
+            while let Some(next) = index.postings(
+                PostingKind::Children,
+                &key,
+                from,
+                mark,
+                usize::MAX,
+                &mut children,
+            )? {
+                from = next;
+            }
+        }
+        let from = (mark + 1).max(self.first_readable()).max(seq + 1);
+        if from <= last {
+            for event in self.iter(from..=last)? {
+                let event = event?;
+                if event.causation_id == Some(id) {
+                    children.push(event.seq);
+                }
+            }
+        }
+        Ok(children)
+    }
+
+    pub(crate) fn descendants(self: &Arc<Self>, id: Uuid) -> Result<CausationTree> {
+        let Some(root) = self.find_by_id(id)? else {
+            return Err(Error::UnknownEventId(id));
+        };
+        let last = self.marks.last_seq();
+        let (index, mark) = self.index_and_mark();
+        let mark = mark.min(last);
+        // Built iteratively (a deep chain must not overflow the stack):
+        // first every node with its parent's position, then the tree.
+        let mut nodes: Vec<(LoggedEvent, Option<usize>)> = vec![(root, None)];
+        let mut at = 0;
+        while at < nodes.len() {
+            let (seq, node_id) = (nodes[at].0.seq, nodes[at].0.id);
+            for child in self.children_of(seq, node_id, index.as_deref(), mark, last)? {
+                let event = self.get(child)?;
+                if event.causation_id == Some(node_id) {
+                    nodes.push((event, Some(at)));
+                }
+            }
+            at += 1;
+        }
+        let mut built: Vec<Option<CausationTree>> = Vec::with_capacity(nodes.len());
+        let mut parents = Vec::with_capacity(nodes.len());
+        for (event, parent) in nodes {
+            built.push(Some(CausationTree {
+                event,
+                children: Vec::new(),
+            }));
+            parents.push(parent);
+        }
+        // Children come after their parents: attach from the back.
+        for i in (1..built.len()).rev() {
+            if let (Some(parent), Some(node)) = (parents[i], built[i].take()) {
+                if let Some(Some(parent_node)) = built.get_mut(parent) {
+                    parent_node.children.push(node);
+                }
+            }
+        }
+        let mut root = built
+            .into_iter()
+            .next()
+            .flatten()
+            .ok_or(Error::Internal("descendants lost the root"))?;
+        sort_tree(&mut root);
+        Ok(root)
+    }
+
+    pub(crate) fn latest(self: &Arc<Self>, entity: &Entity) -> Result<Option<LoggedEvent>> {
+        let last = self.marks.last_seq();
+        let (index, mark) = self.index_and_mark();
+        let mark = mark.min(last);
+        let from = (mark + 1).max(self.first_readable());
+        let mut found = None;
+        if from <= last {
+            for event in self.iter(from..=last)? {
+                let event = event?;
+                if event.entity.as_ref() == Some(entity) {
+                    found = Some(event);
+                }
+            }
+        }
+        if found.is_some() {
+            return Ok(found);
+        }
+        if let Some(index) = index {
+            if let Some(seq) =
+                index.last_posting(PostingKind::Entity, &keys::entity_key(entity), mark)?
+            {
+                return self.get(seq).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn stats(self: &Arc<Self>, range: (Option<i64>, Option<i64>)) -> Result<Stats> {
+        let (since, until) = range;
+        let last = self.marks.last_seq();
+        let (index, mark) = self.index_and_mark();
+        let mark = mark.min(last);
+        let mut stats = Stats::default();
+        let Some(index) = index else {
+            for event in self.query(&Query::all().during_opt(since, until))? {
+                stats.add_event(&event?);
+            }
+            return Ok(stats);
+        };
+        // Whole minutes inside the window come from the counters.
+        let first_minute = since.map(|s| (s + MICROS_PER_MINUTE - 1).div_euclid(MICROS_PER_MINUTE));
+        let end_minute = until.map(|u| u.div_euclid(MICROS_PER_MINUTE));
+        let whole = match (first_minute, end_minute) {
+            (Some(a), Some(b)) if a >= b => None,
+            other => Some(other),
+        };
+        if let Some((first_minute, end_minute)) = whole {
+            for dim in [
+                StatDim::All,
+                StatDim::Type,
+                StatDim::Actor,
+                StatDim::Priority,
+            ] {
+                let from = keys::stat_prefix(dim, first_minute.unwrap_or(i64::MIN));
+                let below = match end_minute {
+                    Some(end) => keys::stat_prefix(dim, end),
+                    None => keys::prefix_end(&[keys::STAT, dim as u8]),
+                };
+                let mut failure = None;
+                index.store.visit(&from, &below, &mut |key, value| {
+                    let (Some(minute_bytes), Ok(count)) = (
+                        key.get(2..10),
+                        <[u8; 8]>::try_from(value).map(u64::from_le_bytes),
+                    ) else {
+                        failure = Some("a counter entry is malformed");
+                        return Ok(false);
+                    };
+                    let minute =
+                        keys::from_sortable_i64(minute_bytes.try_into().unwrap_or_default());
+                    let name = &key[10..];
+                    match dim {
+                        StatDim::All => {
+                            stats.total += count;
+                            stats.add_time(minute * MICROS_PER_MINUTE, count);
+                        }
+                        StatDim::Type => {
+                            *stats
+                                .by_type
+                                .entry(String::from_utf8_lossy(name).into_owned())
+                                .or_default() += count
+                        }
+                        StatDim::Actor => {
+                            *stats
+                                .by_actor
+                                .entry(String::from_utf8_lossy(name).into_owned())
+                                .or_default() += count
+                        }
+                        StatDim::Priority => {
+                            if let Some(p) = name.first().and_then(|&b| Priority::from_u8(b)) {
+                                *stats.by_priority.entry(p).or_default() += count;
+                            }
+                        }
+                    }
+                    Ok(true)
+                })?;
+                if let Some(what) = failure {
+                    return Err(Error::Index {
+                        path: index.path.clone(),
+                        message: what.into(),
+                    });
+                }
+            }
+        }
+        // Partial minutes at the edges (indexed events only; the tail is
+        // counted below), read from the events.
+        let mut edges: Vec<(Option<i64>, Option<i64>)> = Vec::new();
+        match whole {
+            None => edges.push((since, until)),
+            Some((first_minute, end_minute)) => {
+                if let (Some(s), Some(m)) = (since, first_minute) {
+                    if s < m * MICROS_PER_MINUTE {
+                        edges.push((Some(s), Some(m * MICROS_PER_MINUTE)));
+                    }
+                }
+                if let (Some(u), Some(m)) = (until, end_minute) {
+                    if m * MICROS_PER_MINUTE < u {
+                        edges.push((Some(m * MICROS_PER_MINUTE), Some(u)));
+                    }
+                }
+            }
+        }
+        for (a, b) in edges {
+            let mut events = self.query(&Query::all().during_opt(a, b))?;
+            events.tail_range = (1, 0); // the tail is counted once, below
+            for event in events {
+                stats.add_event(&event?);
+            }
+        }
+        let from = (mark + 1).max(self.first_readable());
+        if from <= last {
+            let window = Query::all().during_opt(since, until);
+            for event in self.iter(from..=last)? {
+                let event = event?;
+                if window.in_window(event.timestamp_us) {
+                    stats.add_event(&event);
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    pub(crate) fn verify(self: &Arc<Self>) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        let mut extra = 0u64;
+        let last = self.marks.last_seq();
+        let (index, mark) = self.index_and_mark();
+        let mark = mark.min(last);
+        report.index_available = index.is_some();
+        let first = self.first_readable();
+        // Pass 1: the log itself: continuity (the iterator checks each
+        // seq), CRCs (each read), causes that come before their effects.
+        let mut expected_entries = 0u64;
+        let mut previous = None;
+        if first <= last {
+            for event in self.iter(first..=last)? {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(e) => {
+                        note(&mut report.problems, &mut extra, format!("log: {e}"));
+                        break;
+                    }
+                };
+                if let Some(previous) = previous {
+                    if event.seq != previous + 1 {
+                        note(
+                            &mut report.problems,
+                            &mut extra,
+                            format!("log: seq {} follows {previous}", event.seq),
+                        );
+                    }
+                }
+                previous = Some(event.seq);
+                report.events_checked += 1;
+                if let Some(cause) = event.causation_id {
+                    match self.seq_of_id(cause)? {
+                        Some(parent) if parent < event.seq => {}
+                        Some(parent) => note(
+                            &mut report.problems,
+                            &mut extra,
+                            format!(
+                                "seq {}: its cause {cause} is the later event {parent}",
+                                event.seq
+                            ),
+                        ),
+                        None => note(
+                            &mut report.problems,
+                            &mut extra,
+                            format!("seq {}: its cause {cause} is not in the log", event.seq),
+                        ),
+                    }
+                }
+                if event.seq <= mark {
+                    expected_entries += posting_entries_of(&event) as u64;
+                }
+            }
+        }
+        // Pass 2: every index entry names an event that has that key, and
+        // there are exactly as many as the log implies.
+        if let Some(index) = &index {
+            let mut found_entries = 0u64;
+            let mut checked = 0u64;
+            let mut problems = Vec::new();
+            index
+                .store
+                .visit(&[keys::POSTING], &[keys::POSTING + 1], &mut |key, value| {
+                    let Some((kind, posting_key, first_seq)) = split_posting_key(key) else {
+                        problems.push("a posting key is malformed".to_string());
+                        return Ok(true);
+                    };
+                    let mut seqs = Vec::new();
+                    if keys::decode_chunk(first_seq, value, &mut seqs).is_err() {
+                        problems.push(format!("posting chunk at seq {first_seq} does not decode"));
+                        return Ok(true);
+                    }
+                    for seq in seqs {
+                        if seq > mark {
+                            continue;
+                        }
+                        found_entries += 1;
+                        checked += 1;
+                        let event = match self.get(seq) {
+                            Ok(event) => event,
+                            Err(e) => {
+                                problems.push(format!(
+                                    "index names seq {seq}, which cannot be read: {e}"
+                                ));
+                                continue;
+                            }
+                        };
+                        if !event_has_posting(self, &event, kind, posting_key) {
+                            problems.push(format!(
+                            "index lists seq {seq} under a {kind:?} key the event does not have"
+                        ));
+                        }
+                    }
+                    Ok(problems.len() < PROBLEMS_LISTED_MAX)
+                })?;
+            for problem in problems {
+                note(&mut report.problems, &mut extra, problem);
+            }
+            if found_entries != expected_entries {
+                note(
+                    &mut report.problems,
+                    &mut extra,
+                    format!(
+                        "the indexes hold {found_entries} posting entries through seq {mark}; the log implies {expected_entries}"
+                    ),
+                );
+            }
+            // The id runs: every id maps to its own event, one per event.
+            let mut ids = 0u64;
+            for run in index.id_runs().iter() {
+                for (id, seq) in run.pairs() {
+                    ids += 1;
+                    checked += 1;
+                    match self.get(seq) {
+                        Ok(event) if event.id.as_bytes() == &id => {}
+                        _ => note(
+                            &mut report.problems,
+                            &mut extra,
+                            format!("id index maps an id to seq {seq}, which has another id"),
+                        ),
+                    }
+                }
+            }
+            let indexed = mark.saturating_sub(first.saturating_sub(1));
+            if ids != indexed {
+                note(
+                    &mut report.problems,
+                    &mut extra,
+                    format!("the id index holds {ids} ids; {indexed} events are indexed"),
+                );
+            }
+            report.index_entries_checked = checked;
+        }
+        if extra > 0 {
+            report
+                .problems
+                .push(format!("... and {extra} more problems"));
+        }
+        Ok(report)
+    }
+
+    pub(crate) fn verify_chain(self: &Arc<Self>, correlation: Uuid) -> Result<ChainReport> {
+        let mut report = ChainReport::default();
+        let mut ids = std::collections::HashMap::new();
+        for event in self.query(&Query::correlation(correlation))? {
+            let event = event?;
+            report.events += 1;
+            match event.causation_id {
+                None => report.roots.push(event.seq),
+                Some(cause) => match ids.get(&cause) {
+                    Some(&parent) if parent < event.seq => {}
+                    _ => report.dangling.push((event.seq, cause)),
+                },
+            }
+            if ids.insert(event.id, event.seq).is_some() {
+                report
+                    .problems
+                    .push(format!("id {} appears twice in the correlation", event.id));
+            }
+        }
+        if report.events == 0 {
+            report
+                .problems
+                .push(format!("no event has correlation id {correlation}"));
+        }
+        Ok(report)
+    }
+}
+
+impl Query {
+    fn during_opt(self, since_us: Option<i64>, until_us: Option<i64>) -> Query {
+        Query {
+            since_us,
+            until_us,
+            ..self
+        }
+    }
+}
+
+fn sort_tree(tree: &mut CausationTree) {
+    let mut stack = vec![tree];
+    while let Some(node) = stack.pop() {
+        node.children.sort_by_key(|c| c.event.seq);
+        stack.extend(node.children.iter_mut());
+    }
+}
+
+/// How many posting entries the indexer writes for `event` (links and
+/// children aside: children are counted when the cause resolves).
+fn posting_entries_of(event: &LoggedEvent) -> usize {
+    1 + usize::from(event.correlation_id.is_some())
+        + usize::from(event.entity.is_some())
+        + usize::from(event.session.is_some())
+        + usize::from(event.actor.is_some())
+        + usize::from(event.causation_id.is_some())
+}
+
+fn split_posting_key(key: &[u8]) -> Option<(u8, &[u8], u64)> {
+    let kind = *key.get(1)?;
+    let len = u16::from_be_bytes(key.get(2..4)?.try_into().ok()?) as usize;
+    let posting_key = key.get(4..4 + len)?;
+    let first = keys::trailing_seq(key)?;
+    (key.len() == 4 + len + 8).then_some((kind, posting_key, first))
+}
+
+fn event_has_posting(shared: &Shared, event: &LoggedEvent, kind: u8, key: &[u8]) -> bool {
+    match kind {
+        k if k == PostingKind::Correlation as u8 => {
+            event
+                .correlation_id
+                .map(|c| *c.as_bytes())
+                .as_ref()
+                .map(|b| &b[..])
+                == Some(key)
+        }
+        k if k == PostingKind::Entity as u8 => {
+            event.entity.as_ref().map(keys::entity_key).as_deref() == Some(key)
+        }
+        k if k == PostingKind::Session as u8 => {
+            event.session.as_deref().map(str::as_bytes) == Some(key)
+        }
+        k if k == PostingKind::Actor as u8 => {
+            event.actor.as_deref().map(str::as_bytes) == Some(key)
+        }
+        k if k == PostingKind::Type as u8 => event.event_type.as_bytes() == key,
+        k if k == PostingKind::Children as u8 => {
+            let Ok(parent) = <[u8; 8]>::try_from(key).map(u64::from_be_bytes) else {
+                return false;
+            };
+            match (event.causation_id, shared.get(parent)) {
+                (Some(cause), Ok(parent_event)) => parent_event.id == cause,
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Checks a dotted type pattern: segments of `[A-Za-z0-9_-]` or `*`.
+pub fn validate_pattern(pattern: &str) -> Result<()> {
+    let valid = !pattern.is_empty()
+        && pattern.split('.').all(|segment| {
+            segment == "*"
+                || (!segment.is_empty()
+                    && segment
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidEvent(format!(
+            "type pattern {pattern:?}: segments must be names ([A-Za-z0-9_-]) or '*', separated by single dots"
+        )))
+    }
+}
+
+/// The query methods, the same on [`crate::Log`] and [`crate::LogReader`].
+macro_rules! query_methods {
+    ($owner:ty) => {
+        impl $owner {
+            /// The events that answer `query`, in sequence order, streamed.
+            pub fn query(&self, query: &Query) -> Result<Events> {
+                self.shared.query(query)
+            }
+
+            /// Every event of a correlation (for example one request).
+            pub fn by_correlation(&self, correlation_id: Uuid) -> Result<Events> {
+                self.shared.query(&Query::correlation(correlation_id))
+            }
+
+            /// Every event of a session.
+            pub fn by_session(&self, session: &str) -> Result<Events> {
+                self.shared.query(&Query::session(session))
+            }
+
+            /// Every event of an actor.
+            pub fn by_actor(&self, actor: &str) -> Result<Events> {
+                self.shared.query(&Query::actor(actor))
+            }
+
+            /// The events whose type matches a dotted pattern, in a time
+            /// window (`..` for all time). Pattern rules: see
+            /// [`crate::type_matches`].
+            pub fn by_type(&self, pattern: &str, window: impl RangeBounds<i64>) -> Result<Events> {
+                self.shared
+                    .query(&Query::all().event_type(pattern).during(window))
+            }
+
+            /// The events whose own timestamps fall in `window`, in
+            /// sequence order. Correct when timestamps do not grow with the
+            /// sequence number; fast when they mostly do (the indexes keep
+            /// each block of 1024 events' time range and skip the blocks
+            /// outside the window).
+            pub fn between(&self, window: impl RangeBounds<i64>) -> Result<Events> {
+                self.shared.query(&Query::all().during(window))
+            }
+
+            /// The events of one entity in a time window (`..` for all).
+            pub fn entity_history(
+                &self,
+                entity_type: &str,
+                entity_id: &str,
+                window: impl RangeBounds<i64>,
+            ) -> Result<Events> {
+                self.shared
+                    .query(&Query::entity(entity_type, entity_id).during(window))
+            }
+
+            /// The entity's events and those of every entity linked to it.
+            /// An event links its entity to another by a metadata entry
+            /// `link.<entity type>` = `<entity id>` (a task event names its
+            /// sprint with `link.sprint = S-1`); links go both ways, so the
+            /// sprint's chain holds its tasks' events and each task's chain
+            /// the sprint's.
+            pub fn entity_chain(&self, entity_type: &str, entity_id: &str) -> Result<Events> {
+                self.shared
+                    .query(&Query::entity(entity_type, entity_id).with_linked_entities())
+            }
+
+            /// The last event of an entity (the key-value view of the log).
+            pub fn latest(
+                &self,
+                entity_type: &str,
+                entity_id: &str,
+            ) -> Result<Option<LoggedEvent>> {
+                self.shared.latest(&Entity {
+                    entity_type: entity_type.to_string(),
+                    entity_id: entity_id.to_string(),
+                })
+            }
+
+            /// The event with this id, if the log holds it.
+            pub fn find_by_id(&self, id: Uuid) -> Result<Option<LoggedEvent>> {
+                self.shared.find_by_id(id)
+            }
+
+            /// The causation chain of an event: its root cause first, the
+            /// event last. The walk stops at a cause the log does not hold.
+            pub fn causation_chain(&self, event_id: Uuid) -> Result<Vec<LoggedEvent>> {
+                self.shared.causation_chain(event_id)
+            }
+
+            /// Everything an event caused, directly or not, as a tree.
+            pub fn descendants(&self, event_id: Uuid) -> Result<CausationTree> {
+                self.shared.descendants(event_id)
+            }
+
+            /// Counts by type, actor, priority, hour and day over a time
+            /// window (`..` for all time).
+            pub fn stats(&self, window: impl RangeBounds<i64>) -> Result<Stats> {
+                self.shared.stats(window_of(window))
+            }
+
+            /// Folds an entity's events with timestamps up to and including
+            /// `at_us`, in sequence order, from `init`.
+            pub fn reconstruct<S>(
+                &self,
+                entity_type: &str,
+                entity_id: &str,
+                at_us: i64,
+                init: S,
+                mut fold: impl FnMut(S, &LoggedEvent) -> S,
+            ) -> Result<S> {
+                let mut state = init;
+                for event in self.entity_history(entity_type, entity_id, ..=at_us)? {
+                    state = fold(state, &event?);
+                }
+                Ok(state)
+            }
+
+            /// The entity as it was at `at_us`: its events' `changes`
+            /// applied in order to an empty JSON object ([`apply_changes`]).
+            pub fn state_at(
+                &self,
+                entity_type: &str,
+                entity_id: &str,
+                at_us: i64,
+            ) -> Result<serde_json::Value> {
+                self.reconstruct(
+                    entity_type,
+                    entity_id,
+                    at_us,
+                    serde_json::Value::Object(serde_json::Map::new()),
+                    apply_changes,
+                )
+            }
+
+            /// Every field change of an entity, with time and actor.
+            pub fn history(&self, entity_type: &str, entity_id: &str) -> Result<Vec<StateChange>> {
+                let mut changes = Vec::new();
+                for event in self.entity_history(entity_type, entity_id, ..)? {
+                    let event = event?;
+                    let Ok(payload) = event.payload_as::<serde_json::Value>() else {
+                        continue;
+                    };
+                    let Some(fields) = payload.get("changes").and_then(|c| c.as_object()) else {
+                        continue;
+                    };
+                    for (field, change) in fields {
+                        changes.push(StateChange {
+                            seq: event.seq,
+                            timestamp_us: event.timestamp_us,
+                            actor: event.actor.clone(),
+                            event_type: event.event_type.clone(),
+                            field: field.clone(),
+                            before: change
+                                .get("before")
+                                .cloned()
+                                .unwrap_or(serde_json::Value::Null),
+                            after: change
+                                .get("after")
+                                .cloned()
+                                .unwrap_or(serde_json::Value::Null),
+                        });
+                    }
+                }
+                Ok(changes)
+            }
+
+            /// Checks the whole log: sequence continuity, every CRC, that
+            /// every causation id names an earlier event, and that the
+            /// indexes agree with the log. Problems are reported, not
+            /// raised; `Err` only when reading fails outright.
+            pub fn verify(&self) -> Result<VerifyReport> {
+                self.shared.verify()
+            }
+
+            /// Checks that the events of one correlation form a causation
+            /// tree: one root, every cause an earlier event of the same
+            /// correlation.
+            pub fn verify_chain(&self, correlation_id: Uuid) -> Result<ChainReport> {
+                self.shared.verify_chain(correlation_id)
+            }
+
+            /// How many published events the indexes have not reached (all
+            /// of them when no index is available).
+            pub fn index_lag(&self) -> u64 {
+                let last = self.shared.marks.last_seq();
+                let status = self.shared.index.status();
+                last.saturating_sub(status.indexed_through)
+            }
+
+            /// Whether queries use the indexes, how far they reach, and
+            /// whether they were rebuilt at open.
+            pub fn index_status(&self) -> crate::index::IndexStatus {
+                self.shared.index.status()
+            }
+        }
+    };
+}
+
+fn window_of(range: impl RangeBounds<i64>) -> (Option<i64>, Option<i64>) {
+    window(range)
+}
+
+query_methods!(crate::log::Log);
+query_methods!(crate::log::LogReader);
+
+impl crate::log::Log {
+    /// Rebuilds every secondary index from the log and returns once they
+    /// cover every event published when it was called. Queries stay
+    /// correct meanwhile (they scan what is not indexed).
+    pub fn reindex(&self) -> Result<u64> {
+        self.reindex_with_progress(|_, _| {})
+    }
+
+    /// [`Self::reindex`], calling `progress(done, total)` as it goes.
+    pub fn reindex_with_progress(&self, mut progress: impl FnMut(u64, u64)) -> Result<u64> {
+        let Some(indexer) = self.indexer_handle() else {
+            return Err(Error::Index {
+                path: self.shared.dir.join(crate::index::INDEX_DIR),
+                message: self
+                    .shared
+                    .index
+                    .status()
+                    .unavailable_because
+                    .unwrap_or_else(|| "secondary indexes are off".into()),
+            });
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        indexer.request_reindex(crate::index::indexer::Reindex { progress: tx });
+        let mut total = 0;
+        for message in rx.iter() {
+            let (done, of) = message?;
+            progress(done, of);
+            total = of;
+        }
+        Ok(total)
+    }
+}
