@@ -793,18 +793,7 @@ impl Shared {
     ) -> Result<Vec<u64>> {
         let mut children = Vec::new();
         if let Some(index) = index {
-            let key = seq.to_be_bytes();
-            let mut from = 1;
-            while let Some(next) = index.postings(
-                PostingKind::Children,
-                &key,
-                from,
-                mark,
-                usize::MAX,
-                &mut children,
-            )? {
-                from = next;
-            }
+            children = index.children(seq, mark)?;
         }
         let from = (mark + 1).max(self.first_readable()).max(seq + 1);
         if from <= last {
@@ -1038,9 +1027,10 @@ impl Shared {
                 }
                 previous = Some(event.seq);
                 report.events_checked += 1;
+                let mut cause_indexed = false;
                 if let Some(cause) = event.causation_id {
                     match self.seq_of_id(cause)? {
-                        Some(parent) if parent < event.seq => {}
+                        Some(parent) if parent < event.seq => cause_indexed = true,
                         Some(parent) => note(
                             &mut report.problems,
                             &mut extra,
@@ -1057,7 +1047,8 @@ impl Shared {
                     }
                 }
                 if event.seq <= mark {
-                    expected_entries += posting_entries_of(&event) as u64;
+                    expected_entries +=
+                        posting_entries_of(&event) as u64 + u64::from(cause_indexed);
                 }
             }
         }
@@ -1074,6 +1065,39 @@ impl Shared {
                         problems.push("a posting key is malformed".to_string());
                         return Ok(true);
                     };
+                    if kind == PostingKind::Children as u8 {
+                        let Ok(block) = <[u8; 8]>::try_from(posting_key).map(u64::from_be_bytes)
+                        else {
+                            problems.push("a causation-link key is malformed".to_string());
+                            return Ok(true);
+                        };
+                        let mut links = Vec::new();
+                        let block_start = block * keys::CHILDREN_BLOCK_PARENTS;
+                        if keys::decode_links(first_seq, block_start, value, &mut links).is_err() {
+                            problems.push(format!("causation links at seq {first_seq} do not decode"));
+                            return Ok(true);
+                        }
+                        for (parent, child) in links {
+                            if child > mark {
+                                continue;
+                            }
+                            found_entries += 1;
+                            checked += 1;
+                            let linked = match (self.get(child), self.get(parent)) {
+                                (Ok(child_event), Ok(parent_event)) => {
+                                    parent < child
+                                        && child_event.causation_id == Some(parent_event.id)
+                                }
+                                _ => false,
+                            };
+                            if !linked {
+                                problems.push(format!(
+                                    "index says seq {parent} caused seq {child}; the events disagree"
+                                ));
+                            }
+                        }
+                        return Ok(problems.len() < PROBLEMS_LISTED_MAX);
+                    }
                     let mut seqs = Vec::new();
                     if keys::decode_chunk(first_seq, value, &mut seqs).is_err() {
                         problems.push(format!("posting chunk at seq {first_seq} does not decode"));
@@ -1094,7 +1118,7 @@ impl Shared {
                                 continue;
                             }
                         };
-                        if !event_has_posting(self, &event, kind, posting_key) {
+                        if !event_has_posting(&event, kind, posting_key) {
                             problems.push(format!(
                             "index lists seq {seq} under a {kind:?} key the event does not have"
                         ));
@@ -1194,14 +1218,13 @@ fn sort_tree(tree: &mut CausationTree) {
     }
 }
 
-/// How many posting entries the indexer writes for `event` (links and
-/// children aside: children are counted when the cause resolves).
+/// How many posting entries the indexer writes for `event`, its
+/// causation link aside (written only when the cause is an earlier event).
 fn posting_entries_of(event: &LoggedEvent) -> usize {
     1 + usize::from(event.correlation_id.is_some())
         + usize::from(event.entity.is_some())
         + usize::from(event.session.is_some())
         + usize::from(event.actor.is_some())
-        + usize::from(event.causation_id.is_some())
 }
 
 fn split_posting_key(key: &[u8]) -> Option<(u8, &[u8], u64)> {
@@ -1212,7 +1235,7 @@ fn split_posting_key(key: &[u8]) -> Option<(u8, &[u8], u64)> {
     (key.len() == 4 + len + 8).then_some((kind, posting_key, first))
 }
 
-fn event_has_posting(shared: &Shared, event: &LoggedEvent, kind: u8, key: &[u8]) -> bool {
+fn event_has_posting(event: &LoggedEvent, kind: u8, key: &[u8]) -> bool {
     match kind {
         k if k == PostingKind::Correlation as u8 => {
             event
@@ -1232,15 +1255,6 @@ fn event_has_posting(shared: &Shared, event: &LoggedEvent, kind: u8, key: &[u8])
             event.actor.as_deref().map(str::as_bytes) == Some(key)
         }
         k if k == PostingKind::Type as u8 => event.event_type.as_bytes() == key,
-        k if k == PostingKind::Children as u8 => {
-            let Ok(parent) = <[u8; 8]>::try_from(key).map(u64::from_be_bytes) else {
-                return false;
-            };
-            match (event.causation_id, shared.get(parent)) {
-                (Some(cause), Ok(parent_event)) => parent_event.id == cause,
-                _ => false,
-            }
-        }
         _ => false,
     }
 }

@@ -140,10 +140,15 @@ struct OpenChunk {
     seqs: Vec<u64>,
 }
 
+/// A causation-link chunk's first child seq and its `(parent, child)` links.
+type OpenLinkChunk = (u64, Vec<(u64, u64)>);
+
 pub(crate) struct Indexer {
     shared: Arc<Shared>,
     pub(crate) state: Arc<IndexState>,
     open_chunks: HashMap<Vec<u8>, OpenChunk>,
+    /// The same for causation-link chunks: first child seq and links.
+    open_link_chunks: HashMap<Vec<u8>, OpenLinkChunk>,
     counters: HashMap<Vec<u8>, u64>,
     known_links: HashSet<Vec<u8>>,
     known_types: HashSet<String>,
@@ -155,6 +160,7 @@ impl Indexer {
             shared,
             state,
             open_chunks: HashMap::new(),
+            open_link_chunks: HashMap::new(),
             counters: HashMap::new(),
             known_links: HashSet::new(),
             known_types: HashSet::new(),
@@ -210,6 +216,7 @@ impl Indexer {
     fn rebuild(&mut self, request: &Reindex) -> Result<u64> {
         super::reset_store(&self.state)?;
         self.open_chunks.clear();
+        self.open_link_chunks.clear();
         self.counters.clear();
         self.known_links.clear();
         self.known_types.clear();
@@ -225,6 +232,7 @@ impl Indexer {
     /// Indexes events `from..=through` in one atomic store batch.
     pub fn index_range(&mut self, from: u64, through: u64) -> Result<()> {
         let mut postings: HashMap<Vec<u8>, Vec<u64>> = HashMap::new();
+        let mut links: HashMap<Vec<u8>, Vec<(u64, u64)>> = HashMap::new();
         let mut id_pairs: Vec<([u8; 16], u64)> = Vec::with_capacity((through - from + 1) as usize);
         let mut batch_ids: HashMap<[u8; 16], u64> = HashMap::new();
         let mut blocks: HashMap<u64, (i64, i64)> = HashMap::new();
@@ -243,6 +251,7 @@ impl Indexer {
             self.add_event(
                 &event,
                 &mut postings,
+                &mut links,
                 &mut batch_ids,
                 &mut blocks,
                 &mut stat_deltas,
@@ -256,6 +265,7 @@ impl Indexer {
         }
         let mut batch = StoreBatch::default();
         self.write_postings(postings, &mut batch);
+        self.write_links(links, &mut batch);
         // The id run of this batch, merged into the runs before it.
         let mut runs: Vec<IdRun> = self.state.id_runs().as_ref().clone();
         let gone = push_and_merge(&mut runs, IdRun::from_pairs(from, through, id_pairs));
@@ -325,6 +335,7 @@ impl Indexer {
         &mut self,
         event: &LoggedEvent,
         postings: &mut HashMap<Vec<u8>, Vec<u64>>,
+        links: &mut HashMap<Vec<u8>, Vec<(u64, u64)>>,
         batch_ids: &mut HashMap<[u8; 16], u64>,
         blocks: &mut HashMap<u64, (i64, i64)>,
         stat_deltas: &mut HashMap<Vec<u8>, u64>,
@@ -361,7 +372,14 @@ impl Indexer {
             // A cause the log does not hold (yet) has no children list;
             // `verify` reports it.
             if let Some(parent) = parent.filter(|&p| p < seq) {
-                post(PostingKind::Children, &parent.to_be_bytes());
+                let block = parent / keys::CHILDREN_BLOCK_PARENTS;
+                links
+                    .entry(keys::posting_prefix(
+                        PostingKind::Children,
+                        &block.to_be_bytes(),
+                    ))
+                    .or_default()
+                    .push((parent, seq));
             }
         }
         batch_ids.insert(*event.id.as_bytes(), seq);
@@ -424,6 +442,30 @@ impl Indexer {
             }
         }
         Ok(())
+    }
+
+    fn write_links(&mut self, links: HashMap<Vec<u8>, Vec<(u64, u64)>>, batch: &mut StoreBatch) {
+        if self.open_link_chunks.len() > REMEMBERED_KEYS_MAX {
+            self.open_link_chunks.clear();
+        }
+        let mut value = Vec::new();
+        for (prefix, pairs) in links {
+            let block_start =
+                keys::trailing_seq(&prefix).unwrap_or(0) * keys::CHILDREN_BLOCK_PARENTS;
+            let (first_seq, pairs) = match self.open_link_chunks.remove(&prefix) {
+                Some((first, mut open)) if open.len() + pairs.len() <= CHUNK_SEQS_MAX => {
+                    open.extend_from_slice(&pairs);
+                    (first, open)
+                }
+                _ => (pairs[0].1, pairs),
+            };
+            value.clear();
+            keys::encode_links(first_seq, block_start, &pairs, &mut value);
+            batch.put(keys::with_seq(&prefix, first_seq), value.clone());
+            if pairs.len() < CHUNK_SEQS_MAX {
+                self.open_link_chunks.insert(prefix, (first_seq, pairs));
+            }
+        }
     }
 
     fn write_postings(&mut self, postings: HashMap<Vec<u8>, Vec<u64>>, batch: &mut StoreBatch) {

@@ -35,9 +35,17 @@ pub(crate) enum PostingKind {
     Session = 3,
     Actor = 4,
     Type = 5,
-    /// Events whose causation id is the event with this sequence number.
+    /// Causation links `(parent seq, child seq)` of the parents in one
+    /// block of `CHILDREN_BLOCK_PARENTS` seqs, keyed by the block number
+    /// (u64 BE): one list per block rather than per parent, because most
+    /// events cause one or two others and a list per parent would be a
+    /// store entry per event.
     Children = 6,
 }
+
+/// Parents per block of causation links: the block of parent `p` is
+/// `p / CHILDREN_BLOCK_PARENTS`.
+pub(crate) const CHILDREN_BLOCK_PARENTS: u64 = 1024;
 
 /// Events per time block: the block of `seq` is `seq / TIME_BLOCK_EVENTS`.
 pub(crate) const TIME_BLOCK_EVENTS: u64 = 1024;
@@ -137,6 +145,54 @@ pub(crate) fn decode_chunk(
     }
     if at != bytes.len() {
         return Err(CorruptKind::Index("posting chunk has trailing bytes"));
+    }
+    Ok(())
+}
+
+/// Causation-link chunk value: count (varint), then per link the parent's
+/// offset in its block (varint) and the child seq as a varint delta from
+/// the previous child (the first from the chunk's first seq). Links are in
+/// child order.
+pub(crate) fn encode_links(
+    first_seq: u64,
+    block_start: u64,
+    links: &[(u64, u64)],
+    out: &mut Vec<u8>,
+) {
+    put_varint(out, links.len() as u64);
+    let mut previous = first_seq;
+    for &(parent, child) in links {
+        put_varint(out, parent - block_start);
+        put_varint(out, child - previous);
+        previous = child;
+    }
+}
+
+pub(crate) fn decode_links(
+    first_seq: u64,
+    block_start: u64,
+    bytes: &[u8],
+    out: &mut Vec<(u64, u64)>,
+) -> Result<(), CorruptKind> {
+    let mut at = 0;
+    let count = get_varint(bytes, &mut at)?;
+    if count > bytes.len() as u64 {
+        return Err(CorruptKind::Index("link chunk count exceeds its bytes"));
+    }
+    let mut previous = first_seq;
+    for _ in 0..count {
+        let offset = get_varint(bytes, &mut at)?;
+        if offset >= CHILDREN_BLOCK_PARENTS {
+            return Err(CorruptKind::Index("link parent outside its block"));
+        }
+        let delta = get_varint(bytes, &mut at)?;
+        previous = previous
+            .checked_add(delta)
+            .ok_or(CorruptKind::Index("link chunk seq overflows"))?;
+        out.push((block_start + offset, previous));
+    }
+    if at != bytes.len() {
+        return Err(CorruptKind::Index("link chunk has trailing bytes"));
     }
     Ok(())
 }

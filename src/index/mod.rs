@@ -237,6 +237,47 @@ impl IndexState {
         }
     }
 
+    /// The seqs of the events caused by the event at `parent` (children
+    /// <= `through`), in order.
+    pub fn children(&self, parent: u64, through: u64) -> Result<Vec<u64>> {
+        let block = parent / keys::CHILDREN_BLOCK_PARENTS;
+        let prefix = keys::posting_prefix(PostingKind::Children, &block.to_be_bytes());
+        let mut children = Vec::new();
+        let mut links = Vec::new();
+        let mut failure = None;
+        self.store
+            .visit(&prefix, &keys::prefix_end(&prefix), &mut |key, value| {
+                let first = keys::trailing_seq(key).unwrap_or(0);
+                if first > through {
+                    return Ok(false);
+                }
+                links.clear();
+                if let Err(kind) = keys::decode_links(
+                    first,
+                    block * keys::CHILDREN_BLOCK_PARENTS,
+                    value,
+                    &mut links,
+                ) {
+                    failure = Some(kind);
+                    return Ok(false);
+                }
+                children.extend(
+                    links
+                        .iter()
+                        .filter(|&&(p, child)| p == parent && child <= through)
+                        .map(|&(_, child)| child),
+                );
+                Ok(true)
+            })?;
+        if let Some(kind) = failure {
+            return Err(Error::Index {
+                path: self.path.clone(),
+                message: format!("causation links: {kind}"),
+            });
+        }
+        Ok(children)
+    }
+
     /// The last seq of a posting list that is <= `through`.
     pub fn last_posting(&self, kind: PostingKind, key: &[u8], through: u64) -> Result<Option<u64>> {
         let prefix = keys::posting_prefix(kind, key);
