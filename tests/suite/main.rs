@@ -19,6 +19,7 @@ mod faults;
 mod fixtures;
 mod fuzz_regressions;
 mod hardening;
+mod index_props;
 mod model;
 mod queries;
 mod recovery;
