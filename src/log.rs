@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::event::{Event, LoggedEvent};
+use crate::event::{Entity, Event, LoggedEvent};
 use crate::options::Options;
 use crate::record::{body_bytes_max, encode_body, RECORD_HEADER_BYTES};
 use crate::recovery::{self, Opened, RecoveryReport};
@@ -178,6 +178,48 @@ impl Shared {
         })
     }
 
+    /// Calls `each` with the sequence number and body of every published
+    /// event in `from_seq..=through_seq`, in order, every CRC checked.
+    pub(crate) fn scan_bodies(
+        &self,
+        from_seq: u64,
+        through_seq: u64,
+        each: &mut crate::segment::BodyVisitor<'_>,
+    ) -> Result<()> {
+        self.check_poison()?;
+        let from_seq = from_seq.max(self.first_seq.load(Ordering::Acquire));
+        let through_seq = through_seq.min(self.marks.last_seq());
+        if from_seq > through_seq {
+            return Ok(());
+        }
+        self.while_open(|| {
+            for segment in self.segments() {
+                if segment.first_seq > through_seq {
+                    break;
+                }
+                segment.scan_bodies(from_seq, through_seq, self.options.record_bytes_max, each)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The version of `entity` as of `through_seq`: how many of its events
+    /// have sequence numbers up to it. A scan of the log for now (meant to
+    /// become an index lookup plus a scan of the tail the index has not
+    /// caught up with); the writer asks only on a miss of its own cache.
+    pub(crate) fn entity_version(&self, entity: &Entity, through_seq: u64) -> Result<u64> {
+        let mut version = 0u64;
+        self.scan_bodies(1, through_seq, &mut |_, body| {
+            if let Some((entity_type, entity_id)) = crate::record::body_entity(body)? {
+                if entity_type == entity.entity_type && entity_id == entity.entity_id {
+                    version += 1;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(version)
+    }
+
     fn first_seq(&self) -> Option<u64> {
         let first = self.first_seq.load(Ordering::Acquire);
         let last = self.marks.last_seq();
@@ -306,16 +348,25 @@ impl Log {
         let mut batch = PreparedBatch {
             records: Vec::with_capacity(capacity),
             record_ends: Vec::with_capacity(events.len()),
+            ids: Vec::with_capacity(events.len()),
+            id_set_by_caller: Vec::with_capacity(events.len()),
+            expected_versions: Vec::new(),
         };
         let now_us = now_micros();
-        for event in events {
+        for (index, event) in events.iter().enumerate() {
             event.validate()?;
             let start = batch.records.len();
             // Room for the header, which the writer fills in.
             batch.records.resize(start + RECORD_HEADER_BYTES, 0);
+            let id = event.id.unwrap_or_else(Uuid::now_v7);
+            batch.ids.push(id);
+            batch.id_set_by_caller.push(event.id.is_some());
+            if let Some(expected) = event.expected_version {
+                batch.expected_versions.push((index, expected));
+            }
             encode_body(
                 event,
-                event.id.unwrap_or_else(Uuid::now_v7),
+                id,
                 event.timestamp_us.unwrap_or(now_us),
                 &mut batch.records,
             );
@@ -328,6 +379,7 @@ impl Log {
             }
             batch.record_ends.push(batch.records.len());
         }
+        batch.check_ids_unique()?;
         let batch_bytes_max = options.segment_bytes_max - SEGMENT_HEADER_BYTES;
         if batch.record_bytes() > batch_bytes_max || batch.len() > u64::from(u32::MAX) {
             return Err(Error::BatchTooLarge {
@@ -368,6 +420,19 @@ impl Log {
     /// the `Log`; after `close` it returns `Error::Closed`.
     pub fn iter(&self, range: impl RangeBounds<u64>) -> Result<Iter> {
         self.shared.iter(range)
+    }
+
+    /// The version of an entity: how many of its events the log holds, as
+    /// of the last published event. This is the value to pass to
+    /// [`Event::expected_version`] for the entity's next event. (It scans
+    /// the log, which is slow on a large log.)
+    pub fn entity_version(&self, entity_type: &str, entity_id: &str) -> Result<u64> {
+        let entity = Entity {
+            entity_type: entity_type.to_owned(),
+            entity_id: entity_id.to_owned(),
+        };
+        self.shared
+            .entity_version(&entity, self.shared.marks.last_seq())
     }
 
     /// The lowest sequence number in the log, if any event is.
