@@ -396,3 +396,57 @@ impl Verdict {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(capacity: usize) -> IdWindow {
+        IdWindow {
+            capacity,
+            seqs: HashMap::new(),
+            order: VecDeque::new(),
+            loaded: true,
+        }
+    }
+
+    // The window forgets the oldest ids first, and an id that came back
+    // (appended again after leaving) keeps its later seq when its earlier
+    // entry is evicted.
+    #[test]
+    fn window_evicts_fifo_and_keeps_the_later_seq() {
+        let mut w = window(3);
+        let id = |n: u128| Uuid::from_u128(n);
+        for (n, seq) in [(1, 1), (2, 2), (3, 3)] {
+            w.insert(id(n), seq);
+        }
+        w.insert(id(4), 4);
+        assert_eq!(w.seqs.get(&id(1)), None);
+        assert_eq!(w.seqs.get(&id(2)), Some(&2));
+        w.insert(id(2), 5);
+        w.insert(id(6), 6);
+        // The entry (2, 2) is evicted now, but 2 is in the window at 5.
+        assert_eq!(w.seqs.get(&id(2)), Some(&5));
+        assert_eq!(w.seqs.get(&id(3)), None);
+        assert!(w.seqs.len() <= 3 && w.order.len() == 3);
+    }
+
+    // The version cache counts only entities it holds and finds them by
+    // borrowed strings.
+    #[test]
+    fn version_cache_counts_only_cached_entities() {
+        let mut cache = VersionCache::default();
+        assert!(cache.is_empty());
+        cache.count_event(("task", "T-1"));
+        assert_eq!(cache.get(("task", "T-1")), None);
+        cache.insert(("task", "T-1"), 4);
+        cache.insert(("task", "T-1"), 5);
+        assert_eq!(cache.entities, 1);
+        cache.count_event(("task", "T-1"));
+        cache.count_event(("task", "T-2"));
+        assert_eq!(cache.get(("task", "T-1")), Some(6));
+        assert_eq!(cache.get(("task", "T-2")), None);
+        cache.clear();
+        assert!(cache.is_empty());
+    }
+}

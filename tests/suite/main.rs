@@ -19,5 +19,6 @@ mod faults;
 mod fixtures;
 mod fuzz_regressions;
 mod hardening;
+mod idempotent;
 mod model;
 mod recovery;
