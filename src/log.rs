@@ -307,6 +307,14 @@ impl Log {
     /// as the options say. The event is its own atomic unit: after a crash
     /// it is in the log whole or not at all, whatever happened to events
     /// appended beside it.
+    ///
+    /// If the event's caller-set id ([`Event::id`]) is already among the
+    /// last [`Options::dedup_window`] events, nothing is written and the
+    /// existing event's sequence number is returned: a retry after a lost
+    /// answer is safe. An id older than that window is not detected, and
+    /// the event is appended again. With [`Event::expected_version`] the
+    /// append fails with [`Error::VersionConflict`] unless its entity has
+    /// exactly that many events.
     pub fn append(&self, event: Event) -> Result<u64> {
         let batch = self.prepare(std::slice::from_ref(&event))?;
         self.submit(batch)
@@ -314,6 +322,15 @@ impl Log {
 
     /// Appends events atomically: after a crash either all of them are in
     /// the log or none is. Returns their sequence numbers.
+    ///
+    /// Duplicates (see [`Log::append`]): a batch whose events are all in
+    /// the duplicate window, at consecutive sequence numbers in the same
+    /// order, returns that existing range and writes nothing; a batch of
+    /// which only some events are there (or not as that same run) fails
+    /// with [`Error::DuplicateInBatch`] and writes nothing. One id given
+    /// to two events of the batch is [`Error::InvalidEvent`]. Expected
+    /// versions count the batch's earlier events, and one conflict
+    /// refuses the whole batch.
     pub fn append_batch(&self, events: &[Event]) -> Result<Range<u64>> {
         if events.is_empty() {
             let next = self.shared.marks.last_seq() + 1;
