@@ -122,6 +122,27 @@ pub enum Error {
     /// The log has been closed.
     #[error("the log is closed")]
     Closed,
+
+    /// A batch holds an event whose caller-set id is already in the log
+    /// (within the duplicate window, see [`crate::Options::dedup_window`])
+    /// while other events of the batch are new, or the duplicates are not
+    /// the same events in the same order: the batch is neither a clean
+    /// retry nor new, so nothing of it was written.
+    #[error("event id {id} is already in the log at sequence number {existing_seq}, but the rest of the batch is not that same earlier batch")]
+    DuplicateInBatch { id: uuid::Uuid, existing_seq: u64 },
+
+    /// A conditional append (see [`crate::Event::expected_version`]) found
+    /// its entity at another version than expected: another event got
+    /// there first. Nothing of the request was written. `actual` is the
+    /// number of events the entity had, counting the events before the
+    /// conditional one in the same request.
+    #[error("version conflict on entity {entity_type}/{entity_id}: expected version {expected}, but it is at version {actual}")]
+    VersionConflict {
+        entity_type: String,
+        entity_id: String,
+        expected: u64,
+        actual: u64,
+    },
 }
 
 /// What exactly is wrong with corrupt bytes.
@@ -220,6 +241,7 @@ impl From<Error> for std::io::Error {
             | Error::BatchTooLarge { .. }
             | Error::EventJson(_)
             | Error::Payload(_) => std::io::ErrorKind::InvalidInput,
+            Error::DuplicateInBatch { .. } => std::io::ErrorKind::AlreadyExists,
             _ => std::io::ErrorKind::Other,
         };
         std::io::Error::new(kind, error)
@@ -291,6 +313,13 @@ impl Error {
             },
             Error::Internal(what) => Error::Internal(what),
             Error::Closed => Error::Closed,
+            // Reading the log back (to rebuild the duplicate window or
+            // count an entity's events) can meet damage.
+            Error::Corrupt { file, offset, kind } => Error::Corrupt {
+                file: file.clone(),
+                offset: *offset,
+                kind: kind.clone(),
+            },
             _ => Error::Internal("an unexpected error failed a commit group"),
         }
     }

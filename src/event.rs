@@ -244,6 +244,9 @@ pub struct Event {
     pub(crate) traceparent: Option<String>,
     pub(crate) metadata: BTreeMap<String, String>,
     pub(crate) payload: Payload,
+    /// How many events the entity must have before this one; checked by
+    /// the writer, never stored.
+    pub(crate) expected_version: Option<u64>,
     /// True when the JSON payload is known to parse (written by
     /// `serde_json`, or already parsed when it was set), so `validate` need
     /// not parse it again.
@@ -267,6 +270,7 @@ impl Event {
             traceparent: None,
             metadata: BTreeMap::new(),
             payload: Payload::Empty,
+            expected_version: None,
             payload_is_known_json: false,
         }
     }
@@ -359,6 +363,30 @@ impl Event {
         self
     }
 
+    /// Makes the append conditional: it succeeds only if the event's
+    /// entity has exactly `count` events in the log before this one (0:
+    /// "no events yet"), counting the events before it in the same
+    /// request. Otherwise the whole request (the `append`, or the whole
+    /// `append_batch`) fails with [`Error::VersionConflict`] naming the
+    /// actual version, and nothing of it is written. The check and the
+    /// append are one step of the writer thread, so of several threads
+    /// that append with the same expected version exactly one succeeds.
+    ///
+    /// The event must have an [`Event::entity`]. The expected version is
+    /// not stored with the event. An append whose caller-set id is already
+    /// in the log (see [`crate::Options::dedup_window`]) returns the
+    /// existing sequence number without checking the version, so that
+    /// retrying a conditional append that succeeded is not a conflict.
+    pub fn expected_version(mut self, count: u64) -> Event {
+        self.expected_version = Some(count);
+        self
+    }
+
+    /// The expected version set with [`Event::expected_version`], if any.
+    pub fn get_expected_version(&self) -> Option<u64> {
+        self.expected_version
+    }
+
     /// The id set on this event, or a fresh UUID v7 (not stored: pass it
     /// back with [`Event::id`] to use it).
     pub fn id_or_new(&self) -> Uuid {
@@ -396,6 +424,10 @@ impl Event {
         if let Some(entity) = &self.entity {
             check("entity type", &entity.entity_type)?;
             check("entity id", &entity.entity_id)?;
+        } else if let Some(expected) = self.expected_version {
+            return Err(Error::InvalidEvent(format!(
+                "expected version {expected} given without an entity: a version is the count of an entity's events"
+            )));
         }
         for (what, value) in [
             ("actor", &self.actor),

@@ -1,7 +1,8 @@
 //! The JSON form of events used by the command-line tools: one object per
 //! event with the field names `seq, id, type, timestamp, correlation_id,
 //! causation_id, entity {type, id}, actor, session, priority, traceparent,
-//! metadata, payload` (plus `payload_hex` for byte payloads). Other
+//! metadata, payload` (plus `payload_hex` for byte payloads), and on input
+//! only `expected_version` (a conditional append; not stored). Other
 //! programs rely on these names; extend, never rename.
 
 use std::collections::BTreeMap;
@@ -58,6 +59,9 @@ struct EventJsonIn {
     payload: Option<Box<RawValue>>,
     #[serde(default)]
     payload_hex: Option<String>,
+    /// Makes the append conditional (never stored, so never written out).
+    #[serde(default)]
+    expected_version: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -193,7 +197,8 @@ fn stored_json(text: &str) -> Box<RawValue> {
 /// appended to another log. `timestamp`, when given, must be an RFC 3339
 /// string (any offset); a number is refused rather than guessed at (seconds?
 /// microseconds?). `payload` is kept as written, without the whitespace
-/// between its tokens.
+/// between its tokens. `expected_version`, a non-negative integer, makes
+/// the append conditional (see [`Event::expected_version`]).
 pub fn event_from_json(text: &str) -> Result<Event> {
     let wire: EventJsonIn = serde_json::from_str(text).map_err(Error::EventJson)?;
     let mut event = Event::new(wire.event_type);
@@ -250,6 +255,9 @@ pub fn event_from_json(text: &str) -> Result<Event> {
         (None, Some(hex_text)) => event = event.bytes_payload(unhex(&hex_text)?),
         (None, None) => {}
     }
+    if let Some(expected) = wire.expected_version {
+        event = event.expected_version(expected);
+    }
     event.validate()?;
     Ok(event)
 }
@@ -295,6 +303,37 @@ mod tests {
             parse_timestamp("2026-01-01T01:00:00+01:00").unwrap(),
             1_767_225_600_000_000
         );
+    }
+
+    // `expected_version` is read as a count and needs an entity; a
+    // negative or fractional one is refused like any ill-typed field.
+    #[test]
+    fn json_expected_version_is_a_count_with_an_entity() {
+        let event = event_from_json(
+            r#"{"type":"a.b","entity":{"type":"task","id":"T-1"},"expected_version":3}"#,
+        )
+        .unwrap();
+        assert_eq!(event.get_expected_version(), Some(3));
+        assert_eq!(
+            event_from_json(r#"{"type":"a.b"}"#)
+                .unwrap()
+                .get_expected_version(),
+            None
+        );
+        for bad in [
+            r#"{"type":"a.b","entity":{"type":"task","id":"T-1"},"expected_version":-1}"#,
+            r#"{"type":"a.b","entity":{"type":"task","id":"T-1"},"expected_version":1.5}"#,
+            r#"{"type":"a.b","entity":{"type":"task","id":"T-1"},"expected_version":"1"}"#,
+        ] {
+            assert!(
+                matches!(event_from_json(bad), Err(Error::EventJson(_))),
+                "{bad} accepted"
+            );
+        }
+        assert!(matches!(
+            event_from_json(r#"{"type":"a.b","expected_version":0}"#),
+            Err(Error::InvalidEvent(m)) if m.contains("without an entity")
+        ));
     }
 
     #[test]

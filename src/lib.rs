@@ -31,6 +31,7 @@
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod admission;
 mod codec;
 mod compact;
 pub mod dump;
@@ -138,7 +139,9 @@ pub use index::indexer::LINK_METADATA_PREFIX;
 pub use index::IndexStatus;
 pub use log::{Iter, Log, LogReader};
 pub use lost_found::{LostFoundCopy, LOST_FOUND_BYTES_MAX};
-pub use options::{Durability, Options, RECORD_BYTES_LIMIT, SEGMENT_BYTES_MIN};
+pub use options::{
+    Durability, Options, DEDUP_WINDOW_IDS_DEFAULT, RECORD_BYTES_LIMIT, SEGMENT_BYTES_MIN,
+};
 pub use query::{
     apply_changes, validate_pattern, CausationTree, ChainReport, Events, Query, StateChange, Stats,
     VerifyReport,

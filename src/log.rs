@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::event::{Event, LoggedEvent};
+use crate::event::{Entity, Event, LoggedEvent};
 use crate::options::Options;
 use crate::record::{body_bytes_max, encode_body, RECORD_HEADER_BYTES};
 use crate::recovery::{self, Opened, RecoveryReport};
@@ -187,6 +187,59 @@ impl Shared {
         })
     }
 
+    /// Calls `each` with the sequence number and body of every published
+    /// event in `from_seq..=through_seq`, in order, every CRC checked.
+    pub(crate) fn scan_bodies(
+        &self,
+        from_seq: u64,
+        through_seq: u64,
+        each: &mut crate::segment::BodyVisitor<'_>,
+    ) -> Result<()> {
+        self.check_poison()?;
+        let from_seq = from_seq.max(self.first_seq.load(Ordering::Acquire));
+        let through_seq = through_seq.min(self.marks.last_seq());
+        if from_seq > through_seq {
+            return Ok(());
+        }
+        self.while_open(|| {
+            for segment in self.segments() {
+                if segment.first_seq > through_seq {
+                    break;
+                }
+                segment.scan_bodies(from_seq, through_seq, self.options.record_bytes_max, each)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The version of `entity` as of `through_seq`: how many of its events
+    /// have sequence numbers up to it. Counted in the entity index up to
+    /// its mark, then by a scan of the bodies after it (the writer asks
+    /// only on a miss of its own cache).
+    pub(crate) fn entity_version(&self, entity: &Entity, through_seq: u64) -> Result<u64> {
+        let (mut version, from) = match self.index.get() {
+            Some(index) => {
+                let mark = index.mark().min(through_seq);
+                let key = crate::index::keys::entity_key(entity);
+                let indexed =
+                    index.count_postings(crate::index::keys::PostingKind::Entity, &key, mark)?;
+                (indexed, mark + 1)
+            }
+            None => (0, 1),
+        };
+        if from <= through_seq {
+            self.scan_bodies(from, through_seq, &mut |_, body| {
+                if let Some((entity_type, entity_id)) = crate::record::body_entity(body)? {
+                    if entity_type == entity.entity_type && entity_id == entity.entity_id {
+                        version += 1;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(version)
+    }
+
     fn first_seq(&self) -> Option<u64> {
         let first = self.first_seq.load(Ordering::Acquire);
         let last = self.marks.last_seq();
@@ -287,6 +340,14 @@ impl Log {
     /// as the options say. The event is its own atomic unit: after a crash
     /// it is in the log whole or not at all, whatever happened to events
     /// appended beside it.
+    ///
+    /// If the event's caller-set id ([`Event::id`]) is already among the
+    /// last [`Options::dedup_window`] events, nothing is written and the
+    /// existing event's sequence number is returned: a retry after a lost
+    /// answer is safe. An id older than that window is not detected, and
+    /// the event is appended again. With [`Event::expected_version`] the
+    /// append fails with [`Error::VersionConflict`] unless its entity has
+    /// exactly that many events.
     pub fn append(&self, event: Event) -> Result<u64> {
         let batch = self.prepare(std::slice::from_ref(&event))?;
         self.submit(batch)
@@ -294,6 +355,15 @@ impl Log {
 
     /// Appends events atomically: after a crash either all of them are in
     /// the log or none is. Returns their sequence numbers.
+    ///
+    /// Duplicates (see [`Log::append`]): a batch whose events are all in
+    /// the duplicate window, at consecutive sequence numbers in the same
+    /// order, returns that existing range and writes nothing; a batch of
+    /// which only some events are there (or not as that same run) fails
+    /// with [`Error::DuplicateInBatch`] and writes nothing. One id given
+    /// to two events of the batch is [`Error::InvalidEvent`]. Expected
+    /// versions count the batch's earlier events, and one conflict
+    /// refuses the whole batch.
     pub fn append_batch(&self, events: &[Event]) -> Result<Range<u64>> {
         if events.is_empty() {
             let next = self.shared.marks.last_seq() + 1;
@@ -328,16 +398,25 @@ impl Log {
         let mut batch = PreparedBatch {
             records: Vec::with_capacity(capacity),
             record_ends: Vec::with_capacity(events.len()),
+            ids: Vec::with_capacity(events.len()),
+            id_set_by_caller: Vec::with_capacity(events.len()),
+            expected_versions: Vec::new(),
         };
         let now_us = now_micros();
-        for event in events {
+        for (index, event) in events.iter().enumerate() {
             event.validate()?;
             let start = batch.records.len();
             // Room for the header, which the writer fills in.
             batch.records.resize(start + RECORD_HEADER_BYTES, 0);
+            let id = event.id.unwrap_or_else(Uuid::now_v7);
+            batch.ids.push(id);
+            batch.id_set_by_caller.push(event.id.is_some());
+            if let Some(expected) = event.expected_version {
+                batch.expected_versions.push((index, expected));
+            }
             encode_body(
                 event,
-                event.id.unwrap_or_else(Uuid::now_v7),
+                id,
                 event.timestamp_us.unwrap_or(now_us),
                 &mut batch.records,
             );
@@ -350,6 +429,7 @@ impl Log {
             }
             batch.record_ends.push(batch.records.len());
         }
+        batch.check_ids_unique()?;
         let batch_bytes_max = options.segment_bytes_max - SEGMENT_HEADER_BYTES;
         if batch.record_bytes() > batch_bytes_max || batch.len() > u64::from(u32::MAX) {
             return Err(Error::BatchTooLarge {
@@ -390,6 +470,19 @@ impl Log {
     /// the `Log`; after `close` it returns `Error::Closed`.
     pub fn iter(&self, range: impl RangeBounds<u64>) -> Result<Iter> {
         self.shared.iter(range)
+    }
+
+    /// The version of an entity: how many of its events the log holds, as
+    /// of the last published event. This is the value to pass to
+    /// [`Event::expected_version`] for the entity's next event. (Counted in
+    /// the entity index, plus a scan of what it has not reached.)
+    pub fn entity_version(&self, entity_type: &str, entity_id: &str) -> Result<u64> {
+        let entity = Entity {
+            entity_type: entity_type.to_owned(),
+            entity_id: entity_id.to_owned(),
+        };
+        self.shared
+            .entity_version(&entity, self.shared.marks.last_seq())
     }
 
     /// The lowest sequence number in the log, if any event is.

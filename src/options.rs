@@ -9,6 +9,10 @@ pub const RECORD_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
 /// files, a directory fsync per roll) dominates.
 pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 
+/// Default of [`Options::dedup_window`]: about 5 MB of memory once the
+/// window is in use (an id, a sequence number and the FIFO slot per event).
+pub const DEDUP_WINDOW_IDS_DEFAULT: usize = 100_000;
+
 /// When an append counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -33,6 +37,7 @@ pub struct Options {
     pub(crate) record_bytes_max: u64,
     pub(crate) preallocate_bytes: u64,
     pub(crate) secondary_indexes: bool,
+    pub(crate) dedup_window_ids: usize,
 }
 
 impl Default for Options {
@@ -43,6 +48,7 @@ impl Default for Options {
             record_bytes_max: 1024 * 1024,
             preallocate_bytes: 4 * 1024 * 1024,
             secondary_indexes: true,
+            dedup_window_ids: DEDUP_WINDOW_IDS_DEFAULT,
         }
     }
 }
@@ -89,6 +95,26 @@ impl Options {
         self
     }
 
+    /// How many of the most recently appended events' ids the writer
+    /// remembers to recognize a retried append: appending an event whose
+    /// caller-set id ([`crate::Event::id`]) is among them writes nothing
+    /// and returns the sequence number it already has. Default
+    /// [`DEDUP_WINDOW_IDS_DEFAULT`]; 0 turns duplicate detection off.
+    ///
+    /// Beyond the window a duplicate is not detected: an id older than the
+    /// last `ids` events is appended again as a new event (as in NATS
+    /// JetStream's duplicate window). Ids evlog generates count too, since
+    /// a caller may learn one and retry with it. The window is rebuilt from
+    /// the log after a reopen, the first time an append carries a
+    /// caller-set id, so opening stays as fast without it.
+    pub fn dedup_window(mut self, ids: usize) -> Options {
+        self.dedup_window_ids = ids;
+        self
+    }
+
+    pub fn get_dedup_window(&self) -> usize {
+        self.dedup_window_ids
+    }
     pub fn get_durability(&self) -> Durability {
         self.durability
     }

@@ -13,12 +13,14 @@ use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use uuid::Uuid;
 
+use crate::admission::{Admission, Verdict};
 use crate::error::{Error, IoContext, Result};
 use crate::log::Shared;
 use crate::marker::CleanClose;
 use crate::options::Durability;
-use crate::record::frame_record_in_place;
+use crate::record::{frame_record_in_place, RECORD_HEADER_BYTES};
 use crate::segment::{Segment, SEGMENT_HEADER_BYTES};
 
 /// Most bytes one commit group carries (unless one batch alone is larger):
@@ -57,9 +59,52 @@ pub(crate) struct PreparedBatch {
     pub records: Vec<u8>,
     /// End offset in `records` of each record.
     pub record_ends: Vec<usize>,
+    /// Each event's id (as encoded in its body), for the duplicate window.
+    pub ids: Vec<Uuid>,
+    /// Whether the caller set each id: only those can be duplicates.
+    pub id_set_by_caller: Vec<bool>,
+    /// `(event index, expected version)` of the conditional events, in
+    /// index order; empty (and unallocated) for ordinary appends.
+    pub expected_versions: Vec<(usize, u64)>,
 }
 
 impl PreparedBatch {
+    pub fn has_caller_set_ids(&self) -> bool {
+        self.id_set_by_caller.contains(&true)
+    }
+
+    /// The body of event `index` (after the room for its header).
+    pub fn body(&self, index: usize) -> &[u8] {
+        let start = match index.checked_sub(1) {
+            Some(previous) => self.record_ends[previous],
+            None => 0,
+        };
+        &self.records[start + RECORD_HEADER_BYTES..self.record_ends[index]]
+    }
+
+    /// Refuses a batch that gives one id to two events: it cannot be
+    /// appended (ids identify events) nor be a retry of anything.
+    pub fn check_ids_unique(&self) -> Result<()> {
+        if self.ids.len() < 2 || !self.has_caller_set_ids() {
+            return Ok(());
+        }
+        let mut ids: Vec<Uuid> = self
+            .ids
+            .iter()
+            .zip(&self.id_set_by_caller)
+            .filter(|(_, &set_by_caller)| set_by_caller)
+            .map(|(&id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        match ids.windows(2).find(|pair| pair[0] == pair[1]) {
+            Some(pair) => Err(Error::InvalidEvent(format!(
+                "id {} is given to more than one event of the batch",
+                pair[0]
+            ))),
+            None => Ok(()),
+        }
+    }
+
     pub fn len(&self) -> u64 {
         self.record_ends.len() as u64
     }
@@ -165,9 +210,11 @@ pub(crate) struct Writer {
     /// How far ahead to zero the active segment now: shrinks when the disk
     /// is too full for the configured step, restored at the next roll.
     preallocate_bytes: u64,
+    /// The duplicate window and the entity versions of conditional appends.
+    admission: Admission,
 }
 
-type Group = Vec<(PreparedBatch, ThreadId, Sender<Result<u64>>)>;
+pub(crate) type Group = Vec<(PreparedBatch, ThreadId, Sender<Result<u64>>)>;
 
 impl Writer {
     /// Starts the `evlog:writer` thread.
@@ -196,6 +243,7 @@ impl Writer {
             carry: None,
             marker_present: start.marker_present,
             preallocate_bytes: shared.options.preallocate_bytes,
+            admission: Admission::new(shared.options.dedup_window_ids),
         };
         let dir = shared.dir.clone();
         let thread = std::thread::Builder::new()
@@ -426,15 +474,49 @@ impl Writer {
             }
         }
         self.note_appenders(&group);
-        match self.write_group(&mut group, group_bytes) {
+        // Duplicates and version conflicts are decided here, in the only
+        // thread that appends, so no other append can come between a check
+        // and the write it allows.
+        let verdicts = self.admission.screen(&self.shared, &group, self.next_seq);
+        let (mut writes, decided) = match verdicts {
+            None => (group, Vec::new()),
+            Some(verdicts) => {
+                let mut writes = Vec::with_capacity(group.len());
+                let mut decided = Vec::new();
+                for (request, verdict) in group.into_iter().zip(verdicts) {
+                    match verdict {
+                        Verdict::Write => writes.push(request),
+                        other => decided.push((request.2, other)),
+                    }
+                }
+                group_bytes = writes.iter().map(|(b, _, _)| b.record_bytes()).sum();
+                (writes, decided)
+            }
+        };
+        let written = if writes.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.write_group(&mut writes, group_bytes)
+        };
+        // Requests decided without a write are answered only now: one may
+        // be a retry of a request written in this very group, and its `Ok`
+        // must not come before that write's.
+        match written {
             Ok(first_seqs) => {
-                for ((_, _, reply), first_seq) in group.into_iter().zip(first_seqs) {
+                for ((_, _, reply), first_seq) in writes.into_iter().zip(first_seqs) {
                     let _ = reply.send(Ok(first_seq));
+                }
+                for (reply, verdict) in decided {
+                    let _ = reply.send(verdict.answer());
                 }
                 Ok(())
             }
             Err(e) => {
-                for (_, _, reply) in group {
+                // What the group's requests were judged against assumed
+                // the group written; it was not.
+                self.admission.forget();
+                let replies = writes.into_iter().map(|(_, _, reply)| reply);
+                for reply in replies.chain(decided.into_iter().map(|(reply, _)| reply)) {
                     let _ = reply.send(Err(e.duplicate()));
                 }
                 if self.shared.is_poisoned() {

@@ -1,7 +1,8 @@
 //! `evlog`: the command-line tool over a data directory.
 //!
 //! Exit codes: 0 success (also when stdout is closed early, so `| head`
-//! works), 1 when a requested event does not exist, 2 on any error.
+//! works), 1 when a requested event does not exist or a conditional line
+//! of `append` meets another version of its entity, 2 on any error.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,13 @@ enum Command {
     /// A `timestamp` must be an RFC 3339 string such as 2026-01-01T00:00:00Z
     /// (years 1 to 9999), not a number. A `payload` is stored as written,
     /// numbers included, less the whitespace between its tokens.
+    ///
+    /// "expected_version" (a count, with an "entity") makes a line
+    /// conditional: it is appended only if its entity has exactly that many
+    /// events before it; otherwise append stops there (the lines before it
+    /// stay appended), names the line and the entity's actual version, and
+    /// exits 1. A line whose "id" is already among the log's recent events
+    /// is not appended again: its acknowledgement gives the existing seq.
     Append,
     /// Print one event as a JSON object.
     Get { seq: u64 },
@@ -87,9 +95,23 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("evlog: {error:#}");
+            if is_version_conflict(&error) {
+                // Not a failure of the tool: the input's expectation no
+                // longer holds, as `get` of a missing event.
+                return ExitCode::from(1);
+            }
             ExitCode::from(2)
         }
     }
+}
+
+fn is_version_conflict(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<evlog::Error>(),
+            Some(evlog::Error::VersionConflict { .. })
+        )
+    })
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
@@ -291,6 +313,7 @@ fn append(dir: &PathBuf) -> Result<ExitCode> {
     let mut appended = 0u64;
     let mut events: Vec<Event> = Vec::with_capacity(APPEND_LINES_PER_BATCH_MAX);
     let mut ids = Vec::with_capacity(APPEND_LINES_PER_BATCH_MAX);
+    let mut line_numbers = Vec::with_capacity(APPEND_LINES_PER_BATCH_MAX);
     // Says how far the input got, so that a failure is never mistaken for
     // "nothing was appended" or "everything was".
     let progress = |appended: u64| match appended {
@@ -308,6 +331,7 @@ fn append(dir: &PathBuf) -> Result<ExitCode> {
         }
         events.clear();
         ids.clear();
+        line_numbers.clear();
         let mut failure = None;
         for line in lines {
             line_number += 1;
@@ -327,6 +351,7 @@ fn append(dir: &PathBuf) -> Result<ExitCode> {
                     let id = event.id_or_new();
                     events.push(event.id(id));
                     ids.push(id);
+                    line_numbers.push(line_number);
                 }
                 Err(e) => {
                     failure = Some((anyhow::Error::new(e), format!("line {line_number}")));
@@ -335,11 +360,10 @@ fn append(dir: &PathBuf) -> Result<ExitCode> {
             }
         }
         if !events.is_empty() {
-            let seqs = log.append_batch(&events).with_context(|| {
-                format!("appending up to line {line_number}; {}", progress(appended))
-            })?;
-            appended += events.len() as u64;
+            let (seqs, refused) = append_lines(&log, &events, &line_numbers);
+            appended += seqs.len() as u64;
             let written = seqs
+                .into_iter()
                 .zip(&ids)
                 .try_for_each(|(seq, id)| writeln!(out, "{{\"seq\":{seq},\"id\":\"{id}\"}}"))
                 .and_then(|()| out.flush());
@@ -351,6 +375,13 @@ fn append(dir: &PathBuf) -> Result<ExitCode> {
                     "stopped at line {line_number}: {appended} events were appended (the last batch durably, but its acknowledgements could not be written)"
                 )));
             }
+            if let Some((refused_line, e)) = refused {
+                let at = match refused_line {
+                    Some(line) => format!("line {line}"),
+                    None => format!("appending up to line {line_number}"),
+                };
+                return Err(anyhow::Error::new(e).context(format!("{at}; {}", progress(appended))));
+            }
         }
         if let Some((error, at)) = failure {
             return Err(error.context(format!("{at}; {}", progress(appended))));
@@ -358,6 +389,35 @@ fn append(dir: &PathBuf) -> Result<ExitCode> {
     }
     log.close()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Appends the events of one group of lines as one atomic batch. If the
+/// batch is refused because of one of its events (a version conflict, or
+/// a retry that repeats only part of an earlier batch), nothing of it was
+/// written: the events are then appended one by one, so that every line
+/// before the refused one goes in (a repeated one answered with its
+/// existing seq) and the error names the refused line. Returns the seqs
+/// of the events appended, and the failure with its line when the error
+/// concerns one line (`None` when it concerns the whole batch).
+fn append_lines(
+    log: &Log,
+    events: &[Event],
+    line_numbers: &[u64],
+) -> (Vec<u64>, Option<(Option<u64>, evlog::Error)>) {
+    match log.append_batch(events) {
+        Ok(seqs) => (seqs.collect(), None),
+        Err(evlog::Error::VersionConflict { .. } | evlog::Error::DuplicateInBatch { .. }) => {
+            let mut seqs = Vec::with_capacity(events.len());
+            for (event, &line) in events.iter().zip(line_numbers) {
+                match log.append(event.clone()) {
+                    Ok(seq) => seqs.push(seq),
+                    Err(e) => return (seqs, Some((Some(line), e))),
+                }
+            }
+            (seqs, None)
+        }
+        Err(e) => (Vec::new(), Some((None, e))),
+    }
 }
 
 /// Standard output closed under `append`: unlike a read command, this is

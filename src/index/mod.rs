@@ -278,6 +278,32 @@ impl IndexState {
         Ok(children)
     }
 
+    /// How many seqs <= `through` a posting list holds.
+    pub fn count_postings(&self, kind: PostingKind, key: &[u8], through: u64) -> Result<u64> {
+        let prefix = keys::posting_prefix(kind, key);
+        let below = keys::with_seq(&prefix, through.saturating_add(1));
+        let mut count = 0u64;
+        let mut seqs = Vec::new();
+        let mut failure = None;
+        self.store.visit(&prefix, &below, &mut |chunk_key, value| {
+            let first = keys::trailing_seq(chunk_key).unwrap_or(0);
+            seqs.clear();
+            if let Err(kind) = keys::decode_chunk(first, value, &mut seqs) {
+                failure = Some(kind);
+                return Ok(false);
+            }
+            count += seqs.iter().filter(|&&seq| seq <= through).count() as u64;
+            Ok(true)
+        })?;
+        if let Some(kind) = failure {
+            return Err(Error::Index {
+                path: self.path.clone(),
+                message: format!("posting chunk: {kind}"),
+            });
+        }
+        Ok(count)
+    }
+
     /// The last seq of a posting list that is <= `through`.
     pub fn last_posting(&self, kind: PostingKind, key: &[u8], through: u64) -> Result<Option<u64>> {
         let prefix = keys::posting_prefix(kind, key);
