@@ -21,16 +21,33 @@
 //! - A3: 4 threads, each 10 000 single durable appends into one shared
 //!   store (evlog: one `Log`; SQLite: one connection behind a mutex, since
 //!   SQLite has one writer at a time anyway; sled: one `Db`); events/s.
-//! - S1: bytes on disk (sum of file lengths) per event after A2 and a clean
-//!   close.
+//! - S1: bytes on disk (sum of file lengths, every file under the store's
+//!   directory, so evlog's segments and its `index/` directory) per event
+//!   after A2 and a clean close; also allocated blocks, and evlog's index
+//!   directory alone.
 //! - C1: time from opening the store of A2 again to its first read.
 //! - R1: 100 000 reads of a random event by sequence number; reads/s.
 //! - R2: scan of all N events in order; events/s and MB/s.
+//! - A2 + indexes current: A2's clock kept running until every index
+//!   answers for every event. evlog indexes in the background
+//!   (`evlog:indexer`), so this is A2 until `index_lag() == 0`; SQLite and
+//!   sled update their indexes in each batch's transaction, so for them it
+//!   is A2 itself.
 //! - Q1, Q2, Q3: 10 000 queries each: the events of a random correlation in
 //!   order, the history of a random entity in order, the causation chain of
-//!   a random event back to its root. evlog has no secondary index yet and
-//!   shows `n/a`. SQLite and sled answer from their indexes (correlation,
-//!   entity and, for Q3, event id).
+//!   a random event back to its root (evlog: `by_correlation`,
+//!   `entity_history`, `get` + `causation_chain`). All three engines answer
+//!   from their indexes (correlation, entity and, for Q3, event id); evlog's
+//!   are measured only once `index_lag() == 0`, so no query scans an
+//!   unindexed tail.
+//! - T1: 100 queries for the events of type `validation.*` in a 1-minute
+//!   window starting at a random microsecond (evlog: `by_type`, from its
+//!   type posting lists and time blocks; SQLite: its timestamp index and a
+//!   range on the type; sled: `n/a`, it has no type or time index).
+//! - I1, I2 (evlog only): N events appended with
+//!   `Options::secondary_indexes(false)`, closed, reopened with indexes: the
+//!   seconds from `Log::open` until `index_lag() == 0` (the indexer catches
+//!   up in the background); then `reindex()` of the same log.
 //! - L1, L2, L3: the raw-disk limits on the same encoded bytes (evlog's
 //!   record framing around a bincode body, as evlog writes them): `write` +
 //!   `fdatasync` per event (10 000 events, appending to a new file, and
@@ -68,6 +85,12 @@ const A3_EVENTS_PER_THREAD: usize = 10_000;
 const BATCH_EVENTS: usize = 1_000;
 const R1_READS: usize = 100_000;
 const QUERIES: usize = 10_000;
+/// T1's answers are thousands of events each (a minute of W1 is 60 000
+/// events), so fewer queries take about as long as Q1's 10 000.
+const T1_QUERIES: usize = 100;
+/// T1's type pattern is `validation.*`: this prefix and a dot.
+const T1_TYPE_PREFIX: &str = "validation";
+const T1_WINDOW_US: i64 = 60_000_000;
 /// Seed of the random reads and queries (the workload has its own).
 const PICK_SEED: u64 = 7;
 /// evlog's record header: length, CRC, seq, position in commit group.
@@ -202,6 +225,8 @@ struct Truth {
     /// Event indices of each correlation and entity, in order.
     by_correlation: Vec<Vec<u64>>,
     by_entity: Vec<Vec<u64>>,
+    /// Indices of the events of T1's types, in order.
+    t1_typed: Vec<u64>,
 }
 
 impl Truth {
@@ -211,7 +236,12 @@ impl Truth {
         let mut raw_ends = Vec::with_capacity(events.len());
         let mut by_correlation = vec![Vec::new(); config.correlation_count() as usize];
         let mut by_entity = vec![Vec::new(); config.entity_count() as usize];
+        let t1_type_start = format!("{T1_TYPE_PREFIX}.");
+        let mut t1_typed = Vec::new();
         for g in &events {
+            if g.event_type.starts_with(&t1_type_start) {
+                t1_typed.push(g.index);
+            }
             encode_record(g, g.index + 1, &mut raw);
             raw_ends.push(raw.len());
             by_correlation[g.correlation as usize].push(g.index);
@@ -223,7 +253,17 @@ impl Truth {
             raw_ends,
             by_correlation,
             by_entity,
+            t1_typed,
         }
+    }
+
+    /// Indices of T1's answer for `since_us..until_us` (timestamps grow
+    /// with the index in W1).
+    fn t1(&self, since_us: i64, until_us: i64) -> Vec<u64> {
+        let timestamp = |&index: &u64| self.events[index as usize].timestamp_us;
+        let from = self.t1_typed.partition_point(|i| timestamp(i) < since_us);
+        let to = self.t1_typed.partition_point(|i| timestamp(i) < until_us);
+        self.t1_typed[from..to].to_vec()
     }
 
     fn n(&self) -> usize {
@@ -293,6 +333,14 @@ trait Engine: Sync + Sized {
     fn entity(&self, entity_type: &str, entity_id: &str) -> Option<Vec<Row>>;
     /// Q3: the event `seq`, its cause, the cause's cause... to the root.
     fn chain(&self, seq: u64) -> Option<Vec<Row>>;
+    /// T1: the events whose type starts with `prefix` + "." (evlog's
+    /// pattern `prefix.*`) and whose timestamp is in `since_us..until_us`,
+    /// in seq order.
+    fn types_in_window(&self, prefix: &str, since_us: i64, until_us: i64) -> Option<Vec<Row>>;
+    /// Returns once every index answers for every appended event. Engines
+    /// that update their indexes in the append's own transaction are
+    /// always current.
+    fn wait_indexes_current(&self) {}
     fn close(self);
 }
 
@@ -321,6 +369,36 @@ fn row_of_logged(e: LoggedEvent) -> Row {
             Payload::Json(text) => text,
             other => panic!("evlog returned a non-JSON payload {other:?}"),
         },
+    }
+}
+
+fn rows_of_events(events: evlog::Events) -> Vec<Row> {
+    events
+        .map(|event| row_of_logged(event.expect("evlog query item")))
+        .collect()
+}
+
+/// How often the wait for the indexer looks at `index_lag()`: short
+/// against the seconds of A2 and of a catch-up, long enough not to take
+/// a core from the indexer on this 2-core machine.
+const INDEX_POLL: Duration = Duration::from_micros(200);
+/// A wait longer than this means the indexer stopped, not that it is slow.
+const INDEX_WAIT_MAX: Duration = Duration::from_secs(600);
+
+/// Returns once every published event is indexed (`index_lag() == 0`).
+/// `index_status()` says "unavailable" while the indexes are still opening
+/// too, so only the time limit tells a stopped indexer from a slow one.
+fn wait_index_lag_zero(log: &Log) {
+    let started = Instant::now();
+    while log.index_lag() > 0 {
+        assert!(
+            started.elapsed() < INDEX_WAIT_MAX,
+            "evlog indexes still {} events behind after {:?}: {:?}",
+            log.index_lag(),
+            INDEX_WAIT_MAX,
+            log.index_status()
+        );
+        std::thread::sleep(INDEX_POLL);
     }
 }
 
@@ -354,14 +432,38 @@ impl Engine for Evlog {
             visit(row_of_logged(event.expect("evlog iter item")));
         }
     }
-    fn correlation(&self, _: Uuid) -> Option<Vec<Row>> {
-        None
+    fn correlation(&self, id: Uuid) -> Option<Vec<Row>> {
+        let events = self.log.by_correlation(id).expect("evlog by_correlation");
+        Some(rows_of_events(events))
     }
-    fn entity(&self, _: &str, _: &str) -> Option<Vec<Row>> {
-        None
+    fn entity(&self, entity_type: &str, entity_id: &str) -> Option<Vec<Row>> {
+        let events = self
+            .log
+            .entity_history(entity_type, entity_id, ..)
+            .expect("evlog entity_history");
+        Some(rows_of_events(events))
     }
-    fn chain(&self, _: u64) -> Option<Vec<Row>> {
-        None
+    fn chain(&self, seq: u64) -> Option<Vec<Row>> {
+        // The query API walks from an event id, so the event is read once
+        // here for its id and once more by the walk: that read is part of
+        // what an application holding a seq pays.
+        let id = self.log.get(seq).expect("evlog get").id;
+        let mut chain = self.log.causation_chain(id).expect("evlog causation_chain");
+        // `causation_chain` gives the root first; Q3's answer (and the
+        // other engines') starts at the event itself.
+        chain.reverse();
+        Some(chain.into_iter().map(row_of_logged).collect())
+    }
+    fn types_in_window(&self, prefix: &str, since_us: i64, until_us: i64) -> Option<Vec<Row>> {
+        let pattern = format!("{prefix}.*");
+        let events = self
+            .log
+            .by_type(&pattern, since_us..until_us)
+            .expect("evlog by_type");
+        Some(rows_of_events(events))
+    }
+    fn wait_indexes_current(&self) {
+        wait_index_lag_zero(&self.log);
     }
     fn close(self) {
         self.log.close().expect("evlog close");
@@ -528,6 +630,21 @@ impl Engine for Sqlite {
         );
         Some(self.query(sql, [seq as i64]))
     }
+    fn types_in_window(&self, prefix: &str, since_us: i64, until_us: i64) -> Option<Vec<Row>> {
+        // A range on the type is `LIKE 'prefix.%'` without LIKE's case
+        // folding ('/' follows '.'); the plan goes through the timestamp
+        // index and filters the type per row, as SQLite has no type index
+        // in this schema (W1's peer: correlation, entity and timestamp).
+        let sql = select_events!(
+            "WHERE timestamp_us >= ?1 AND timestamp_us < ?2
+               AND event_type >= ?3 AND event_type < ?4 ORDER BY seq"
+        );
+        let (low, high) = (format!("{prefix}."), format!("{prefix}/"));
+        Some(self.query(
+            sql,
+            rusqlite::params![since_us, until_us, low.as_str(), high.as_str()],
+        ))
+    }
     fn close(self) {
         let conn = self.conn.into_inner().unwrap_or_else(|e| e.into_inner());
         conn.close().map_err(|(_, e)| e).expect("sqlite close");
@@ -691,6 +808,12 @@ impl Engine for Sled {
             chain.push(self.get(seq_of_key(&seq)));
         }
         Some(chain)
+    }
+    fn types_in_window(&self, _: &str, _: i64, _: i64) -> Option<Vec<Row>> {
+        // W1's sled peer has index trees for correlation, entity and id
+        // only; T1 would be a scan of every event, which measures nothing
+        // the R2 row does not already show.
+        None
     }
     fn close(self) {
         self.flush();
@@ -911,6 +1034,11 @@ impl Bench {
             .map(|batch| engine.append_batch(batch))
             .collect();
         let elapsed = started.elapsed();
+        // The same clock, on until the indexes answer for every event too
+        // (at once for SQLite and sled, whose indexes are in the batch's
+        // transaction).
+        engine.wait_indexes_current();
+        let elapsed_indexed = started.elapsed();
         drop(inputs);
 
         let expected_firsts = (0..n).step_by(BATCH_EVENTS).map(|i| i as u64 + 1);
@@ -922,12 +1050,24 @@ impl Bench {
         let usage = disk_usage(&dir);
         self.disk.insert(name, usage);
         self.figures.set("A2", name, per_second(n, elapsed));
+        self.figures
+            .set("A2+idx", name, per_second(n, elapsed_indexed));
         self.figures.set(
             "A2 MB/s",
             name,
             self.truth.raw.len() as f64 / 1e6 / elapsed.as_secs_f64(),
         );
         self.figures.set("S1", name, usage.0 as f64 / n as f64);
+        self.figures
+            .set("S1 allocated", name, usage.1 as f64 / n as f64);
+        // evlog's indexes live in their own directory; SQLite's and sled's
+        // share their files with the events.
+        let index_dir = dir.join("index");
+        if name == Evlog::NAME && index_dir.is_dir() {
+            let index_usage = disk_usage(&index_dir);
+            self.figures
+                .set("S1 index", name, index_usage.0 as f64 / n as f64);
+        }
         dir
     }
 
@@ -976,6 +1116,14 @@ impl Bench {
 
     fn queries<E: Engine>(&mut self, engine: &E) {
         let name = E::NAME;
+        // Every query below is measured on current indexes: none of them
+        // scans a tail the indexer has not reached.
+        let started = Instant::now();
+        engine.wait_indexes_current();
+        self.progress(&format!(
+            "{name}: indexes current after {:.1} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        ));
         let truth = &self.truth;
         let mut rng = Rng::new(PICK_SEED + 1);
         let correlations: Vec<usize> = (0..QUERIES)
@@ -1022,6 +1170,132 @@ impl Bench {
                 check_digests(&format!("{name} Q3"), truth, answer, &truth.chain(index));
             }
             self.figures.set("Q3", name, per_second(QUERIES, elapsed));
+        }
+
+        self.progress(&format!("{name}: T1"));
+        // Windows start at a random microsecond from the first event's
+        // timestamp to the last full minute of the run.
+        let first_us = truth.events[0].timestamp_us;
+        let last_us = truth.events[truth.n() - 1].timestamp_us;
+        let start_span_us = (last_us - first_us - T1_WINDOW_US).max(1) as u64;
+        let windows: Vec<(i64, i64)> = (0..T1_QUERIES)
+            .map(|_| {
+                let since_us = first_us + rng.below(start_span_us) as i64;
+                (since_us, since_us + T1_WINDOW_US)
+            })
+            .collect();
+        let t1 = timed_queries(&windows, |&(since_us, until_us)| {
+            engine.types_in_window(T1_TYPE_PREFIX, since_us, until_us)
+        });
+        if let Some((elapsed, answers)) = t1 {
+            let mut events = 0;
+            for (answer, &(since_us, until_us)) in answers.iter().zip(&windows) {
+                let expected = truth.t1(since_us, until_us);
+                check_digests(&format!("{name} T1"), truth, answer, &expected);
+                events += expected.len();
+            }
+            self.figures
+                .set("T1", name, per_second(T1_QUERIES, elapsed));
+            self.figures
+                .set("T1 events", name, events as f64 / T1_QUERIES as f64);
+        }
+    }
+
+    /// evlog only: I1, indexing a log appended without indexes, from the
+    /// open that turns them on until they are current; I2, `reindex()` of
+    /// the same log.
+    fn index_catch_up(&mut self) {
+        let name = Evlog::NAME;
+        self.progress(&format!("{name}: I1 append without indexes"));
+        let n = self.truth.n();
+        let dir = self.fresh_dir(&format!("{name}-i1"));
+        let unindexed = Options::default()
+            .durability(Durability::Always)
+            .secondary_indexes(false);
+        let log = Log::open(&dir, unindexed).expect("open evlog without indexes");
+        let inputs: Vec<Event> = self
+            .truth
+            .events
+            .iter()
+            .map(GeneratedEvent::event)
+            .collect();
+        for batch in inputs.chunks(BATCH_EVENTS) {
+            log.append_batch(batch).expect("evlog append_batch");
+        }
+        drop(inputs);
+        log.close().expect("evlog close");
+        assert!(
+            !dir.join("index").exists(),
+            "{name} I1: an index directory exists with indexes off"
+        );
+
+        self.progress(&format!("{name}: I1 catch-up"));
+        let indexed = Options::default().durability(Durability::Always);
+        let started = Instant::now();
+        let engine = Evlog {
+            log: Log::open(&dir, indexed).expect("open evlog with indexes"),
+        };
+        wait_index_lag_zero(&engine.log);
+        let catch_up = started.elapsed();
+        self.check_indexed(&engine, "I1");
+        self.figures.set("I1", name, catch_up.as_secs_f64());
+        self.figures.set("I1 rate", name, per_second(n, catch_up));
+
+        self.progress(&format!("{name}: I2 reindex"));
+        let started = Instant::now();
+        let through = engine.log.reindex().expect("evlog reindex");
+        let reindex = started.elapsed();
+        assert_eq!(through, n as u64, "{name} I2: reindexed a different count");
+        assert_eq!(engine.log.index_lag(), 0, "{name} I2: lag after reindex");
+        self.check_indexed(&engine, "I2");
+        self.figures.set("I2", name, reindex.as_secs_f64());
+        self.figures.set("I2 rate", name, per_second(n, reindex));
+        engine.close();
+        std::fs::remove_dir_all(&dir).expect("remove bench dir");
+    }
+
+    /// Untimed: the indexes are in use and give the right answers to a
+    /// sample of Q1, Q2 and Q3 queries.
+    fn check_indexed(&self, engine: &Evlog, what: &str) {
+        let status = engine.log.index_status();
+        assert!(
+            status.available && status.indexed_through == self.truth.n() as u64,
+            "evlog {what}: indexes not current: {status:?}"
+        );
+        let truth = &self.truth;
+        let mut rng = Rng::new(PICK_SEED + 2);
+        for _ in 0..100 {
+            let c = rng.below(truth.by_correlation.len() as u64) as usize;
+            let id = truth.events[truth.by_correlation[c][0] as usize].correlation_id;
+            let rows = engine.correlation(id).expect("evlog Q1");
+            let got: Vec<_> = rows.iter().map(Row::digest).collect();
+            check_digests(
+                &format!("evlog {what} Q1"),
+                truth,
+                &got,
+                &truth.by_correlation[c],
+            );
+
+            let rank = rng.below(truth.by_entity.len() as u64);
+            let (entity_type, entity_id) = Workload::entity_of_rank(rank);
+            let rows = engine.entity(entity_type, &entity_id).expect("evlog Q2");
+            let got: Vec<_> = rows.iter().map(Row::digest).collect();
+            check_digests(
+                &format!("evlog {what} Q2"),
+                truth,
+                &got,
+                &truth.by_entity[rank as usize],
+            );
+
+            let index = rng.below(truth.n() as u64);
+            let rows = engine.chain(index + 1).expect("evlog Q3");
+            let got: Vec<_> = rows.iter().map(Row::digest).collect();
+            check_digests(
+                &format!("evlog {what} Q3"),
+                truth,
+                &got,
+                &truth.chain(index),
+            );
         }
     }
 
@@ -1147,7 +1421,12 @@ const ROWS: &[(&str, &str, &str)] = &[
     ("A1 p99", "A1 latency p99", "µs"),
     (
         "A2",
-        "A2 append batches of 1 000, durable per batch",
+        "A2 append batches of 1 000, durable per batch (log durable)",
+        "events/s",
+    ),
+    (
+        "A2+idx",
+        "A2 + indexes current (to index lag 0 after the last batch)",
         "events/s",
     ),
     ("A2 MB/s", "A2 throughput of encoded events", "MB/s"),
@@ -1162,8 +1441,28 @@ const ROWS: &[(&str, &str, &str)] = &[
     ("Q1", "Q1 events of a correlation, in order", "queries/s"),
     ("Q2", "Q2 history of an entity, in order", "queries/s"),
     ("Q3", "Q3 causation chain back to the root", "chains/s"),
-    ("S1", "S1 bytes on disk per event after A2", "bytes"),
+    (
+        "T1",
+        "T1 events of type validation.* in a 1-minute window",
+        "queries/s",
+    ),
+    ("T1 events", "T1 mean events per answer", "events"),
+    (
+        "S1",
+        "S1 bytes on disk per event after A2, log + indexes",
+        "bytes",
+    ),
+    ("S1 allocated", "S1 allocated blocks per event", "bytes"),
+    ("S1 index", "S1 of which evlog's index directory", "bytes"),
     ("C1", "C1 reopen after clean close, to first read", "ms"),
+    (
+        "I1",
+        "I1 index catch-up of N unindexed events, open to lag 0",
+        "s",
+    ),
+    ("I1 rate", "I1 catch-up rate", "events/s"),
+    ("I2", "I2 reindex() of the same N events", "s"),
+    ("I2 rate", "I2 reindex rate", "events/s"),
 ];
 
 fn format_figure(value: Option<f64>) -> String {
@@ -1286,6 +1585,7 @@ fn main() {
     };
     bench.raw_limits();
     bench.run_engine::<Evlog>();
+    bench.index_catch_up();
     bench.run_engine::<Sqlite>();
     bench.run_engine::<Sled>();
     let wall = started.elapsed();
@@ -1346,6 +1646,8 @@ fn main() {
             "A3_per_thread": bench.a3_per_thread(),
             "R1": R1_READS,
             "queries": QUERIES,
+            "T1_queries": T1_QUERIES,
+            "T1_window_us": T1_WINDOW_US,
         },
         "rows": ROWS.iter().map(|(key, label, unit)| json!({"key": key, "operation": label, "unit": unit})).collect::<Vec<_>>(),
         "figures": figures,
