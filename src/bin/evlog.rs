@@ -106,7 +106,7 @@ enum Command {
     Latest {
         /// The entity as TYPE/ID, split at the first '/' (the id may hold
         /// more).
-        #[arg(value_parser = parse_entity)]
+        #[arg(value_name = "TYPE/ID", value_parser = parse_entity)]
         entity: EntityArg,
     },
     /// Count events by type, actor, priority, hour and day.
@@ -131,10 +131,10 @@ enum Command {
     /// an empty object. Exit 1 if the entity has no event by then.
     At {
         /// The entity as TYPE/ID, split at the first '/'.
-        #[arg(value_parser = parse_entity)]
+        #[arg(value_name = "TYPE/ID", value_parser = parse_entity)]
         entity: EntityArg,
         /// An RFC 3339 time such as 2026-01-01T00:00:00Z (inclusive).
-        #[arg(value_parser = parse_time)]
+        #[arg(value_name = "TIME", value_parser = parse_time)]
         time: i64,
     },
     /// Check the whole log and its indexes; print {"ok":bool,
@@ -159,7 +159,7 @@ struct QueryArgs {
     #[arg(long)]
     correlation: Option<evlog::Uuid>,
     /// Events of this entity, as TYPE/ID (split at the first '/').
-    #[arg(long, value_parser = parse_entity)]
+    #[arg(long, value_name = "TYPE/ID", value_parser = parse_entity)]
     entity: Option<EntityArg>,
     /// Events of this session.
     #[arg(long)]
