@@ -84,6 +84,175 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         events: u64,
     },
+    /// Print the events that answer a query as JSON lines (the fields of
+    /// `replay`), in sequence order.
+    ///
+    /// Every condition given must hold, so the keys combine (for example
+    /// `--entity task/T-1 --type 'validation.*' --since 2026-01-01T00:00:00Z`).
+    /// At least one condition or time bound is required. Times are the
+    /// events' own timestamps.
+    Query(QueryArgs),
+    /// Print the causation chain of an event, its root cause first.
+    ///
+    /// On a terminal: one indented line per event (seq, type, id, time).
+    /// Piped, or with --json: JSON lines with the fields of `replay`.
+    /// Exit 1 if the log holds no event with that id.
+    Chain {
+        /// The id (UUID) of the event.
+        event_id: evlog::Uuid,
+        /// Print everything the event caused instead, as a tree: the event
+        /// first, each event before the ones it caused. In JSON each object
+        /// gets a "depth" field (0 for the given event).
+        #[arg(long)]
+        descendants: bool,
+        /// JSON lines even on a terminal.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the last event of an entity as a JSON object (exit 1 if the
+    /// entity has no events).
+    Latest {
+        /// The entity as TYPE/ID, split at the first '/' (the id may hold
+        /// more).
+        #[arg(value_name = "TYPE/ID", value_parser = parse_entity)]
+        entity: EntityArg,
+    },
+    /// Count events by type, actor, priority, hour and day.
+    ///
+    /// Prints a table, or with --json one JSON object:
+    /// {"total":N,"by_type":{..},"by_actor":{..},"by_priority":{"P0":n,..},
+    /// "by_hour":{"2026-01-01T00:00:00Z":n,..},"by_day":{..}} (hours and
+    /// days keyed by their start, UTC). The table is printed also when
+    /// standard output is not a terminal: JSON only with --json.
+    Stats {
+        #[command(flatten)]
+        window: WindowArgs,
+        /// Only this breakdown (and the total).
+        #[arg(long, value_enum)]
+        by: Option<Breakdown>,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the state of an entity at a time as JSON: the "changes" of
+    /// its events with timestamps at or before TIME applied in order to
+    /// an empty object. Exit 1 if the entity has no event by then.
+    At {
+        /// The entity as TYPE/ID, split at the first '/'.
+        #[arg(value_name = "TYPE/ID", value_parser = parse_entity)]
+        entity: EntityArg,
+        /// An RFC 3339 time such as 2026-01-01T00:00:00Z (inclusive).
+        #[arg(value_name = "TIME", value_parser = parse_time)]
+        time: i64,
+    },
+    /// Check the whole log and its indexes; print {"ok":bool,
+    /// "events_checked":N,"index_available":bool,"index_entries_checked":N,
+    /// "problems":[..]}. Exit 0 when sound, 1 on a problem, 2 on an error.
+    Verify,
+    /// Rebuild the secondary indexes from the log (opens the log for
+    /// writing, so not while an application has it open). Shows progress
+    /// on a terminal; prints {"reindexed_through":SEQ} at the end.
+    Reindex,
+}
+
+#[derive(clap::Args)]
+#[command(group(
+    clap::ArgGroup::new("condition")
+        .required(true)
+        .multiple(true)
+        .args(["correlation", "entity", "session", "actor", "event_type", "since", "until"])
+))]
+struct QueryArgs {
+    /// Events of this correlation id (UUID).
+    #[arg(long)]
+    correlation: Option<evlog::Uuid>,
+    /// Events of this entity, as TYPE/ID (split at the first '/').
+    #[arg(long, value_name = "TYPE/ID", value_parser = parse_entity)]
+    entity: Option<EntityArg>,
+    /// Events of this session.
+    #[arg(long)]
+    session: Option<String>,
+    /// Events of this actor.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Events whose type matches a dotted pattern: `*` stands for one
+    /// segment, or as the last segment for one or more (`validation.*`).
+    #[arg(long = "type", value_name = "PATTERN", value_parser = parse_pattern)]
+    event_type: Option<String>,
+    #[command(flatten)]
+    window: WindowArgs,
+    /// At most N events (the first N in sequence order).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct WindowArgs {
+    /// Only events at or after this RFC 3339 time (e.g. 2026-01-01T00:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    since: Option<i64>,
+    /// Only events before this RFC 3339 time (exclusive).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    until: Option<i64>,
+}
+
+impl WindowArgs {
+    fn range(&self) -> (std::ops::Bound<i64>, std::ops::Bound<i64>) {
+        use std::ops::Bound;
+        (
+            self.since.map_or(Bound::Unbounded, Bound::Included),
+            self.until.map_or(Bound::Unbounded, Bound::Excluded),
+        )
+    }
+}
+
+/// An entity named on the command line as TYPE/ID.
+#[derive(Clone)]
+struct EntityArg {
+    entity_type: String,
+    entity_id: String,
+}
+
+impl std::fmt::Display for EntityArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.entity_type, self.entity_id)
+    }
+}
+
+/// Splits at the first '/', so that ids may themselves hold slashes.
+fn parse_entity(text: &str) -> std::result::Result<EntityArg, String> {
+    match text.split_once('/') {
+        Some((entity_type, entity_id)) => Ok(EntityArg {
+            entity_type: entity_type.to_string(),
+            entity_id: entity_id.to_string(),
+        }),
+        None => Err(format!(
+            "{text:?} is not TYPE/ID (for example task/T-1): it has no '/'"
+        )),
+    }
+}
+
+/// RFC 3339 only, as `append` takes timestamps: a bare number is refused
+/// rather than guessed at (seconds? microseconds?).
+fn parse_time(text: &str) -> std::result::Result<i64, String> {
+    evlog::json::parse_timestamp(text)
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z"))
+}
+
+/// Checked here so that a bad pattern is a usage error like any other.
+fn parse_pattern(text: &str) -> std::result::Result<String, String> {
+    evlog::validate_pattern(text)
+        .map(|()| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Breakdown {
+    Type,
+    Actor,
+    Priority,
+    Hour,
+    Day,
 }
 
 fn main() -> ExitCode {
@@ -289,7 +458,347 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Repair { dry_run } => repair(&cli.dir, dry_run),
         Command::Demo { events } => demo(&cli.dir, events),
+        Command::Query(args) => query(&cli.dir, &args),
+        Command::Chain {
+            event_id,
+            descendants,
+            json,
+        } => chain(&cli.dir, event_id, descendants, json),
+        Command::Latest { entity } => latest(&cli.dir, &entity),
+        Command::Stats { window, by, json } => stats(&cli.dir, &window, by, json),
+        Command::At { entity, time } => state_at(&cli.dir, &entity, time),
+        Command::Verify => verify(&cli.dir),
+        Command::Reindex => reindex(&cli.dir),
     }
+}
+
+/// [`open_read_only`] for the commands that query: says once on stderr
+/// when the answer will come from a scan of the log instead of the
+/// indexes (typically because the application that has the log open
+/// holds the index store's lock), so a slow answer is not a mystery.
+fn open_for_queries(dir: &PathBuf) -> Result<LogReader> {
+    let view = open_read_only(dir)?;
+    let status = view.index_status();
+    if !status.available {
+        let reason = status
+            .unavailable_because
+            .unwrap_or_else(|| "no reason given".into());
+        // The library's reason already ends by saying what it does about it.
+        let reason = reason
+            .strip_suffix("; queries scan the log")
+            .unwrap_or(&reason);
+        eprintln!(
+            "evlog: note: the indexes cannot be used ({reason}); the answer comes from a scan of the log (correct, slower)"
+        );
+    }
+    Ok(view)
+}
+
+/// Prints events as JSON lines, the same objects as `replay`.
+fn print_events(events: impl Iterator<Item = evlog::Result<evlog::LoggedEvent>>) -> Result<u64> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut printed = 0u64;
+    for event in events {
+        writeln!(out, "{}", evlog::json::event_to_json(&event?))?;
+        printed += 1;
+    }
+    out.flush()?;
+    Ok(printed)
+}
+
+fn query(dir: &PathBuf, args: &QueryArgs) -> Result<ExitCode> {
+    let mut query = evlog::Query::all();
+    if let Some(id) = args.correlation {
+        query = query.and_correlation(id);
+    }
+    if let Some(entity) = &args.entity {
+        query = query.and_entity(entity.entity_type.clone(), entity.entity_id.clone());
+    }
+    if let Some(session) = &args.session {
+        query = query.and_session(session.clone());
+    }
+    if let Some(actor) = &args.actor {
+        query = query.and_actor(actor.clone());
+    }
+    if let Some(pattern) = &args.event_type {
+        query = query.event_type(pattern.clone());
+    }
+    query = query.during(args.window.range());
+    if let Some(limit) = args.limit {
+        query = query.limit(limit);
+    }
+    let log = open_for_queries(dir)?;
+    print_events(log.query(&query)?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `{...}` with `"depth":N` added as its last field. The event's JSON is
+/// kept as text, not parsed and rebuilt, so payloads stay exactly as
+/// `replay` prints them.
+fn with_depth(event_json: &str, depth: usize) -> String {
+    match event_json.strip_suffix('}') {
+        Some(open) => format!("{open},\"depth\":{depth}}}"),
+        // Not an object (cannot happen for an event): leave it whole.
+        None => event_json.to_string(),
+    }
+}
+
+/// Deepest indentation of the human view of `chain`, in levels of two
+/// spaces: workload chains run a hundred events deep.
+const INDENT_LEVELS_MAX: usize = 30;
+
+/// One line of the human view of a chain or tree.
+fn describe_event(event: &evlog::LoggedEvent) -> String {
+    format!(
+        "#{} {} {} {}",
+        event.seq,
+        event.event_type,
+        event.id,
+        evlog::json::format_timestamp(event.timestamp_us)
+    )
+}
+
+fn chain(dir: &PathBuf, event_id: evlog::Uuid, descendants: bool, json: bool) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let as_json = json || !std::io::stdout().is_terminal();
+    let log = open_for_queries(dir)?;
+    // Both walks give (depth, event), parents before what they caused; a
+    // causation chain is a tree in which each event has one child.
+    let events: Vec<(usize, evlog::LoggedEvent)> = if descendants {
+        match log.descendants(event_id) {
+            Ok(tree) => tree
+                .walk()
+                .into_iter()
+                .map(|(depth, event)| (depth, event.clone()))
+                .collect(),
+            Err(evlog::Error::UnknownEventId(_)) => return unknown_event(event_id),
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        match log.causation_chain(event_id) {
+            Ok(chain) => chain.into_iter().enumerate().collect(),
+            Err(evlog::Error::UnknownEventId(_)) => return unknown_event(event_id),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (depth, event) in &events {
+        if !as_json {
+            // Past a screenful of indentation, the depth is written out.
+            let indent = "  ".repeat((*depth).min(INDENT_LEVELS_MAX));
+            let deeper = if *depth > INDENT_LEVELS_MAX {
+                format!("[depth {depth}] ")
+            } else {
+                String::new()
+            };
+            writeln!(out, "{indent}{deeper}{}", describe_event(event))?;
+        } else if descendants {
+            let event_json = evlog::json::event_to_json(event);
+            writeln!(out, "{}", with_depth(event_json.get(), *depth))?;
+        } else {
+            writeln!(out, "{}", evlog::json::event_to_json(event))?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unknown_event(event_id: evlog::Uuid) -> Result<ExitCode> {
+    eprintln!("evlog: no event with id {event_id}");
+    Ok(ExitCode::from(1))
+}
+
+fn latest(dir: &PathBuf, entity: &EntityArg) -> Result<ExitCode> {
+    let log = open_for_queries(dir)?;
+    match log.latest(&entity.entity_type, &entity.entity_id)? {
+        Some(event) => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", evlog::json::event_to_json(&event))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("evlog: entity {entity} has no events");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// An hour's or day's start as RFC 3339 without the fraction, which is
+/// always zero there (`2026-01-01T00:00:00Z`).
+fn period_key(start_us: i64) -> String {
+    let text = evlog::json::format_timestamp(start_us);
+    match text.strip_suffix(".000000Z") {
+        Some(whole_seconds) => format!("{whole_seconds}Z"),
+        None => text,
+    }
+}
+
+/// The breakdowns of `stats`, in the order printed, with their JSON keys.
+const BREAKDOWNS: [(Breakdown, &str); 5] = [
+    (Breakdown::Type, "by_type"),
+    (Breakdown::Actor, "by_actor"),
+    (Breakdown::Priority, "by_priority"),
+    (Breakdown::Hour, "by_hour"),
+    (Breakdown::Day, "by_day"),
+];
+
+/// One breakdown of `stats` as (name, count) in key order: priorities as
+/// "P0".., hours and days by their start.
+fn breakdown(stats: &evlog::Stats, which: Breakdown) -> Vec<(String, u64)> {
+    let named = |map: &std::collections::BTreeMap<String, u64>| {
+        map.iter().map(|(k, n)| (k.clone(), *n)).collect()
+    };
+    let periods = |map: &std::collections::BTreeMap<i64, u64>| {
+        map.iter().map(|(t, n)| (period_key(*t), *n)).collect()
+    };
+    match which {
+        Breakdown::Type => named(&stats.by_type),
+        Breakdown::Actor => named(&stats.by_actor),
+        Breakdown::Priority => stats
+            .by_priority
+            .iter()
+            .map(|(p, n)| (p.to_string(), *n))
+            .collect(),
+        Breakdown::Hour => periods(&stats.by_hour),
+        Breakdown::Day => periods(&stats.by_day),
+    }
+}
+
+fn stats(
+    dir: &PathBuf,
+    window: &WindowArgs,
+    by: Option<Breakdown>,
+    json: bool,
+) -> Result<ExitCode> {
+    let log = open_for_queries(dir)?;
+    let stats = log.stats(window.range())?;
+    let shown = BREAKDOWNS
+        .iter()
+        .filter(|(which, _)| by.is_none_or(|by| by == *which))
+        .map(|&(which, key)| (key, breakdown(&stats, which)));
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if json {
+        let mut object = serde_json::Map::new();
+        object.insert("total".into(), stats.total.into());
+        for (key, counts) in shown {
+            let counts = counts.into_iter().map(|(k, n)| (k, n.into())).collect();
+            object.insert(key.into(), serde_json::Value::Object(counts));
+        }
+        writeln!(out, "{}", serde_json::Value::Object(object))?;
+    } else {
+        writeln!(out, "total {}", stats.total)?;
+        for (key, counts) in shown {
+            writeln!(out, "{key}:")?;
+            let width = counts.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            for (name, count) in counts {
+                writeln!(out, "  {name:<width$}  {count:>10}")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_at(dir: &PathBuf, entity: &EntityArg, at_us: i64) -> Result<ExitCode> {
+    let log = open_for_queries(dir)?;
+    // `state_at`'s fold, counting the events too: an entity with none by
+    // then is "not found", not an empty state.
+    let (state, events) = log.reconstruct(
+        &entity.entity_type,
+        &entity.entity_id,
+        at_us,
+        (serde_json::Value::Object(serde_json::Map::new()), 0u64),
+        |(state, events), event| (evlog::apply_changes(state, event), events + 1),
+    )?;
+    if events == 0 {
+        eprintln!(
+            "evlog: entity {entity} has no events at or before {}",
+            evlog::json::format_timestamp(at_us)
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{state}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(dir: &PathBuf) -> Result<ExitCode> {
+    let log = open_for_queries(dir)?;
+    let report = log.verify()?;
+    let mut problems = report.problems.clone();
+    // Damage that the open itself found (and warned about) is a problem
+    // even where reading the events did not run into it.
+    for (file, offset, what) in &log.open_report().damaged_segments {
+        problems.push(format!(
+            "damaged sealed segment {} at byte offset {offset}: {what}",
+            file.display()
+        ));
+    }
+    let ok = problems.is_empty();
+    let printed = serde_json::json!({
+        "ok": ok,
+        "events_checked": report.events_checked,
+        "index_available": report.index_available,
+        "index_entries_checked": report.index_entries_checked,
+        "problems": problems,
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{printed}")?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Width of the progress bar of `reindex`, in characters.
+const PROGRESS_BAR_CHARS: u64 = 40;
+
+fn reindex(dir: &PathBuf) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let log = open(dir)?;
+    let show_progress = std::io::stderr().is_terminal();
+    let mut last_drawn_permille = None;
+    let through = log
+        .reindex_with_progress(|done_seqs, total_seqs| {
+            if !show_progress {
+                return;
+            }
+            let permille = (done_seqs.min(total_seqs) * 1000)
+                .checked_div(total_seqs)
+                .unwrap_or(1000);
+            // Redraw only when the bar moves, not for every batch.
+            if last_drawn_permille == Some(permille) {
+                return;
+            }
+            last_drawn_permille = Some(permille);
+            let filled = permille * PROGRESS_BAR_CHARS / 1000;
+            let bar = format!(
+                "{}{}",
+                "#".repeat(filled as usize),
+                ".".repeat((PROGRESS_BAR_CHARS - filled) as usize)
+            );
+            let mut err = std::io::stderr().lock();
+            // A failed progress write is no reason to fail the reindex.
+            let _ = write!(
+                err,
+                "\rreindexing [{bar}] {:>5.1}% (seq {done_seqs} of {total_seqs})",
+                permille as f64 / 10.0
+            );
+            let _ = err.flush();
+        })
+        .with_context(|| format!("reindexing {}", dir.display()))?;
+    if show_progress && last_drawn_permille.is_some() {
+        eprintln!();
+    }
+    log.close()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({ "reindexed_through": through })
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads JSON lines on a separate thread so that lines already waiting can

@@ -11,6 +11,7 @@
 
 mod cli;
 mod cli_hardening;
+mod cli_queries;
 mod common;
 mod concurrency;
 mod crash_loop;
