@@ -14,7 +14,9 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::event::{type_matches, Entity, LoggedEvent, Priority};
+use crate::event::{
+    type_matches, Entity, LoggedEvent, Priority, TIMESTAMP_US_MAX, TIMESTAMP_US_MIN,
+};
 use crate::index::indexer::LINK_METADATA_PREFIX;
 use crate::index::keys::{self, PostingKind, StatDim, MICROS_PER_MINUTE, TIME_BLOCK_EVENTS};
 use crate::index::IndexState;
@@ -882,12 +884,18 @@ impl Shared {
     }
 
     pub(crate) fn stats(self: &Arc<Self>, range: (Option<i64>, Option<i64>)) -> Result<Stats> {
-        let (since, until) = range;
+        // No event lies outside the accepted timestamps, so clamping the
+        // window changes no answer and keeps the minute arithmetic in range.
+        let clamp = |t: i64| t.clamp(TIMESTAMP_US_MIN, TIMESTAMP_US_MAX + 1);
+        let (since, until) = (range.0.map(clamp), range.1.map(clamp));
         let last = self.marks.last_seq();
-        let (index, mark) = self.index_and_mark();
-        let mark = mark.min(last);
+        let index = self.index.get();
         let mut stats = Stats::default();
-        let Some(index) = index else {
+        // The counters and the mark they stand for are read under the
+        // indexer's apply gate, so that no batch lands between them.
+        let gate = index.as_ref().map(|index| index.apply_gate.read());
+        let mark = index.as_ref().map_or(0, |index| index.mark()).min(last);
+        let Some(index) = index.clone() else {
             for event in self.query(&Query::all().during_opt(since, until))? {
                 stats.add_event(&event?);
             }
@@ -957,6 +965,7 @@ impl Shared {
                 }
             }
         }
+        drop(gate);
         // Partial minutes at the edges (indexed events only; the tail is
         // counted below), read from the events.
         let mut edges: Vec<(Option<i64>, Option<i64>)> = Vec::new();
@@ -977,7 +986,10 @@ impl Shared {
         }
         for (a, b) in edges {
             let mut events = self.query(&Query::all().during_opt(a, b))?;
-            events.tail_range = (1, 0); // the tail is counted once, below
+            // Only what the counters' mark covers: the rest is the tail,
+            // counted once, below.
+            events.mark = events.mark.min(mark);
+            events.tail_range = (1, 0);
             for event in events {
                 stats.add_event(&event?);
             }
@@ -1142,6 +1154,9 @@ impl Shared {
             let mut ids = 0u64;
             for run in index.id_runs().iter() {
                 for (id, seq) in run.pairs() {
+                    if seq > mark {
+                        continue; // a batch applied after the mark was read
+                    }
                     ids += 1;
                     checked += 1;
                     match self.get(seq) {
@@ -1462,6 +1477,22 @@ macro_rules! query_methods {
                 let last = self.shared.marks.last_seq();
                 let status = self.shared.index.status();
                 last.saturating_sub(status.indexed_through)
+            }
+
+            /// Waits until the indexes cover every event up to `seq` (so
+            /// queries about them need no scan), the timeout passes, or the
+            /// indexes stop or are unavailable (`Stopped`).
+            pub fn wait_for_index(
+                &self,
+                seq: u64,
+                timeout: std::time::Duration,
+            ) -> crate::WaitOutcome {
+                match self.shared.index.get() {
+                    Some(index) => index
+                        .indexed
+                        .wait(crate::Watermark::Published, seq, timeout),
+                    None => crate::WaitOutcome::Stopped(0),
+                }
             }
 
             /// Whether queries use the indexes, how far they reach, and

@@ -86,7 +86,9 @@ impl IdRun {
             if seq < lo || seq > hi {
                 return Err(CorruptKind::Index("id run entry outside the run's range"));
             }
-            if i > 0 && run.id_at(i - 1) >= run.id_at(i) {
+            // Equal ids are allowed (an id appended again after it left the
+            // duplicate window); they sort by seq.
+            if i > 0 && (run.id_at(i - 1), run.seq_at(i - 1)) >= (run.id_at(i), run.seq_at(i)) {
                 return Err(CorruptKind::Index("id run not sorted"));
             }
         }
@@ -110,7 +112,7 @@ impl IdRun {
         u64::from_le_bytes(self.entries[at..at + 8].try_into().unwrap_or_default())
     }
 
-    /// The seq of `id` in this run.
+    /// The seq of the first event of this run with `id`.
     pub fn lookup(&self, id: &[u8; 16]) -> Option<u64> {
         if id < &self.min_id || id > &self.max_id {
             return None;
@@ -121,10 +123,11 @@ impl IdRun {
             match self.id_at(mid).cmp(&id[..]) {
                 std::cmp::Ordering::Less => low = mid + 1,
                 std::cmp::Ordering::Greater => high = mid,
-                std::cmp::Ordering::Equal => return Some(self.seq_at(mid)),
+                std::cmp::Ordering::Equal => high = mid,
             }
         }
-        None
+        // `low` is the first entry not below `id`: its first event, if any.
+        (low < self.count as usize && self.id_at(low) == &id[..]).then(|| self.seq_at(low))
     }
 
     /// Every `(id, seq)` of the run, in id order.

@@ -128,6 +128,8 @@ fn run(shared: Arc<Shared>, stop: Arc<AtomicBool>, commands: Arc<Mutex<Vec<Reind
     if let Err(e) = indexer.follow(&stop, &commands) {
         tracing::error!(error = %e, "the indexer stopped; queries scan the log past its mark");
     }
+    // Whoever waits for the indexes to reach a seq stops waiting.
+    indexer.state.indexed.stop();
     if let Err(e) = indexer.state.store.flush() {
         tracing::warn!(error = %e, "could not flush the indexes; the next open catches up");
     }
@@ -321,6 +323,7 @@ impl Indexer {
         mark.extend_from_slice(&through.to_le_bytes());
         mark.extend_from_slice(&last_id);
         batch.put(keys::META_MARK.to_vec(), mark);
+        let _gate = self.state.apply_gate.write();
         self.state.store.apply(batch)?;
         // Published after the store holds it all: a query that reads the
         // mark finds at least this much.
@@ -365,10 +368,11 @@ impl Indexer {
         post(PostingKind::Type, event.event_type.as_bytes());
         if let Some(cause) = event.causation_id {
             let cause = *cause.as_bytes();
-            let parent = match batch_ids.get(&cause) {
-                Some(&parent) => Some(parent),
-                None => self.state.lookup_id(&cause),
-            };
+            // The first event with that id, as `lookup_id` resolves it.
+            let parent = self
+                .state
+                .lookup_id(&cause)
+                .or_else(|| batch_ids.get(&cause).copied());
             // A cause the log does not hold (yet) has no children list;
             // `verify` reports it.
             if let Some(parent) = parent.filter(|&p| p < seq) {
@@ -382,7 +386,7 @@ impl Indexer {
                     .push((parent, seq));
             }
         }
-        batch_ids.insert(*event.id.as_bytes(), seq);
+        batch_ids.entry(*event.id.as_bytes()).or_insert(seq);
 
         if !self.known_types.contains(&event.event_type) {
             self.known_types.insert(event.event_type.clone());

@@ -37,6 +37,12 @@ pub(crate) struct IndexState {
     /// batch that reaches it is applied, so a query that reads the mark
     /// first finds at least that much in the store.
     mark: AtomicU64,
+    /// Held by the indexer while it applies a batch and moves the mark;
+    /// readers that need the store and the mark to agree exactly (the
+    /// counters of `stats`) hold it shared.
+    pub apply_gate: Gate,
+    /// The mark again, for waiters (`Log::wait_for_index`).
+    pub indexed: crate::watermark::Watermarks,
     /// The id runs, oldest first; replaced whole by the indexer.
     id_runs: RwLock<Arc<Vec<IdRun>>>,
     /// Min and max timestamp of each block of `TIME_BLOCK_EVENTS` seqs,
@@ -53,6 +59,7 @@ impl IndexState {
 
     pub(crate) fn set_mark(&self, mark: u64) {
         self.mark.store(mark, Ordering::Release);
+        self.indexed.publish(mark, mark);
     }
 
     pub fn id_runs(&self) -> Arc<Vec<IdRun>> {
@@ -71,9 +78,11 @@ impl IndexState {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(runs);
     }
 
-    /// The seq of the event with `id`, if indexed.
+    /// The seq of the first event with `id`, if indexed. (An id is held by
+    /// several events only when it was appended again after it left the
+    /// duplicate window; it then names its first event.)
     pub fn lookup_id(&self, id: &[u8; 16]) -> Option<u64> {
-        self.id_runs().iter().rev().find_map(|run| run.lookup(id))
+        self.id_runs().iter().find_map(|run| run.lookup(id))
     }
 
     pub fn time_blocks(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<(i64, i64)>>> {
@@ -326,6 +335,22 @@ impl IndexState {
     }
 }
 
+/// A lock that guards no data, only an interval of time.
+pub(crate) struct Gate(RwLock<()>);
+
+impl Gate {
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Where the indexes stand, as [`crate::Log::index_status`] reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IndexStatus {
@@ -467,6 +492,8 @@ fn new_state(store: Box<dyn IndexStore>, path: PathBuf) -> IndexState {
         store,
         path,
         mark: AtomicU64::new(0),
+        indexed: crate::watermark::Watermarks::new(0, 0),
+        apply_gate: Gate(RwLock::new(())),
         id_runs: RwLock::new(Arc::new(Vec::new())),
         time_blocks: RwLock::new(Vec::new()),
         private_copy: None,
@@ -682,7 +709,11 @@ pub(crate) fn open_for_reading(
     let mut state = new_state(Box::new(store), path);
     state.private_copy = Some(copy);
     match check_store(&state, last_seq, event_id_at) {
-        Ok(Ok(())) => Ok(Arc::new(state)),
+        Ok(Ok(())) => {
+            // A view's copy never grows: waiting for more ends at once.
+            state.indexed.stop();
+            Ok(Arc::new(state))
+        }
         Ok(Err(reason)) if reason.is_empty() => Err("the index is empty".into()),
         Ok(Err(reason)) => Err(reason),
         Err(e) => Err(e.to_string()),
