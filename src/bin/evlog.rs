@@ -452,6 +452,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "last_seq": log.last_seq(),
                 "segments": log.segment_count(),
                 "closed_cleanly": log.open_report().closed_cleanly,
+                // What this read-only view could use: while the writer's
+                // process holds the indexes, nothing (its queries scan).
+                "index": {
+                    "available": log.index_status().available,
+                    "indexed_through": log.index_status().indexed_through,
+                    "unavailable_because": log.index_status().unavailable_because,
+                },
             });
             println!("{info}");
             Ok(ExitCode::SUCCESS)

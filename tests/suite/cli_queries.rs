@@ -622,8 +622,18 @@ fn cli_reindex() {
     );
     assert_eq!(ok(dir, &["stats", "--json"]), stats_before);
     assert_eq!(verify_report(&run(dir, &["verify"]))["ok"], json!(true));
+    let info = json_lines(&ok(dir, &["info"])).remove(0);
+    assert_eq!(
+        info["index"],
+        json!({"available": true, "indexed_through": WORKLOAD_EVENTS + 4, "unavailable_because": null}),
+        "{info}"
+    );
 
     let log = Log::open(dir, options()).expect("open");
+    // The writer's process holds the indexes: a view says it cannot use them.
+    let info = json_lines(&ok(dir, &["info"])).remove(0);
+    assert_eq!(info["index"]["available"], json!(false), "{info}");
+    assert!(info["index"]["unavailable_because"].is_string(), "{info}");
     let output = run(dir, &["reindex"]);
     assert_eq!(output.status.code(), Some(2), "{}", said(&output));
     assert!(output.stdout.is_empty(), "{}", said(&output));
