@@ -27,7 +27,15 @@ pub(crate) struct IdRun {
     pub max_id: [u8; 16],
     /// The run's entries (the value without its header).
     pub entries: Arc<Vec<u8>>,
+    /// The id of every `FENCE_STRIDE`th entry: a search first finds the
+    /// stride in this small array (it stays in the CPU cache), then looks
+    /// only inside one stride of `entries`, instead of taking a cache miss
+    /// at each of ~17 halvings of a multi-megabyte array.
+    fences: Arc<Vec<[u8; 16]>>,
 }
+
+/// Entries per fence (24 bytes each: 1.5 KiB, a few cache lines).
+const FENCE_STRIDE: usize = 64;
 
 impl IdRun {
     /// Builds a run from unsorted `(id, seq)` pairs.
@@ -53,6 +61,10 @@ impl IdRun {
         } else {
             (id_at(0), id_at(count as usize - 1))
         };
+        let fences = (0..count as usize)
+            .step_by(FENCE_STRIDE)
+            .map(id_at)
+            .collect();
         IdRun {
             lo,
             hi,
@@ -60,6 +72,7 @@ impl IdRun {
             min_id,
             max_id,
             entries: Arc::new(entries),
+            fences: Arc::new(fences),
         }
     }
 
@@ -117,13 +130,16 @@ impl IdRun {
         if id < &self.min_id || id > &self.max_id {
             return None;
         }
-        let (mut low, mut high) = (0usize, self.count as usize);
+        // The first fence not below `id`; the first entry with `id` lies in
+        // the stride before it (or at the fence itself).
+        let fence = self.fences.partition_point(|f| f < id);
+        let mut low = fence.saturating_sub(1) * FENCE_STRIDE;
+        let mut high = (fence * FENCE_STRIDE + 1).min(self.count as usize);
         while low < high {
             let mid = (low + high) / 2;
             match self.id_at(mid).cmp(&id[..]) {
                 std::cmp::Ordering::Less => low = mid + 1,
-                std::cmp::Ordering::Greater => high = mid,
-                std::cmp::Ordering::Equal => high = mid,
+                std::cmp::Ordering::Greater | std::cmp::Ordering::Equal => high = mid,
             }
         }
         // `low` is the first entry not below `id`: its first event, if any.
