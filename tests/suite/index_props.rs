@@ -7,8 +7,10 @@
 //! reopen, and through read-only views.
 //!
 //! The truth is always rebuilt from what `iter` returns, never from what
-//! was appended, so the checks hold whether a duplicate id is stored twice
-//! or answered with the existing seq (idempotent appends).
+//! was appended, so the checks hold whether a repeated id is answered with
+//! the existing seq (inside the duplicate window) or stored again (the
+//! workloads run with the default window, none, or a tiny one). An id held
+//! twice names its first event.
 //!
 //! `check_view` and the `View` trait are shared with `index_crash` and
 //! `index_damage`.
@@ -170,28 +172,19 @@ impl<'a> Truth<'a> {
             .collect()
     }
 
-    fn unique(&self, id: Uuid) -> Option<&LoggedEvent> {
-        match self.by_id.get(&id).map(Vec::as_slice) {
-            Some([i]) => Some(&self.events[*i]),
-            _ => None,
-        }
-    }
-
-    fn is_duplicated(&self, id: Uuid) -> bool {
-        self.by_id.get(&id).is_some_and(|v| v.len() > 1)
+    /// The event an id names: its first event when the log holds the id
+    /// more than once (appended again after it left the duplicate window).
+    pub fn first(&self, id: Uuid) -> Option<&LoggedEvent> {
+        self.by_id.get(&id).map(|copies| &self.events[copies[0]])
     }
 
     /// Root cause first; the walk stops at a cause the log does not hold or
-    /// that does not come before its effect. `None` when a duplicated id
-    /// makes the answer ambiguous.
-    fn causation_chain(&self, event: &LoggedEvent) -> Option<Vec<u64>> {
+    /// that does not come before its effect.
+    fn causation_chain(&self, event: &LoggedEvent) -> Vec<u64> {
         let mut chain = vec![event.seq];
         let mut current = event;
         while let Some(cause) = current.causation_id {
-            if self.is_duplicated(cause) {
-                return None;
-            }
-            match self.unique(cause) {
+            match self.first(cause) {
                 Some(parent) if parent.seq < current.seq => {
                     chain.push(parent.seq);
                     current = parent;
@@ -200,35 +193,30 @@ impl<'a> Truth<'a> {
             }
         }
         chain.reverse();
-        Some(chain)
+        chain
     }
 
-    /// Depth-first `(depth, seq)`: children are the later events whose
-    /// cause is the node's id, in seq order. `None` when a node's id is
-    /// duplicated (its children would be ambiguous).
-    fn descendants(&self, root: &LoggedEvent) -> Option<Vec<(usize, u64)>> {
-        let mut children: HashMap<Uuid, Vec<&LoggedEvent>> = HashMap::new();
+    /// Depth-first `(depth, seq)`: a node's children are the later events
+    /// whose cause names it (an id held twice names its first event), in
+    /// seq order.
+    fn descendants(&self, root: &LoggedEvent) -> Vec<(usize, u64)> {
+        let mut children: HashMap<u64, Vec<&LoggedEvent>> = HashMap::new();
         for e in self.events {
-            if let Some(cause) = e.causation_id {
-                children.entry(cause).or_default().push(e);
+            if let Some(parent) = e.causation_id.and_then(|c| self.first(c)) {
+                if parent.seq < e.seq {
+                    children.entry(parent.seq).or_default().push(e);
+                }
             }
         }
         let mut out = Vec::new();
         let mut stack = vec![(0usize, root)];
         while let Some((depth, node)) = stack.pop() {
-            if self.is_duplicated(node.id) && children.contains_key(&node.id) {
-                return None;
-            }
             out.push((depth, node.seq));
-            let kids: Vec<&LoggedEvent> = children
-                .get(&node.id)
-                .map(|k| k.iter().copied().filter(|c| c.seq > node.seq).collect())
-                .unwrap_or_default();
-            for child in kids.into_iter().rev() {
+            for child in children.get(&node.seq).into_iter().flatten().rev() {
                 stack.push((depth + 1, child));
             }
         }
-        Some(out)
+        out
     }
 
     fn linked_entities(&self, entity: &Entity) -> HashSet<Entity> {
@@ -273,23 +261,15 @@ impl<'a> Truth<'a> {
         stats
     }
 
-    /// How many problems `verify` must report (causes missing or later),
-    /// or `None` when duplicated cause ids make it ambiguous.
-    fn verify_problems(&self) -> Option<usize> {
-        let mut problems = 0;
-        for e in self.events {
-            let Some(cause) = e.causation_id else {
-                continue;
-            };
-            if self.is_duplicated(cause) {
-                return None;
-            }
-            match self.unique(cause) {
-                Some(parent) if parent.seq < e.seq => {}
-                _ => problems += 1,
-            }
-        }
-        Some(problems)
+    /// How many problems `verify` must report (causes missing or later).
+    fn verify_problems(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| {
+                e.causation_id
+                    .is_some_and(|c| self.first(c).is_none_or(|parent| parent.seq >= e.seq))
+            })
+            .count()
     }
 }
 
@@ -356,19 +336,6 @@ pub fn random_window(rng: &mut Rng, events: &[LoggedEvent]) -> Window {
     (start, end)
 }
 
-/// The same window, with a start past the last valid timestamp moved to
-/// just after it (it selects the same events): `stats` overflows on a
-/// start within a minute of `i64::MAX` (see
-/// `stats_with_a_start_near_i64_max_counts_nothing`, ignored), and the
-/// property tests must go on finding other bugs.
-fn avoid_stats_overflow(w: Window) -> Window {
-    let moved = |b: Bound<i64>| match b {
-        Bound::Included(t) | Bound::Excluded(t) if t > TS_MAX => Bound::Included(TS_MAX + 1),
-        other => other,
-    };
-    (moved(w.0), w.1)
-}
-
 /// A random dotted pattern over the workload's segment names, or one of
 /// the log's own types (sometimes with `*` swapped in or added).
 fn random_pattern(rng: &mut Rng, types: &[String]) -> String {
@@ -404,21 +371,6 @@ pub fn check_view(
     seed: u64,
     keys: usize,
     windows: usize,
-) -> Vec<LoggedEvent> {
-    check_view_with(view, stage, seed, keys, windows, true)
-}
-
-/// [`check_view`]; `with_stats` false leaves out `stats` and `verify`,
-/// which miscount while the indexer is running (see
-/// `stats_and_verify_while_the_indexer_runs`, ignored), so that checks
-/// taken mid-indexing go on finding other bugs.
-pub fn check_view_with(
-    view: &dyn View,
-    stage: &str,
-    seed: u64,
-    keys: usize,
-    windows: usize,
-    with_stats: bool,
 ) -> Vec<LoggedEvent> {
     let events = view.all();
     let truth = Truth::new(&events);
@@ -584,20 +536,15 @@ pub fn check_view_with(
         let w = random_window(&mut rng, &events);
         let want = truth.filter(|e| in_window(&w, e.timestamp_us));
         assert_eq!(view.between(w), want, "{}", ctx(&("between", w)));
-        let w = avoid_stats_overflow(w);
-        if with_stats {
-            assert_eq!(view.stats(w), truth.stats(&w), "{}", ctx(&("stats", w)));
-        }
+        assert_eq!(view.stats(w), truth.stats(&w), "{}", ctx(&("stats", w)));
     }
     let everything = (Bound::Unbounded, Bound::Unbounded);
-    if with_stats {
-        assert_eq!(
-            view.stats(everything),
-            truth.stats(&everything),
-            "{}",
-            ctx(&"stats ..")
-        );
-    }
+    assert_eq!(
+        view.stats(everything),
+        truth.stats(&everything),
+        "{}",
+        ctx(&"stats ..")
+    );
 
     // Ids: every sampled event is found; causation chains and trees.
     let picks: Vec<&LoggedEvent> = if events.is_empty() {
@@ -611,24 +558,25 @@ pub fn check_view_with(
         let found = view
             .find_by_id(e.id)
             .unwrap_or_else(|| panic!("{}", ctx(&("find_by_id", e.seq))));
-        assert_eq!(found.id, e.id, "{}", ctx(&("find_by_id", e.seq)));
-        // A duplicated id may be answered with any of its copies.
-        assert!(
-            truth.by_id[&e.id].iter().any(|&i| events[i] == found),
-            "{}",
-            ctx(&("find_by_id returned an event the log does not hold", e.seq))
-        );
-        if let Some(want) = truth.causation_chain(e) {
-            if !truth.is_duplicated(e.id) {
-                let got = view.causation_chain(e.id).unwrap();
-                assert_eq!(got, want, "{}", ctx(&("causation_chain", e.seq)));
-            }
-        }
-        if !truth.is_duplicated(e.id) {
-            if let Some(want) = truth.descendants(e) {
-                let got = view.descendants(e.id).unwrap();
-                assert_eq!(got, want, "{}", ctx(&("descendants", e.seq)));
-            }
+        // An id held twice names its first event.
+        let first = truth.first(e.id).unwrap();
+        assert_eq!(&found, first, "{}", ctx(&("find_by_id", e.seq)));
+        let got = view.causation_chain(e.id).unwrap();
+        let want = truth.causation_chain(first);
+        assert_eq!(got, want, "{}", ctx(&("causation_chain", e.seq)));
+        let got = view.descendants(e.id).unwrap();
+        let want = truth.descendants(first);
+        // A later copy of a repeated id in the tree collects, from the
+        // scanned part of the log, the children of the first copy too
+        // (`descendants_hang_a_repeated_cause_under_its_first_event`,
+        // ignored): compared only without such a node, so that this check
+        // goes on finding other bugs.
+        let later_copy_in_tree = want.iter().any(|&(_, seq)| {
+            let node = &events[(seq - events[0].seq) as usize];
+            truth.first(node.id).is_some_and(|f| f.seq != seq)
+        });
+        if !later_copy_in_tree {
+            assert_eq!(got, want, "{}", ctx(&("descendants", e.seq)));
         }
     }
     let stranger = Uuid::from_u128(ABSENT_ID + 1);
@@ -650,9 +598,6 @@ pub fn check_view_with(
 
     // verify: sound, except for the causes the workload made dangling
     // or forward on purpose.
-    if !with_stats {
-        return events;
-    }
     let report = view.verify();
     assert_eq!(
         report.events_checked,
@@ -660,17 +605,18 @@ pub fn check_view_with(
         "{}",
         ctx(&report)
     );
-    if let Some(expected) = truth.verify_problems() {
-        if expected <= 100 {
-            assert_eq!(report.problems.len(), expected, "{}", ctx(&report.problems));
-            for p in &report.problems {
-                assert!(
-                    p.contains("is not in the log") || p.contains("is the later event"),
-                    "{}",
-                    ctx(&("unexpected verify problem", p))
-                );
-            }
-        }
+    let expected = truth.verify_problems();
+    if expected <= 100 {
+        assert_eq!(report.problems.len(), expected, "{}", ctx(&report.problems));
+    }
+    for p in &report.problems {
+        assert!(
+            p.contains("is not in the log")
+                || p.contains("is the later event")
+                || p.starts_with("... and"),
+            "{}",
+            ctx(&("unexpected verify problem", p))
+        );
     }
     events
 }
@@ -687,7 +633,7 @@ const TYPES: [&str; 9] = [
 const ENTITY_TYPES: [&str; 2] = ["task", "sprint"];
 
 #[derive(Debug, Clone)]
-enum Ts {
+pub enum Ts {
     /// Left to the log (the clock).
     Unset,
     /// Within about ±2 hours of zero: negative, and many minute edges.
@@ -701,7 +647,7 @@ enum Ts {
 }
 
 #[derive(Debug, Clone)]
-enum Cause {
+pub enum Cause {
     None,
     /// An earlier event (chosen among those whose id is never repeated).
     Earlier(u16),
@@ -712,7 +658,7 @@ enum Cause {
 }
 
 #[derive(Debug, Clone)]
-struct Op {
+pub struct Op {
     ty: u8,
     correlation: Option<u8>,
     entity: Option<(u8, u8)>,
@@ -727,7 +673,7 @@ struct Op {
     repeat_of: Option<u16>,
 }
 
-fn op_strategy() -> impl Strategy<Value = Op> {
+pub fn op_strategy() -> impl Strategy<Value = Op> {
     let ts = prop_oneof![
         1 => Just(Ts::Unset),
         6 => (-7_200_000_000i64..7_200_000_000).prop_map(Ts::NearZero),
@@ -784,7 +730,7 @@ fn id_of(salt: u64, i: usize) -> Uuid {
 }
 
 /// The events to append, in order, and which of them are repeats.
-fn build(ops: &[Op], salt: u64) -> Vec<(Event, bool)> {
+pub fn build(ops: &[Op], salt: u64) -> Vec<(Event, bool)> {
     let n = ops.len();
     // Pass 1: which op each repeat copies (an original, never a repeat).
     let mut original: Vec<Option<usize>> = vec![None; n];
@@ -794,12 +740,9 @@ fn build(ops: &[Op], salt: u64) -> Vec<(Event, bool)> {
             original[i] = Some(original[target].unwrap_or(target));
         }
     }
-    let repeated: HashSet<usize> = original.iter().flatten().copied().collect();
-    // Causes point only at originals that are never repeated: the cause of
-    // a repeated id would be ambiguous.
-    let causable: Vec<usize> = (0..n)
-        .filter(|i| original[*i].is_none() && !repeated.contains(i))
-        .collect();
+    // Causes point at originals, repeated or not (a repeated id names its
+    // first event).
+    let causable: Vec<usize> = (0..n).filter(|i| original[*i].is_none()).collect();
     let correlation = |c: u8| {
         Uuid::from_u128(
             0xc0ffee_0000_0000_0000_0000_0000_0000 + u128::from(c) + u128::from(salt) * 16,
@@ -861,7 +804,7 @@ fn build(ops: &[Op], salt: u64) -> Vec<(Event, bool)> {
 }
 
 /// Appends in batches of the given sizes (cycled); repeats alone.
-fn append_all(log: &Log, events: &[(Event, bool)], batch_sizes: &[usize]) {
+pub fn append_all(log: &Log, events: &[(Event, bool)], batch_sizes: &[usize]) {
     let mut pending: Vec<Event> = Vec::new();
     let mut sizes = batch_sizes.iter().cycle();
     let mut want = *sizes.next().unwrap();
@@ -888,18 +831,24 @@ fn append_all(log: &Log, events: &[(Event, bool)], batch_sizes: &[usize]) {
     flush(&mut pending);
 }
 
-fn has_duplicate_ids(events: &[LoggedEvent]) -> bool {
+pub fn has_duplicate_ids(events: &[LoggedEvent]) -> bool {
     let mut seen = HashSet::new();
     events.iter().any(|e| !seen.insert(e.id))
 }
 
-fn run_case(ops: &[Op], batch_sizes: &[usize], salt: u64) {
+fn run_case(ops: &[Op], batch_sizes: &[usize], salt: u64, dedup_window: Option<usize>) {
     let dir = tempdir();
     let built = build(ops, salt);
-    let log = Log::open(dir.path(), options()).unwrap();
+    // The default window answers every repeat with the existing seq; a
+    // small or no window stores some or all repeats as new events.
+    let options = match dedup_window {
+        Some(ids) => options().dedup_window(ids),
+        None => options(),
+    };
+    let log = Log::open(dir.path(), options.clone()).unwrap();
     append_all(&log, &built, batch_sizes);
     // Right after the appends: the indexer is wherever it is.
-    let before = check_view_with(&log, "before catch-up", salt, 5, 2, false);
+    let before = check_view(&log, "before catch-up", salt, 5, 2);
     assert!(before.len() <= built.len());
     wait_indexed(&log);
     assert!(log.index_status().available, "{:?}", log.index_status());
@@ -907,23 +856,17 @@ fn run_case(ops: &[Op], batch_sizes: &[usize], salt: u64) {
     assert_eq!(before, after, "the log changed while nothing was appended");
     log.close().unwrap();
 
-    let log = Log::open(dir.path(), options()).unwrap();
-    // With an id stored twice the index is rebuilt at open (ignored test
-    // below): the indexer may be running.
-    let racing = has_duplicate_ids(&after);
-    let reopened = check_view_with(&log, "reopened", salt ^ 2, 5, 3, !racing);
+    let log = Log::open(dir.path(), options).unwrap();
+    let reopened = check_view(&log, "reopened", salt ^ 2, 5, 3);
     assert_eq!(reopened, after);
     wait_indexed(&log);
-    if !has_duplicate_ids(&reopened) {
-        // A clean close leaves a trusted index (see the ignored test below
-        // for logs that hold an id twice).
-        assert_eq!(log.index_status().rebuilt_because, None);
-    }
+    // A clean close leaves a trusted index, ids held twice or not.
+    assert_eq!(log.index_status().rebuilt_because, None);
     // A second round of appends on top of the reopened index, then a
     // read-only view that copies the closed index.
     let more = build(&ops[..ops.len().min(20)], salt.wrapping_add(7));
     append_all(&log, &more, &[3]);
-    let all = check_view_with(&log, "reopened + more", salt ^ 3, 5, 2, false);
+    let all = check_view(&log, "reopened + more", salt ^ 3, 5, 2);
     wait_indexed(&log);
     check_view(&log, "reopened + more, caught up", salt ^ 5, 3, 2);
     log.close().unwrap();
@@ -934,7 +877,7 @@ fn run_case(ops: &[Op], batch_sizes: &[usize], salt: u64) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: if cfg!(debug_assertions) { 6 } else { 24 },
+        cases: if cfg!(debug_assertions) { 8 } else { 48 },
         max_shrink_iters: 200,
         // Nothing written into the source tree; a failure prints its input.
         failure_persistence: None,
@@ -948,8 +891,9 @@ proptest! {
         ops in prop::collection::vec(op_strategy(), 1..160),
         batch_sizes in prop::collection::vec(1usize..40, 1..6),
         salt in any::<u64>(),
+        dedup_window in prop_oneof![Just(None), Just(Some(0)), (1usize..6).prop_map(Some)],
     ) {
-        run_case(&ops, &batch_sizes, salt);
+        run_case(&ops, &batch_sizes, salt, dedup_window);
     }
 }
 
@@ -962,48 +906,57 @@ fn queries_equal_a_scan_across_blocks_and_chunks() {
     let strategy = prop::collection::vec(op_strategy(), 3_000..3_001);
     let ops = strategy.new_tree(&mut runner).unwrap().current();
     let sizes: Vec<usize> = (0..7).map(|_| 1 + rng.below(600) as usize).collect();
-    run_case(&ops, &sizes, rng.next_u64());
+    run_case(&ops, &sizes, rng.next_u64(), Some(0));
 }
 
-// A log holding one id twice (what appends did before they became
-// idempotent, and what a copied segment can bring) must still reopen on a
-// trusted index: a clean close then reopen should not rebuild.
+// An id appended again after it left the duplicate window is stored
+// twice; the log must still reopen on its trusted index, a read-only view
+// must use its copy of it, and the id names its first event (and causes
+// naming it hang under that event).
 #[test]
-#[ignore = "BUG: an id stored twice makes the id run 'not sorted' at load: every reopen rebuilds, read-only views scan"]
-fn a_clean_reopen_keeps_the_index_when_an_id_is_stored_twice() {
+fn an_id_stored_twice_keeps_the_index_and_names_its_first_event() {
     let dir = tempdir();
-    let log = Log::open(dir.path(), options()).unwrap();
+    let options = options().dedup_window(1);
+    let log = Log::open(dir.path(), options.clone()).unwrap();
     let id = Uuid::from_u128(0x1234_5678);
     log.append(Event::new("a.b").id(id).entity("task", "T-1"))
         .unwrap();
     log.append(Event::new("a.c")).unwrap();
     log.append(Event::new("a.b").id(id).entity("task", "T-1"))
         .unwrap();
+    log.append(Event::new("a.d").causation_id(id)).unwrap();
     let events = log.all();
+    assert!(
+        has_duplicate_ids(&events),
+        "the window of 1 let no repeat through"
+    );
+    assert_eq!(log.find_by_id(id).unwrap().unwrap().seq, 1);
+    let child = events[3].id;
+    assert_eq!(View::causation_chain(&log, child).unwrap(), vec![1, 4]);
+    assert_eq!(View::descendants(&log, id).unwrap(), vec![(0, 1), (1, 4)]);
+    check_view(&log, "before catch-up", 1, 5, 2);
     wait_indexed(&log);
+    check_view(&log, "caught up", 2, 5, 2);
     log.close().unwrap();
-    let log = Log::open(dir.path(), options()).unwrap();
+    let log = Log::open(dir.path(), options).unwrap();
     wait_indexed(&log);
-    check_view(&log, "reopened", 1, 5, 2);
-    if has_duplicate_ids(&events) {
-        assert_eq!(
-            log.index_status().rebuilt_because,
-            None,
-            "a cleanly closed index was thrown away"
-        );
-    }
+    assert_eq!(
+        log.index_status().rebuilt_because,
+        None,
+        "a cleanly closed index was thrown away"
+    );
+    check_view(&log, "reopened", 3, 5, 2);
     log.close().unwrap();
     let view = Log::open_read_only(dir.path()).unwrap();
     assert!(view.index_status().available, "{:?}", view.index_status());
-    check_view(&view, "read-only view", 2, 5, 2);
+    check_view(&view, "read-only view", 4, 5, 2);
 }
 
-// `stats` turns the window's start into its first whole minute with
-// `since + MICROS_PER_MINUTE - 1`, which overflows for a start within a
-// minute of i64::MAX: in release it wraps and counts every whole minute
-// from the start of time; in debug it panics.
+// A window starting within a minute of i64::MAX holds nothing. Rounding
+// such a start up to a whole minute once overflowed (wrapping in release,
+// so that every counter from the start of time was counted; a panic in
+// debug).
 #[test]
-#[ignore = "BUG: stats(since..) with since > i64::MAX - 59_999_999 overflows and counts events before since"]
 fn stats_with_a_start_near_i64_max_counts_nothing() {
     let dir = tempdir();
     let log = Log::open(dir.path(), options()).unwrap();
@@ -1028,20 +981,12 @@ fn stats_with_a_start_near_i64_max_counts_nothing() {
 fn read_only_views_answer_like_the_writer() {
     let dir = tempdir();
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    // No repeated ids here: a log holding an id twice is refused the
-    // index copy (see the ignored test above), and this test is about
-    // views of a sound index.
     let ops: Vec<Op> = prop::collection::vec(op_strategy(), 400..401)
         .new_tree(&mut runner)
         .unwrap()
-        .current()
-        .into_iter()
-        .map(|op| Op {
-            repeat_of: None,
-            ..op
-        })
-        .collect();
-    let log = Log::open(dir.path(), options()).unwrap();
+        .current();
+    // No duplicate window: repeated ids are stored twice.
+    let log = Log::open(dir.path(), options().dedup_window(0)).unwrap();
     append_all(&log, &build(&ops[..200], 11), &[17, 1, 40]);
     let view = Log::open_read_only(dir.path()).unwrap();
     assert!(!view.index_status().available, "{:?}", view.index_status());
@@ -1071,14 +1016,13 @@ fn read_only_views_answer_like_the_writer() {
     log.close().unwrap();
 }
 
-// `stats` reads the mark, then the counters, then scans the log past the
-// mark; `verify` reads the mark, then the id runs. The indexer applies a
-// batch (counters, id runs) before it moves the mark, so a batch applied
-// between the two reads is counted twice by `stats` (counters + scan)
-// and makes `verify` report more ids than indexed events. Each pass of
-// the loop is one chance for the race; the log does not change.
+// `stats` and `verify` read the mark and then the counters or the id
+// runs, while the indexer applies a batch before it moves the mark: a
+// batch landing between the two reads was once counted twice by `stats`
+// (counters + scan of the log past the mark) and made `verify` report
+// more ids than indexed events. Each pass of the loop is one chance for
+// the race; the log does not change.
 #[test]
-#[ignore = "BUG: stats double-counts and verify reports id-count problems while the indexer is applying batches"]
 fn stats_and_verify_while_the_indexer_runs() {
     let dir = tempdir();
     let total = 60_000u64;
@@ -1098,9 +1042,11 @@ fn stats_and_verify_while_the_indexer_runs() {
     let mut passes = 0;
     while log.index_lag() > 0 {
         passes += 1;
-        let got = log.stats(..).unwrap().total;
-        if got != total {
-            bad_stats.push(got);
+        for _ in 0..50 {
+            let got = log.stats(..).unwrap().total;
+            if got != total {
+                bad_stats.push(got);
+            }
         }
         let report = log.verify().unwrap();
         if !report.is_ok() {
@@ -1112,4 +1058,61 @@ fn stats_and_verify_while_the_indexer_runs() {
         bad_stats.is_empty() && bad_verify.is_empty(),
         "{passes} passes; stats totals (want {total}): {bad_stats:?}; verify: {bad_verify:?}"
     );
+}
+
+/// `n` events of the random workload with explicit ids and timestamps (so
+/// that appending them again elsewhere gives the same events), no
+/// repeated ids; `salt` varies the ids and correlations.
+pub fn fixed_events(n: usize, salt: u64) -> Vec<Event> {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let ops: Vec<Op> = prop::collection::vec(op_strategy(), n..n + 1)
+        .new_tree(&mut runner)
+        .unwrap()
+        .current()
+        .into_iter()
+        .enumerate()
+        .map(|(i, op)| Op {
+            repeat_of: None,
+            ts: match op.ts {
+                Ts::Unset => Ts::NearZero(i as i64 * 1_000),
+                ts => ts,
+            },
+            ..op
+        })
+        .collect();
+    build(&ops, salt).into_iter().map(|(e, _)| e).collect()
+}
+
+// Descendants when an id is held twice: the second copy is a node of the
+// tree too (it has the same cause as the first), and a cause naming the id
+// names the first copy, so an event caused by it hangs under the first
+// copy only, whether the answer comes from the indexes or from a scan
+// (indexes off, or events past the indexer's mark).
+#[test]
+#[ignore = "BUG: descendants lists a child of a repeated id under every later copy of it, when the child is scanned (indexes off or not yet indexed)"]
+fn descendants_hang_a_repeated_cause_under_its_first_event() {
+    for indexes in [true, false] {
+        let dir = tempdir();
+        let options = options().dedup_window(1).secondary_indexes(indexes);
+        let log = Log::open(dir.path(), options).unwrap();
+        let (x, e) = (Uuid::from_u128(0xA1), Uuid::from_u128(0xE1));
+        log.append(Event::new("root").id(x)).unwrap(); // 1
+        log.append(Event::new("effect").id(e).causation_id(x))
+            .unwrap(); // 2
+        log.append(Event::new("filler")).unwrap(); // 3
+        log.append(Event::new("effect").id(e).causation_id(x))
+            .unwrap(); // 4: stored again
+        log.append(Event::new("child").causation_id(e)).unwrap(); // 5
+        assert_eq!(log.last_seq(), Some(5));
+        if indexes {
+            wait_indexed(&log);
+        }
+        let tree = View::descendants(&log, x).unwrap();
+        assert_eq!(
+            tree,
+            vec![(0, 1), (1, 2), (2, 5), (1, 4)],
+            "indexes {indexes}: event 5 is caused by id {e}, whose first event is 2"
+        );
+        check_view(&log, &format!("indexes {indexes}"), 9, 5, 2);
+    }
 }
