@@ -797,6 +797,12 @@ impl Shared {
         if let Some(index) = index {
             children = index.children(seq, mark)?;
         }
+        // An id held by several events (appended again after it left the
+        // duplicate window) names its first one, as in the index: a later
+        // copy has no children of its own.
+        if self.seq_of_id(id)? != Some(seq) {
+            return Ok(children);
+        }
         let from = (mark + 1).max(self.first_readable()).max(seq + 1);
         if from <= last {
             for event in self.iter(from..=last)? {

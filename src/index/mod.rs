@@ -586,8 +586,15 @@ fn check_store(
             })?;
             return Ok(if any {
                 Err("the index has no layout version".into())
+            } else if last_seq > 0 {
+                // Deleted, emptied, or so damaged that sled found nothing
+                // in it: the log has events the index never saw.
+                Err(format!(
+                    "{} is missing or empty while the log holds {last_seq} events",
+                    state.path.display()
+                ))
             } else {
-                Err(String::new()) // empty: a new index, no message
+                Err(String::new()) // a new log: a new index, no message
             });
         }
     }

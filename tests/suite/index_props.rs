@@ -1089,7 +1089,6 @@ pub fn fixed_events(n: usize, salt: u64) -> Vec<Event> {
 // copy only, whether the answer comes from the indexes or from a scan
 // (indexes off, or events past the indexer's mark).
 #[test]
-#[ignore = "BUG: descendants lists a child of a repeated id under every later copy of it, when the child is scanned (indexes off or not yet indexed)"]
 fn descendants_hang_a_repeated_cause_under_its_first_event() {
     for indexes in [true, false] {
         let dir = tempdir();
