@@ -745,7 +745,7 @@ pub fn build(ops: &[Op], salt: u64) -> Vec<(Event, bool)> {
     let causable: Vec<usize> = (0..n).filter(|i| original[*i].is_none()).collect();
     let correlation = |c: u8| {
         Uuid::from_u128(
-            0xc0ffee_0000_0000_0000_0000_0000_0000 + u128::from(c) + u128::from(salt) * 16,
+            0x00c0_ffee_0000_0000_0000_0000_0000_0000 + u128::from(c) + u128::from(salt) * 16,
         )
     };
     let mut events: Vec<Event> = Vec::with_capacity(n);
