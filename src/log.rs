@@ -160,6 +160,18 @@ impl Shared {
         })
     }
 
+    /// Starts loading the record of `seq` into the CPU cache, if it is
+    /// published (a hint: errors are ignored, nothing is read).
+    pub(crate) fn prefetch(&self, seq: u64) {
+        if seq == 0 || seq > self.marks.last_seq() {
+            return;
+        }
+        let _ = self.while_open(|| {
+            self.segment_for(seq)?.prefetch_record(seq);
+            Ok(())
+        });
+    }
+
     pub(crate) fn iter(self: &Arc<Self>, range: impl RangeBounds<u64>) -> Result<Iter> {
         self.check_poison()?;
         let last = self.marks.last_seq();

@@ -208,6 +208,10 @@ struct PostingStream {
     next_from: Option<u64>,
 }
 
+/// How many records an answer asks the CPU to load ahead of the one it
+/// decodes: enough to cover a miss to memory during one decode.
+const PREFETCH_AHEAD: usize = 4;
+
 /// How many seqs a stream reads from the store at once.
 const STREAM_READ_SEQS: usize = 512;
 
@@ -259,7 +263,10 @@ pub struct Events {
     /// Lowest seq the source may give (the window's first candidate).
     min_seq: u64,
     allowed_blocks: Option<Vec<bool>>,
+    /// Highest seq taken from the source (streams of a union may repeat it).
     last_returned: u64,
+    /// Seqs taken from the source and prefetched, not yet read.
+    ahead: VecDeque<u64>,
     tail: Option<Iter>,
     tail_range: (u64, u64),
     returned: usize,
@@ -316,13 +323,28 @@ impl Events {
                     continue;
                 }
             }
+            self.last_returned = seq;
             return Ok(Some(seq));
         }
     }
 
+    /// The next seq from the indexes, keeping `PREFETCH_AHEAD` more
+    /// queued whose records are being loaded into the cache meanwhile.
+    fn next_prefetched_seq(&mut self) -> Result<Option<u64>> {
+        while self.ahead.len() <= PREFETCH_AHEAD {
+            match self.next_indexed_seq()? {
+                Some(seq) => {
+                    self.shared.prefetch(seq);
+                    self.ahead.push_back(seq);
+                }
+                None => break,
+            }
+        }
+        Ok(self.ahead.pop_front())
+    }
+
     fn step(&mut self) -> Result<Option<LoggedEvent>> {
-        while let Some(seq) = self.next_indexed_seq()? {
-            self.last_returned = seq;
+        while let Some(seq) = self.next_prefetched_seq()? {
             let event = self.shared.get(seq)?;
             if self.query.matches(&event, self.entities.as_ref()) {
                 return Ok(Some(event));
@@ -602,6 +624,7 @@ impl Shared {
             min_seq,
             allowed_blocks,
             last_returned: 0,
+            ahead: VecDeque::new(),
             tail: None,
             tail_range: ((mark + 1).max(self.first_readable()), last),
             returned: 0,

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
@@ -33,6 +33,10 @@ const CHUNK_SEQS_MAX: usize = 256;
 /// caches; past this the memory is dropped (chunks then start afresh,
 /// counters are read back from the store).
 const REMEMBERED_KEYS_MAX: usize = 200_000;
+/// Below this many unindexed events the indexer waits up to
+/// `GATHER_DELAY` for more before it writes a batch.
+const GATHER_EVENTS_MIN: u64 = 1024;
+const GATHER_DELAY: Duration = Duration::from_millis(5);
 /// How often an idle indexer looks for commands.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Metadata keys that link an event to another entity:
@@ -170,6 +174,8 @@ impl Indexer {
     }
 
     fn follow(&mut self, stop: &AtomicBool, commands: &Mutex<Vec<Reindex>>) -> Result<()> {
+        // When the first of the events waiting to be indexed was seen.
+        let mut gathering: Option<Instant> = None;
         loop {
             let pending: Vec<Reindex> = std::mem::take(
                 &mut *commands
@@ -189,6 +195,18 @@ impl Indexer {
                 return Ok(());
             }
             if mark < last {
+                // A few events: let more gather first (queries scan what is
+                // not indexed, so nothing is missed). One sled batch per
+                // single append would cost the appenders a wake-up and
+                // tens of microseconds of CPU each.
+                if last - mark < GATHER_EVENTS_MIN {
+                    let since = *gathering.get_or_insert_with(Instant::now);
+                    if let Some(left) = GATHER_DELAY.checked_sub(since.elapsed()) {
+                        std::thread::sleep(left);
+                        continue;
+                    }
+                }
+                gathering = None;
                 let through = last.min(mark + BATCH_EVENTS_MAX);
                 self.index_range(mark + 1, through)?;
                 continue;
