@@ -46,6 +46,21 @@ pub enum Error {
         supported: u32,
     },
 
+    /// A subscription handler panicked; its subscription ended (the log
+    /// goes on).
+    #[error("subscription handler panicked: {0}")]
+    HandlerPanicked(String),
+
+    /// A durable consumer's position is below the first event the log
+    /// still holds: the events between were removed, and delivering from
+    /// the first one would skip them silently.
+    #[error("consumer {name} is at seq {position} but the log starts at {first_seq}")]
+    ConsumerBehindLog {
+        name: String,
+        position: u64,
+        first_seq: u64,
+    },
+
     /// No event in the log has this id.
     #[error("no event with id {0}")]
     UnknownEventId(uuid::Uuid),

@@ -251,6 +251,9 @@ pub struct Event {
     /// `serde_json`, or already parsed when it was set), so `validate` need
     /// not parse it again.
     payload_is_known_json: bool,
+    /// Written by evlog itself (a consumer's same-batch commit): the only
+    /// events allowed a type under `evlog.`.
+    bookkeeping: bool,
 }
 
 impl Event {
@@ -272,6 +275,7 @@ impl Event {
             payload: Payload::Empty,
             expected_version: None,
             payload_is_known_json: false,
+            bookkeeping: false,
         }
     }
 
@@ -401,8 +405,24 @@ impl Event {
     /// Checks every field against the limits; called on append, for every
     /// event, so it allocates nothing and parses a JSON payload only when
     /// it is not already known to be JSON.
+    /// Marks an event evlog writes for its own bookkeeping.
+    pub(crate) fn bookkeeping(mut self) -> Event {
+        self.bookkeeping = true;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         validate_event_type(&self.event_type)?;
+        if !self.bookkeeping
+            && self
+                .event_type
+                .starts_with(crate::subscribe::BOOKKEEPING_TYPE_PREFIX)
+        {
+            return Err(Error::InvalidEventType {
+                name: shorten_for_message(&self.event_type),
+                reason: "types under 'evlog.' are reserved for the log's own bookkeeping",
+            });
+        }
         if let Some(timestamp_us) = self.timestamp_us {
             if !(TIMESTAMP_US_MIN..=TIMESTAMP_US_MAX).contains(&timestamp_us) {
                 return Err(Error::InvalidEvent(format!(

@@ -34,6 +34,7 @@
 mod admission;
 mod codec;
 mod compact;
+mod consumer;
 pub mod dump;
 mod error;
 mod event;
@@ -51,6 +52,7 @@ mod recovery;
 mod repair;
 mod segment;
 pub mod storage;
+mod subscribe;
 mod watermark;
 pub mod workload;
 mod writer;
@@ -130,6 +132,10 @@ pub mod fuzz_api {
         crate::index::seq::decode_index_header(bytes, Path::new("fuzz.idx")).map(|h| h.first_seq)
     }
 }
+pub use consumer::{
+    validate_consumer_name, Consumer, ConsumerInfo, CONSUMER_COMMIT_TYPE, CONSUMER_ENTITY_TYPE,
+    CONSUMER_NAME_BYTES_MAX,
+};
 pub use event::{
     type_matches, validate_event_type, validate_traceparent, Entity, Event, LoggedEvent, Payload,
     Priority, EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX, TIMESTAMP_US_MAX,
@@ -149,4 +155,7 @@ pub use query::{
 pub use recovery::RecoveryReport;
 pub use recovery::TailCut;
 pub use repair::{repair, RepairCut, RepairMode, RepairReport};
+pub use subscribe::{
+    Filter, Progress, Start, Subscription, SubscriptionHandle, BOOKKEEPING_TYPE_PREFIX,
+};
 pub use watermark::{WaitOutcome, Watermark};

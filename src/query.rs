@@ -1541,6 +1541,48 @@ query_methods!(crate::log::Log);
 query_methods!(crate::log::LogReader);
 
 impl crate::log::Log {
+    /// Subscribes to the events that pass `filter`, from `start`: history
+    /// first, then live events, in sequence order, each exactly once. See
+    /// [`crate::Subscription`].
+    pub fn subscribe(
+        &self,
+        filter: crate::Filter,
+        start: crate::Start,
+    ) -> Result<crate::Subscription> {
+        crate::subscribe::Subscription::new(Arc::clone(&self.shared), filter, start)
+    }
+
+    /// Like [`Self::subscribe`], delivering to `handler` on a thread named
+    /// `evlog:sub:<name>` until [`crate::SubscriptionHandle::unsubscribe`]
+    /// or close. A handler may append to the same log.
+    pub fn subscribe_with(
+        &self,
+        name: &str,
+        filter: crate::Filter,
+        start: crate::Start,
+        handler: impl FnMut(LoggedEvent) + Send + 'static,
+    ) -> Result<crate::SubscriptionHandle> {
+        let subscription = self.subscribe(filter, start)?;
+        crate::subscribe::SubscriptionHandle::spawn(name, subscription, handler)
+    }
+
+    /// Opens (creating on first use) the durable consumer `name`: it
+    /// delivers the events that pass `filter` after its committed position.
+    /// See [`crate::Consumer`].
+    pub fn consumer(&self, name: &str, filter: crate::Filter) -> Result<crate::Consumer> {
+        crate::consumer::Consumer::open(Arc::clone(&self.shared), name, filter)
+    }
+
+    /// Every durable consumer with its committed position and lag.
+    pub fn consumers(&self) -> Result<Vec<crate::ConsumerInfo>> {
+        crate::consumer::list(&self.shared)
+    }
+
+    /// Deletes a durable consumer's position; returns whether it existed.
+    pub fn delete_consumer(&self, name: &str) -> Result<bool> {
+        crate::consumer::delete(&self.shared, name)
+    }
+
     /// Rebuilds every secondary index from the log and returns once they
     /// cover every event published when it was called. Queries stay
     /// correct meanwhile (they scan what is not indexed).

@@ -27,3 +27,4 @@ mod index_props;
 mod model;
 mod queries;
 mod recovery;
+mod subscriptions;

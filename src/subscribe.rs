@@ -1,0 +1,393 @@
+//! Live subscriptions: history first, then live events, in sequence
+//! order, each matching event exactly once, with no gap at the switch.
+//!
+//! A subscription is a cursor over sequence numbers, not a queue: it reads
+//! the log itself from where it stands, whether that is far behind (it then
+//! reads in order like `iter`) or at the end (it then waits on the log's
+//! watermark, the writer's commit notification). So there is nothing to
+//! overflow and nobody to drop: a slow subscriber costs its own time only,
+//! appends never wait for it, and its memory is one record plus the
+//! iterator's read buffer. Since sequence numbers are gap-free and assigned
+//! by the writer alone, "the next seq after the last one examined" is the
+//! whole state, and no event can be skipped or seen twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{type_matches, Entity, LoggedEvent, Priority};
+use crate::log::{Iter, Shared};
+use crate::options::Durability;
+use crate::query::{validate_pattern, Query};
+use crate::watermark::{WaitOutcome, Watermark};
+
+/// Event types under this prefix are the log's own bookkeeping (durable
+/// consumers' commits); a filter delivers them only when one of its
+/// patterns names this namespace explicitly.
+pub const BOOKKEEPING_TYPE_PREFIX: &str = "evlog.";
+
+/// Which events a subscription delivers. Every condition set must hold;
+/// several type patterns match when any of them does.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    patterns: Vec<String>,
+    entity: Option<Entity>,
+    correlation: Option<Uuid>,
+    min_priority: Option<Priority>,
+}
+
+impl Filter {
+    /// Every event (but the log's bookkeeping).
+    pub fn all() -> Filter {
+        Filter::default()
+    }
+
+    /// Adds a dotted type pattern (the rules of [`crate::type_matches`]).
+    pub fn event_type(mut self, pattern: impl Into<String>) -> Filter {
+        self.patterns.push(pattern.into());
+        self
+    }
+
+    pub fn entity(
+        mut self,
+        entity_type: impl Into<String>,
+        entity_id: impl Into<String>,
+    ) -> Filter {
+        self.entity = Some(Entity {
+            entity_type: entity_type.into(),
+            entity_id: entity_id.into(),
+        });
+        self
+    }
+
+    pub fn correlation(mut self, id: Uuid) -> Filter {
+        self.correlation = Some(id);
+        self
+    }
+
+    /// Only events at least this important (`P1`: `P0` and `P1`).
+    pub fn min_priority(mut self, priority: Priority) -> Filter {
+        self.min_priority = Some(priority);
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        self.patterns.iter().try_for_each(|p| validate_pattern(p))
+    }
+
+    /// Whether `event` passes the filter.
+    pub fn matches(&self, event: &LoggedEvent) -> bool {
+        if event.event_type.starts_with(BOOKKEEPING_TYPE_PREFIX)
+            && !self
+                .patterns
+                .iter()
+                .any(|p| p.starts_with(BOOKKEEPING_TYPE_PREFIX))
+        {
+            return false;
+        }
+        if !self.patterns.is_empty()
+            && !self
+                .patterns
+                .iter()
+                .any(|p| type_matches(p, &event.event_type))
+        {
+            return false;
+        }
+        if self.entity.is_some() && event.entity != self.entity {
+            return false;
+        }
+        if self.correlation.is_some() && event.correlation_id != self.correlation {
+            return false;
+        }
+        self.min_priority.is_none_or(|min| event.priority <= min)
+    }
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The first event of the log.
+    Beginning,
+    /// After the last event visible now: new events only.
+    End,
+    /// At this sequence number (clamped to the log's first).
+    Seq(u64),
+    /// At the first event, in sequence order, whose timestamp is at or
+    /// after this one (microseconds since the Unix epoch); every matching
+    /// event from there on is delivered, whatever its own timestamp.
+    Time(i64),
+    /// The last matching event of each entity (in sequence order), then
+    /// live events. Events without an entity are left out of the history.
+    LatestPerEntity,
+}
+
+/// Where a subscriber stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Every event up to this seq has been examined (delivered when it
+    /// matched). 0 before the first.
+    pub position: u64,
+    /// The last event it may deliver now (the durable end of the log, or
+    /// under `OsBuffered` the written end).
+    pub log_end: u64,
+}
+
+impl Progress {
+    /// Nothing visible is left to examine.
+    pub fn caught_up(&self) -> bool {
+        self.position >= self.log_end
+    }
+}
+
+/// A subscription: call [`Subscription::next_timeout`] (or iterate, which
+/// blocks until an event comes or the log closes).
+pub struct Subscription {
+    shared: Arc<Shared>,
+    filter: Filter,
+    /// Next seq to examine.
+    next_seq: u64,
+    /// The watermark that bounds delivery.
+    visible: Watermark,
+    iter: Option<Iter>,
+    /// `LatestPerEntity`: the history still to deliver.
+    history: VecDeque<u64>,
+}
+
+impl Subscription {
+    pub(crate) fn new(shared: Arc<Shared>, filter: Filter, start: Start) -> Result<Subscription> {
+        filter.validate()?;
+        shared.check_poison()?;
+        // What a subscriber saw must stay true after a power cut: under
+        // `Always` and `Interval` only durable events are delivered. Under
+        // `OsBuffered`, which accepts losing recent events to a power cut,
+        // delivery follows the written end.
+        let visible = match shared.options.get_durability() {
+            Durability::OsBuffered => Watermark::Published,
+            Durability::Always | Durability::Interval(_) => Watermark::Durable,
+        };
+        let mut subscription = Subscription {
+            shared,
+            filter,
+            next_seq: 1,
+            visible,
+            iter: None,
+            history: VecDeque::new(),
+        };
+        subscription.next_seq = subscription.first_seq();
+        match start {
+            Start::Beginning => {}
+            Start::End => subscription.next_seq = subscription.log_end() + 1,
+            Start::Seq(seq) => subscription.next_seq = seq.max(subscription.first_seq()),
+            Start::Time(timestamp_us) => {
+                let end = subscription.log_end();
+                let first_at_or_after = subscription
+                    .shared
+                    .query(&Query::all().since(timestamp_us).limit(1))?
+                    .next()
+                    .transpose()?
+                    .map(|event| event.seq)
+                    .filter(|&seq| seq <= end);
+                subscription.next_seq = first_at_or_after.unwrap_or(end + 1);
+            }
+            Start::LatestPerEntity => {
+                let end = subscription.log_end();
+                let first = subscription.first_seq();
+                let mut latest: HashMap<Entity, u64> = HashMap::new();
+                if first <= end {
+                    for event in subscription.shared.iter(first..=end)? {
+                        let event = event?;
+                        if let Some(entity) = &event.entity {
+                            if subscription.filter.matches(&event) {
+                                latest.insert(entity.clone(), event.seq);
+                            }
+                        }
+                    }
+                }
+                let mut seqs: Vec<u64> = latest.into_values().collect();
+                seqs.sort_unstable();
+                subscription.history = seqs.into();
+                subscription.next_seq = end + 1;
+            }
+        }
+        Ok(subscription)
+    }
+
+    fn first_seq(&self) -> u64 {
+        self.shared.first_seq.load(Ordering::Acquire).max(1)
+    }
+
+    fn log_end(&self) -> u64 {
+        match self.visible {
+            Watermark::Published => self.shared.marks.last_seq(),
+            Watermark::Durable => self.shared.marks.durable_seq(),
+        }
+    }
+
+    /// Where the subscriber stands.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            position: self.next_seq - 1,
+            log_end: self.log_end(),
+        }
+    }
+
+    /// The next matching event, waiting up to `timeout` for one;
+    /// `Ok(None)` when the timeout passed first. `Err(Error::Closed)` once
+    /// the log is closed and every visible event was examined.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<LoggedEvent>> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            if let Some(seq) = self.history.pop_front() {
+                return self.shared.get(seq).map(Some);
+            }
+            if let Some(iter) = self.iter.as_mut() {
+                match iter.next() {
+                    Some(Ok(event)) => {
+                        self.next_seq = event.seq + 1;
+                        if self.filter.matches(&event) {
+                            return Ok(Some(event));
+                        }
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        self.iter = None;
+                        return Err(e);
+                    }
+                    None => self.iter = None,
+                }
+            }
+            let end = self.log_end();
+            if self.next_seq <= end {
+                self.iter = Some(self.shared.iter(self.next_seq..=end)?);
+                continue;
+            }
+            let left = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return Ok(None);
+            }
+            match self.shared.marks.wait(self.visible, self.next_seq, left) {
+                WaitOutcome::Reached(_) => {}
+                WaitOutcome::TimedOut(_) => return Ok(None),
+                WaitOutcome::Stopped(_) => {
+                    if self.next_seq <= self.log_end() {
+                        continue;
+                    }
+                    self.shared.check_poison()?;
+                    return Err(Error::Closed);
+                }
+            }
+        }
+    }
+
+    /// The next matching event if one is visible now, without waiting.
+    pub fn try_next(&mut self) -> Result<Option<LoggedEvent>> {
+        self.next_timeout(Duration::ZERO)
+    }
+}
+
+impl Iterator for Subscription {
+    type Item = Result<LoggedEvent>;
+
+    /// Blocks until the next matching event; ends when the log closes.
+    fn next(&mut self) -> Option<Result<LoggedEvent>> {
+        loop {
+            match self.next_timeout(Duration::from_secs(3600)) {
+                Ok(Some(event)) => return Some(Ok(event)),
+                Ok(None) => continue,
+                Err(Error::Closed) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// A subscription whose events a handler receives on its own thread
+/// (`evlog:sub:<name>`), from [`crate::Log::subscribe_with`].
+pub struct SubscriptionHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+/// How often a handler thread looks at its stop flag while it waits.
+const HANDLER_POLL: Duration = Duration::from_millis(50);
+
+impl SubscriptionHandle {
+    pub(crate) fn spawn(
+        name: &str,
+        mut subscription: Subscription,
+        mut handler: impl FnMut(LoggedEvent) + Send + 'static,
+    ) -> Result<SubscriptionHandle> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = Arc::clone(&stop);
+        let dir = subscription.shared.dir.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("evlog:sub:{name}"))
+            .spawn(move || {
+                while !thread_stop.load(Ordering::Acquire) {
+                    match subscription.next_timeout(HANDLER_POLL) {
+                        Ok(Some(event)) => {
+                            // A handler that panics ends its subscription,
+                            // not the log, and `unsubscribe` reports it.
+                            let outcome =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    handler(event)
+                                }));
+                            if let Err(panic) = outcome {
+                                return Err(Error::HandlerPanicked(panic_message(&*panic)));
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(Error::Closed) => return Ok(()),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|source| Error::Io { path: dir, source })?;
+        Ok(SubscriptionHandle {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether the handler thread has ended (the log closed, the handler
+    /// panicked, or a read failed).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops delivery (after the event being handled, if any) and waits for
+    /// the thread; returns why it ended if that was an error or a panic.
+    pub fn unsubscribe(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Release);
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| Err(Error::HandlerPanicked(panic_message(&*panic)))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SubscriptionHandle {
+    /// Asks the thread to stop; does not wait (a handler may be slow).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

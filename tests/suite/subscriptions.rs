@@ -1,0 +1,221 @@
+//! Subscriptions and durable consumers: history then live, exactly once.
+
+use std::time::Duration;
+
+use evlog::{Event, Filter, Log, Options, Start};
+
+use crate::common::tempdir;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn types(log: &Log, count: u64, event_type: &str) {
+    for i in 0..count {
+        log.append(Event::new(event_type).entity("task", format!("T-{}", i % 3)))
+            .unwrap();
+    }
+}
+
+#[test]
+fn history_then_live_exactly_once_in_order() {
+    let dir = tempdir();
+    let log = Log::open(dir.path(), Options::default()).unwrap();
+    types(&log, 50, "validation.phase.done");
+    types(&log, 50, "task.created");
+    let mut sub = log
+        .subscribe(Filter::all().event_type("validation.*"), Start::Beginning)
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Some(event) = sub.next_timeout(Duration::from_millis(50)).unwrap() {
+        seen.push(event.seq);
+    }
+    assert_eq!(seen, (1..=50).collect::<Vec<_>>());
+    assert!(sub.progress().caught_up());
+    assert_eq!(sub.progress().position, 100);
+    // Live: appended from another thread while the subscriber waits.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..200u64 {
+                let t = if i % 2 == 0 {
+                    "validation.x"
+                } else {
+                    "other.y"
+                };
+                log.append(Event::new(t)).unwrap();
+            }
+        });
+        for expected in (101..=300).step_by(2) {
+            let event = sub.next_timeout(WAIT).unwrap().expect("live event");
+            assert_eq!(event.seq, expected);
+        }
+    });
+    assert_eq!(sub.try_next().unwrap(), None);
+}
+
+#[test]
+fn starts_end_seq_time_and_latest_per_entity() {
+    let dir = tempdir();
+    let log = Log::open(dir.path(), Options::default()).unwrap();
+    for i in 0..30i64 {
+        log.append(
+            Event::new("task.changed")
+                .entity("task", format!("T-{}", i % 3))
+                .timestamp_us(1_000 * i),
+        )
+        .unwrap();
+    }
+    let mut end = log.subscribe(Filter::all(), Start::End).unwrap();
+    assert_eq!(end.try_next().unwrap(), None);
+    log.append(Event::new("task.changed")).unwrap();
+    assert_eq!(end.next_timeout(WAIT).unwrap().unwrap().seq, 31);
+
+    let mut from_seq = log.subscribe(Filter::all(), Start::Seq(29)).unwrap();
+    assert_eq!(from_seq.next_timeout(WAIT).unwrap().unwrap().seq, 29);
+
+    let mut from_time = log.subscribe(Filter::all(), Start::Time(10_500)).unwrap();
+    assert_eq!(from_time.next_timeout(WAIT).unwrap().unwrap().seq, 12);
+
+    let mut latest = log
+        .subscribe(Filter::all().entity("task", "T-1"), Start::LatestPerEntity)
+        .unwrap();
+    assert_eq!(latest.next_timeout(WAIT).unwrap().unwrap().seq, 29);
+    assert_eq!(latest.try_next().unwrap(), None);
+    let mut all_latest = log
+        .subscribe(Filter::all(), Start::LatestPerEntity)
+        .unwrap();
+    let seqs: Vec<u64> =
+        std::iter::from_fn(|| all_latest.try_next().unwrap().map(|e| e.seq)).collect();
+    assert_eq!(seqs, vec![28, 29, 30]);
+}
+
+#[test]
+fn handler_thread_delivers_and_may_append_to_the_same_log() {
+    let dir = tempdir();
+    let log = std::sync::Arc::new(Log::open(dir.path(), Options::default()).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = std::sync::Arc::clone(&log);
+    let handle = log
+        .subscribe_with(
+            "echo",
+            Filter::all().event_type("ping"),
+            Start::Beginning,
+            move |event| {
+                writer
+                    .append(Event::new("pong").causation_id(event.id))
+                    .unwrap();
+                tx.send(event.seq).unwrap();
+            },
+        )
+        .unwrap();
+    types(&log, 10, "ping");
+    let got: Vec<u64> = (0..10).map(|_| rx.recv_timeout(WAIT).unwrap()).collect();
+    assert_eq!(got.len(), 10);
+    handle.unsubscribe().unwrap();
+    let pongs = log
+        .iter(..)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().event_type == "pong")
+        .count();
+    assert_eq!(pongs, 10);
+}
+
+#[test]
+fn a_panicking_handler_ends_its_subscription_not_the_log() {
+    let dir = tempdir();
+    let log = Log::open(dir.path(), Options::default()).unwrap();
+    let handle = log
+        .subscribe_with("boom", Filter::all(), Start::Beginning, |_| {
+            panic!("handler bug")
+        })
+        .unwrap();
+    log.append(Event::new("a.b")).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !handle.is_finished() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match handle.unsubscribe() {
+        Err(evlog::Error::HandlerPanicked(message)) => assert!(message.contains("handler bug")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(log.append(Event::new("a.b")).unwrap(), 2);
+}
+
+#[test]
+fn subscription_ends_when_the_log_closes() {
+    let dir = tempdir();
+    let log = Log::open(dir.path(), Options::default()).unwrap();
+    types(&log, 3, "a.b");
+    let mut sub = log.subscribe(Filter::all(), Start::Beginning).unwrap();
+    log.close().unwrap();
+    // A closed log reads no file: the subscription ends.
+    let outcome = sub.next_timeout(WAIT);
+    assert!(matches!(outcome, Err(evlog::Error::Closed)), "{outcome:?}");
+}
+
+#[test]
+fn durable_consumer_resumes_after_its_commit() {
+    let dir = tempdir();
+    {
+        let log = Log::open(dir.path(), Options::default()).unwrap();
+        types(&log, 10, "job.queued");
+        types(&log, 5, "noise.x");
+        let mut consumer = log
+            .consumer("worker", Filter::all().event_type("job.*"))
+            .unwrap();
+        for _ in 0..4 {
+            let event = consumer.next_timeout(WAIT).unwrap().unwrap();
+            consumer.ack(event.seq).unwrap();
+        }
+        assert_eq!(consumer.commit().unwrap(), 4);
+        // Delivered but not acknowledged: delivered again after a restart.
+        consumer.next_timeout(WAIT).unwrap().unwrap();
+        log.close().unwrap();
+    }
+    let log = Log::open(dir.path(), Options::default()).unwrap();
+    let infos = log.consumers().unwrap();
+    assert_eq!(infos.len(), 1);
+    assert_eq!((infos[0].position, infos[0].lag), (4, 11));
+    let mut consumer = log
+        .consumer("worker", Filter::all().event_type("job.*"))
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Some(event) = consumer.next_timeout(Duration::from_millis(50)).unwrap() {
+        consumer.ack(event.seq).unwrap();
+        seen.push(event.seq);
+    }
+    assert_eq!(seen, (5..=10).collect::<Vec<_>>());
+    // Every delivered event acknowledged: the position moves past the
+    // non-matching tail too.
+    assert_eq!(consumer.commit().unwrap(), 15);
+    assert!(log.delete_consumer("worker").unwrap());
+    assert!(log.consumers().unwrap().is_empty());
+    assert!(log.consumer("../etc", Filter::all()).is_err());
+}
+
+#[test]
+fn same_batch_commit_keeps_events_and_position_together() {
+    let dir = tempdir();
+    let log = Log::open(dir.path(), Options::default()).unwrap();
+    types(&log, 6, "order.placed");
+    let mut consumer = log
+        .consumer("billing", Filter::all().event_type("order.*"))
+        .unwrap();
+    let first = consumer.next_timeout(WAIT).unwrap().unwrap();
+    let range = consumer
+        .append_batch_and_commit(
+            &log,
+            &[Event::new("invoice.created").causation_id(first.id)],
+            first.seq,
+        )
+        .unwrap();
+    assert_eq!(range, 7..8);
+    // The position is in the log: delete the file, it is still known.
+    std::fs::remove_file(dir.path().join("consumers").join("billing.pos")).unwrap();
+    drop(consumer);
+    let consumer = log
+        .consumer("billing", Filter::all().event_type("order.*"))
+        .unwrap();
+    assert_eq!(consumer.committed(), 1);
+    // Users cannot forge bookkeeping events.
+    assert!(log.append(Event::new("evlog.consumer.committed")).is_err());
+}
