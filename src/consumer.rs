@@ -39,6 +39,34 @@ pub const CONSUMER_ENTITY_TYPE: &str = "evlog.consumer";
 /// Longest consumer name, in bytes.
 pub const CONSUMER_NAME_BYTES_MAX: usize = 64;
 
+const PARKED_SUFFIX: &str = ".parked";
+/// Deliveries of one event before a failing one is parked, by default.
+pub const MAX_DELIVERIES_DEFAULT: u32 = 5;
+/// Longest failure reason kept with a parked event, in bytes.
+const PARKED_REASON_BYTES_MAX: usize = 1024;
+/// Fixed part of a parked record: length u32, CRC u32, seq u64, attempts u32.
+const PARKED_HEADER_BYTES: usize = 20;
+
+/// An event a durable consumer's handler kept failing on, set aside so the
+/// consumer could move on (see [`Consumer::fail`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedEvent {
+    pub seq: u64,
+    /// Deliveries that failed.
+    pub attempts: u32,
+    /// The handler's last reason (at most 1 KiB).
+    pub reason: String,
+}
+
+/// What [`Consumer::fail`] did with the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// It will be delivered again next; this was failed delivery `attempt`.
+    Redeliver { attempt: u32 },
+    /// It reached the limit and was parked; the consumer moved past it.
+    Parked,
+}
+
 /// A durable consumer as [`crate::Log::consumers`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerInfo {
@@ -69,6 +97,72 @@ pub fn validate_consumer_name(name: &str) -> Result<()> {
 
 pub(crate) fn consumers_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(CONSUMERS_DIR)
+}
+
+fn parked_path(data_dir: &Path, name: &str) -> PathBuf {
+    consumers_dir(data_dir).join(format!("{name}{PARKED_SUFFIX}"))
+}
+
+/// One parked record: length of the rest (u32 LE), CRC-32 of the rest
+/// (u32 LE), then seq (u64 LE), attempts (u32 LE), reason (UTF-8).
+fn encode_parked(event: &ParkedEvent) -> Vec<u8> {
+    let mut reason = event.reason.as_str();
+    if reason.len() > PARKED_REASON_BYTES_MAX {
+        let mut end = PARKED_REASON_BYTES_MAX;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason = &reason[..end];
+    }
+    let mut rest = Vec::with_capacity(12 + reason.len());
+    put_u64(&mut rest, event.seq);
+    put_u32(&mut rest, event.attempts);
+    rest.extend_from_slice(reason.as_bytes());
+    let mut record = Vec::with_capacity(8 + rest.len());
+    put_u32(&mut record, rest.len() as u32);
+    put_u32(&mut record, crc32fast::hash(&rest));
+    record.extend_from_slice(&rest);
+    record
+}
+
+/// Decodes a parked file. A last record cut short (a crash while it was
+/// appended) is ignored; any other damage is an error naming the offset.
+fn decode_parked(bytes: &[u8], path: &Path) -> Result<Vec<ParkedEvent>> {
+    let mut parked = Vec::new();
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let (Some(len), Some(crc)) = (u32_at(bytes, at), u32_at(bytes, at + 4)) else {
+            break; // torn header at the end
+        };
+        let len = len as usize;
+        let Some(rest) = bytes.get(at + 8..at + 8 + len) else {
+            break; // torn record at the end
+        };
+        let corrupt = |kind| Error::Corrupt {
+            file: path.to_path_buf(),
+            offset: at as u64,
+            kind,
+        };
+        if len < PARKED_HEADER_BYTES - 8 || len > 12 + PARKED_REASON_BYTES_MAX {
+            return Err(corrupt(CorruptKind::RecordLength(len as u32)));
+        }
+        let computed = crc32fast::hash(rest);
+        if computed != crc {
+            return Err(corrupt(CorruptKind::RecordChecksum {
+                stored: crc,
+                computed,
+            }));
+        }
+        let reason = std::str::from_utf8(&rest[12..])
+            .map_err(|_| corrupt(CorruptKind::Decode("parked reason is not UTF-8".into())))?;
+        parked.push(ParkedEvent {
+            seq: u64_at(rest, 0).unwrap_or(0),
+            attempts: u32_at(rest, 8).unwrap_or(0),
+            reason: reason.to_string(),
+        });
+        at += 8 + len;
+    }
+    Ok(parked)
 }
 
 fn position_path(data_dir: &Path, name: &str) -> PathBuf {
@@ -178,6 +272,10 @@ pub struct Consumer {
     /// Set when a stored position was beyond the log's end (a power cut
     /// lost the events it had read) and was moved back to the end.
     reset_from: Option<u64>,
+    max_deliveries: u32,
+    /// Failed deliveries of the event being retried: (seq, count). Counted
+    /// in this process only: a restart starts counting again.
+    failures: Option<(u64, u32)>,
 }
 
 impl Consumer {
@@ -220,7 +318,95 @@ impl Consumer {
             last_delivered: committed,
             acked: committed,
             reset_from,
+            max_deliveries: MAX_DELIVERIES_DEFAULT,
+            failures: None,
         })
+    }
+
+    /// How many times an event whose handler fails is delivered before it
+    /// is parked (at least 1; default [`MAX_DELIVERIES_DEFAULT`]).
+    pub fn max_deliveries(mut self, deliveries: u32) -> Consumer {
+        self.max_deliveries = deliveries.max(1);
+        self
+    }
+
+    /// Reports that the handler failed on `seq`, the event delivered last.
+    /// Below the limit of deliveries the same event comes again from the
+    /// next `next_timeout`; at the limit it is parked (recorded durably in
+    /// the consumer's parked list with `reason`), counted as handled, and
+    /// the consumer moves on.
+    pub fn fail(&mut self, seq: u64, reason: &str) -> Result<FailOutcome> {
+        if seq != self.last_delivered || seq <= self.acked {
+            return Err(Error::InvalidEvent(format!(
+                "consumer {}: fail of seq {seq}, which is not the unacknowledged event delivered last ({})",
+                self.name, self.last_delivered
+            )));
+        }
+        let attempt = match self.failures {
+            Some((failed, count)) if failed == seq => count + 1,
+            _ => 1,
+        };
+        if attempt < self.max_deliveries {
+            self.failures = Some((seq, attempt));
+            self.subscription.rewind_to(seq);
+            return Ok(FailOutcome::Redeliver { attempt });
+        }
+        self.failures = None;
+        let record = encode_parked(&ParkedEvent {
+            seq,
+            attempts: attempt,
+            reason: reason.to_string(),
+        });
+        let dir = consumers_dir(&self.shared.dir);
+        self.shared.storage.create_dir_all(&dir).at(&dir)?;
+        let path = parked_path(&self.shared.dir, &self.name);
+        let created = !self.shared.storage.exists(&path);
+        let file = self
+            .shared
+            .storage
+            .open(&path, crate::storage::OpenMode::CreateOrOpen)
+            .at(&path)?;
+        let end = file.size_bytes().at(&path)?;
+        // A record torn by a crash is ignored by readers; write after the
+        // last whole one so it does not hide the new one.
+        let mut bytes = vec![0u8; end as usize];
+        file.read_exact_at(&mut bytes, 0).at(&path)?;
+        let whole: usize = decode_parked(&bytes, &path)?
+            .iter()
+            .map(|p| encode_parked(p).len())
+            .sum();
+        file.write_all_at(&record, whole as u64).at(&path)?;
+        file.set_len(whole as u64 + record.len() as u64).at(&path)?;
+        file.sync_all().at(&path)?;
+        drop(file);
+        if created {
+            crate::fsutil::sync_dir(&*self.shared.storage, &dir)?;
+        }
+        self.acked = self.acked.max(seq);
+        Ok(FailOutcome::Parked)
+    }
+
+    /// The events this consumer parked, in the order they were parked.
+    pub fn parked(&self) -> Result<Vec<ParkedEvent>> {
+        read_parked(&self.shared, &self.name)
+    }
+
+    /// Removes `seq` from the parked list (after replaying it by hand with
+    /// `Log::get`). Returns whether it was there.
+    pub fn unpark(&mut self, seq: u64) -> Result<bool> {
+        let mut parked = self.parked()?;
+        let before = parked.len();
+        parked.retain(|p| p.seq != seq);
+        if parked.len() == before {
+            return Ok(false);
+        }
+        let bytes: Vec<u8> = parked.iter().flat_map(encode_parked).collect();
+        crate::fsutil::write_file_durably(
+            &*self.shared.storage,
+            &parked_path(&self.shared.dir, &self.name),
+            &bytes,
+        )?;
+        Ok(true)
     }
 
     pub fn name(&self) -> &str {
@@ -255,6 +441,9 @@ impl Consumer {
     /// Marks every delivered event up to `seq` as handled (cumulative). It
     /// is stored by the next [`Consumer::commit`].
     pub fn ack(&mut self, seq: u64) -> Result<()> {
+        if self.failures.is_some_and(|(failed, _)| failed <= seq) {
+            self.failures = None;
+        }
         if seq > self.last_delivered {
             return Err(Error::InvalidEvent(format!(
                 "consumer {}: ack of seq {seq}, past the last delivered event {}",
@@ -336,6 +525,21 @@ impl Consumer {
     }
 }
 
+fn read_parked(shared: &Shared, name: &str) -> Result<Vec<ParkedEvent>> {
+    let path = parked_path(&shared.dir, name);
+    if !shared.storage.exists(&path) {
+        return Ok(Vec::new());
+    }
+    let file = shared
+        .storage
+        .open(&path, crate::storage::OpenMode::Read)
+        .at(&path)?;
+    let len = file.size_bytes().at(&path)?;
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact_at(&mut bytes, 0).at(&path)?;
+    decode_parked(&bytes, &path)
+}
+
 /// Every durable consumer of the log at `shared`, with its lag.
 pub(crate) fn list(shared: &Arc<Shared>) -> Result<Vec<ConsumerInfo>> {
     let dir = consumers_dir(&shared.dir);
@@ -375,6 +579,10 @@ pub(crate) fn delete(shared: &Shared, name: &str) -> Result<bool> {
         return Ok(false);
     }
     shared.storage.remove_file(&path).at(&path)?;
+    let parked = parked_path(&shared.dir, name);
+    if shared.storage.exists(&parked) {
+        shared.storage.remove_file(&parked).at(&parked)?;
+    }
     crate::fsutil::sync_dir(&*shared.storage, &consumers_dir(&shared.dir))?;
     Ok(true)
 }

@@ -133,8 +133,8 @@ pub mod fuzz_api {
     }
 }
 pub use consumer::{
-    validate_consumer_name, Consumer, ConsumerInfo, CONSUMER_COMMIT_TYPE, CONSUMER_ENTITY_TYPE,
-    CONSUMER_NAME_BYTES_MAX,
+    validate_consumer_name, Consumer, ConsumerInfo, FailOutcome, ParkedEvent, CONSUMER_COMMIT_TYPE,
+    CONSUMER_ENTITY_TYPE, CONSUMER_NAME_BYTES_MAX, MAX_DELIVERIES_DEFAULT,
 };
 pub use event::{
     type_matches, validate_event_type, validate_traceparent, Entity, Event, LoggedEvent, Payload,

@@ -287,6 +287,13 @@ impl Subscription {
         }
     }
 
+    /// Makes `seq` the next seq to examine again (a durable consumer's
+    /// redelivery of an event its handler failed).
+    pub(crate) fn rewind_to(&mut self, seq: u64) {
+        self.next_seq = seq;
+        self.iter = None;
+    }
+
     /// The next matching event if one is visible now, without waiting.
     pub fn try_next(&mut self) -> Result<Option<LoggedEvent>> {
         self.next_timeout(Duration::ZERO)

@@ -219,3 +219,55 @@ fn same_batch_commit_keeps_events_and_position_together() {
     // Users cannot forge bookkeeping events.
     assert!(log.append(Event::new("evlog.consumer.committed")).is_err());
 }
+
+#[test]
+fn failing_events_are_redelivered_then_parked_and_the_consumer_moves_on() {
+    let dir = tempdir();
+    let log = Log::open(dir.path(), Options::default()).unwrap();
+    types(&log, 4, "job.run");
+    let mut consumer = log
+        .consumer("jobs", Filter::all().event_type("job.*"))
+        .unwrap()
+        .max_deliveries(3);
+    let mut deliveries = Vec::new();
+    while let Some(event) = consumer.next_timeout(Duration::from_millis(50)).unwrap() {
+        deliveries.push(event.seq);
+        if event.seq == 2 {
+            // The handler keeps failing on seq 2.
+            let outcome = consumer.fail(event.seq, "poison pill").unwrap();
+            assert_eq!(
+                outcome,
+                if deliveries.iter().filter(|&&s| s == 2).count() < 3 {
+                    evlog::FailOutcome::Redeliver {
+                        attempt: deliveries.iter().filter(|&&s| s == 2).count() as u32,
+                    }
+                } else {
+                    evlog::FailOutcome::Parked
+                }
+            );
+        } else {
+            consumer.ack(event.seq).unwrap();
+        }
+    }
+    assert_eq!(deliveries, vec![1, 2, 2, 2, 3, 4]);
+    assert_eq!(consumer.commit().unwrap(), 4);
+    let parked = consumer.parked().unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(
+        (parked[0].seq, parked[0].attempts, parked[0].reason.as_str()),
+        (2, 3, "poison pill")
+    );
+    // A failure of an event that was not the last delivered is refused.
+    assert!(consumer.fail(3, "late").is_err());
+    drop(consumer);
+    // The parked list survives a reopen and can be cleared.
+    log.close().unwrap();
+    let log = Log::open(dir.path(), Options::default()).unwrap();
+    let mut consumer = log
+        .consumer("jobs", Filter::all().event_type("job.*"))
+        .unwrap();
+    assert_eq!(consumer.parked().unwrap().len(), 1);
+    assert!(consumer.unpark(2).unwrap());
+    assert!(!consumer.unpark(2).unwrap());
+    assert!(consumer.parked().unwrap().is_empty());
+}
