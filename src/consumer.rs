@@ -143,7 +143,7 @@ fn decode_parked(bytes: &[u8], path: &Path) -> Result<Vec<ParkedEvent>> {
             offset: at as u64,
             kind,
         };
-        if len < PARKED_HEADER_BYTES - 8 || len > 12 + PARKED_REASON_BYTES_MAX {
+        if !(PARKED_HEADER_BYTES - 8..=12 + PARKED_REASON_BYTES_MAX).contains(&len) {
             return Err(corrupt(CorruptKind::RecordLength(len as u32)));
         }
         let computed = crc32fast::hash(rest);
