@@ -296,6 +296,16 @@ impl Consumer {
             );
             reset_from = Some(committed);
             committed = last;
+            // Stored at once: left in the file, the old position would be
+            // trusted again once the log grows past it, and the events in
+            // between would never be delivered.
+            let dir = consumers_dir(&shared.dir);
+            shared.storage.create_dir_all(&dir).at(&dir)?;
+            crate::fsutil::write_file_durably(
+                &*shared.storage,
+                &position_path(&shared.dir, name),
+                &encode_position(committed),
+            )?;
         }
         let first = shared
             .first_seq

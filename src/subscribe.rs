@@ -230,8 +230,13 @@ impl Subscription {
 
     /// Where the subscriber stands.
     pub fn progress(&self) -> Progress {
+        // A `LatestPerEntity` history still to deliver is not examined yet.
+        let position = match self.history.front() {
+            Some(&seq) => seq - 1,
+            None => self.next_seq - 1,
+        };
         Progress {
-            position: self.next_seq - 1,
+            position,
             log_end: self.log_end(),
         }
     }

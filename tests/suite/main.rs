@@ -27,4 +27,7 @@ mod index_props;
 mod model;
 mod queries;
 mod recovery;
+mod subscription_edges;
+mod subscription_procs;
+mod subscription_props;
 mod subscriptions;
