@@ -162,6 +162,9 @@ struct LatencyRow {
     p99_last_us: f64,
     /// Samples received before `append` returned (counted as 0 above).
     early: usize,
+    /// Median of receive − append returned without the clamp: negative
+    /// when most subscribers had the event before the appender did.
+    signed_p50_us: f64,
     samples: usize,
     /// From the `append` call (so including the fsync) to receive.
     p50_from_call_us: f64,
@@ -297,12 +300,16 @@ impl Bench {
         let mut from_call = Vec::with_capacity(count * subscribers);
         let mut last = Vec::with_capacity(count);
         let mut early = 0;
+        let mut signed_us = Vec::with_capacity(count * subscribers);
         for (i, &(called, returned)) in appends.iter().enumerate() {
             let mut last_arrival = returned;
             for arrivals in &received {
                 let arrived = arrivals[i];
                 if arrived < returned {
                     early += 1;
+                    signed_us.push(-((returned - arrived).as_secs_f64() * 1e6));
+                } else {
+                    signed_us.push((arrived - returned).as_secs_f64() * 1e6);
                 }
                 latencies.push(arrived.saturating_duration_since(returned));
                 from_call.push(arrived.saturating_duration_since(called));
@@ -321,6 +328,7 @@ impl Bench {
             p99_us: percentile_us(&latencies, 0.99),
             p99_last_us: percentile_us(&last, 0.99),
             early,
+            signed_p50_us: median(signed_us),
             samples: latencies.len(),
             p50_from_call_us: percentile_us(&from_call, 0.50),
             append_p50_us: percentile_us(&append_times, 0.50),
@@ -568,18 +576,19 @@ fn main() {
         LATENCY_PAUSE.as_millis(),
     );
     println!(
-        "| subscribers | delivery | p50 µs | p99 µs | p99 until all have it µs | received before append returned | p50 from append call µs | append p50 µs |\n\
-         |---:|---|---:|---:|---:|---:|---:|---:|"
+        "| subscribers | delivery | p50 µs | p99 µs | p99 until all have it µs | received before append returned | signed p50 µs | p50 from append call µs | append p50 µs |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for row in &latency_rows {
         println!(
-            "| {} | {} | {} | {} | {} | {:.1} % | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.1} % | {:.0} | {} | {} |",
             row.subscribers,
             row.delivery.label(),
             format_figure(row.p50_us),
             format_figure(row.p99_us),
             format_figure(row.p99_last_us),
             100.0 * row.early as f64 / row.samples as f64,
+            row.signed_p50_us,
             format_figure(row.p50_from_call_us),
             format_figure(row.append_p50_us),
         );
@@ -683,6 +692,7 @@ fn main() {
                 "p99_us": row.p99_us,
                 "p99_until_all_us": row.p99_last_us,
                 "early_samples": row.early,
+                "signed_p50_us": row.signed_p50_us,
                 "samples": row.samples,
                 "p50_from_append_call_us": row.p50_from_call_us,
                 "append_p50_us": row.append_p50_us,
