@@ -20,7 +20,8 @@
 //!   (that is, after the event was durable). Delivery follows the durable
 //!   watermark, which the writer publishes before it replies to the
 //!   appender, so a subscriber may receive an event before `append` has
-//!   returned: such a sample counts as 0 and is counted as "early".
+//!   returned: such a sample counts as 0 and is counted as "early"; the
+//!   unclamped median ("signed p50") shows by how much.
 //! - Caught-up delivery: one subscriber waiting at the end while one
 //!   thread appends N events in batches of 1 000; events per second from
 //!   the first append to the last delivery. Under `OsBuffered` (the disk
