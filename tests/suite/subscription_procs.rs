@@ -155,7 +155,7 @@ fn paused_subscriber_child() {
         let payload: serde_json::Value = event.payload_as().unwrap();
         assert_eq!(payload["n"], next);
         next += 1;
-        if next % 2_000 == 0 {
+        if next.is_multiple_of(2_000) {
             peak = peak.max(anon_rss_bytes());
         }
     }

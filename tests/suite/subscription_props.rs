@@ -466,7 +466,7 @@ fn pattern_model_follows_the_documented_examples() {
 /// read right after it arrived, which can only be larger than at arrival).
 fn durable_delivery_case(durability: Durability, path: &Path, events: u64) {
     let log = Log::open(path, Options::default().durability(durability)).unwrap();
-    let mut subs = vec![
+    let mut subs = [
         log.subscribe(Filter::all(), Start::Beginning).unwrap(),
         log.subscribe(Filter::all().event_type("a.*"), Start::End)
             .unwrap(),
@@ -484,7 +484,7 @@ fn durable_delivery_case(durability: Durability, path: &Path, events: u64) {
                 }
             }
         });
-        let mut received = vec![Vec::new(), Vec::new()];
+        let mut received = [Vec::new(), Vec::new()];
         let mut early = 0;
         while started.elapsed() < Duration::from_secs(60) {
             for (k, sub) in subs.iter_mut().enumerate() {
