@@ -37,6 +37,13 @@ pub enum WaitOutcome {
     Stopped(u64),
 }
 
+/// Which positions a publish moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Changed {
+    pub published: bool,
+    pub durable: bool,
+}
+
 #[derive(Default)]
 pub(crate) struct Watermarks {
     last_seq: AtomicU64,
@@ -45,7 +52,10 @@ pub(crate) struct Watermarks {
     /// Set when no position will change again (closed or poisoned).
     stopped: AtomicBool,
     lock: Mutex<()>,
-    changed: Condvar,
+    /// One condvar per position, so that a new written position does not
+    /// wake those who wait for durability (subscribers under `Always`).
+    published_changed: Condvar,
+    durable_changed: Condvar,
 }
 
 impl Watermarks {
@@ -75,31 +85,55 @@ impl Watermarks {
     /// Publishes new positions (writer thread; they only grow) and wakes
     /// whoever waits.
     pub fn publish(&self, last_seq: u64, durable_seq: u64) {
+        let changed = self.publish_quietly(last_seq, durable_seq);
+        self.wake(changed);
+    }
+
+    /// Publishes new positions without waking anyone yet: the writer
+    /// answers its callers first and wakes the waiters after
+    /// ([`Watermarks::wake`] with what this returns), so an append does not
+    /// pay for waking subscribers.
+    pub fn publish_quietly(&self, last_seq: u64, durable_seq: u64) -> Changed {
         debug_assert!(durable_seq <= last_seq);
-        self.last_seq.store(last_seq, Ordering::SeqCst);
-        self.durable_seq.store(durable_seq, Ordering::SeqCst);
-        self.wake();
+        let last_before = self.last_seq.swap(last_seq, Ordering::SeqCst);
+        let durable_before = self.durable_seq.swap(durable_seq, Ordering::SeqCst);
+        Changed {
+            published: last_before != last_seq,
+            durable: durable_before != durable_seq,
+        }
     }
 
     /// Publishes a new durable position only.
     pub fn publish_durable(&self, durable_seq: u64) {
-        self.durable_seq.store(durable_seq, Ordering::SeqCst);
-        self.wake();
+        let before = self.durable_seq.swap(durable_seq, Ordering::SeqCst);
+        self.wake(Changed {
+            published: false,
+            durable: before != durable_seq,
+        });
     }
 
     /// No position will change again: wakes every waiter for good.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        self.wake();
+        self.wake(Changed {
+            published: true,
+            durable: true,
+        });
     }
 
-    fn wake(&self) {
-        if self.waiters.load(Ordering::SeqCst) > 0 {
+    /// Wakes the waiters of the positions that changed.
+    pub fn wake(&self, changed: Changed) {
+        if (changed.published || changed.durable) && self.waiters.load(Ordering::SeqCst) > 0 {
             let _guard = self
                 .lock
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.changed.notify_all();
+            if changed.published {
+                self.published_changed.notify_all();
+            }
+            if changed.durable {
+                self.durable_changed.notify_all();
+            }
         }
     }
 
@@ -133,8 +167,11 @@ impl Watermarks {
                 },
                 None => Duration::from_secs(3600),
             };
-            guard = self
-                .changed
+            let condvar = match which {
+                Watermark::Published => &self.published_changed,
+                Watermark::Durable => &self.durable_changed,
+            };
+            guard = condvar
                 .wait_timeout(guard, left)
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;

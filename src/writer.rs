@@ -207,6 +207,9 @@ pub(crate) struct Writer {
     carry: Option<Request>,
     /// The clean-close marker on disk names the active segment.
     marker_present: bool,
+    /// Positions published by the last group whose waiters are woken once
+    /// its callers are answered.
+    wake_after_reply: crate::watermark::Changed,
     /// How far ahead to zero the active segment now: shrinks when the disk
     /// is too full for the configured step, restored at the next roll.
     preallocate_bytes: u64,
@@ -243,6 +246,7 @@ impl Writer {
             carry: None,
             marker_present: start.marker_present,
             preallocate_bytes: shared.options.preallocate_bytes,
+            wake_after_reply: crate::watermark::Changed::default(),
             admission: Admission::new(shared.options.dedup_window_ids),
         };
         let dir = shared.dir.clone();
@@ -392,6 +396,13 @@ impl Writer {
     /// dropped the dirty pages, so a retry that "succeeds" would prove
     /// nothing (fsyncgate).
     fn sync(&mut self) -> Result<()> {
+        self.sync_unpublished()?;
+        self.shared.marks.publish_durable(self.durable_seq);
+        Ok(())
+    }
+
+    /// `sync` without publishing the durable position (the caller does).
+    fn sync_unpublished(&mut self) -> Result<()> {
         self.shared.check_poison()?;
         if !self.unsynced {
             return Ok(());
@@ -402,7 +413,6 @@ impl Writer {
         }
         self.unsynced = false;
         self.durable_seq = self.written_seq;
-        self.shared.marks.publish_durable(self.durable_seq);
         self.last_sync = Instant::now();
         self.last_sync_duration = self.last_sync - started;
         Ok(())
@@ -509,6 +519,10 @@ impl Writer {
                 for (reply, verdict) in decided {
                     let _ = reply.send(verdict.answer());
                 }
+                // Waiters (subscribers, the indexer) after the callers.
+                self.shared
+                    .marks
+                    .wake(std::mem::take(&mut self.wake_after_reply));
                 Ok(())
             }
             Err(e) => {
@@ -646,11 +660,14 @@ impl Writer {
         self.unsynced = true;
         self.written_seq = seq - 1;
         self.allocated_bytes = self.allocated_bytes.max(self.data_bytes + group_bytes);
+        // The durable position is published below together with the new
+        // records: published earlier, it would name records readers cannot
+        // read yet.
         match self.shared.options.durability {
-            Durability::Always => self.sync()?,
+            Durability::Always => self.sync_unpublished()?,
             Durability::Interval(interval) => {
                 if self.last_sync.elapsed() >= interval {
-                    self.sync()?;
+                    self.sync_unpublished()?;
                 }
             }
             Durability::OsBuffered => {}
@@ -663,7 +680,8 @@ impl Writer {
         self.data_bytes += group_bytes;
         self.active.publish(self.data_bytes);
         self.next_seq = seq;
-        self.shared.marks.publish(seq - 1, self.durable_seq);
+        let changed = self.shared.marks.publish_quietly(seq - 1, self.durable_seq);
+        self.wake_after_reply = changed;
         Ok(first_seqs)
     }
 
