@@ -1540,6 +1540,14 @@ fn window_of(range: impl RangeBounds<i64>) -> (Option<i64>, Option<i64>) {
 query_methods!(crate::log::Log);
 query_methods!(crate::log::LogReader);
 
+impl crate::log::LogReader {
+    /// Every durable consumer with its committed position and lag, as
+    /// [`crate::Log::consumers`] lists them; reads without writing.
+    pub fn consumers(&self) -> Result<Vec<crate::ConsumerInfo>> {
+        crate::consumer::list(&self.shared)
+    }
+}
+
 impl crate::log::Log {
     /// Subscribes to the events that pass `filter`, from `start`: history
     /// first, then live events, in sequence order, each exactly once. See

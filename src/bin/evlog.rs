@@ -19,6 +19,10 @@ const DEFAULT_DATA_DIR: &str = "evlog-data";
 const APPEND_LINES_PER_BATCH_MAX: usize = 1000;
 /// Events per durable batch in `demo`, as in benchmark operation A2.
 const DEMO_BATCH_EVENTS: usize = 1000;
+/// How long `tail` sleeps when the log had nothing new before it looks at
+/// the directory again: short enough that a follower sees events about as
+/// soon as a person would notice, long enough to cost no measurable CPU.
+const TAIL_POLL_INTERVAL_MS: u64 = 50;
 
 #[derive(Parser)]
 #[command(name = "evlog", version, about = "An embedded, durable event log")]
@@ -153,6 +157,74 @@ enum Command {
     /// writing, so not while an application has it open). Shows progress
     /// on a terminal; prints {"reindexed_through":SEQ} at the end.
     Reindex,
+    /// Follow the log like `tail -f`: print the events that pass the
+    /// filters as JSON lines (the fields of `replay`) as they are
+    /// appended, until interrupted or standard output closes (exit 0).
+    ///
+    /// Only reads (creates, locks and changes nothing), so it runs beside
+    /// the application that appends; it looks for new events every
+    /// 50 ms. By default it prints only events appended after it started;
+    /// --from or --since print history first, then go on with new events
+    /// without a gap or a repeat. Filters combine like `query`'s (all must
+    /// hold; several --type match when any does). The log's own
+    /// bookkeeping events (types `evlog.*`, such as consumers' commits)
+    /// are shown only when a --type pattern names them. A closed standard
+    /// output is noticed when the next event is printed.
+    Tail(TailArgs),
+    /// List the durable consumers as JSON lines sorted by name:
+    /// {"name":..,"position":N,"lag":N}, where position is the last seq the
+    /// consumer committed and lag the number of events after it. Only
+    /// reads; prints nothing when there is no consumer.
+    Consumers,
+}
+
+#[derive(clap::Args)]
+struct TailArgs {
+    /// Events whose type matches this dotted pattern (`*` is one segment,
+    /// or as the last one or more); may be repeated: any of them.
+    #[arg(long = "type", value_name = "PATTERN", value_parser = parse_pattern)]
+    event_types: Vec<String>,
+    /// Events of this entity, as TYPE/ID (split at the first '/').
+    #[arg(long, value_name = "TYPE/ID", value_parser = parse_entity)]
+    entity: Option<EntityArg>,
+    /// Events of this correlation id (UUID).
+    #[arg(long, value_name = "UUID")]
+    correlation: Option<evlog::Uuid>,
+    /// Events at least this important: P0 (most) to P3 (P1: P0 and P1).
+    #[arg(long, value_name = "P0..P3", value_parser = parse_priority)]
+    min_priority: Option<evlog::Priority>,
+    /// Start at this sequence number (history from there, then new events).
+    #[arg(long, value_name = "SEQ", conflicts_with = "since")]
+    from: Option<u64>,
+    /// Start at the first event (in sequence order) whose timestamp is at
+    /// or after this RFC 3339 time; every matching event after it is
+    /// printed, whatever its own timestamp.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    since: Option<i64>,
+    /// Print what matches up to the current end of the log and exit.
+    #[arg(long)]
+    no_follow: bool,
+}
+
+impl TailArgs {
+    /// The library's filter, so that `tail` selects exactly what a
+    /// subscription with the same conditions delivers.
+    fn filter(&self) -> evlog::Filter {
+        let mut filter = evlog::Filter::all();
+        for pattern in &self.event_types {
+            filter = filter.event_type(pattern.clone());
+        }
+        if let Some(entity) = &self.entity {
+            filter = filter.entity(entity.entity_type.clone(), entity.entity_id.clone());
+        }
+        if let Some(id) = self.correlation {
+            filter = filter.correlation(id);
+        }
+        if let Some(priority) = self.min_priority {
+            filter = filter.min_priority(priority);
+        }
+        filter
+    }
 }
 
 #[derive(clap::Args)]
@@ -244,6 +316,10 @@ fn parse_pattern(text: &str) -> std::result::Result<String, String> {
     evlog::validate_pattern(text)
         .map(|()| text.to_string())
         .map_err(|e| e.to_string())
+}
+
+fn parse_priority(text: &str) -> std::result::Result<evlog::Priority, String> {
+    text.parse().map_err(|e: evlog::Error| e.to_string())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -476,7 +552,85 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::At { entity, time } => state_at(&cli.dir, &entity, time),
         Command::Verify => verify(&cli.dir),
         Command::Reindex => reindex(&cli.dir),
+        Command::Tail(args) => tail(&cli.dir, &args),
+        Command::Consumers => consumers(&cli.dir),
     }
+}
+
+/// The first seq `tail` examines, as `evlog::Start` places a subscription:
+/// after the visible end by default, at `--from` (not before the log's
+/// first event), or at the first event stamped at or after `--since`.
+fn tail_start_seq(log: &LogReader, args: &TailArgs) -> Result<u64> {
+    let first = log.first_seq().unwrap_or(1);
+    let end = log.last_seq().unwrap_or(0);
+    if let Some(from) = args.from {
+        return Ok(from.max(first));
+    }
+    let Some(since_us) = args.since else {
+        return Ok(end + 1);
+    };
+    let first_at_or_after = log
+        .query(&evlog::Query::all().since(since_us).limit(1))?
+        .next()
+        .transpose()?
+        .map(|event| event.seq)
+        // The indexes may know events this view does not show yet.
+        .filter(|&seq| seq <= end);
+    Ok(first_at_or_after.unwrap_or(end + 1))
+}
+
+fn tail(dir: &PathBuf, args: &TailArgs) -> Result<ExitCode> {
+    let log = open_read_only(dir)?;
+    let filter = args.filter();
+    let mut next_seq = tail_start_seq(&log, args)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let poll_interval = std::time::Duration::from_millis(TAIL_POLL_INTERVAL_MS);
+    loop {
+        let end = log.last_seq().unwrap_or(0);
+        if next_seq <= end {
+            for event in log.iter(next_seq..=end)? {
+                let event = event?;
+                next_seq = event.seq + 1;
+                if filter.matches(&event) {
+                    writeln!(out, "{}", evlog::json::event_to_json(&event))?;
+                }
+            }
+            // Per batch, not per event: a pipe reader sees each batch as
+            // soon as it is read, without a write call for every line.
+            out.flush()?;
+        }
+        if args.no_follow {
+            break;
+        }
+        if log.refresh()? == 0 {
+            std::thread::sleep(poll_interval);
+        }
+    }
+    if !log.open_report().damaged_segments.is_empty() {
+        // As `replay`: everything readable was printed, but the files are
+        // not what the format requires.
+        anyhow::bail!("the log has damaged segments (see the warnings above)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn consumers(dir: &PathBuf) -> Result<ExitCode> {
+    let log = open_read_only(dir)?;
+    let mut infos = log.consumers()?;
+    // By name, not by file name: "a-b.pos" sorts before "a.pos", but "a"
+    // before "a-b".
+    infos.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for info in infos {
+        let line = serde_json::json!({
+            "name": info.name,
+            "position": info.position,
+            "lag": info.lag,
+        });
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// [`open_read_only`] for the commands that query: says once on stderr

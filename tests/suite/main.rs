@@ -12,6 +12,7 @@
 mod cli;
 mod cli_hardening;
 mod cli_queries;
+mod cli_tail;
 mod common;
 mod concurrency;
 mod crash_loop;
