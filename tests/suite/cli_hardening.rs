@@ -13,35 +13,12 @@ use evlog::{Event, Log, Options};
 use serde_json::{json, Value};
 
 use crate::common::{
-    evlog_cli, file_len, records, run_cli_append, segment_files, segments_dir, spawn_cli_append,
-    tempdir, text, truncate,
+    file_len, records, run_cli, run_cli_append, said, segment_files, segments_dir,
+    spawn_cli_append, tempdir, text, tree, truncate,
 };
-
-fn evlog(dir: &Path) -> Command {
-    evlog_cli(dir)
-}
-
-/// Runs `evlog --dir DIR ARGS...` with empty stdin.
-fn run(dir: &Path, args: &[&str]) -> Output {
-    evlog(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run evlog {args:?}: {e}"))
-}
 
 fn append(dir: &Path, input: &str) -> Output {
     run_cli_append(dir, input)
-}
-
-/// Everything a command said, for assertion messages.
-fn said(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        text(&output.stdout),
-        text(&output.stderr)
-    )
 }
 
 /// The payload of event `i`. The JSON text is the last field of a record
@@ -99,28 +76,6 @@ fn assert_replay_of(output: &Output, count: u64) {
         assert_eq!(event["type"], "t.e", "{event}");
         assert_eq!(event["payload"], payload(i), "{event}");
     }
-}
-
-/// Every file and directory under `root` (relative path -> bytes, `None`
-/// for a directory); empty when `root` does not exist.
-fn tree(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
-    fn walk(root: &Path, dir: &Path, found: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
-        for entry in std::fs::read_dir(dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            let relative = path.strip_prefix(root).expect("under root").to_path_buf();
-            if path.is_dir() {
-                found.insert(relative, None);
-                walk(root, &path, found);
-            } else {
-                found.insert(relative, Some(std::fs::read(&path).expect("read file")));
-            }
-        }
-    }
-    let mut found = BTreeMap::new();
-    if root.exists() {
-        walk(root, root, &mut found);
-    }
-    found
 }
 
 /// `tree` with the contents of `LOCK` blanked: every process that takes the
@@ -196,14 +151,14 @@ fn cli_each_append_is_its_own_unit() {
     let before = tree(&dir);
     let segment_before = std::fs::read(&segment).expect("read");
     assert_eq!(segment_before, original[..(last_end - 10) as usize]);
-    let replay = run(&dir, &["replay"]);
+    let replay = run_cli(&dir, &["replay"]);
     assert_replay_of(&replay, 11);
     assert_eq!(
         std::fs::read(&segment).expect("read"),
         segment_before,
         "replay changed the segment"
     );
-    let info = run(&dir, &["info"]);
+    let info = run_cli(&dir, &["info"]);
     assert_eq!(info.status.code(), Some(0), "{}", said(&info));
     let info = &json_lines(&info.stdout)[0];
     assert_eq!(info["last_seq"], json!(11), "{info}");
@@ -230,7 +185,7 @@ fn cli_each_append_is_its_own_unit() {
         "lost+found holds exactly the torn record's remaining bytes"
     );
 
-    let replay = run(&dir, &["replay"]);
+    let replay = run_cli(&dir, &["replay"]);
     assert_eq!(replay.status.code(), Some(0), "{}", said(&replay));
     let events = json_lines(&replay.stdout);
     assert_eq!(events.len(), 12, "{}", said(&replay));
@@ -252,7 +207,7 @@ fn cli_damage_after_clean_close_is_refused_then_repaired() {
         .to_string();
 
     let before = tree_but_lock_pid(&dir);
-    let replay = run(&dir, &["replay"]);
+    let replay = run_cli(&dir, &["replay"]);
     assert_eq!(replay.status.code(), Some(2), "{}", said(&replay));
     let stderr = text(&replay.stderr);
     assert!(stderr.contains(&segment_name), "no file named: {stderr}");
@@ -276,7 +231,7 @@ fn cli_damage_after_clean_close_is_refused_then_repaired() {
         "a refused append changed files"
     );
 
-    let dry = run(&dir, &["repair", "--dry-run"]);
+    let dry = run_cli(&dir, &["repair", "--dry-run"]);
     assert_eq!(dry.status.code(), Some(0), "{}", said(&dry));
     let stdout = text(&dry.stdout);
     assert!(
@@ -295,7 +250,7 @@ fn cli_damage_after_clean_close_is_refused_then_repaired() {
         "repair --dry-run changed files"
     );
 
-    let repair = run(&dir, &["repair"]);
+    let repair = run_cli(&dir, &["repair"]);
     assert_eq!(repair.status.code(), Some(0), "{}", said(&repair));
     let stdout = text(&repair.stdout);
     assert!(stdout.contains("dropped seq 12"), "{}", said(&repair));
@@ -323,8 +278,8 @@ fn cli_damage_after_clean_close_is_refused_then_repaired() {
         "the segment ends at seq 11"
     );
 
-    assert_replay_of(&run(&dir, &["replay"]), 11);
-    let info = run(&dir, &["info"]);
+    assert_replay_of(&run_cli(&dir, &["replay"]), 11);
+    let info = run_cli(&dir, &["info"]);
     assert_eq!(info.status.code(), Some(0), "{}", said(&info));
     assert_eq!(json_lines(&info.stdout)[0]["last_seq"], json!(11));
 }
@@ -338,7 +293,7 @@ fn cli_read_commands_write_nothing() {
     std::fs::write(&file, b"not a log").expect("write file");
     let commands: [&[&str]; 3] = [&["get", "1"], &["replay"], &["info"]];
     for args in commands {
-        let output = run(&missing, args);
+        let output = run_cli(&missing, args);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {}", said(&output));
         assert!(
             text(&output.stderr).contains("no evlog data directory at"),
@@ -348,7 +303,7 @@ fn cli_read_commands_write_nothing() {
         assert!(output.stdout.is_empty(), "{args:?}: {}", said(&output));
         assert!(!missing.exists(), "{args:?} created {}", missing.display());
 
-        let output = run(&file, args);
+        let output = run_cli(&file, args);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {}", said(&output));
         assert!(
             text(&output.stderr).contains("not a directory"),
@@ -371,16 +326,16 @@ fn cli_read_commands_write_nothing() {
         "{before:?}"
     );
 
-    let get = run(&dir, &["get", "3"]);
+    let get = run_cli(&dir, &["get", "3"]);
     assert_eq!(get.status.code(), Some(0), "{}", said(&get));
     assert_eq!(json_lines(&get.stdout)[0]["payload"], payload(3));
-    let get = run(&dir, &["get", "6"]);
+    let get = run_cli(&dir, &["get", "6"]);
     assert_eq!(get.status.code(), Some(1), "{}", said(&get));
-    assert_replay_of(&run(&dir, &["replay"]), 5);
-    let range = run(&dir, &["replay", "--from", "2", "--to", "3"]);
+    assert_replay_of(&run_cli(&dir, &["replay"]), 5);
+    let range = run_cli(&dir, &["replay", "--from", "2", "--to", "3"]);
     assert_eq!(range.status.code(), Some(0), "{}", said(&range));
     assert_eq!(json_lines(&range.stdout).len(), 2, "{}", said(&range));
-    let info = run(&dir, &["info"]);
+    let info = run_cli(&dir, &["info"]);
     assert_eq!(info.status.code(), Some(0), "{}", said(&info));
     let info = &json_lines(&info.stdout)[0];
     assert_eq!(
@@ -451,7 +406,7 @@ fn cli_replay_while_appending_sees_prefixes() {
             seen.len(),
             started.elapsed()
         );
-        let replay = run(&dir, &["replay"]);
+        let replay = run_cli(&dir, &["replay"]);
         assert_eq!(
             replay.status.code(),
             Some(0),
@@ -478,7 +433,7 @@ fn cli_replay_while_appending_sees_prefixes() {
         }
         if let Some(last) = lines.last() {
             let k = lines.len().to_string();
-            let get = run(&dir, &["get", &k]);
+            let get = run_cli(&dir, &["get", &k]);
             assert_eq!(get.status.code(), Some(0), "get {k}: {}", said(&get));
             assert_eq!(text(&get.stdout).trim_end(), last, "get {k}");
         }
@@ -499,7 +454,7 @@ fn cli_replay_while_appending_sees_prefixes() {
         .collect();
     assert_eq!(ack_seqs, (1..=EVENTS).collect::<Vec<_>>());
 
-    let full = run(&dir, &["replay"]);
+    let full = run_cli(&dir, &["replay"]);
     assert_replay_of(&full, EVENTS);
     let full: Vec<String> = text(&full.stdout).lines().map(str::to_string).collect();
     for (n, lines) in seen.iter().enumerate() {
@@ -535,7 +490,7 @@ fn cli_repair_while_open_is_refused() {
     let segments_before = tree(&segments_dir(&dir));
 
     let started = Instant::now();
-    let output = run(&dir, &["repair"]);
+    let output = run_cli(&dir, &["repair"]);
     let took = started.elapsed();
     assert_eq!(output.status.code(), Some(2), "{}", said(&output));
     let stderr = text(&output.stderr);
@@ -551,7 +506,7 @@ fn cli_repair_while_open_is_refused() {
     assert_eq!(log.append(Event::new("t.f")).expect("append"), 2);
     assert_eq!(log.get(1).expect("get").event_type, "t.e");
     log.close().expect("close");
-    let replay = run(&dir, &["replay"]);
+    let replay = run_cli(&dir, &["replay"]);
     assert_eq!(replay.status.code(), Some(0), "{}", said(&replay));
     assert_eq!(json_lines(&replay.stdout).len(), 2, "{}", said(&replay));
 }
@@ -575,7 +530,7 @@ fn cli_new_user_findings() {
     let root = tempdir();
     let dir = root.path().join("d");
 
-    let out = run(&dir, &["replay", "--from", "10", "--to", "5"]);
+    let out = run_cli(&dir, &["replay", "--from", "10", "--to", "5"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("--from 10 is after --to 5 (both are inclusive)"),
@@ -610,11 +565,11 @@ fn cli_new_user_findings() {
 
     let demo_dir = root.path().join("demo");
     for _ in 0..2 {
-        let out = run(&demo_dir, &["demo", "--events", "1500"]);
+        let out = run_cli(&demo_dir, &["demo", "--events", "1500"]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         assert!(text(&out.stdout).contains("cargo run --release --"));
     }
-    let replay = run(&demo_dir, &["replay"]);
+    let replay = run_cli(&demo_dir, &["replay"]);
     let ids: Vec<String> = text(&replay.stdout)
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("json")["id"].to_string())

@@ -5,15 +5,17 @@
 //! read commands change no file.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use evlog::workload::{Workload, WorkloadConfig};
 use evlog::{Event, Log, LogReader, LoggedEvent, Options, Uuid};
 use serde_json::{json, Value};
 
-use crate::common::{evlog_cli, flip_byte, records, segment_files, tempdir, text};
+use crate::common::{
+    cli_ok, flip_byte, records, run_cli, said, segment_files, tempdir, text, tree,
+};
 
 /// Events of the reference workload in the test log (several segments of
 /// 64 KiB, so that one can be damaged while sealed).
@@ -113,33 +115,6 @@ fn build_log(dir: &Path) -> HandMade {
     made
 }
 
-/// Runs `evlog --dir DIR ARGS...` with empty stdin (and so stdout a pipe).
-fn run(dir: &Path, args: &[&str]) -> Output {
-    evlog_cli(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run evlog {args:?}: {e}"))
-}
-
-fn said(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        text(&output.stdout),
-        text(&output.stderr)
-    )
-}
-
-/// The output of a command that must succeed quietly (no note: the
-/// indexes are there).
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let output = run(dir, args);
-    assert_eq!(output.status.code(), Some(0), "{args:?}: {}", said(&output));
-    assert!(output.stderr.is_empty(), "{args:?}: {}", said(&output));
-    text(&output.stdout)
-}
-
 fn json_lines(out: &str) -> Vec<Value> {
     out.lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
@@ -183,30 +158,30 @@ fn cli_query_by_each_key_matches_a_scan() {
     for sample in events.iter().step_by(431) {
         let correlation = sample.correlation_id.expect("workload events have one");
         assert_eq!(
-            ok(dir, &["query", "--correlation", &correlation.to_string()]),
+            cli_ok(dir, &["query", "--correlation", &correlation.to_string()]),
             scan(&|e| e.correlation_id == Some(correlation))
         );
         let entity = sample.entity.clone().expect("entity");
         let entity_arg = format!("{}/{}", entity.entity_type, entity.entity_id);
         assert_eq!(
-            ok(dir, &["query", "--entity", &entity_arg]),
+            cli_ok(dir, &["query", "--entity", &entity_arg]),
             scan(&|e| e.entity.as_ref() == Some(&entity))
         );
         let session = sample.session.clone().expect("session");
         assert_eq!(
-            ok(dir, &["query", "--session", &session]),
+            cli_ok(dir, &["query", "--session", &session]),
             scan(&|e| e.session.as_ref() == Some(&session))
         );
         let actor = sample.actor.clone().expect("actor");
         assert_eq!(
-            ok(dir, &["query", "--actor", &actor]),
+            cli_ok(dir, &["query", "--actor", &actor]),
             scan(&|e| e.actor.as_ref() == Some(&actor))
         );
         // A type pattern in a window of 200 ms (since inclusive, until
         // exclusive, both on an event's exact timestamp).
         let since = sample.timestamp_us;
         let until = since + 200_000;
-        let windowed = ok(
+        let windowed = cli_ok(
             dir,
             &[
                 "query",
@@ -226,7 +201,7 @@ fn cli_query_by_each_key_matches_a_scan() {
         );
         // A time window alone is a query too.
         assert_eq!(
-            ok(
+            cli_ok(
                 dir,
                 &[
                     "query",
@@ -241,14 +216,14 @@ fn cli_query_by_each_key_matches_a_scan() {
     }
     // The until bound is exclusive: an event exactly at it is left out.
     let last = events.last().expect("events");
-    let before_last = ok(dir, &["query", "--until", &rfc3339(last.timestamp_us)]);
+    let before_last = cli_ok(dir, &["query", "--until", &rfc3339(last.timestamp_us)]);
     assert_eq!(
         before_last,
         scan(&|e| e.timestamp_us < last.timestamp_us),
         "--until is exclusive"
     );
     // Keys combine: entity (an id with a '/') and type pattern and since.
-    let combined = ok(
+    let combined = cli_ok(
         dir,
         &[
             "query",
@@ -268,11 +243,11 @@ fn cli_query_by_each_key_matches_a_scan() {
     assert_eq!(combined, expected);
     assert_eq!(json_lines(&combined).len(), 1, "{combined}");
     assert_eq!(json_lines(&combined)[0]["id"], json!(made.b.to_string()));
-    let t1 = ok(dir, &["query", "--entity", "task/T/1"]);
+    let t1 = cli_ok(dir, &["query", "--entity", "task/T/1"]);
     assert_eq!(t1, scan(&is_task_t1));
     assert_eq!(json_lines(&t1).len(), 3);
     // --limit: the first N in sequence order.
-    let limited = ok(dir, &["query", "--type", "validation.*", "--limit", "3"]);
+    let limited = cli_ok(dir, &["query", "--type", "validation.*", "--limit", "3"]);
     let all_validation: Vec<&LoggedEvent> = events
         .iter()
         .filter(|e| e.event_type.starts_with("validation."))
@@ -280,7 +255,7 @@ fn cli_query_by_each_key_matches_a_scan() {
     assert!(all_validation.len() > 3);
     assert_eq!(limited, lines_of(all_validation.iter().take(3).copied()));
     // Nothing found is an empty answer, not an error.
-    assert_eq!(ok(dir, &["query", "--actor", "nobody-at-all"]), "");
+    assert_eq!(cli_ok(dir, &["query", "--actor", "nobody-at-all"]), "");
 }
 
 // Proves that chain prints the causation chain root first as replay lines when piped (and with --json), that --descendants prints the tree parents first with a depth field, and that an unknown id exits 1.
@@ -291,18 +266,21 @@ fn cli_chain_and_descendants() {
     let made = build_log(dir);
     let events = all_events(dir);
     let by_id = |id: Uuid| events.iter().find(|e| e.id == id).expect("hand-made event");
-    let chain = ok(dir, &["chain", &made.d.to_string()]);
+    let chain = cli_ok(dir, &["chain", &made.d.to_string()]);
     assert_eq!(
         chain,
         lines_of([by_id(made.root), by_id(made.b), by_id(made.d)])
     );
-    assert_eq!(ok(dir, &["chain", "--json", &made.d.to_string()]), chain);
     assert_eq!(
-        ok(dir, &["chain", &made.root.to_string()]),
+        cli_ok(dir, &["chain", "--json", &made.d.to_string()]),
+        chain
+    );
+    assert_eq!(
+        cli_ok(dir, &["chain", &made.root.to_string()]),
         lines_of([by_id(made.root)])
     );
 
-    let tree = json_lines(&ok(
+    let tree = json_lines(&cli_ok(
         dir,
         &["chain", "--descendants", &made.root.to_string()],
     ));
@@ -329,7 +307,7 @@ fn cli_chain_and_descendants() {
         .iter()
         .map(|(depth, e)| (*depth, e.seq))
         .collect();
-    let printed: Vec<(usize, u64)> = json_lines(&ok(
+    let printed: Vec<(usize, u64)> = json_lines(&cli_ok(
         dir,
         &["chain", "--descendants", "--json", &sample.id.to_string()],
     ))
@@ -349,7 +327,7 @@ fn cli_chain_and_descendants() {
         vec!["chain", unknown.as_str()],
         vec!["chain", "--descendants", unknown.as_str()],
     ] {
-        let output = run(dir, &args);
+        let output = run_cli(dir, &args);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {}", said(&output));
         assert!(output.stdout.is_empty(), "{}", said(&output));
         assert!(text(&output.stderr).contains(&unknown), "{}", said(&output));
@@ -369,7 +347,7 @@ fn cli_latest_and_at() {
         .find(|e| is_task_t1(e))
         .expect("T/1 has events");
     assert_eq!(last_t1.id, made.d);
-    assert_eq!(ok(dir, &["latest", "task/T/1"]), lines_of([last_t1]));
+    assert_eq!(cli_ok(dir, &["latest", "task/T/1"]), lines_of([last_t1]));
     let sample = &events[1234];
     let entity = sample.entity.clone().expect("entity");
     let last_of_sample = events
@@ -378,7 +356,7 @@ fn cli_latest_and_at() {
         .find(|e| e.entity.as_ref() == Some(&entity))
         .expect("the sample's entity");
     assert_eq!(
-        ok(
+        cli_ok(
             dir,
             &[
                 "latest",
@@ -399,7 +377,7 @@ fn cli_latest_and_at() {
         ),
         (at(3, 0), json!({"status": "done", "owner": "bob"})),
     ] {
-        let printed = ok(dir, &["at", "task/T/1", &rfc3339(time_us)]);
+        let printed = cli_ok(dir, &["at", "task/T/1", &rfc3339(time_us)]);
         let printed: Value = serde_json::from_str(printed.trim()).expect("one JSON value");
         assert_eq!(printed, state, "at {}", rfc3339(time_us));
         assert_eq!(
@@ -408,7 +386,7 @@ fn cli_latest_and_at() {
         );
     }
     // Any RFC 3339 offset names the same instant.
-    let printed = ok(dir, &["at", "task/T/1", "2026-03-01T01:01:00+01:00"]);
+    let printed = cli_ok(dir, &["at", "task/T/1", "2026-03-01T01:01:00+01:00"]);
     assert_eq!(
         serde_json::from_str::<Value>(printed.trim()).expect("json"),
         json!({"status": "checking", "owner": "ann"})
@@ -420,7 +398,7 @@ fn cli_latest_and_at() {
         // Its first event is at 2026-03-01T00:00:00Z.
         vec!["at", "task/T/1", "2026-02-28T23:59:59.999999Z"],
     ] {
-        let output = run(dir, &args);
+        let output = run_cli(dir, &args);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {}", said(&output));
         assert!(output.stdout.is_empty(), "{args:?}: {}", said(&output));
         assert!(
@@ -448,7 +426,7 @@ fn cli_stats() {
     build_log(dir);
     let events = all_events(dir);
     let stats: Value =
-        serde_json::from_str(ok(dir, &["stats", "--json"]).trim()).expect("one JSON object");
+        serde_json::from_str(cli_ok(dir, &["stats", "--json"]).trim()).expect("one JSON object");
     let keys: Vec<&str> = stats
         .as_object()
         .expect("object")
@@ -499,7 +477,7 @@ fn cli_stats() {
     let since = events[700].timestamp_us + 17;
     let until = events[2600].timestamp_us + 5;
     let windowed: Value = serde_json::from_str(
-        ok(
+        cli_ok(
             dir,
             &[
                 "stats",
@@ -528,13 +506,14 @@ fn cli_stats() {
         ("day", "by_day"),
     ] {
         let only: Value =
-            serde_json::from_str(ok(dir, &["stats", "--json", "--by", by]).trim()).expect("json");
+            serde_json::from_str(cli_ok(dir, &["stats", "--json", "--by", by]).trim())
+                .expect("json");
         let keys: Vec<&String> = only.as_object().expect("object").keys().collect();
         assert_eq!(keys, ["total", key], "--by {by}");
         assert_eq!(only[key], stats[key], "--by {by}");
     }
 
-    let table = ok(dir, &["stats"]);
+    let table = cli_ok(dir, &["stats"]);
     assert!(table.starts_with(&format!("total {total}\n")), "{table}");
     for key in [
         "by_type:",
@@ -545,7 +524,7 @@ fn cli_stats() {
     ] {
         assert!(table.lines().any(|l| l == key), "{key} in {table}");
     }
-    let table = ok(dir, &["stats", "--by", "priority"]);
+    let table = cli_ok(dir, &["stats", "--by", "priority"]);
     assert_eq!(table.lines().nth(1), Some("by_priority:"), "{table}");
     assert_eq!(table.lines().count(), 2 + priorities.len(), "{table}");
 }
@@ -561,7 +540,7 @@ fn cli_verify_sound_then_damaged() {
     let root = tempdir();
     let dir = root.path();
     build_log(dir);
-    let output = run(dir, &["verify"]);
+    let output = run_cli(dir, &["verify"]);
     assert_eq!(output.status.code(), Some(0), "{}", said(&output));
     let report = verify_report(&output);
     let total = WORKLOAD_EVENTS + 4;
@@ -580,7 +559,7 @@ fn cli_verify_sound_then_damaged() {
     let in_sealed = records(sealed);
     let middle = in_sealed[in_sealed.len() / 2];
     flip_byte(sealed, middle.body_byte(20), 0x40);
-    let output = run(dir, &["verify"]);
+    let output = run_cli(dir, &["verify"]);
     assert_eq!(output.status.code(), Some(1), "{}", said(&output));
     let report = verify_report(&output);
     assert_eq!(report["ok"], json!(false), "{report}");
@@ -598,12 +577,12 @@ fn cli_reindex() {
     let root = tempdir();
     let dir = root.path();
     let made = build_log(dir);
-    let before = ok(
+    let before = cli_ok(
         dir,
         &["query", "--correlation", &made.correlation.to_string()],
     );
-    let stats_before = ok(dir, &["stats", "--json"]);
-    let output = run(dir, &["reindex"]);
+    let stats_before = cli_ok(dir, &["stats", "--json"]);
+    let output = run_cli(dir, &["reindex"]);
     assert_eq!(output.status.code(), Some(0), "{}", said(&output));
     assert_eq!(
         json_lines(&text(&output.stdout)),
@@ -614,15 +593,15 @@ fn cli_reindex() {
     // Not a terminal: no progress bar on stderr.
     assert!(output.stderr.is_empty(), "{}", said(&output));
     assert_eq!(
-        ok(
+        cli_ok(
             dir,
             &["query", "--correlation", &made.correlation.to_string()]
         ),
         before
     );
-    assert_eq!(ok(dir, &["stats", "--json"]), stats_before);
-    assert_eq!(verify_report(&run(dir, &["verify"]))["ok"], json!(true));
-    let info = json_lines(&ok(dir, &["info"])).remove(0);
+    assert_eq!(cli_ok(dir, &["stats", "--json"]), stats_before);
+    assert_eq!(verify_report(&run_cli(dir, &["verify"]))["ok"], json!(true));
+    let info = json_lines(&cli_ok(dir, &["info"])).remove(0);
     assert_eq!(
         info["index"],
         json!({"available": true, "indexed_through": WORKLOAD_EVENTS + 4, "unavailable_because": null}),
@@ -631,10 +610,10 @@ fn cli_reindex() {
 
     let log = Log::open(dir, options()).expect("open");
     // The writer's process holds the indexes: a view says it cannot use them.
-    let info = json_lines(&ok(dir, &["info"])).remove(0);
+    let info = json_lines(&cli_ok(dir, &["info"])).remove(0);
     assert_eq!(info["index"]["available"], json!(false), "{info}");
     assert!(info["index"]["unavailable_because"].is_string(), "{info}");
-    let output = run(dir, &["reindex"]);
+    let output = run_cli(dir, &["reindex"]);
     assert_eq!(output.status.code(), Some(2), "{}", said(&output));
     assert!(output.stdout.is_empty(), "{}", said(&output));
     assert!(
@@ -679,8 +658,8 @@ fn cli_read_commands_while_the_log_is_open() {
         vec!["stats", "--json", "--since", &since, "--until", &until],
         vec!["stats", "--json"],
     ];
-    let closed: Vec<String> = commands.iter().map(|args| ok(dir, args)).collect();
-    let verified = verify_report(&run(dir, &["verify"]));
+    let closed: Vec<String> = commands.iter().map(|args| cli_ok(dir, args)).collect();
+    let verified = verify_report(&run_cli(dir, &["verify"]));
     assert_eq!(verified["index_available"], json!(true));
 
     let log = Log::open(dir, options()).expect("open");
@@ -697,7 +676,7 @@ fn cli_read_commands_while_the_log_is_open() {
     wait_indexed(&log);
     assert!(log.index_status().available, "{:?}", log.index_status());
     for (args, expected) in commands.iter().zip(&closed) {
-        let output = run(dir, args);
+        let output = run_cli(dir, args);
         assert_eq!(output.status.code(), Some(0), "{args:?}: {}", said(&output));
         let stdout = text(&output.stdout);
         if args[..2] == ["stats", "--json"] && args.len() == 2 {
@@ -716,7 +695,7 @@ fn cli_read_commands_while_the_log_is_open() {
             said(&output)
         );
     }
-    let output = run(dir, &["verify"]);
+    let output = run_cli(dir, &["verify"]);
     assert_eq!(output.status.code(), Some(0), "{}", said(&output));
     let report = verify_report(&output);
     assert_eq!(report["ok"], json!(true), "{report}");
@@ -724,25 +703,6 @@ fn cli_read_commands_while_the_log_is_open() {
     assert_eq!(report["events_checked"], json!(WORKLOAD_EVENTS + 5));
     assert!(text(&output.stderr).contains("scan of the log"));
     log.close().expect("close");
-}
-
-/// Every file and directory under `root` with its contents.
-fn tree(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
-    let mut found = BTreeMap::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            let relative = path.strip_prefix(root).expect("under root").to_path_buf();
-            if path.is_dir() {
-                found.insert(relative, None);
-                pending.push(path);
-            } else {
-                found.insert(relative, Some(std::fs::read(&path).expect("read file")));
-            }
-        }
-    }
-    found
 }
 
 // Proves that query, chain, latest, stats, at and verify create nothing on a missing directory and leave every byte of an existing log (index included) as it was, found or not found.
@@ -762,7 +722,7 @@ fn cli_query_commands_write_nothing() {
         &["verify"],
     ];
     for args in commands {
-        let output = run(&missing, args);
+        let output = run_cli(&missing, args);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {}", said(&output));
         assert!(
             text(&output.stderr).contains("no evlog data directory at"),
@@ -780,7 +740,7 @@ fn cli_query_commands_write_nothing() {
     let before = tree(&dir);
     assert!(before.keys().any(|p| p.starts_with("index")), "{before:?}");
     for args in commands {
-        let output = run(&dir, args);
+        let output = run_cli(&dir, args);
         assert!(
             matches!(output.status.code(), Some(0 | 1)),
             "{args:?}: {}",
@@ -792,7 +752,7 @@ fn cli_query_commands_write_nothing() {
         vec!["chain", "--descendants", root_id.as_str()],
         vec!["chain", root_id.as_str()],
     ] {
-        assert!(!ok(&dir, &args).is_empty());
+        assert!(!cli_ok(&dir, &args).is_empty());
     }
     let after = tree(&dir);
     assert_eq!(
@@ -824,19 +784,19 @@ fn cli_query_usage_errors_exit_2() {
         &["stats", "--since", "yesterday"],
     ];
     for args in cases {
-        let output = run(dir, args);
+        let output = run_cli(dir, args);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {}", said(&output));
         assert!(output.stdout.is_empty(), "{args:?}: {}", said(&output));
         assert!(!output.stderr.is_empty(), "{args:?}: {}", said(&output));
     }
     // The message names what is wrong.
-    let output = run(dir, &["query", "--entity", "task"]);
+    let output = run_cli(dir, &["query", "--entity", "task"]);
     assert!(
         text(&output.stderr).contains("TYPE/ID"),
         "{}",
         said(&output)
     );
-    let output = run(dir, &["query", "--since", "1767225600"]);
+    let output = run_cli(dir, &["query", "--since", "1767225600"]);
     assert!(
         text(&output.stderr).contains("RFC 3339"),
         "{}",

@@ -5,16 +5,15 @@
 //! when its standard output closes, the consumers listing against the
 //! library's, the usage errors, and that neither command changes a file.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use evlog::{Event, Filter, Log, LogReader, LoggedEvent, Options, Priority, Uuid};
 
-use crate::common::{evlog_cli, tempdir, text};
+use crate::common::{cli_ok, evlog_cli, run_cli, said, tempdir, text, tree};
 
 /// Longest wait for one line from a following `tail`, or for it to exit:
 /// generous, since a loaded test machine may be slow to schedule it.
@@ -123,32 +122,6 @@ fn expected(dir: &Path, filter: &Filter, start: Start) -> String {
         .collect()
 }
 
-/// Runs `evlog --dir DIR ARGS...` to completion with empty stdin.
-fn run(dir: &Path, args: &[&str]) -> Output {
-    evlog_cli(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run evlog {args:?}: {e}"))
-}
-
-fn said(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        text(&output.stdout),
-        text(&output.stderr)
-    )
-}
-
-/// Stdout of a command that must succeed without a word on stderr.
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let output = run(dir, args);
-    assert_eq!(output.status.code(), Some(0), "{args:?}: {}", said(&output));
-    assert!(output.stderr.is_empty(), "{args:?}: {}", said(&output));
-    text(&output.stdout)
-}
-
 fn rfc3339(at_us: i64) -> String {
     evlog::json::format_timestamp(at_us)
 }
@@ -241,23 +214,23 @@ fn cli_tail_no_follow_equals_a_library_scan() {
         let want = expected(&dir, &filter, start);
         let mut full = vec!["tail", "--no-follow"];
         full.extend(&args);
-        let got = ok(&dir, &full);
+        let got = cli_ok(&dir, &full);
         assert_eq!(got, want, "{args:?}");
         // The options may come in any order, `--no-follow` last too.
         let mut reordered = vec!["tail"];
         reordered.extend(&args);
         reordered.push("--no-follow");
-        assert_eq!(ok(&dir, &reordered), want, "{args:?} (reordered)");
+        assert_eq!(cli_ok(&dir, &reordered), want, "{args:?} (reordered)");
     }
     // The cases above select something wherever they should.
-    let all = ok(&dir, &["tail", "--no-follow", "--from", "1"]);
+    let all = cli_ok(&dir, &["tail", "--no-follow", "--from", "1"]);
     assert_eq!(all.lines().count(), 401, "400 events and job.derived");
     assert!(!all.contains("evlog.consumer"), "bookkeeping is hidden");
-    let since = ok(&dir, &["tail", "--no-follow", "--since", &since_13]);
+    let since = cli_ok(&dir, &["tail", "--no-follow", "--since", &since_13]);
     assert!(since.lines().count() > 300, "{since}");
     assert_eq!(
-        ok(&dir, &["tail", "--no-follow", "--from", "1"]),
-        ok(&dir, &["replay"])
+        cli_ok(&dir, &["tail", "--no-follow", "--from", "1"]),
+        cli_ok(&dir, &["replay"])
             .lines()
             .filter(|l| !l.contains("\"type\":\"evlog."))
             .map(|l| format!("{l}\n"))
@@ -522,7 +495,7 @@ fn cli_consumers_lists_positions_and_lag() {
     for i in 0..20 {
         log.append(mixed_event(i)).expect("append");
     }
-    assert_eq!(ok(&dir, &["consumers"]), "", "no consumer yet");
+    assert_eq!(cli_ok(&dir, &["consumers"]), "", "no consumer yet");
     // "a-b" commits through its position file, at 5.
     let mut a_b = log.consumer("a-b", Filter::all()).expect("consumer a-b");
     for _ in 0..5 {
@@ -566,7 +539,7 @@ fn cli_consumers_lists_positions_and_lag() {
     assert_eq!(names, ["a", "a-b"]);
     let mut by_name = listed.clone();
     by_name.sort_by(|x, y| x.name.cmp(&y.name));
-    let while_open = ok(&dir, &["consumers"]);
+    let while_open = cli_ok(&dir, &["consumers"]);
     assert_eq!(while_open, want(by_name.clone()));
     let first: serde_json::Value =
         serde_json::from_str(while_open.lines().next().expect("a line")).expect("JSON");
@@ -578,26 +551,7 @@ fn cli_consumers_lists_positions_and_lag() {
         serde_json::json!({"name": "a-b", "position": 5, "lag": last - 5})
     );
     log.close().expect("close");
-    assert_eq!(ok(&dir, &["consumers"]), want(by_name));
-}
-
-/// Every file and directory under `root` with its contents.
-fn tree(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
-    let mut found = BTreeMap::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            let relative = path.strip_prefix(root).expect("under root").to_path_buf();
-            if path.is_dir() {
-                found.insert(relative, None);
-                pending.push(path);
-            } else {
-                found.insert(relative, Some(std::fs::read(&path).expect("read file")));
-            }
-        }
-    }
-    found
+    assert_eq!(cli_ok(&dir, &["consumers"]), want(by_name));
 }
 
 // Proves that tail (with --no-follow, and following until killed) and consumers leave every byte of a log with consumers and indexes as it was, and create nothing on a missing directory (exit 2).
@@ -617,7 +571,7 @@ fn cli_tail_and_consumers_write_nothing() {
         &["consumers"],
     ];
     for args in commands {
-        let output = run(&dir, args);
+        let output = run_cli(&dir, args);
         assert_eq!(output.status.code(), Some(0), "{args:?}: {}", said(&output));
     }
     let mut follower = Follower::spawn(&dir, &["--from", "290"]);
@@ -630,7 +584,7 @@ fn cli_tail_and_consumers_write_nothing() {
 
     let missing = root.path().join("missing");
     for args in [&["tail"][..], &["tail", "--no-follow"], &["consumers"]] {
-        let output = run(&missing, args);
+        let output = run_cli(&missing, args);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {}", said(&output));
         assert!(output.stdout.is_empty(), "{args:?}: {}", said(&output));
         assert!(
@@ -663,7 +617,7 @@ fn cli_tail_usage_errors_exit_2() {
     for (args, message) in cases {
         let mut full = vec!["tail", "--no-follow"];
         full.extend(args);
-        let output = run(&dir, &full);
+        let output = run_cli(&dir, &full);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {}", said(&output));
         assert!(output.stdout.is_empty(), "{args:?}: {}", said(&output));
         assert!(

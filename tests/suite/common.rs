@@ -411,3 +411,53 @@ pub fn run_cli_append(dir: &Path, input: &str) -> std::process::Output {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// Runs `evlog --dir DIR ARGS...` to completion with empty stdin.
+pub fn run_cli(dir: &Path, args: &[&str]) -> std::process::Output {
+    evlog_cli(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run evlog {args:?}: {e}"))
+}
+
+/// Everything a command said, for assertion messages.
+pub fn said(output: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr)
+    )
+}
+
+/// Stdout of a command that must succeed without a word on stderr.
+pub fn cli_ok(dir: &Path, args: &[&str]) -> String {
+    let output = run_cli(dir, args);
+    assert_eq!(output.status.code(), Some(0), "{args:?}: {}", said(&output));
+    assert!(output.stderr.is_empty(), "{args:?}: {}", said(&output));
+    text(&output.stdout)
+}
+
+/// Every file and directory under `root` (relative path -> bytes, `None`
+/// for a directory); empty when `root` does not exist.
+pub fn tree(root: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut found = std::collections::BTreeMap::new();
+    if !root.exists() {
+        return found;
+    }
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let relative = path.strip_prefix(root).expect("under root").to_path_buf();
+            if path.is_dir() {
+                found.insert(relative, None);
+                pending.push(path);
+            } else {
+                found.insert(relative, Some(std::fs::read(&path).expect("read file")));
+            }
+        }
+    }
+    found
+}
