@@ -13,8 +13,8 @@ use evlog::{Event, Log, Options};
 use serde_json::{json, Value};
 
 use crate::common::{
-    file_len, records, run_cli, run_cli_append, said, segment_files, segments_dir,
-    spawn_cli_append, tempdir, text, tree, truncate,
+    assert_unchanged, file_len, records, run_cli, run_cli_append, said, segment_files,
+    segments_dir, spawn_cli_append, tempdir, text, tree, truncate,
 };
 
 fn append(dir: &Path, input: &str) -> Output {
@@ -347,13 +347,7 @@ fn cli_read_commands_write_nothing() {
         (&json!(1), &json!(5), &json!(true)),
         "{info}"
     );
-    let after = tree(&dir);
-    assert_eq!(
-        after.keys().collect::<Vec<_>>(),
-        before.keys().collect::<Vec<_>>(),
-        "the read commands added or removed files"
-    );
-    assert!(after == before, "the read commands changed file contents");
+    assert_unchanged(&before, &tree(&dir), "the read commands");
 }
 
 // Proves that replays run while another process appends 2000 events see exactly seqs 1..=k each time (no gap, duplicate or partial line), every line equal to the final replay's, and that get of the last seq seen succeeds.

@@ -14,7 +14,7 @@ use evlog::{Event, Log, LogReader, LoggedEvent, Options, Uuid};
 use serde_json::{json, Value};
 
 use crate::common::{
-    cli_ok, flip_byte, records, run_cli, said, segment_files, tempdir, text, tree,
+    assert_unchanged, cli_ok, flip_byte, records, run_cli, said, segment_files, tempdir, text, tree,
 };
 
 /// Events of the reference workload in the test log (several segments of
@@ -754,13 +754,7 @@ fn cli_query_commands_write_nothing() {
     ] {
         assert!(!cli_ok(&dir, &args).is_empty());
     }
-    let after = tree(&dir);
-    assert_eq!(
-        after.keys().collect::<Vec<_>>(),
-        before.keys().collect::<Vec<_>>(),
-        "the read commands added or removed files"
-    );
-    assert!(after == before, "the read commands changed file contents");
+    assert_unchanged(&before, &tree(&dir), "the read commands");
 }
 
 // Proves that usage errors exit 2 with nothing on stdout: a query without any condition, numeric or malformed times, TYPE/ID without '/', a bad type pattern, a malformed UUID, an unknown --by.

@@ -461,3 +461,18 @@ pub fn tree(root: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>
     }
     found
 }
+
+/// Asserts that `after` (a `tree`) has the same files with the same bytes
+/// as `before`; `who` names what ran between, for the message.
+pub fn assert_unchanged(
+    before: &std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>,
+    after: &std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>,
+    who: &str,
+) {
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>(),
+        "{who} added or removed files"
+    );
+    assert!(after == before, "{who} changed file contents");
+}
