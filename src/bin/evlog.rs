@@ -1108,7 +1108,26 @@ fn demo(dir: &PathBuf, count: u64) -> Result<ExitCode> {
     // Written through a handle, not `println!`, so that a closed pipe
     // (`evlog demo | head`) ends the demo quietly instead of panicking.
     let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "evlog: an embedded, durable event log. Appends are group-committed and acknowledged once on disk;\n\
+         the log is indexed in the background and answers queries, subscriptions and checks. A tour:"
+    )?;
     let before = log.last_seq().unwrap_or(0);
+    // A live subscriber, started before the appends: it must see every
+    // matching event exactly once, while they are being written.
+    let delivered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let subscriber = {
+        let delivered = std::sync::Arc::clone(&delivered);
+        log.subscribe_with(
+            "demo",
+            evlog::Filter::all().event_type("validation.*"),
+            evlog::Start::End,
+            move |_| {
+                delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            },
+        )?
+    };
     let started = std::time::Instant::now();
     // A log that already holds events continues with a workload of another
     // seed, so a second run appends new events, never the same ids again.
@@ -1116,7 +1135,9 @@ fn demo(dir: &PathBuf, count: u64) -> Result<ExitCode> {
     config.seed = config.seed.wrapping_add(before);
     let workload = evlog::workload::Workload::new(config);
     let mut batch = Vec::with_capacity(DEMO_BATCH_EVENTS);
+    let mut validations = 0u64;
     for generated in workload {
+        validations += u64::from(generated.event_type.starts_with("validation."));
         batch.push(generated.event());
         if batch.len() == DEMO_BATCH_EVENTS {
             log.append_batch(&batch)?;
@@ -1135,38 +1156,152 @@ fn demo(dir: &PathBuf, count: u64) -> Result<ExitCode> {
         elapsed,
         (last - before) as f64 / elapsed
     )?;
-    let scan_started = std::time::Instant::now();
-    let mut scanned = 0u64;
-    let mut by_priority = [0u64; 4];
-    for event in log.iter(..)? {
-        let event = event?;
-        by_priority[usize::from(event.priority.as_u8())] += 1;
-        scanned += 1;
-    }
+    let index_started = std::time::Instant::now();
+    let indexed = matches!(
+        log.wait_for_index(last, DEMO_WAIT),
+        evlog::WaitOutcome::Reached(_)
+    );
     writeln!(
         out,
-        "read back all {scanned} events in order, every CRC checked: {:.2} s; P0/P1/P2/P3 = {}/{}/{}/{}",
-        scan_started.elapsed().as_secs_f64(),
-        by_priority[0],
-        by_priority[1],
-        by_priority[2],
-        by_priority[3]
+        "secondary indexes {} {:.0} ms after the last append (queries never wait: they scan what is not indexed yet)",
+        if indexed { "current" } else { "still catching up" },
+        index_started.elapsed().as_secs_f64() * 1000.0
     )?;
-    if last > 0 {
-        writeln!(
-            out,
-            "the last event: {}",
-            evlog::json::event_to_json(&log.get(last)?)
-        )?;
+    let deadline = std::time::Instant::now() + DEMO_WAIT;
+    while delivered.load(std::sync::atomic::Ordering::Relaxed) < validations
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
+    subscriber.unsubscribe()?;
     writeln!(
         out,
-        "data directory {} holds {} segment file(s); try: cargo run --release -- --dir {} replay --from {} | head  (or `cargo install --path .` and run `evlog`)",
+        "a live subscriber to validation.* received {} of the {validations} matching events, in order, while they were appended",
+        delivered.load(std::sync::atomic::Ordering::Relaxed)
+    )?;
+    if last > before {
+        demo_queries(&log, &mut out, last)?;
+    }
+    let report = log.verify()?;
+    writeln!(
+        out,
+        "verify: {} events, {} index entries checked: {}",
+        report.events_checked,
+        report.index_entries_checked,
+        if report.is_ok() {
+            "sound".to_string()
+        } else {
+            format!(
+                "{} problem(s), first: {}",
+                report.problems.len(),
+                report.problems[0]
+            )
+        }
+    )?;
+    let bytes_on_disk = dir_bytes(&dir.join("segments")) + dir_bytes(&dir.join("index"));
+    writeln!(
+        out,
+        "data directory {} holds {} segment file(s) and the indexes: {:.0} bytes per event on disk",
         dir.display(),
         log.segment_count(),
+        bytes_on_disk as f64 / last.max(1) as f64
+    )?;
+    writeln!(
+        out,
+        "try: cargo run --release -- --dir {0} replay --from {1} | head; ... stats; ... tail --type 'validation.*'\n\
+         (or `cargo install --path .` and run `evlog --dir {0} ...`)",
         dir.display(),
         last.saturating_sub(4).max(1)
     )?;
     log.close()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long the demo waits for the indexer or its subscriber.
+const DEMO_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The demo's query section: a correlation, a causation tree, an entity's
+/// history and past state, stats, each in a few lines.
+fn demo_queries(log: &Log, out: &mut impl Write, last: u64) -> Result<()> {
+    let last_event = log.get(last)?;
+    if let Some(correlation) = last_event.correlation_id {
+        let events: Vec<_> = log
+            .by_correlation(correlation)?
+            .collect::<evlog::Result<_>>()?;
+        writeln!(
+            out,
+            "correlation {correlation}: {} events, from {} to {}",
+            events.len(),
+            events.first().map_or("-", |e| e.event_type.as_str()),
+            events.last().map_or("-", |e| e.event_type.as_str())
+        )?;
+        if let Some(root) = events.first() {
+            let tree = log.descendants(root.id)?;
+            writeln!(
+                out,
+                "what its first event caused ({} events; the first levels):",
+                tree.len()
+            )?;
+            for (depth, event) in tree.walk().into_iter().take(4) {
+                writeln!(
+                    out,
+                    "  {}#{} {}",
+                    "  ".repeat(depth),
+                    event.seq,
+                    event.event_type
+                )?;
+            }
+        }
+    }
+    if let Some(entity) = &last_event.entity {
+        let history = log.history(&entity.entity_type, &entity.entity_id)?;
+        let first_us = log
+            .entity_history(&entity.entity_type, &entity.entity_id, ..)?
+            .next()
+            .transpose()?
+            .map_or(last_event.timestamp_us, |e| e.timestamp_us);
+        let middle_us = first_us + (last_event.timestamp_us - first_us) / 2;
+        writeln!(
+            out,
+            "entity {}/{}: {} field changes; its state at {}: {}",
+            entity.entity_type,
+            entity.entity_id,
+            history.len(),
+            evlog::json::format_timestamp(middle_us),
+            log.state_at(&entity.entity_type, &entity.entity_id, middle_us)?
+        )?;
+    }
+    let stats = log.stats(..)?;
+    let top = |counts: &std::collections::BTreeMap<String, u64>| {
+        let mut sorted: Vec<_> = counts.iter().collect();
+        sorted.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        sorted
+            .into_iter()
+            .take(3)
+            .map(|(name, count)| format!("{name} {count}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    writeln!(
+        out,
+        "stats of all {} events: top types {}; top actors {}",
+        stats.total,
+        top(&stats.by_type),
+        top(&stats.by_actor)
+    )?;
+    Ok(())
+}
+
+/// Bytes of the files under `dir` (0 when it is missing).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => dir_bytes(&entry.path()),
+            _ => entry.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
 }
