@@ -801,7 +801,8 @@ impl Iter {
                     let offset = segment.index.entry(self.next_seq - segment.first_seq);
                     self.end_bytes = segment.committed_bytes();
                     self.cursor =
-                        Cursor::new(offset, self.end_bytes, self.shared.options.record_bytes_max);
+                        Cursor::new(offset, self.end_bytes, self.shared.options.record_bytes_max)
+                            .with_read_chunk_bytes(self.shared.options.read_buffer_bytes);
                     self.segment = Some(Arc::clone(&segment));
                     segment
                 }

@@ -37,6 +37,7 @@ pub struct Options {
     pub(crate) record_bytes_max: u64,
     pub(crate) preallocate_bytes: u64,
     pub(crate) secondary_indexes: bool,
+    pub(crate) read_buffer_bytes: u64,
     pub(crate) dedup_window_ids: usize,
 }
 
@@ -48,6 +49,7 @@ impl Default for Options {
             record_bytes_max: 1024 * 1024,
             preallocate_bytes: 4 * 1024 * 1024,
             secondary_indexes: true,
+            read_buffer_bytes: 256 * 1024,
             dedup_window_ids: DEDUP_WINDOW_IDS_DEFAULT,
         }
     }
@@ -84,6 +86,16 @@ impl Options {
     /// size and block allocation. 0 disables it. Default 4 MiB.
     pub fn preallocate_bytes(mut self, bytes: u64) -> Options {
         self.preallocate_bytes = bytes;
+        self
+    }
+
+    /// Most bytes an iterator, and so a subscription or a durable consumer,
+    /// reads ahead where a segment is read with `pread` rather than mapped
+    /// (default 256 KiB, at least 4 KiB). With one record, this bounds the
+    /// memory of a subscriber however far behind it is: subscriptions hold
+    /// no queue.
+    pub fn read_buffer_bytes(mut self, bytes: u64) -> Options {
+        self.read_buffer_bytes = bytes.max(4096);
         self
     }
 

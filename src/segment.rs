@@ -208,6 +208,8 @@ pub(crate) struct Cursor {
     buf: Vec<u8>,
     buf_start: u64,
     record_bytes_max: u64,
+    /// Bytes read ahead per `pread` where the file is not mapped.
+    read_chunk_bytes: u64,
     /// Length of the record last returned; the next call moves past it
     /// (the returned slice borrows the cursor, so it cannot move earlier).
     pending_advance: u64,
@@ -221,8 +223,16 @@ impl Cursor {
             buf: Vec::new(),
             buf_start: pos,
             record_bytes_max,
+            read_chunk_bytes: READ_CHUNK_BYTES as u64,
             pending_advance: 0,
         }
+    }
+
+    /// Reads ahead at most `bytes` per `pread` (a record longer than that
+    /// is still read whole): what bounds an iterator's buffer.
+    pub fn with_read_chunk_bytes(mut self, bytes: u64) -> Cursor {
+        self.read_chunk_bytes = bytes;
+        self
     }
 
     /// Makes up to `need` bytes from `pos` available (clamped to `end`) and
@@ -236,7 +246,7 @@ impl Cursor {
                 if self.pos >= self.buf_start && self.pos + want <= have_end {
                     return Ok(want);
                 }
-                let read_len = want.max(READ_CHUNK_BYTES as u64).min(self.end - self.pos);
+                let read_len = want.max(self.read_chunk_bytes).min(self.end - self.pos);
                 self.buf.resize(read_len as usize, 0);
                 file.read_exact_at(&mut self.buf, self.pos)?;
                 self.buf_start = self.pos;

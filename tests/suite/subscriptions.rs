@@ -364,3 +364,30 @@ fn same_batch_commits_survive_a_power_cut_at_every_operation() {
         n += 1;
     }
 }
+
+// With segments read by `pread` (the simulated disk maps nothing), a small
+// read buffer still delivers every event, records larger than the buffer
+// included: the buffer bounds memory, not what can be read.
+#[test]
+fn a_small_read_buffer_bounds_memory_not_delivery() {
+    let disk = evlog::storage::SimStorage::new();
+    let log = Log::open_with_storage(
+        std::path::Path::new("/sim/read-buffer"),
+        Options::default().read_buffer_bytes(4096),
+        std::sync::Arc::new(disk),
+    )
+    .unwrap();
+    for i in 0..200usize {
+        log.append(Event::new("blob.stored").bytes_payload(vec![b'x'; (i * 37) % 9000]))
+            .unwrap();
+    }
+    let mut sub = log.subscribe(Filter::all(), Start::Beginning).unwrap();
+    for seq in 1..=200u64 {
+        let event = sub.next_timeout(WAIT).unwrap().unwrap();
+        assert_eq!(event.seq, seq);
+        assert_eq!(
+            event.payload.as_bytes().len(),
+            ((seq as usize - 1) * 37) % 9000
+        );
+    }
+}
