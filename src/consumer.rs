@@ -127,7 +127,7 @@ fn encode_parked(event: &ParkedEvent) -> Vec<u8> {
 
 /// Decodes a parked file. A last record cut short (a crash while it was
 /// appended) is ignored; any other damage is an error naming the offset.
-fn decode_parked(bytes: &[u8], path: &Path) -> Result<Vec<ParkedEvent>> {
+pub(crate) fn decode_parked(bytes: &[u8], path: &Path) -> Result<Vec<ParkedEvent>> {
     let mut parked = Vec::new();
     let mut at = 0usize;
     while at < bytes.len() {

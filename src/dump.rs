@@ -357,3 +357,17 @@ fn verify_dir(dir: &Path) -> Result<Option<Problem>> {
     }
     Ok(None)
 }
+
+/// Reads a durable consumer's position file (`DIR/consumers/<name>.pos`,
+/// FORMAT.md) without changing it; `Corrupt` names the file and offset.
+pub fn read_consumer_position(path: &Path) -> Result<u64> {
+    let bytes = std::fs::read(path).map_err(|e| crate::error::io_error(path, e))?;
+    crate::consumer::decode_position(&bytes, path)
+}
+
+/// Reads a durable consumer's parked list (`DIR/consumers/<name>.parked`);
+/// a last record cut short by a crash is left out, as the log does.
+pub fn read_parked_list(path: &Path) -> Result<Vec<crate::ParkedEvent>> {
+    let bytes = std::fs::read(path).map_err(|e| crate::error::io_error(path, e))?;
+    crate::consumer::decode_parked(&bytes, path)
+}
