@@ -129,8 +129,22 @@ fn run(shared: Arc<Shared>, stop: Arc<AtomicBool>, commands: Arc<Mutex<Vec<Reind
     };
     slot.set_ready(Arc::clone(&state));
     let mut indexer = Indexer::new(Arc::clone(&shared), state);
-    if let Err(e) = indexer.follow(&stop, &commands) {
-        tracing::error!(error = %e, "the indexer stopped; queries scan the log past its mark");
+    // sled may panic instead of returning an error (on some I/O failures):
+    // either way the indexer stops visibly, and queries scan past its mark.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        indexer.follow(&stop, &commands)
+    }));
+    let failure = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(panic) => Some(format!(
+            "the index store panicked: {}",
+            crate::subscribe::panic_message(&*panic)
+        )),
+    };
+    if let Some(reason) = failure {
+        tracing::error!(%reason, "the indexer stopped; queries scan the log past its mark");
+        slot.set_stopped_because(reason);
     }
     // Whoever waits for the indexes to reach a seq stops waiting.
     indexer.state.indexed.stop();

@@ -362,6 +362,10 @@ pub struct IndexStatus {
     pub rebuilt_because: Option<String>,
     /// Why queries scan the log instead, if they do.
     pub unavailable_because: Option<String>,
+    /// Why the indexer stopped, if it did (an error of the index store):
+    /// queries then answer from the indexes up to `indexed_through` and
+    /// scan the rest; the next open catches up or rebuilds.
+    pub stopped_because: Option<String>,
 }
 
 enum Slot {
@@ -373,7 +377,8 @@ enum Slot {
 /// The indexes as the rest of the log sees them: still opening, ready, or
 /// unavailable (queries then scan the log).
 pub(crate) struct IndexSlot {
-    slot: Mutex<(Slot, Option<String>)>,
+    /// The state, why it was rebuilt, why the indexer stopped.
+    slot: Mutex<(Slot, Option<String>, Option<String>)>,
     changed: Condvar,
 }
 
@@ -383,21 +388,21 @@ const OPEN_WAIT: Duration = Duration::from_secs(30);
 impl IndexSlot {
     pub fn opening() -> IndexSlot {
         IndexSlot {
-            slot: Mutex::new((Slot::Opening, None)),
+            slot: Mutex::new((Slot::Opening, None, None)),
             changed: Condvar::new(),
         }
     }
 
     pub fn unavailable(reason: String) -> IndexSlot {
         IndexSlot {
-            slot: Mutex::new((Slot::Unavailable(reason), None)),
+            slot: Mutex::new((Slot::Unavailable(reason), None, None)),
             changed: Condvar::new(),
         }
     }
 
     pub fn ready(state: Arc<IndexState>) -> IndexSlot {
         IndexSlot {
-            slot: Mutex::new((Slot::Ready(state), None)),
+            slot: Mutex::new((Slot::Ready(state), None, None)),
             changed: Condvar::new(),
         }
     }
@@ -416,6 +421,13 @@ impl IndexSlot {
 
     pub fn set_unavailable(&self, reason: String) {
         self.set(Slot::Unavailable(reason));
+    }
+
+    pub fn set_stopped_because(&self, reason: String) {
+        self.slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .2 = Some(reason);
     }
 
     pub fn set_rebuilt_because(&self, reason: String) {
@@ -457,24 +469,28 @@ impl IndexSlot {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let rebuilt_because = guard.1.clone();
+        let stopped_because = guard.2.clone();
         match &guard.0 {
             Slot::Opening => IndexStatus {
                 available: false,
                 indexed_through: 0,
                 rebuilt_because,
                 unavailable_because: Some("the indexes are still opening".into()),
+                stopped_because,
             },
             Slot::Ready(state) => IndexStatus {
                 available: true,
                 indexed_through: state.mark(),
                 rebuilt_because,
                 unavailable_because: None,
+                stopped_because,
             },
             Slot::Unavailable(reason) => IndexStatus {
                 available: false,
                 indexed_through: 0,
                 rebuilt_because,
                 unavailable_because: Some(reason.clone()),
+                stopped_because,
             },
         }
     }

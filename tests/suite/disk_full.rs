@@ -231,6 +231,15 @@ fn disk_full_tmpfs_appends_fit_then_recover() {
     );
     acked += 1;
     assert_holds(&log, acked, PAD);
+    // The indexer shared the full disk: it either caught up once space was
+    // back, or it stopped and says why; it never stops silently.
+    let indexed = log.wait_for_index(acked, std::time::Duration::from_secs(30));
+    let status = log.index_status();
+    assert!(
+        matches!(indexed, evlog::WaitOutcome::Reached(_)) || status.stopped_because.is_some(),
+        "the indexer neither caught up nor said why: {indexed:?} {status:?}"
+    );
+    eprintln!("indexer after the full disk: {indexed:?}, {status:?}");
     log.close().expect("close");
 
     let log = Log::open(&dir, Options::default()).expect("reopen");
