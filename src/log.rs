@@ -286,6 +286,9 @@ pub struct Log {
     recovery: RecoveryReport,
     /// Holds the directory lock for as long as the log is open.
     lock: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// The directory of a log opened with [`Log::open_temporary`], removed
+    /// once the log is closed (after the lock is released).
+    temporary: Option<tempfile::TempDir>,
 }
 
 impl Log {
@@ -294,6 +297,34 @@ impl Log {
     /// checks. Takes the directory's lock: one writer at a time.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
         Log::open_with_storage(dir, options, Arc::new(OsStorage))
+    }
+
+    /// Opens a new, empty log in a temporary directory that is deleted when
+    /// the log is closed or dropped: the whole behaviour of a log (group
+    /// commit, indexes, queries, subscriptions, consumers) for tests that
+    /// should leave no files behind.
+    ///
+    /// ```
+    /// # fn main() -> evlog::Result<()> {
+    /// let log = evlog::Log::open_temporary(evlog::Options::default())?;
+    /// let dir = log.dir().to_path_buf();
+    /// log.append(evlog::Event::new("test.ran"))?;
+    /// assert_eq!(log.by_type("test.*", ..)?.count(), 1);
+    /// log.close()?;
+    /// assert!(!dir.exists());
+    /// # Ok(()) }
+    /// ```
+    pub fn open_temporary(options: Options) -> Result<Log> {
+        let temporary = tempfile::Builder::new()
+            .prefix("evlog-temporary-")
+            .tempdir()
+            .map_err(|source| Error::Io {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let mut log = Log::open(temporary.path(), options)?;
+        log.temporary = Some(temporary);
+        Ok(log)
     }
 
     /// Opens an existing log for reading only, without writing, creating,
@@ -345,6 +376,7 @@ impl Log {
             indexer,
             recovery: std::mem::take(&mut opened.report),
             lock: opened.lock.take(),
+            temporary: None,
         })
     }
 
@@ -561,6 +593,9 @@ impl Log {
         self.shared.close_readers();
         self.shared.marks.stop();
         drop(self.lock.take());
+        // Nothing reads the files any more (the gate is shut): a temporary
+        // log's directory goes with it.
+        drop(self.temporary.take());
     }
 }
 

@@ -292,3 +292,23 @@ fn queries_work_read_only_while_the_log_is_open() {
     assert_eq!(view.by_correlation(correlation).unwrap().count(), 10);
     let _ = Query::all();
 }
+
+// A temporary log behaves like any other and leaves nothing behind, also
+// when it is dropped rather than closed; an iterator that outlives it
+// reports Closed instead of reading deleted files.
+#[test]
+fn a_temporary_log_is_removed_with_it() {
+    let log = Log::open_temporary(options()).unwrap();
+    let dir = log.dir().to_path_buf();
+    let correlation = evlog::Uuid::now_v7();
+    for _ in 0..5 {
+        log.append(Event::new("a.b").correlation_id(correlation))
+            .unwrap();
+    }
+    assert_eq!(log.by_correlation(correlation).unwrap().count(), 5);
+    let mut iter = log.iter(..).unwrap();
+    assert!(dir.join("segments").is_dir());
+    drop(log);
+    assert!(!dir.exists(), "{} survived its log", dir.display());
+    assert!(matches!(iter.next(), Some(Err(evlog::Error::Closed))));
+}
