@@ -1053,12 +1053,16 @@ fn model_regression_poisoned_writer_strands_queued_appends() {
             .expect("open"),
         );
         let (done, finished) = std::sync::mpsc::channel();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for t in 0..THREADS {
             let log = Arc::clone(&log);
             let done = done.clone();
+            let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
                 let mut n = (t + 1) << 32;
-                while log.append(make_event(n, 16, false).event).is_ok() {
+                while !stop.load(Ordering::Relaxed)
+                    && log.append(make_event(n, 16, false).event).is_ok()
+                {
                     n += 1;
                 }
                 let _ = done.send(t);
@@ -1071,14 +1075,36 @@ fn model_regression_poisoned_writer_strands_queued_appends() {
             kind: FaultKind::Io,
             sticky: false,
         }));
+        // The failed sync is usually a commit group's, which poisons the
+        // log. Rarely it is one of the syncs that create the next segment
+        // during a roll: that segment is removed again and only the
+        // append that rolled fails, by design, so the log is not poisoned
+        // and the other appenders rightly go on; they are stopped here,
+        // and the round checks nothing about stranding.
+        let fired_by = std::time::Instant::now() + Duration::from_secs(30);
+        while !disk.fault_fired() {
+            assert!(
+                std::time::Instant::now() < fired_by,
+                "round {round}: no sync after the fault was set"
+            );
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        if log.sync().is_ok() {
+            eprintln!("round {round}: the failed sync was a roll's; the log goes on");
+            stop.store(true, Ordering::Relaxed);
+        }
         for returned in 0..THREADS {
             // Generous: a hang never ends, while a suite that runs child
             // processes beside this test can starve a thread for seconds.
             if finished.recv_timeout(Duration::from_secs(30)).is_err() {
                 panic!(
                     "round {round}: {} of {THREADS} appenders still blocked in append 30 s after \
-                     the log was poisoned (their queued requests were never answered)",
-                    THREADS - returned
+                     the log was poisoned (their queued requests were never answered); \
+                     fault fired: {}, sync now: {:?}, last_seq {:?}",
+                    THREADS - returned,
+                    disk.fault_fired(),
+                    log.sync(),
+                    log.last_seq()
                 );
             }
         }
