@@ -62,6 +62,10 @@ enum Command {
     Append,
     /// Print one event as a JSON object.
     Get { seq: u64 },
+    /// Print shell completions for evlog (bash, elvish, fish, powershell,
+    /// zsh): for example `evlog completions bash > /etc/bash_completion.d/evlog`.
+    /// Touches no data directory.
+    Completions { shell: clap_complete::Shell },
     /// Print events as JSON lines in sequence order.
     Replay {
         /// First sequence number to print (inclusive; default: the first).
@@ -518,6 +522,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 // what the format requires: say so in the exit code too.
                 anyhow::bail!("the log has damaged segments (see the warnings above)");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command, "evlog", &mut out);
+            std::io::stdout().lock().write_all(&out)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Info => {

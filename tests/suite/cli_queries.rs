@@ -828,3 +828,21 @@ fn cli_demo_tours_queries_subscriptions_and_verify() {
         assert!(line("verify: ").ends_with("sound"), "{out}");
     }
 }
+
+// Proves that `evlog completions SHELL` prints completions naming the
+// subcommands for every supported shell, touches no data directory, and
+// refuses an unknown shell with exit 2.
+#[test]
+fn cli_completions_for_every_shell() {
+    let root = tempdir();
+    let dir = root.path().join("never-created");
+    for shell in ["bash", "elvish", "fish", "powershell", "zsh"] {
+        let out = cli_ok(&dir, &["completions", shell]);
+        for subcommand in ["append", "replay", "query", "tail", "consumers", "reindex"] {
+            assert!(out.contains(subcommand), "{shell}: no {subcommand}");
+        }
+    }
+    assert!(!dir.exists(), "completions created the data directory");
+    let out = run_cli(&dir, &["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+}
