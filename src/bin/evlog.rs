@@ -591,7 +591,13 @@ fn tail_start_seq(log: &LogReader, args: &TailArgs) -> Result<u64> {
 }
 
 fn tail(dir: &PathBuf, args: &TailArgs) -> Result<ExitCode> {
-    let log = open_read_only(dir)?;
+    // `--since` asks the indexes where to start: say so when they cannot
+    // answer and the start comes from a scan.
+    let log = if args.since.is_some() {
+        open_for_queries(dir)?
+    } else {
+        open_read_only(dir)?
+    };
     let filter = args.filter();
     let mut next_seq = tail_start_seq(&log, args)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

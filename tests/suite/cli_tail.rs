@@ -701,3 +701,29 @@ fn evlog_dump_reads_consumer_files() {
         assert!(text(&out.stderr).contains("worker.pos"), "{}", said(&out));
     }
 }
+
+// Proves that `tail --since` beside an application that holds the indexes
+// says on stderr that its start comes from a scan, and still starts right.
+#[test]
+fn cli_tail_since_notes_a_scan_while_the_indexes_are_held() {
+    let root = tempdir();
+    let dir = root.path().join("log");
+    build_mixed_log(&dir, 50);
+    let closed = cli_ok(
+        &dir,
+        &["tail", "--no-follow", "--since", &rfc3339(START_US)],
+    );
+    let log = evlog::Log::open(&dir, evlog::Options::default()).unwrap();
+    let output = run_cli(
+        &dir,
+        &["tail", "--no-follow", "--since", &rfc3339(START_US)],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", said(&output));
+    assert!(
+        text(&output.stderr).contains("scan of the log"),
+        "{}",
+        said(&output)
+    );
+    assert_eq!(text(&output.stdout), closed);
+    log.close().unwrap();
+}
