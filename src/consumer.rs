@@ -125,9 +125,11 @@ fn encode_parked(event: &ParkedEvent) -> Vec<u8> {
     record
 }
 
-/// Decodes a parked file. A last record cut short (a crash while it was
-/// appended) is ignored; any other damage is an error naming the offset.
-pub(crate) fn decode_parked(bytes: &[u8], path: &Path) -> Result<Vec<ParkedEvent>> {
+/// Decodes a parked file into its records and the length of the whole
+/// records (where the next one is appended). A last record cut short (a
+/// crash while it was appended) is ignored; any other damage is an error
+/// naming the offset.
+pub(crate) fn decode_parked(bytes: &[u8], path: &Path) -> Result<(Vec<ParkedEvent>, usize)> {
     let mut parked = Vec::new();
     let mut at = 0usize;
     while at < bytes.len() {
@@ -162,7 +164,7 @@ pub(crate) fn decode_parked(bytes: &[u8], path: &Path) -> Result<Vec<ParkedEvent
         });
         at += 8 + len;
     }
-    Ok(parked)
+    Ok((parked, at))
 }
 
 fn position_path(data_dir: &Path, name: &str) -> PathBuf {
@@ -209,6 +211,18 @@ pub(crate) fn decode_position(bytes: &[u8], path: &Path) -> Result<u64> {
         });
     }
     Ok(u64_at(bytes, 16).unwrap_or(0))
+}
+
+/// Replaces the consumer's position file durably (creating `consumers/`
+/// on first use).
+fn store_position(shared: &Shared, name: &str, position: u64) -> Result<()> {
+    let dir = consumers_dir(&shared.dir);
+    shared.storage.create_dir_all(&dir).at(&dir)?;
+    crate::fsutil::write_file_durably(
+        &*shared.storage,
+        &position_path(&shared.dir, name),
+        &encode_position(position),
+    )
 }
 
 /// The position stored in the file, if there is one.
@@ -299,13 +313,7 @@ impl Consumer {
             // Stored at once: left in the file, the old position would be
             // trusted again once the log grows past it, and the events in
             // between would never be delivered.
-            let dir = consumers_dir(&shared.dir);
-            shared.storage.create_dir_all(&dir).at(&dir)?;
-            crate::fsutil::write_file_durably(
-                &*shared.storage,
-                &position_path(&shared.dir, name),
-                &encode_position(committed),
-            )?;
+            store_position(&shared, name, committed)?;
         }
         let first = shared
             .first_seq
@@ -381,10 +389,7 @@ impl Consumer {
         // last whole one so it does not hide the new one.
         let mut bytes = vec![0u8; end as usize];
         file.read_exact_at(&mut bytes, 0).at(&path)?;
-        let whole: usize = decode_parked(&bytes, &path)?
-            .iter()
-            .map(|p| encode_parked(p).len())
-            .sum();
+        let (_, whole) = decode_parked(&bytes, &path)?;
         file.write_all_at(&record, whole as u64).at(&path)?;
         file.set_len(whole as u64 + record.len() as u64).at(&path)?;
         file.sync_all().at(&path)?;
@@ -480,13 +485,7 @@ impl Consumer {
         if position == self.committed {
             return Ok(position);
         }
-        let dir = consumers_dir(&self.shared.dir);
-        self.shared.storage.create_dir_all(&dir).at(&dir)?;
-        crate::fsutil::write_file_durably(
-            &*self.shared.storage,
-            &position_path(&self.shared.dir, &self.name),
-            &encode_position(position),
-        )?;
+        store_position(&self.shared, &self.name, position)?;
         self.committed = position;
         Ok(position)
     }
@@ -521,15 +520,8 @@ impl Consumer {
         let range = log.append_batch(&batch)?;
         self.committed = position;
         // The log holds the position now; the file only saves the lookup.
-        let dir = consumers_dir(&self.shared.dir);
-        if self.shared.storage.create_dir_all(&dir).is_ok() {
-            if let Err(e) = crate::fsutil::write_file_durably(
-                &*self.shared.storage,
-                &position_path(&self.shared.dir, &self.name),
-                &encode_position(position),
-            ) {
-                tracing::warn!(error = %e, consumer = %self.name, "position file not updated; the log holds the position");
-            }
+        if let Err(e) = store_position(&self.shared, &self.name, position) {
+            tracing::warn!(error = %e, consumer = %self.name, "position file not updated; the log holds the position");
         }
         Ok(range.start..range.end - 1)
     }
@@ -547,7 +539,7 @@ fn read_parked(shared: &Shared, name: &str) -> Result<Vec<ParkedEvent>> {
     let len = file.size_bytes().at(&path)?;
     let mut bytes = vec![0u8; len as usize];
     file.read_exact_at(&mut bytes, 0).at(&path)?;
-    decode_parked(&bytes, &path)
+    decode_parked(&bytes, &path).map(|(parked, _)| parked)
 }
 
 /// Every durable consumer of the log at `shared`, with its lag.

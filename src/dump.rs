@@ -369,5 +369,5 @@ pub fn read_consumer_position(path: &Path) -> Result<u64> {
 /// a last record cut short by a crash is left out, as the log does.
 pub fn read_parked_list(path: &Path) -> Result<Vec<crate::ParkedEvent>> {
     let bytes = std::fs::read(path).map_err(|e| crate::error::io_error(path, e))?;
-    crate::consumer::decode_parked(&bytes, path)
+    crate::consumer::decode_parked(&bytes, path).map(|(parked, _)| parked)
 }

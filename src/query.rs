@@ -570,13 +570,20 @@ impl Shared {
     }
 
     pub(crate) fn query(self: &Arc<Self>, query: &Query) -> Result<Events> {
+        self.query_through(query, None)
+    }
+
+    /// `query`; with `indexed_only = Some(m)`, only the events the indexes
+    /// hold through seq `m`, and no scan of the log after it (`stats`
+    /// counts that part itself, once).
+    fn query_through(self: &Arc<Self>, query: &Query, indexed_only: Option<u64>) -> Result<Events> {
         self.check_poison()?;
         if let Some(pattern) = &query.type_pattern {
             validate_pattern(pattern)?;
         }
         let last = self.marks.last_seq();
         let (index, mark) = self.index_and_mark();
-        let mark = mark.min(last);
+        let mark = mark.min(last).min(indexed_only.unwrap_or(u64::MAX));
         let mut entities = None;
         if let (true, Some(entity)) = (query.linked, &query.entity) {
             entities = Some(self.linked_entities(index.as_deref(), mark, last, entity)?);
@@ -626,7 +633,10 @@ impl Shared {
             last_returned: 0,
             ahead: VecDeque::new(),
             tail: None,
-            tail_range: ((mark + 1).max(self.first_readable()), last),
+            tail_range: match indexed_only {
+                Some(_) => (1, 0),
+                None => ((mark + 1).max(self.first_readable()), last),
+            },
             returned: 0,
             finished: false,
         })
@@ -1014,12 +1024,9 @@ impl Shared {
             }
         }
         for (a, b) in edges {
-            let mut events = self.query(&Query::all().during_opt(a, b))?;
             // Only what the counters' mark covers: the rest is the tail,
             // counted once, below.
-            events.mark = events.mark.min(mark);
-            events.tail_range = (1, 0);
-            for event in events {
+            for event in self.query_through(&Query::all().during_opt(a, b), Some(mark))? {
                 stats.add_event(&event?);
             }
         }
@@ -1416,7 +1423,7 @@ macro_rules! query_methods {
             /// Counts by type, actor, priority, hour and day over a time
             /// window (`..` for all time).
             pub fn stats(&self, window: impl RangeBounds<i64>) -> Result<Stats> {
-                self.shared.stats(window_of(window))
+                self.shared.stats(crate::query::window(window))
             }
 
             /// Folds an entity's events with timestamps up to and including
@@ -1531,10 +1538,6 @@ macro_rules! query_methods {
             }
         }
     };
-}
-
-fn window_of(range: impl RangeBounds<i64>) -> (Option<i64>, Option<i64>) {
-    window(range)
 }
 
 query_methods!(crate::log::Log);

@@ -105,6 +105,21 @@ impl IndexState {
         }
     }
 
+    /// An index entry of `what` (posting chunk, id run...) that does not
+    /// decode.
+    fn damaged(&self, what: &str, kind: crate::error::CorruptKind) -> Error {
+        // The decoders' `CorruptKind::Index` would print as the sequence
+        // index's; only its text is meant here.
+        let detail = match kind {
+            crate::error::CorruptKind::Index(text) => text.to_string(),
+            other => other.to_string(),
+        };
+        Error::Index {
+            path: self.path.clone(),
+            message: format!("{what}: {detail}"),
+        }
+    }
+
     fn corrupt(&self, what: &'static str) -> Error {
         Error::Index {
             path: self.path.clone(),
@@ -140,10 +155,7 @@ impl IndexState {
                 Ok(failure.is_none())
             })?;
         if let Some(kind) = failure {
-            return Err(Error::Index {
-                path: self.path.clone(),
-                message: format!("id run: {kind}"),
-            });
+            return Err(self.damaged("id run", kind));
         }
         for pair in runs.windows(2) {
             if pair[0].hi + 1 != pair[1].lo {
@@ -225,10 +237,8 @@ impl IndexState {
                 return Ok(None);
             }
             chunk.clear();
-            keys::decode_chunk(first, &value, &mut chunk).map_err(|kind| Error::Index {
-                path: self.path.clone(),
-                message: format!("posting chunk: {kind}"),
-            })?;
+            keys::decode_chunk(first, &value, &mut chunk)
+                .map_err(|kind| self.damaged("posting chunk", kind))?;
             for &seq in &chunk {
                 if seq < from {
                     continue;
@@ -279,10 +289,7 @@ impl IndexState {
                 Ok(true)
             })?;
         if let Some(kind) = failure {
-            return Err(Error::Index {
-                path: self.path.clone(),
-                message: format!("causation links: {kind}"),
-            });
+            return Err(self.damaged("causation links", kind));
         }
         Ok(children)
     }
@@ -305,10 +312,7 @@ impl IndexState {
             Ok(true)
         })?;
         if let Some(kind) = failure {
-            return Err(Error::Index {
-                path: self.path.clone(),
-                message: format!("posting chunk: {kind}"),
-            });
+            return Err(self.damaged("posting chunk", kind));
         }
         Ok(count)
     }
@@ -323,10 +327,8 @@ impl IndexState {
             };
             let first = keys::trailing_seq(&chunk_key).unwrap_or(0);
             let mut chunk = Vec::new();
-            keys::decode_chunk(first, &value, &mut chunk).map_err(|kind| Error::Index {
-                path: self.path.clone(),
-                message: format!("posting chunk: {kind}"),
-            })?;
+            keys::decode_chunk(first, &value, &mut chunk)
+                .map_err(|kind| self.damaged("posting chunk", kind))?;
             if let Some(&seq) = chunk.iter().rev().find(|&&s| s <= through) {
                 return Ok(Some(seq));
             }
