@@ -13,8 +13,8 @@ use evlog::{Event, Log, Options};
 use serde_json::{json, Value};
 
 use crate::common::{
-    assert_unchanged, file_len, records, run_cli, run_cli_append, said, segment_files,
-    segments_dir, spawn_cli_append, tempdir, text, tree, truncate,
+    assert_no_data_directory, assert_unchanged, file_len, records, run_cli, run_cli_append, said,
+    segment_files, segments_dir, spawn_cli_append, tempdir, text, tree, truncate,
 };
 
 fn append(dir: &Path, input: &str) -> Output {
@@ -293,13 +293,7 @@ fn cli_read_commands_write_nothing() {
     std::fs::write(&file, b"not a log").expect("write file");
     let commands: [&[&str]; 3] = [&["get", "1"], &["replay"], &["info"]];
     for args in commands {
-        let output = run_cli(&missing, args);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", said(&output));
-        assert!(
-            text(&output.stderr).contains("no evlog data directory at"),
-            "{args:?}: {}",
-            said(&output)
-        );
+        let output = assert_no_data_directory(&missing, args);
         assert!(output.stdout.is_empty(), "{args:?}: {}", said(&output));
         assert!(!missing.exists(), "{args:?} created {}", missing.display());
 

@@ -14,7 +14,8 @@ use evlog::{Event, Log, LogReader, LoggedEvent, Options, Uuid};
 use serde_json::{json, Value};
 
 use crate::common::{
-    assert_unchanged, cli_ok, flip_byte, records, run_cli, said, segment_files, tempdir, text, tree,
+    assert_no_data_directory, assert_unchanged, cli_ok, flip_byte, records, run_cli, said,
+    segment_files, tempdir, text, tree,
 };
 
 /// Events of the reference workload in the test log (several segments of
@@ -722,13 +723,7 @@ fn cli_query_commands_write_nothing() {
         &["verify"],
     ];
     for args in commands {
-        let output = run_cli(&missing, args);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", said(&output));
-        assert!(
-            text(&output.stderr).contains("no evlog data directory at"),
-            "{args:?}: {}",
-            said(&output)
-        );
+        assert_no_data_directory(&missing, args);
         assert!(!missing.exists(), "{args:?} created {}", missing.display());
     }
 

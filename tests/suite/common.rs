@@ -476,3 +476,16 @@ pub fn assert_unchanged(
     );
     assert!(after == before, "{who} changed file contents");
 }
+
+/// Runs `evlog ARGS` on `missing`, a path that does not exist: it must fail
+/// with exit 2 saying there is no data directory. Returns what it said.
+pub fn assert_no_data_directory(missing: &Path, args: &[&str]) -> std::process::Output {
+    let output = run_cli(missing, args);
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {}", said(&output));
+    assert!(
+        text(&output.stderr).contains("no evlog data directory at"),
+        "{args:?}: {}",
+        said(&output)
+    );
+    output
+}
