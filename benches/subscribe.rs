@@ -85,6 +85,42 @@ struct Delivered {
 
 /// Receives `count` events (seqs `first_seq..`, all of them: the filter is
 /// `Filter::all()`) on `subscription`, panicking on a gap or a stall.
+/// Subscribes `subscribers` threads at the end of `log`, starts them
+/// together, lets them settle in `next_timeout`, runs `appends`, and waits
+/// until each has drained `count` events.
+fn with_live_subscribers<R: Send>(
+    log: &Log,
+    subscribers: usize,
+    count: usize,
+    keep_arrivals: bool,
+    appends: impl FnOnce() -> R + Send,
+) -> (R, Vec<Delivered>) {
+    let subscriptions: Vec<Subscription> = (0..subscribers)
+        .map(|_| log.subscribe(Filter::all(), Start::End).expect("subscribe"))
+        .collect();
+    let ready = Barrier::new(subscribers + 1);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = subscriptions
+            .into_iter()
+            .map(|subscription| {
+                let ready = &ready;
+                scope.spawn(move || {
+                    ready.wait();
+                    drain(subscription, 1, count, keep_arrivals)
+                })
+            })
+            .collect();
+        ready.wait();
+        std::thread::sleep(SETTLE);
+        let outcome = appends();
+        let delivered = threads
+            .into_iter()
+            .map(|t| t.join().expect("subscriber thread"))
+            .collect();
+        (outcome, delivered)
+    })
+}
+
 fn drain(
     mut subscription: Subscription,
     first_seq: u64,
@@ -227,29 +263,10 @@ impl Bench {
         };
         let received: Vec<Vec<Instant>> = match delivery {
             Delivery::NextTimeout => {
-                let subscriptions: Vec<Subscription> = (0..subscribers)
-                    .map(|_| log.subscribe(Filter::all(), Start::End).expect("subscribe"))
-                    .collect();
-                let ready = Barrier::new(subscribers + 1);
-                std::thread::scope(|scope| {
-                    let threads: Vec<_> = subscriptions
-                        .into_iter()
-                        .map(|subscription| {
-                            let ready = &ready;
-                            scope.spawn(move || {
-                                ready.wait();
-                                drain(subscription, 1, count, true).arrivals
-                            })
-                        })
-                        .collect();
-                    ready.wait();
-                    std::thread::sleep(SETTLE);
-                    append_all(&mut appends);
-                    threads
-                        .into_iter()
-                        .map(|t| t.join().expect("subscriber thread"))
-                        .collect()
-                })
+                let ((), delivered) = with_live_subscribers(&log, subscribers, count, true, || {
+                    append_all(&mut appends)
+                });
+                delivered.into_iter().map(|d| d.arrivals).collect()
             }
             Delivery::Handler => {
                 let sinks: Vec<Sink> = (0..subscribers)
@@ -445,37 +462,21 @@ impl Bench {
         ));
         let n = self.n();
         let (log, _) = self.fresh_log(&format!("a2-{subscribers}-{round}"), Durability::Always);
-        let subscriptions: Vec<Subscription> = (0..subscribers)
-            .map(|_| log.subscribe(Filter::all(), Start::End).expect("subscribe"))
-            .collect();
-        let ready = Barrier::new(subscribers + 1);
-        let (appended, drained) = std::thread::scope(|scope| {
-            let threads: Vec<_> = subscriptions
-                .into_iter()
-                .map(|subscription| {
-                    let ready = &ready;
-                    scope.spawn(move || {
-                        ready.wait();
-                        drain(subscription, 1, n, false).last_arrival
-                    })
-                })
-                .collect();
-            ready.wait();
-            std::thread::sleep(SETTLE);
-            let started = Instant::now();
-            for batch in self.events.chunks(BATCH_EVENTS) {
-                log.append_batch(batch).expect("append_batch");
-            }
-            let appended = started.elapsed();
-            let last = threads
-                .into_iter()
-                .map(|t| t.join().expect("subscriber"))
-                .max()
-                .map_or(appended, |at| at - started);
-            (appended, last.max(appended))
-        });
+        let ((started, appended), delivered) =
+            with_live_subscribers(&log, subscribers, n, false, || {
+                let started = Instant::now();
+                for batch in self.events.chunks(BATCH_EVENTS) {
+                    log.append_batch(batch).expect("append_batch");
+                }
+                (started, started.elapsed())
+            });
+        let last = delivered
+            .into_iter()
+            .map(|d| d.last_arrival)
+            .max()
+            .map_or(appended, |at| at - started);
         log.close().expect("close");
-        (appended, drained)
+        (appended, last.max(appended))
     }
 }
 
