@@ -329,7 +329,7 @@ pub(crate) fn format_duration(duration: Duration) -> String {
     }
     let secs = duration.as_secs();
     for (unit, unit_secs) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs != 0 && secs % unit_secs == 0 {
+        if secs != 0 && secs.is_multiple_of(unit_secs) {
             return format!("{}{unit}", secs / unit_secs);
         }
     }
@@ -362,4 +362,192 @@ pub(crate) fn parse_size(text: &str) -> std::result::Result<u64, String> {
     number
         .checked_mul(multiplier)
         .ok_or_else(|| format!("{text:?} is too large a size"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    const GOOD: &str = r#"# retention for the test
+[retention]
+size_cap = "50 GiB"
+check_interval = "10m"
+
+[[retention.rule]]
+name = "p0-forever"
+priority = ["P0"]
+keep_forever = true
+
+[[retention.rule]]
+name = "default"
+types = ["*"]
+archive_after = "90d"
+delete_after = "365d"
+keep_until_consumed = true
+"#;
+
+    fn parse(text: &str) -> Result<Config> {
+        parse_config(text, Path::new("/data/evlog.toml"))
+    }
+
+    /// The line and message of the error `text` gives.
+    fn error_line(text: &str) -> (u64, String) {
+        match parse(text) {
+            Err(Error::Config {
+                path,
+                line,
+                message,
+            }) => {
+                assert_eq!(path, Path::new("/data/evlog.toml"));
+                (line, message)
+            }
+            other => panic!("expected a Config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_good_file_gives_the_same_policy_as_the_builder() {
+        let expected = RetentionPolicy::builder()
+            .rule(
+                RetentionRule::new("p0-forever")
+                    .priority(Priority::P0)
+                    .keep_forever(),
+            )
+            .rule(
+                RetentionRule::new("default")
+                    .type_pattern("*")
+                    .archive_after(90 * DAY)
+                    .delete_after(365 * DAY)
+                    .keep_until_consumed(),
+            )
+            .size_cap_bytes(50 << 30)
+            .check_interval(Duration::from_secs(600))
+            .build()
+            .unwrap();
+        assert_eq!(parse(GOOD).unwrap().retention, Some(expected));
+        // No [retention] table: no policy; an empty one: no rules.
+        assert_eq!(parse("").unwrap().retention, None);
+        let empty = parse("[retention]\n").unwrap().retention.unwrap();
+        assert!(empty.rules().is_empty() && empty.size_cap_bytes().is_none());
+        let bytes = parse("[retention]\nsize_cap = 1048576\n").unwrap();
+        assert_eq!(bytes.retention.unwrap().size_cap_bytes(), Some(1 << 20));
+    }
+
+    #[test]
+    fn config_errors_name_the_line() {
+        let with = |line: &str| GOOD.replace("keep_until_consumed = true", line);
+        // The replaced line is line 16 of GOOD.
+        assert_eq!(GOOD.lines().nth(15), Some("keep_until_consumed = true"));
+        let cases = [
+            (with("keep_until_consumed = tru"), 16, "TOML syntax"),
+            (with("keep_untill_consumed = true"), 16, "unknown field"),
+            (GOOD.replace("\"365d\"", "\"1 year\""), 15, "not a duration"),
+            (GOOD.replace("\"90d\"", "\"90\""), 14, "not a duration"),
+            (
+                GOOD.replace("[\"P0\"]", "[\"P0\", \"P7\"]"),
+                8,
+                "priority must be",
+            ),
+            (GOOD.replace("[\"*\"]", "[\"task..x\"]"), 13, "type pattern"),
+            (
+                GOOD.replace("\"50 GiB\"", "\"50 parsecs\""),
+                3,
+                "not a size",
+            ),
+            (GOOD.replace("\"50 GiB\"", "-5"), 3, "negative"),
+            (GOOD.replace("\"10m\"", "\"0s\""), 4, "at least"),
+            (
+                GOOD.replace(
+                    "keep_forever = true",
+                    "keep_forever = true\ndelete_after = \"1d\"",
+                ),
+                10,
+                "keep_forever and delete_after",
+            ),
+            (
+                GOOD.replace("\"default\"", "\"p0-forever\""),
+                12,
+                "two rules",
+            ),
+            (GOOD.replace("\"default\"", "\"size_cap\""), 12, "reserved"),
+            (
+                GOOD.replace("priority = [\"P0\"]", "priority = []"),
+                8,
+                "empty",
+            ),
+            (
+                GOOD.replace("[retention]", "[retention]\ncolour = 1"),
+                3,
+                "unknown field",
+            ),
+            ("[retentoin]\n".into(), 1, "unknown field"),
+        ];
+        let mut wrong = Vec::new();
+        for (text, line, words) in cases {
+            let (found, message) = error_line(&text);
+            if found != line || (words != "TOML syntax" && !message.contains(words)) {
+                wrong.push(format!(
+                    "line {found} (expected {line}): {message:?} (expected {words:?})"
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    #[test]
+    fn config_load_reads_the_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_config(dir.path()).unwrap(), None);
+        std::fs::write(dir.path().join(CONFIG_FILE), GOOD).unwrap();
+        let config = load_config(dir.path()).unwrap().unwrap();
+        assert_eq!(config.retention.unwrap().rules().len(), 2);
+        // Not UTF-8 on line 2: named, with the file.
+        std::fs::write(dir.path().join(CONFIG_FILE), b"[retention]\n\xff\n").unwrap();
+        match load_config(dir.path()) {
+            Err(Error::Config { path, line, .. }) => {
+                assert_eq!(path, dir.path().join(CONFIG_FILE));
+                assert_eq!(line, 2);
+            }
+            other => panic!("expected a Config error, got {other:?}"),
+        }
+        let error = load_config(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("evlog.toml line 2"), "{error}");
+    }
+
+    #[test]
+    fn config_durations_and_sizes_parse_and_print() {
+        for (text, secs) in [
+            ("30s", 30),
+            ("10m", 600),
+            ("12h", 43_200),
+            ("90d", 7_776_000),
+            ("2w", 1_209_600),
+            ("0s", 0),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+            assert_eq!(format_duration(Duration::from_secs(secs)), text);
+        }
+        for bad in ["", "d", "10", "10x", "-1d", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        for (text, bytes) in [
+            ("4096", 4096),
+            ("10 MB", 10_000_000),
+            ("10MB", 10_000_000),
+            ("50 GiB", 50 << 30),
+            ("1 KiB", 1024),
+            ("7B", 7),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+        for bad in ["", "GiB", "1 gib", "1.5 GB", "-1", "99999999999 TiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -420,3 +420,238 @@ fn change_holds_in_dir<T>(
     }
     Ok(answer)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SimStorage;
+
+    fn sample_holds() -> Vec<Hold> {
+        vec![
+            Hold {
+                target: HoldTarget::Correlation(Uuid::from_u128(
+                    0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+                )),
+                reason: "case 2026-17".into(),
+                placed_at_us: 1_764_000_000_000_000,
+            },
+            Hold {
+                target: HoldTarget::Entity {
+                    entity_type: "task".into(),
+                    entity_id: "T-1/ü".into(),
+                },
+                reason: String::new(),
+                placed_at_us: -5,
+            },
+        ]
+    }
+
+    #[test]
+    fn holds_round_trip_through_the_storage_and_survive_a_power_cut() {
+        let storage = SimStorage::new();
+        let dir = Path::new("/data");
+        storage.create_dir_all(dir).unwrap();
+        assert_eq!(read_holds(&storage, dir).unwrap(), Vec::new());
+        write_holds(&storage, dir, &sample_holds()).unwrap();
+        assert_eq!(read_holds(&storage, dir).unwrap(), sample_holds());
+        // Written durably: a power cut right after keeps it whole.
+        let rebooted = storage.crash(Some(7));
+        assert_eq!(read_holds(&rebooted, dir).unwrap(), sample_holds());
+        assert!(!rebooted.exists(&crate::fsutil::tmp_path(&holds_path(dir))));
+        write_holds(&storage, dir, &[]).unwrap();
+        assert_eq!(read_holds(&storage, dir).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn holds_file_layout_is_as_format_md_says() {
+        let bytes = encode_holds(&sample_holds()[..1]).unwrap();
+        assert_eq!(&bytes[..8], b"EVLOGHLD");
+        assert_eq!(u32_at(&bytes, 8), Some(1));
+        assert_eq!(u32_at(&bytes, 12), Some(1));
+        assert_eq!(bytes[16], TARGET_CORRELATION);
+        assert_eq!(u64_at(&bytes, 17), Some(1_764_000_000_000_000));
+        assert_eq!(
+            &bytes[25..41],
+            Uuid::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677).as_bytes()
+        );
+        assert_eq!(u32_at(&bytes, 41), Some(12));
+        assert_eq!(&bytes[45..57], b"case 2026-17");
+        assert_eq!(bytes.len(), 57 + 4);
+        assert_eq!(u32_at(&bytes, 57), Some(crc32fast::hash(&bytes[..57])));
+        // An empty list is 20 bytes.
+        assert_eq!(encode_holds(&[]).unwrap().len(), 20);
+    }
+
+    #[test]
+    fn holds_truncation_and_bit_flips_are_detected() {
+        let path = Path::new("/data/holds");
+        let bytes = encode_holds(&sample_holds()).unwrap();
+        for len in 0..bytes.len() {
+            match decode_holds(&bytes[..len], path) {
+                Err(Error::Corrupt { file, .. }) => assert_eq!(file, path),
+                other => panic!("cut at {len}: {other:?}"),
+            }
+        }
+        for at in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= 1 << bit;
+                match decode_holds(&damaged, path) {
+                    Err(Error::Corrupt { file, offset, .. }) => {
+                        assert_eq!(file, path);
+                        assert!(offset <= bytes.len() as u64);
+                    }
+                    other => panic!("bit {bit} of byte {at}: {other:?}"),
+                }
+            }
+        }
+        // A flip in the magic is named at 0, elsewhere at the CRC.
+        let mut damaged = bytes.clone();
+        damaged[20] ^= 1;
+        assert!(matches!(
+            decode_holds(&damaged, path),
+            Err(Error::Corrupt { offset, kind: CorruptKind::RecordChecksum { .. }, .. })
+                if offset == bytes.len() as u64 - 4
+        ));
+    }
+
+    /// Re-seals a damaged body with a valid CRC, to reach the checks
+    /// behind it (a file written by a buggy or hostile writer).
+    fn resealed(mut body: Vec<u8>) -> Vec<u8> {
+        let crc = crc32fast::hash(&body);
+        put_u32(&mut body, crc);
+        body
+    }
+
+    #[test]
+    fn holds_bad_fields_behind_a_valid_crc_are_named_at_their_offset() {
+        let path = Path::new("holds");
+        let good = encode_holds(&sample_holds()).unwrap();
+        let body = good[..good.len() - 4].to_vec();
+        let with = |at: usize, value: &[u8]| {
+            let mut b = body.clone();
+            b[at..at + value.len()].copy_from_slice(value);
+            resealed(b)
+        };
+        let corrupt_at = |bytes: Vec<u8>| match decode_holds(&bytes, path) {
+            Err(Error::Corrupt { offset, kind, .. }) => (offset, kind),
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(
+            decode_holds(&with(8, &2u32.to_le_bytes()), path),
+            Err(Error::UnsupportedVersion {
+                found: 2,
+                supported: 1,
+                ..
+            })
+        ));
+        assert_eq!(corrupt_at(with(12, &u32::MAX.to_le_bytes())).0, 12);
+        // One hold more than there is: the file ends inside it.
+        assert_eq!(
+            corrupt_at(with(12, &3u32.to_le_bytes())),
+            (body.len() as u64, CorruptKind::Truncated)
+        );
+        // One fewer: the second hold is trailing bytes.
+        let second = 16 + 9 + 16 + 4 + 12;
+        assert_eq!(
+            corrupt_at(with(12, &1u32.to_le_bytes())),
+            (second as u64, CorruptKind::TrailingBytes)
+        );
+        assert!(
+            matches!(corrupt_at(with(second, &[9])), (o, CorruptKind::Decode(_)) if o == second as u64)
+        );
+        // The entity type's length: zero, and past the limit.
+        let type_len_at = second + 9;
+        assert_eq!(
+            corrupt_at(with(type_len_at, &0u32.to_le_bytes())),
+            (type_len_at as u64, CorruptKind::RecordLength(0))
+        );
+        assert_eq!(
+            corrupt_at(with(type_len_at, &5000u32.to_le_bytes())).0,
+            type_len_at as u64
+        );
+        // Invalid UTF-8 in the entity type.
+        assert!(
+            matches!(corrupt_at(with(type_len_at + 4, &[0xff])), (o, CorruptKind::Decode(_)) if o == type_len_at as u64 + 4)
+        );
+    }
+
+    #[test]
+    fn holds_set_matches_correlations_and_entities() {
+        let set = HoldSet::new(&sample_holds());
+        let held = Uuid::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        assert!(set.holds_event(Some(&held), None));
+        assert!(!set.holds_event(Some(&Uuid::from_u128(1)), None));
+        assert!(set.holds_event(None, Some(("task", "T-1/ü"))));
+        assert!(set.holds_event(Some(&Uuid::from_u128(1)), Some(("task", "T-1/ü"))));
+        assert!(!set.holds_event(None, Some(("task", "T-2"))));
+        assert!(!set.holds_event(None, Some(("order", "T-1/ü"))));
+        assert!(!set.holds_event(None, None));
+        assert!(HoldSet::new(&[]).is_empty() && !set.is_empty());
+    }
+
+    #[test]
+    fn holds_add_and_remove_keep_one_hold_per_target() {
+        let mut holds = Vec::new();
+        let [first, second] = <[Hold; 2]>::try_from(sample_holds()).unwrap();
+        assert!(add_hold(&mut holds, first.clone()).unwrap());
+        assert!(!add_hold(
+            &mut holds,
+            Hold {
+                reason: "again".into(),
+                ..first.clone()
+            }
+        )
+        .unwrap());
+        assert!(add_hold(&mut holds, second.clone()).unwrap());
+        assert_eq!(holds, vec![first.clone(), second.clone()]);
+        assert_eq!(remove_hold(&mut holds, &first.target), Some(first.clone()));
+        assert_eq!(remove_hold(&mut holds, &first.target), None);
+        let too_long = Hold {
+            reason: "x".repeat(HOLD_REASON_BYTES_MAX + 1),
+            ..first.clone()
+        };
+        assert!(matches!(
+            add_hold(&mut holds, too_long),
+            Err(Error::InvalidHold { .. })
+        ));
+        let empty_id = Hold {
+            target: HoldTarget::Entity {
+                entity_type: "task".into(),
+                entity_id: String::new(),
+            },
+            ..first
+        };
+        assert!(matches!(
+            encode_holds(&[empty_id]),
+            Err(Error::InvalidHold { .. })
+        ));
+    }
+
+    #[test]
+    fn holds_in_dir_places_and_releases_under_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            holds_in_dir(dir.path()),
+            Err(Error::NoDataDirectory { .. })
+        ));
+        std::fs::create_dir(dir.path().join("segments")).unwrap();
+        assert_eq!(holds_in_dir(dir.path()).unwrap(), Vec::new());
+        let [hold, _] = <[Hold; 2]>::try_from(sample_holds()).unwrap();
+        assert!(place_hold_in_dir(dir.path(), hold.clone()).unwrap());
+        assert!(!place_hold_in_dir(dir.path(), hold.clone()).unwrap());
+        assert_eq!(holds_in_dir(dir.path()).unwrap(), vec![hold.clone()]);
+        assert_eq!(
+            release_hold_in_dir(dir.path(), &hold.target).unwrap(),
+            Some(hold.clone())
+        );
+        assert_eq!(release_hold_in_dir(dir.path(), &hold.target).unwrap(), None);
+        assert_eq!(holds_in_dir(dir.path()).unwrap(), Vec::new());
+        // While a process holds the directory, changes are refused.
+        let _lock = OsStorage.lock_dir(dir.path()).unwrap();
+        assert!(matches!(
+            place_hold_in_dir(dir.path(), hold),
+            Err(Error::Locked { .. })
+        ));
+    }
+}
