@@ -11,6 +11,7 @@
 
 mod cli;
 mod cli_hardening;
+mod cli_holds;
 mod cli_queries;
 mod cli_tail;
 mod common;
