@@ -263,9 +263,9 @@ struct PatternValue(String);
 impl<'de> Deserialize<'de> for PatternValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        match crate::query::validate_pattern(&text) {
+        match crate::retention::check_pattern(&text) {
             Ok(()) => Ok(PatternValue(text)),
-            Err(error) => Err(de::Error::custom(error.to_string())),
+            Err(reason) => Err(de::Error::custom(reason)),
         }
     }
 }

@@ -192,6 +192,17 @@ pub(crate) struct RuleProblem {
     pub(crate) reason: String,
 }
 
+/// Checks a type pattern as queries do; the reason without the
+/// "invalid event" of the query error, since a pattern in a policy is not
+/// an event.
+pub(crate) fn check_pattern(pattern: &str) -> std::result::Result<(), String> {
+    match crate::query::validate_pattern(pattern) {
+        Ok(()) => Ok(()),
+        Err(Error::InvalidEvent(reason)) => Err(reason),
+        Err(other) => Err(other.to_string()),
+    }
+}
+
 /// Checks the rules of a policy: names valid and unique, priority lists
 /// not empty, patterns valid, no `keep_forever` rule with `delete_after`.
 pub(crate) fn check_rules(rules: &[RetentionRule]) -> std::result::Result<(), RuleProblem> {
@@ -242,11 +253,8 @@ pub(crate) fn check_rules(rules: &[RetentionRule]) -> std::result::Result<(), Ru
             ));
         }
         for (pattern_index, pattern) in rule.type_patterns.iter().enumerate() {
-            if let Err(error) = crate::query::validate_pattern(pattern) {
-                return Err(problem(
-                    RuleField::TypePattern(pattern_index),
-                    error.to_string(),
-                ));
+            if let Err(reason) = check_pattern(pattern) {
+                return Err(problem(RuleField::TypePattern(pattern_index), reason));
             }
         }
         if rule.keep_forever && rule.delete_after.is_some() {
