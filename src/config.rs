@@ -18,6 +18,9 @@
 //! keep_until_consumed = true
 //! ```
 //!
+//! A rule may also say `keep_latest_per_entity = true` (key compaction:
+//! keep only the latest event of each entity).
+//!
 //! Durations are a whole number and a unit: `s`, `m`, `h`, `d` or `w`
 //! ("90d", "12h"). Sizes are a whole number of bytes, as an integer or a
 //! string with a unit: `B`, `KB`, `MB`, `GB`, `TB` (powers of 1000) or
@@ -127,6 +130,10 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config> {
             built.delete_after = rule.delete_after.as_ref().map(|d| d.get_ref().0);
             built.keep_forever = rule.keep_forever;
             built.keep_until_consumed = rule.keep_until_consumed;
+            built.keep_latest_per_entity = rule
+                .keep_latest_per_entity
+                .as_ref()
+                .is_some_and(|flag| *flag.get_ref());
             built
         })
         .collect();
@@ -150,6 +157,11 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config> {
                 .types
                 .as_ref()
                 .and_then(|types| types.get(index))
+                .map_or_else(|| rule.span(), Spanned::span),
+            (Some(rule), RuleField::KeepLatestPerEntity) => rule
+                .get_ref()
+                .keep_latest_per_entity
+                .as_ref()
                 .map_or_else(|| rule.span(), Spanned::span),
             (Some(rule), RuleField::DeleteAfter) => rule
                 .get_ref()
@@ -230,6 +242,7 @@ struct FileRule {
     keep_forever: bool,
     #[serde(default)]
     keep_until_consumed: bool,
+    keep_latest_per_entity: Option<Spanned<bool>>,
 }
 
 /// A duration written as "90d"; a bad one is an error at its own span.
@@ -431,6 +444,12 @@ keep_until_consumed = true
         assert_eq!(parse("").unwrap().retention, None);
         let empty = parse("[retention]\n").unwrap().retention.unwrap();
         assert!(empty.rules().is_empty() && empty.size_cap_bytes().is_none());
+        let keyed = "[[retention.rule]]\nname = \"state\"\nkeep_latest_per_entity = true\n";
+        let keyed = parse(&format!("[retention]\n{keyed}"))
+            .unwrap()
+            .retention
+            .unwrap();
+        assert!(keyed.rules()[0].keep_latest_per_entity);
         let bytes = parse("[retention]\nsize_cap = 1048576\n").unwrap();
         assert_eq!(bytes.retention.unwrap().size_cap_bytes(), Some(1 << 20));
     }
@@ -472,6 +491,14 @@ keep_until_consumed = true
                 "two rules",
             ),
             (GOOD.replace("\"default\"", "\"size_cap\""), 12, "reserved"),
+            (
+                GOOD.replace(
+                    "keep_forever = true",
+                    "keep_forever = true\nkeep_latest_per_entity = true",
+                ),
+                10,
+                "keep_forever and keep_latest_per_entity",
+            ),
             (
                 GOOD.replace("priority = [\"P0\"]", "priority = []"),
                 8,

@@ -167,7 +167,7 @@ pub use retention::{
     decide, render_dry_run, render_dry_run_json, ClassStats, PieceKind, PieceSummary,
     RetentionAction, RetentionActionKind, RetentionPlan, RetentionPolicy, RetentionPolicyBuilder,
     RetentionRule, WaitingForConsumers, CHECK_INTERVAL_DEFAULT, CHECK_INTERVAL_MIN,
-    RETENTION_RULES_MAX, RULE_NAME_BYTES_MAX, SIZE_CAP_RULE,
+    KEY_COMPACTION_SUPERSEDED_PERCENT_MIN, RETENTION_RULES_MAX, RULE_NAME_BYTES_MAX, SIZE_CAP_RULE,
 };
 pub use subscribe::{
     Filter, Progress, Start, Subscription, SubscriptionHandle, BOOKKEEPING_TYPE_PREFIX,

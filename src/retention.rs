@@ -37,6 +37,13 @@
 //!   consumer pin protects, events that no rule matches included, until
 //!   the estimate is at or under the cap. These actions name the rule
 //!   `size_cap`.
+//! - **Key compaction.** For a rule with `keep_latest_per_entity`, an
+//!   event whose entity has a later event of the same rule is
+//!   *superseded*. Superseded events are dropped from a sealed segment or
+//!   archive when it is rewritten anyway (deleted from, archived, or cut
+//!   for the size cap), or on their own once they are at least half of its
+//!   events (so a piece is not rewritten for a few of them). Holds and
+//!   `keep_until_consumed` protect them as above.
 //! - `keep_forever` events and held events are never dropped, and the
 //!   active segment is never touched.
 
@@ -58,6 +65,10 @@ pub const CHECK_INTERVAL_MIN: Duration = Duration::from_secs(1);
 pub const RETENTION_RULES_MAX: usize = 64;
 /// Longest rule name, in bytes.
 pub const RULE_NAME_BYTES_MAX: usize = 64;
+/// Key compaction alone rewrites a piece once at least this percentage of
+/// its events are superseded: below it, the rewrite would cost more than
+/// it frees (as Kafka's `min.cleanable.dirty.ratio` of 0.5).
+pub const KEY_COMPACTION_SUPERSEDED_PERCENT_MIN: u64 = 50;
 /// The rule name reported for actions the size cap causes; no rule may be
 /// called this.
 pub const SIZE_CAP_RULE: &str = "size_cap";
@@ -103,6 +114,9 @@ pub struct RetentionRule {
     /// Drop this rule's events only once every durable consumer has read
     /// past them.
     pub keep_until_consumed: bool,
+    /// Key compaction: drop an event of this rule once its entity has a
+    /// later event of this rule (events without an entity are kept).
+    pub keep_latest_per_entity: bool,
 }
 
 impl RetentionRule {
@@ -117,6 +131,7 @@ impl RetentionRule {
             delete_after: None,
             keep_forever: false,
             keep_until_consumed: false,
+            keep_latest_per_entity: false,
         }
     }
 
@@ -157,6 +172,13 @@ impl RetentionRule {
         self
     }
 
+    /// Key compaction: keep only the latest event of each entity (see the
+    /// module docs of `retention`).
+    pub fn keep_latest_per_entity(mut self) -> RetentionRule {
+        self.keep_latest_per_entity = true;
+        self
+    }
+
     /// Whether this rule matches an event of this type and priority.
     pub fn matches(&self, event_type: &str, priority: Priority) -> bool {
         let priority_matches = self
@@ -181,6 +203,7 @@ pub(crate) enum RuleField {
     /// The pattern at this index of `type_patterns`.
     TypePattern(usize),
     DeleteAfter,
+    KeepLatestPerEntity,
 }
 
 /// Why a rule is refused.
@@ -256,6 +279,15 @@ pub(crate) fn check_rules(rules: &[RetentionRule]) -> std::result::Result<(), Ru
             if let Err(reason) = check_pattern(pattern) {
                 return Err(problem(RuleField::TypePattern(pattern_index), reason));
             }
+        }
+        if rule.keep_forever && rule.keep_latest_per_entity {
+            return Err(problem(
+                RuleField::KeepLatestPerEntity,
+                format!(
+                    "rule {:?} has both keep_forever and keep_latest_per_entity",
+                    rule.name
+                ),
+            ));
         }
         if rule.keep_forever && rule.delete_after.is_some() {
             return Err(problem(
@@ -425,6 +457,11 @@ pub struct ClassStats {
     /// is 0 (`i64::MAX` and `i64::MIN` then).
     pub min_timestamp_us: i64,
     pub max_timestamp_us: i64,
+    /// Rules with `keep_latest_per_entity` only: events not held whose
+    /// entity has a later event of the same rule (anywhere in the log),
+    /// and their encoded bytes. 0 for other rules.
+    pub superseded_events: u64,
+    pub superseded_encoded_bytes: u64,
 }
 
 impl Default for ClassStats {
@@ -436,6 +473,8 @@ impl Default for ClassStats {
             held_encoded_bytes: 0,
             min_timestamp_us: i64::MAX,
             max_timestamp_us: i64::MIN,
+            superseded_events: 0,
+            superseded_encoded_bytes: 0,
         }
     }
 }
@@ -500,6 +539,19 @@ impl PieceSummary {
         }
         stats.min_timestamp_us = stats.min_timestamp_us.min(timestamp_us);
         stats.max_timestamp_us = stats.max_timestamp_us.max(timestamp_us);
+    }
+
+    /// Counts an event already counted by [`PieceSummary::count_event`]
+    /// as superseded: not held, of a rule with `keep_latest_per_entity`,
+    /// and its entity has a later event of that rule. Unlike the other
+    /// counts this one grows as the log does, so the cached summaries of
+    /// such rules need refreshing.
+    pub fn count_superseded(&mut self, slot: usize, encoded_bytes: u64) {
+        if let Some(stats) = self.per_rule.get_mut(slot) {
+            stats.superseded_events += 1;
+            stats.superseded_encoded_bytes =
+                stats.superseded_encoded_bytes.saturating_add(encoded_bytes);
+        }
     }
 
     fn events(&self) -> u64 {
@@ -572,6 +624,9 @@ pub struct RetentionAction {
     /// again and drops it when its slot is listed and it is not held, so
     /// it does exactly what was decided. Empty for `Archive`.
     pub drop_rules: Vec<usize>,
+    /// Class slots (not in `drop_rules`) whose *superseded* events are
+    /// dropped: key compaction. Ascending; empty for `Archive`.
+    pub compact_rules: Vec<usize>,
     pub events_dropped: u64,
     /// Encoded record bytes of the dropped events.
     pub bytes_dropped: u64,
@@ -585,9 +640,13 @@ pub struct RetentionAction {
 }
 
 impl RetentionAction {
-    /// Whether the executor drops an event of this class slot.
-    pub fn drops(&self, slot: usize, held: bool) -> bool {
-        !held && self.drop_rules.binary_search(&slot).is_ok()
+    /// Whether the executor drops an event of this class slot; `held`
+    /// from the holds, `superseded` whether its entity has a later event
+    /// of the same rule (only asked for the slots of `compact_rules`).
+    pub fn drops(&self, slot: usize, held: bool, superseded: bool) -> bool {
+        !held
+            && (self.drop_rules.binary_search(&slot).is_ok()
+                || (superseded && self.compact_rules.binary_search(&slot).is_ok()))
     }
 }
 
@@ -662,8 +721,7 @@ pub fn decide(
         if piece.kind == PieceKind::Active {
             continue;
         }
-        let action = decide_by_age(policy, now_us, piece, consumers_min_position, &mut waiting)
-            .or_else(|| decide_archive(policy, now_us, piece));
+        let action = decide_piece(policy, now_us, piece, consumers_min_position, &mut waiting);
         actions.extend(action);
     }
 
@@ -695,18 +753,92 @@ pub fn decide(
     })
 }
 
-/// The compaction or deletion that `delete_after` rules make due in
-/// `piece`, if any; classes pinned by consumers go to `waiting`.
-fn decide_by_age(
+/// What age and key compaction make due in one sealed segment or archive.
+fn decide_piece(
     policy: &RetentionPolicy,
     now_us: i64,
     piece: &PieceSummary,
     consumers: Option<u64>,
     waiting: &mut Vec<WaitingForConsumers>,
 ) -> Option<RetentionAction> {
+    let (drop_slots, age_cause) = due_by_age(policy, now_us, piece, consumers, waiting);
+    let compact_slots = superseded_slots(policy, piece, consumers, waiting, &drop_slots);
+    if let Some((cause_slot, delete_after)) = age_cause {
+        let reason = format!(
+            "delete_after {} passed for the newest event of rule {} here ({})",
+            crate::config::format_duration(delete_after),
+            policy.slot_name(cause_slot),
+            crate::json::format_timestamp(piece.per_rule[cause_slot].max_timestamp_us),
+        );
+        let rule = policy.slot_name(cause_slot).to_string();
+        return Some(drop_action(
+            policy,
+            piece,
+            drop_slots,
+            compact_slots,
+            rule,
+            reason,
+        ));
+    }
+    let superseded: u64 = compact_slots
+        .iter()
+        .map(|&slot| piece.per_rule[slot].superseded_events)
+        .sum();
+    let events = piece.events();
+    let worth_alone = superseded > 0
+        && superseded.saturating_mul(100)
+            >= events.saturating_mul(KEY_COMPACTION_SUPERSEDED_PERCENT_MIN);
+    if worth_alone {
+        // The rule with the most superseded events here names the action.
+        let slot = compact_slots.iter().copied().max_by_key(|&slot| {
+            (
+                piece.per_rule[slot].superseded_events,
+                std::cmp::Reverse(slot),
+            )
+        })?;
+        let reason = format!(
+            "keep_latest_per_entity: {superseded} of {events} events here have a later event of their entity"
+        );
+        let rule = policy.slot_name(slot).to_string();
+        return Some(drop_action(
+            policy,
+            piece,
+            Vec::new(),
+            compact_slots,
+            rule,
+            reason,
+        ));
+    }
+    let archive = decide_archive(policy, now_us, piece)?;
+    if compact_slots.is_empty() {
+        return Some(archive);
+    }
+    // The segment is rewritten into an archive anyway: leave the
+    // superseded events out of it.
+    let reason = format!(
+        "{}; keep_latest_per_entity leaves out {superseded} superseded events",
+        archive.reason
+    );
+    Some(drop_action(
+        policy,
+        piece,
+        Vec::new(),
+        compact_slots,
+        archive.rule,
+        reason,
+    ))
+}
+
+/// The slots whose `delete_after` is due in `piece` (pinned ones go to
+/// `waiting`), and the one that came due last (it made the action due now).
+fn due_by_age(
+    policy: &RetentionPolicy,
+    now_us: i64,
+    piece: &PieceSummary,
+    consumers: Option<u64>,
+    waiting: &mut Vec<WaitingForConsumers>,
+) -> (Vec<usize>, Option<(usize, Duration)>) {
     let mut drop_slots = Vec::new();
-    // The rule whose deletion came due last is the one that made the
-    // action due now.
     let mut cause: Option<(i64, usize, Duration)> = None;
     for (slot, rule) in policy.rules.iter().enumerate() {
         let stats = &piece.per_rule[slot];
@@ -738,21 +870,39 @@ fn decide_by_age(
             cause = Some((due_us, slot, delete_after));
         }
     }
-    let (_, cause_slot, delete_after) = cause?;
-    let cause_stats = &piece.per_rule[cause_slot];
-    let reason = format!(
-        "delete_after {} passed for the newest event of rule {} here ({})",
-        crate::config::format_duration(delete_after),
-        policy.slot_name(cause_slot),
-        crate::json::format_timestamp(cause_stats.max_timestamp_us),
-    );
-    Some(drop_action(
-        policy,
-        piece,
-        drop_slots,
-        policy.slot_name(cause_slot).to_string(),
-        reason,
-    ))
+    (drop_slots, cause.map(|(_, slot, after)| (slot, after)))
+}
+
+/// The slots of `keep_latest_per_entity` rules with superseded events in
+/// `piece` that are not dropped whole already (pinned ones go to
+/// `waiting`).
+fn superseded_slots(
+    policy: &RetentionPolicy,
+    piece: &PieceSummary,
+    consumers: Option<u64>,
+    waiting: &mut Vec<WaitingForConsumers>,
+    drop_slots: &[usize],
+) -> Vec<usize> {
+    let mut slots = Vec::new();
+    for (slot, rule) in policy.rules.iter().enumerate() {
+        let superseded = piece.per_rule[slot].superseded_events;
+        if !rule.keep_latest_per_entity || superseded == 0 || drop_slots.contains(&slot) {
+            continue;
+        }
+        if let (true, Some(position)) = (policy.slot_pinned(slot, piece, consumers), consumers) {
+            waiting.push(WaitingForConsumers {
+                piece_first_seq: piece.first_seq,
+                piece_last_seq: piece.last_seq,
+                rule: rule.name.clone(),
+                wanted_by: rule.name.clone(),
+                events: superseded,
+                consumers_min_position: position,
+            });
+            continue;
+        }
+        slots.push(slot);
+    }
+    slots
 }
 
 /// The archiving of a sealed segment, if every class with `archive_after`
@@ -791,6 +941,7 @@ fn decide_archive(
         kind: RetentionActionKind::Archive,
         rule: policy.slot_name(slot).to_string(),
         drop_rules: Vec::new(),
+        compact_rules: Vec::new(),
         events_dropped: 0,
         bytes_dropped: 0,
         stored_bytes_freed: 0,
@@ -804,26 +955,39 @@ fn decide_archive(
     })
 }
 
-/// A `Compact` or `Delete` action dropping the unheld events of
-/// `drop_slots` (any order) from `piece`.
+/// A `Compact` or `Delete` action dropping from `piece` the unheld events
+/// of `drop_slots` and the superseded events of `compact_slots` (any
+/// order; a slot in both is dropped whole).
 fn drop_action(
     policy: &RetentionPolicy,
     piece: &PieceSummary,
     mut drop_slots: Vec<usize>,
+    mut compact_slots: Vec<usize>,
     rule: String,
     reason: String,
 ) -> RetentionAction {
     drop_slots.sort_unstable();
     drop_slots.dedup();
-    debug_assert!(drop_slots.iter().all(|&s| !policy.slot_keeps_forever(s)));
-    let events_dropped: u64 = drop_slots
+    compact_slots.sort_unstable();
+    compact_slots.dedup();
+    compact_slots.retain(|slot| drop_slots.binary_search(slot).is_err());
+    debug_assert!(drop_slots
         .iter()
-        .map(|&slot| piece.per_rule[slot].droppable_events())
-        .sum();
-    let bytes_dropped: u64 = drop_slots
-        .iter()
-        .map(|&slot| piece.per_rule[slot].droppable_bytes())
-        .sum();
+        .chain(&compact_slots)
+        .all(|&s| !policy.slot_keeps_forever(s)));
+    let whole = drop_slots.iter().map(|&slot| {
+        let stats = &piece.per_rule[slot];
+        (stats.droppable_events(), stats.droppable_bytes())
+    });
+    let superseded = compact_slots.iter().map(|&slot| {
+        let stats = &piece.per_rule[slot];
+        (stats.superseded_events, stats.superseded_encoded_bytes)
+    });
+    let (events_dropped, bytes_dropped) = whole
+        .chain(superseded)
+        .fold((0u64, 0u64), |(events, bytes), (e, b)| {
+            (events + e, bytes.saturating_add(b))
+        });
     let events_kept = piece.events().saturating_sub(events_dropped);
     let (kind, stored_bytes_freed) = if events_kept == 0 {
         (RetentionActionKind::Delete, piece.stored_bytes)
@@ -843,6 +1007,7 @@ fn drop_action(
         kind,
         rule,
         drop_rules: drop_slots,
+        compact_rules: compact_slots,
         events_dropped,
         bytes_dropped,
         stored_bytes_freed,
@@ -904,24 +1069,26 @@ fn apply_size_cap(
             continue;
         }
         let cap_reason = format!(
-            "size cap {} bytes: stored {} bytes (estimated) before this piece",
-            cap, stored_bytes
+            "size cap {cap} bytes: stored {stored_bytes} bytes (estimated) before this piece"
         );
-        let replaced = match existing {
-            Some(index) if actions[index].kind == RetentionActionKind::Compact => {
-                let old = actions.swap_remove(index);
-                let mut slots = old.drop_rules.clone();
+        let replaced = match existing.map(|index| actions.swap_remove(index)) {
+            // An age or key compaction the cap extends: it keeps its rule.
+            Some(old) if old.kind == RetentionActionKind::Compact => {
+                let mut slots = old.drop_rules;
                 slots.extend(&extra);
-                let reason = format!("{}; also {}", old.reason, cap_reason);
+                let reason = format!("{}; also {cap_reason}", old.reason);
                 stored_bytes = stored_bytes.saturating_add(old.stored_bytes_freed);
-                drop_action(policy, piece, slots, old.rule, reason)
+                drop_action(policy, piece, slots, old.compact_rules, old.rule, reason)
             }
-            Some(index) => {
-                // An archive that the cap overtakes: rewritten directly.
-                actions.swap_remove(index);
-                drop_action(policy, piece, extra, SIZE_CAP_RULE.into(), cap_reason)
-            }
-            None => drop_action(policy, piece, extra, SIZE_CAP_RULE.into(), cap_reason),
+            // An archive the cap overtakes is rewritten directly.
+            _ => drop_action(
+                policy,
+                piece,
+                extra,
+                Vec::new(),
+                SIZE_CAP_RULE.into(),
+                cap_reason,
+            ),
         };
         stored_bytes = stored_bytes.saturating_sub(replaced.stored_bytes_freed);
         actions.push(replaced);
@@ -1147,7 +1314,11 @@ mod tests {
         assert_eq!((action.events_dropped, action.events_kept), (7, 3));
         assert_eq!(action.bytes_dropped, 700);
         assert_eq!(action.stored_bytes_freed, 700);
-        assert!(action.drops(1, false) && !action.drops(0, false) && !action.drops(1, true));
+        assert!(
+            action.drops(1, false, false)
+                && !action.drops(0, false, true)
+                && !action.drops(1, true, false)
+        );
     }
 
     #[test]
@@ -1387,6 +1558,93 @@ mod tests {
         assert_eq!(only_action(&plan).events_kept, 1);
     }
 
+    /// Rule 0 compacts `task.state` events by entity; rule 1 keeps the
+    /// rest; superseded events are counted as the archiver's scan would.
+    fn keyed_policy(keep_until_consumed: bool) -> RetentionPolicy {
+        let mut state = RetentionRule::new("state")
+            .type_pattern("task.state")
+            .keep_latest_per_entity()
+            .archive_after(90 * DAY);
+        state.keep_until_consumed = keep_until_consumed;
+        RetentionPolicy::builder()
+            .rule(state)
+            .rule(RetentionRule::new("rest").archive_after(90 * DAY))
+            .build()
+            .unwrap()
+    }
+
+    /// A piece of `events` whose first `superseded` events of slot 0 have
+    /// a later event of their entity.
+    fn keyed_piece(
+        policy: &RetentionPolicy,
+        kind: PieceKind,
+        events: &[TestEvent],
+        superseded: usize,
+    ) -> PieceSummary {
+        let mut summary = piece(policy, 1, kind, events);
+        for e in events
+            .iter()
+            .filter(|e| e.slot == 0 && !e.held)
+            .take(superseded)
+        {
+            summary.count_superseded(e.slot, e.bytes);
+        }
+        summary
+    }
+
+    #[test]
+    fn retention_key_compaction_rewrites_a_piece_once_half_is_superseded() {
+        let policy = keyed_policy(false);
+        let mut events = repeat(ev(0, 10), 8);
+        events.extend(repeat(ev(1, 10), 2));
+        // 4 of 10 superseded: not worth a rewrite on its own.
+        let pieces = [keyed_piece(&policy, PieceKind::Archived, &events, 4)];
+        assert!(decide(&policy, NOW_US, &pieces, None)
+            .unwrap()
+            .actions
+            .is_empty());
+        // 5 of 10: compacted, only the superseded events of rule 0 go.
+        let pieces = [keyed_piece(&policy, PieceKind::Archived, &events, 5)];
+        let plan = decide(&policy, NOW_US, &pieces, None).unwrap();
+        let action = only_action(&plan);
+        assert_eq!(action.kind, RetentionActionKind::Compact);
+        assert_eq!(action.rule, "state");
+        assert!(action.drop_rules.is_empty());
+        assert_eq!(action.compact_rules, vec![0]);
+        assert_eq!((action.events_dropped, action.events_kept), (5, 5));
+        assert!(action.drops(0, false, true));
+        assert!(!action.drops(0, false, false) && !action.drops(0, true, true));
+        assert!(!action.drops(1, false, true));
+    }
+
+    #[test]
+    fn retention_key_compaction_rides_along_an_archive_and_waits_for_consumers() {
+        let policy = keyed_policy(false);
+        let mut events = repeat(ev(0, 100), 8);
+        events.extend(repeat(held(0, 100), 2));
+        // 2 superseded of 10 (the held ones are never counted): the
+        // sealed segment is due for archiving, so it is rewritten into
+        // the archive without them.
+        let pieces = [keyed_piece(&policy, PieceKind::Sealed, &events, 2)];
+        let plan = decide(&policy, NOW_US, &pieces, None).unwrap();
+        let action = only_action(&plan);
+        assert_eq!(action.kind, RetentionActionKind::Compact);
+        assert_eq!(action.rule, "state");
+        assert!(action.reason.contains("archive_after") && action.reason.contains("superseded"));
+        assert_eq!((action.events_dropped, action.events_kept), (2, 8));
+        // Pinned by a consumer: the plain archive goes ahead, the
+        // superseded events wait.
+        let policy = keyed_policy(true);
+        let pieces = [keyed_piece(&policy, PieceKind::Sealed, &events, 2)];
+        let plan = decide(&policy, NOW_US, &pieces, Some(3)).unwrap();
+        assert_eq!(only_action(&plan).kind, RetentionActionKind::Archive);
+        assert_eq!(plan.waiting.len(), 1);
+        assert_eq!(
+            (plan.waiting[0].rule.as_str(), plan.waiting[0].events),
+            ("state", 2)
+        );
+    }
+
     #[test]
     fn retention_rejects_a_summary_of_another_policy() {
         let policy = standard_policy();
@@ -1427,6 +1685,15 @@ mod tests {
             b().rule(RetentionRule::new("x").type_pattern("task..x")),
             "x",
             "type pattern",
+        );
+        refused(
+            b().rule(
+                RetentionRule::new("k")
+                    .keep_forever()
+                    .keep_latest_per_entity(),
+            ),
+            "k",
+            "keep_forever and keep_latest_per_entity",
         );
         refused(b().rule(RetentionRule::new("")), "", "rule name");
         refused(
@@ -1530,7 +1797,7 @@ mod tests {
             .iter()
             .filter(|event| {
                 let (slot, held) = class_of(&policy, &holds, event);
-                !action.drops(slot, held)
+                !action.drops(slot, held, false)
             })
             .map(|event| event.seq)
             .collect();
@@ -1564,6 +1831,7 @@ mod tests {
             delete_days: Option<u64>,
             keep_forever: bool,
             keep_until_consumed: bool,
+            keep_latest_per_entity: bool,
         }
 
         fn spec() -> impl Strategy<Value = Spec> {
@@ -1572,6 +1840,7 @@ mod tests {
                 proptest::option::of(0usize..3),
                 proptest::option::of(0u64..600),
                 proptest::option::of(0u64..600),
+                any::<bool>(),
                 any::<bool>(),
                 any::<bool>(),
             )
@@ -1583,26 +1852,48 @@ mod tests {
                         delete_days,
                         keep_forever,
                         keep_until_consumed,
+                        keep_latest,
                     )| Spec {
                         priority_mask,
                         pattern,
                         archive_days,
-                        // keep_forever with delete_after is refused.
+                        // keep_forever with delete_after or with key
+                        // compaction is refused.
                         delete_days: if keep_forever { None } else { delete_days },
                         keep_forever,
                         keep_until_consumed,
+                        keep_latest_per_entity: keep_latest && !keep_forever,
                     },
                 )
         }
 
-        /// (type, priority, age in days, held, encoded bytes)
-        type Ev = (usize, usize, i64, bool, u64);
+        /// (type, priority, age in days, held, encoded bytes, whether a
+        /// later event of its entity exists)
+        type Ev = (usize, usize, i64, bool, u64, bool);
 
         fn events() -> impl Strategy<Value = Vec<Ev>> {
             proptest::collection::vec(
-                (0usize..3, 0usize..4, 0i64..800, any::<bool>(), 30u64..300),
+                (
+                    0usize..3,
+                    0usize..4,
+                    0i64..800,
+                    any::<bool>(),
+                    30u64..300,
+                    any::<bool>(),
+                ),
                 1..20,
             )
+        }
+
+        /// Whether the event counts as superseded: a later event of its
+        /// entity exists, it is not held, and its rule compacts by key.
+        fn superseded(policy: &RetentionPolicy, slot: usize, held: bool, later: bool) -> bool {
+            later
+                && !held
+                && policy
+                    .rules()
+                    .get(slot)
+                    .is_some_and(|r| r.keep_latest_per_entity)
         }
 
         fn build(specs: &[Spec], cap: Option<u64>) -> RetentionPolicy {
@@ -1621,6 +1912,7 @@ mod tests {
                 rule.delete_after = s.delete_days.map(|d| DAY * d as u32);
                 rule.keep_forever = s.keep_forever;
                 rule.keep_until_consumed = s.keep_until_consumed;
+                rule.keep_latest_per_entity = s.keep_latest_per_entity;
                 builder = builder.rule(rule);
             }
             if let Some(cap) = cap {
@@ -1662,9 +1954,12 @@ mod tests {
                     next_seq = last + 1;
                     let stored = events.iter().map(|e| e.4).sum();
                     let mut summary = PieceSummary::new(first, last, kind, stored, &policy);
-                    for &(t, p, age, is_held, bytes) in &events {
+                    for &(t, p, age, is_held, bytes, later) in &events {
                         let slot = policy.class_slot(policy.classify(TYPES[t], PRIORITIES[p]));
                         summary.count_event(slot, is_held, bytes, NOW_US - age * DAY_US);
+                        if superseded(&policy, slot, is_held, later) {
+                            summary.count_superseded(slot, bytes);
+                        }
                     }
                     summaries.push(summary);
                     all_events.push(events);
@@ -1677,12 +1972,17 @@ mod tests {
                     let summary = &summaries[index];
                     prop_assert_ne!(summary.kind, PieceKind::Active);
                     prop_assert!(action.drop_rules.windows(2).all(|w| w[0] < w[1]));
+                    prop_assert!(action.compact_rules.windows(2).all(|w| w[0] < w[1]));
+                    prop_assert!(action.compact_rules.iter().all(|s| !action.drop_rules.contains(s)));
                     let (mut dropped, mut kept) = (0u64, 0u64);
-                    for &(t, p, _, is_held, _) in &all_events[index] {
+                    for &(t, p, _, is_held, _, later) in &all_events[index] {
                         let slot = policy.class_slot(policy.classify(TYPES[t], PRIORITIES[p]));
-                        if action.drops(slot, is_held) {
+                        let is_superseded = superseded(&policy, slot, is_held, later);
+                        if action.drops(slot, is_held, is_superseded) {
                             dropped += 1;
                             prop_assert!(!is_held);
+                            // Dropped whole, or superseded by key compaction.
+                            prop_assert!(action.drop_rules.contains(&slot) || is_superseded);
                             let rule = policy.rules().get(slot);
                             prop_assert!(!rule.is_some_and(|r| r.keep_forever));
                             if rule.is_some_and(|r| r.keep_until_consumed) {
@@ -1698,6 +1998,7 @@ mod tests {
                         RetentionActionKind::Archive => {
                             prop_assert_eq!(summary.kind, PieceKind::Sealed);
                             prop_assert_eq!(dropped, 0);
+                            prop_assert!(action.compact_rules.is_empty() && action.drop_rules.is_empty());
                         }
                         RetentionActionKind::Compact => prop_assert!(dropped > 0 && kept > 0),
                         RetentionActionKind::Delete => prop_assert!(dropped > 0 && kept == 0),
