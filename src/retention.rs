@@ -10,7 +10,7 @@
 //! the time, a summary of every piece of the log ([`PieceSummary`]: one
 //! sealed segment, archive or the active segment) and the lowest durable
 //! consumer position. It reads no clock and no file, so tests call it with
-//! a fake clock, and `evlog retention --dry-run` prints exactly what the
+//! a fake clock, and a dry run ([`render_dry_run`]) shows exactly what the
 //! archiver would do.
 //!
 //! The rules of the decision (README-ready; [`decide`] repeats them):
