@@ -627,6 +627,10 @@ pub struct RetentionAction {
     /// Class slots (not in `drop_rules`) whose *superseded* events are
     /// dropped: key compaction. Ascending; empty for `Archive`.
     pub compact_rules: Vec<usize>,
+    /// The names of the rules of `drop_rules` then `compact_rules`
+    /// ("(no rule)" for the last slot), for people and `--json` readers
+    /// who do not have the policy at hand.
+    pub dropped_from: Vec<String>,
     pub events_dropped: u64,
     /// Encoded record bytes of the dropped events.
     pub bytes_dropped: u64,
@@ -942,6 +946,7 @@ fn decide_archive(
         rule: policy.slot_name(slot).to_string(),
         drop_rules: Vec::new(),
         compact_rules: Vec::new(),
+        dropped_from: Vec::new(),
         events_dropped: 0,
         bytes_dropped: 0,
         stored_bytes_freed: 0,
@@ -1001,6 +1006,11 @@ fn drop_action(
         };
         (RetentionActionKind::Compact, freed)
     };
+    let dropped_from = drop_slots
+        .iter()
+        .chain(&compact_slots)
+        .map(|&slot| policy.slot_name(slot).to_string())
+        .collect();
     RetentionAction {
         piece_first_seq: piece.first_seq,
         piece_last_seq: piece.last_seq,
@@ -1008,6 +1018,7 @@ fn drop_action(
         rule,
         drop_rules: drop_slots,
         compact_rules: compact_slots,
+        dropped_from,
         events_dropped,
         bytes_dropped,
         stored_bytes_freed,
@@ -1743,6 +1754,10 @@ mod tests {
         assert_eq!(json["actions"][0]["kind"], "compact");
         assert_eq!(json["actions"][0]["events_dropped"], 1);
         assert_eq!(json["actions"][0]["drop_rules"], serde_json::json!([1]));
+        assert_eq!(
+            json["actions"][0]["dropped_from"],
+            serde_json::json!(["default"])
+        );
         assert_eq!(json["actions"][1]["kind"], "archive");
         assert_eq!(json["actions"][1]["rule"], "default");
         assert_eq!(json["now_us"], NOW_US);
