@@ -125,6 +125,22 @@ pub enum Error {
     #[error("sequence number {0} is not in the log")]
     NotFound(u64),
 
+    /// The event with this sequence number was deleted by retention: the
+    /// archive that covered it records which rule removed it and when
+    /// (microseconds since the Unix epoch), so it is told apart from
+    /// lost data.
+    #[error("sequence number {seq} was deleted by retention rule {rule:?} at {deleted_at_us} µs since the epoch")]
+    Deleted {
+        seq: u64,
+        rule: String,
+        deleted_at_us: i64,
+    },
+
+    /// Two archive files cover overlapping sequence ranges, so neither can
+    /// be trusted to be the one authoritative copy.
+    #[error("archives {} and {} cover overlapping sequence ranges", first.display(), second.display())]
+    OverlappingArchives { first: PathBuf, second: PathBuf },
+
     /// A line of JSON is not an event object (syntax, an unknown field, a
     /// field of the wrong kind); the source says which and where.
     #[error("not a valid event object")]
@@ -227,6 +243,10 @@ pub enum CorruptKind {
     /// acknowledged and durable): reported, never cut away on open. `seq`
     /// is the sequence number that record should have.
     Vouched { seq: u64, damage: Box<CorruptKind> },
+    /// An archive file (`.evz`) is not what FORMAT.md says: a metadata
+    /// frame disagrees with another, a data frame does not decompress to
+    /// what its index entry promises.
+    Archive(&'static str),
 }
 
 impl fmt::Display for CorruptKind {
@@ -266,6 +286,7 @@ impl fmt::Display for CorruptKind {
                 "sequence {seq}, which a clean close recorded as durable, is damaged ({damage}); \
                  `evlog repair` moves it and what follows to lost+found"
             ),
+            CorruptKind::Archive(what) => write!(f, "archive: {what}"),
         }
     }
 }
@@ -276,7 +297,9 @@ impl From<Error> for std::io::Error {
     fn from(error: Error) -> std::io::Error {
         let kind = match &error {
             Error::Io { source, .. } | Error::DiskFull { source, .. } => source.kind(),
-            Error::NotFound(_) | Error::NoDataDirectory { .. } => std::io::ErrorKind::NotFound,
+            Error::NotFound(_) | Error::Deleted { .. } | Error::NoDataDirectory { .. } => {
+                std::io::ErrorKind::NotFound
+            }
             Error::Corrupt { .. } | Error::UnsupportedVersion { .. } => {
                 std::io::ErrorKind::InvalidData
             }

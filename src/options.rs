@@ -13,6 +13,9 @@ pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 /// window is in use (an id, a sequence number and the FIFO slot per event).
 pub const DEDUP_WINDOW_IDS_DEFAULT: usize = 100_000;
 
+/// Default of [`Options::archive_cache_bytes`].
+pub const ARCHIVE_CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
+
 /// When an append counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -40,6 +43,7 @@ pub struct Options {
     pub(crate) read_buffer_bytes: u64,
     pub(crate) dedup_window_ids: usize,
     pub(crate) retention: Option<crate::retention::RetentionPolicy>,
+    pub(crate) archive_cache_bytes: u64,
 }
 
 impl Default for Options {
@@ -53,6 +57,7 @@ impl Default for Options {
             read_buffer_bytes: 256 * 1024,
             dedup_window_ids: DEDUP_WINDOW_IDS_DEFAULT,
             retention: None,
+            archive_cache_bytes: ARCHIVE_CACHE_BYTES_DEFAULT,
         }
     }
 }
@@ -139,6 +144,16 @@ impl Options {
     /// The policy given with [`Options::retention`], if any.
     pub fn get_retention(&self) -> Option<&crate::retention::RetentionPolicy> {
         self.retention.as_ref()
+    }
+
+    /// Most bytes of decompressed archive frames kept in memory for
+    /// repeated reads of archived events (default
+    /// [`ARCHIVE_CACHE_BYTES_DEFAULT`], 32 MiB). A frame is at most 64 KiB
+    /// unless one event is larger; 0 turns the cache off, so that every
+    /// archived read decompresses its frame.
+    pub fn archive_cache_bytes(mut self, bytes: u64) -> Options {
+        self.archive_cache_bytes = bytes;
+        self
     }
 
     pub fn get_dedup_window(&self) -> usize {

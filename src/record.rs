@@ -395,6 +395,17 @@ pub(crate) fn body_entity(body: &[u8]) -> Result<Option<(&str, &str)>, CorruptKi
     r.option(|r| Ok((r.str()?, r.str()?)))
 }
 
+/// The timestamp (µs) of an encoded body, read without decoding the rest:
+/// an archive's footer keeps the smallest and largest of its events.
+pub(crate) fn body_timestamp_us(body: &[u8]) -> Result<i64, CorruptKind> {
+    let mut r = BodyReader {
+        bytes: body,
+        pos: 0,
+    };
+    r.take(16)?; // id
+    r.varint_i64()
+}
+
 /// A bounds-checked reader of the body encoding described in FORMAT.md.
 struct BodyReader<'a> {
     bytes: &'a [u8],
@@ -698,6 +709,26 @@ mod tests {
     // field, for events with and without each optional field.
     // `body_entity` finds the entity that the full decoder finds, with
     // and without the optional fields before it.
+    #[test]
+    fn body_timestamp_agrees_with_decode() {
+        for timestamp_us in [
+            0,
+            1,
+            -1,
+            250,
+            251,
+            i64::MAX,
+            i64::MIN,
+            1_767_225_600_000_000,
+        ] {
+            let mut body = Vec::new();
+            encode_body(&sample(), Uuid::from_u128(1), timestamp_us, &mut body);
+            assert_eq!(body_timestamp_us(&body), Ok(timestamp_us));
+            assert_eq!(decode_body(1, &body).unwrap().timestamp_us, timestamp_us);
+        }
+        assert!(body_timestamp_us(&[0; 16]).is_err());
+    }
+
     #[test]
     fn body_entity_agrees_with_decode() {
         let with_causation = sample().causation_id(Uuid::from_u128(9));
