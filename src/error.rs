@@ -61,6 +61,11 @@ pub enum Error {
         first_seq: u64,
     },
 
+    /// The archiver stopped after an I/O error or a panic; appends and
+    /// reads go on, and archiving resumes at the next open.
+    #[error("archiving stopped: {0}")]
+    ArchiverStopped(String),
+
     /// No event in the log has this id.
     #[error("no event with id {0}")]
     UnknownEventId(uuid::Uuid),

@@ -33,6 +33,8 @@
 
 mod admission;
 mod archive;
+mod archiver;
+mod catalog;
 mod codec;
 mod compact;
 mod config;
@@ -240,6 +242,7 @@ pub mod fuzz_api {
         crate::index::seq::decode_index_header(bytes, Path::new("fuzz.idx")).map(|h| h.first_seq)
     }
 }
+pub use archiver::{ArchiveRunReport, ArchiverStatus};
 pub use config::{load_config, parse_config, Config, CONFIG_FILE, CONFIG_FILE_BYTES_MAX};
 pub use consumer::{
     validate_consumer_name, Consumer, ConsumerInfo, FailOutcome, ParkedEvent, CONSUMER_COMMIT_TYPE,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 pub(crate) use cache::FrameCache;
 pub use format::DeletionNote;
-pub(crate) use format::{archive_file_name, ARCHIVE_SUFFIX};
+pub(crate) use format::{archive_file_name, ARCHIVE_SUFFIX, NOTE_RULE_BYTES_MAX};
 pub(crate) use reader::ArchiveFile;
 pub use reader::ArchiveVerifyReport;
 pub(crate) use writer::ArchiveWriter;
@@ -27,7 +27,7 @@ use crate::error::{CorruptKind, Error, IoContext, Result};
 use crate::event::LoggedEvent;
 use crate::record::{decode_body, RECORD_HEADER_BYTES};
 use crate::storage::{OsStorage, Storage};
-use reader::FrameCursor;
+pub(crate) use reader::FrameCursor;
 
 /// Cache of an offline [`Archive`]: the same default as
 /// `Options::archive_cache_bytes`.
@@ -131,7 +131,7 @@ pub(crate) fn archive_paths(storage: &dyn Storage, dir: &Path) -> Result<Vec<(u6
 
 /// Opens one archive and checks that a file named like an archive covers
 /// the range its name says.
-fn open_named(storage: &dyn Storage, path: &Path) -> Result<ArchiveFile> {
+pub(crate) fn open_named(storage: &dyn Storage, path: &Path) -> Result<ArchiveFile> {
     let file = ArchiveFile::open(storage, path)?;
     let named = path
         .file_name()

@@ -209,6 +209,21 @@ impl ArchiveFile {
         })
     }
 
+    /// Whether the file now at this archive's path is the one this handle
+    /// reads: same length and same footer bytes (a rewrite by retention
+    /// replaces the file, and its footer's counts and checksums differ).
+    /// A read-only view asks before it trusts what it opened earlier.
+    pub fn is_current(&self, storage: &dyn Storage) -> Result<bool> {
+        let now = storage.open(&self.path, OpenMode::Read).at(&self.path)?;
+        if now.size_bytes().at(&self.path)? != self.file_bytes {
+            return Ok(false);
+        }
+        let len = self.file_bytes - self.footer_offset;
+        let on_disk = read_at(&*now, &self.path, self.footer_offset, len)?;
+        let ours = read_at(&*self.file, &self.path, self.footer_offset, len)?;
+        Ok(on_disk == ours)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -320,6 +335,12 @@ impl ArchiveFile {
             cache.insert(key, Arc::clone(&bytes));
         }
         Ok(bytes)
+    }
+
+    /// Offset in the file of the frame that would hold `seq` (0 when
+    /// none does): where an error about that record points.
+    pub fn frame_offset_of(&self, seq: u64) -> u64 {
+        self.frame_of(seq).map_or(0, |n| self.frames[n].offset)
     }
 
     /// The frame that would hold `seq`, if any frame's range contains it.

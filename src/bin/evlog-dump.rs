@@ -173,6 +173,12 @@ fn verify(args: &Args) -> Result<ExitCode> {
     match evlog::dump::verify(&args.path)? {
         None => {
             println!("ok: {} is intact", args.path.display());
+            // Holes retention made are not damage: say what they are.
+            if args.path.is_dir() {
+                for line in evlog::dump::deletions(&args.path)? {
+                    println!("deleted: {line}");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Some(problem) => {

@@ -75,7 +75,7 @@ enum Command {
         #[arg(long)]
         to: Option<u64>,
     },
-    /// Print the sequence range and segment count as JSON.
+    /// Print the sequence range and the segment and archive counts as JSON.
     Info,
     /// Make a log that refuses to open because of damage open again: keep
     /// the longest intact prefix, move everything after it to
@@ -192,6 +192,32 @@ enum Command {
     /// consumer committed and lag the number of events after it. Only
     /// reads; prints nothing when there is no consumer.
     Consumers,
+    /// Run the archiver once now (opens the log for writing, so not while
+    /// an application has it open: use `Log::archive_now` there). Applies
+    /// the retention policy of DIR/evlog.toml: archives the sealed segments
+    /// it says are cold, compacts or deletes what it says must go. Prints
+    /// one JSON object: {"segments_archived":N,"pieces_compacted":N,
+    /// "events_deleted":N,"stored_bytes_before":N,"stored_bytes_after":N,
+    /// "actions":[{"action":..,"first_seq":..,"last_seq":..,"rule":..},..]}.
+    Archive {
+        /// Archive every sealed segment, whatever the policy says
+        /// (archiving loses nothing).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show what the retention policy of DIR/evlog.toml would archive,
+    /// compact and delete now, with counts, bytes and the rule for each;
+    /// with --dry-run nothing changes and only reads are done (works while
+    /// an application has the log open). Without --dry-run, does it (as
+    /// `archive`).
+    Retention {
+        /// Only list the actions.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -595,6 +621,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "first_seq": log.first_seq(),
                 "last_seq": log.last_seq(),
                 "segments": log.segment_count(),
+                "archives": log.archive_count(),
                 "closed_cleanly": log.open_report().closed_cleanly,
                 // What this read-only view could use: while the writer's
                 // process holds the indexes, nothing (its queries scan).
@@ -623,6 +650,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tail(args) => tail(&cli.dir, &args),
         Command::Consumers => consumers(&cli.dir),
         Command::Holds { change } => holds(&cli.dir, change.as_ref()),
+        Command::Archive { all } => archive(&cli.dir, all),
+        Command::Retention { dry_run, json } => retention(&cli.dir, dry_run, json),
     }
 }
 
@@ -753,6 +782,61 @@ fn holds(dir: &Path, change: Option<&HoldsChange>) -> Result<ExitCode> {
         }
     }
     out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn archive(dir: &PathBuf, all: bool) -> Result<ExitCode> {
+    let log = open(dir)?;
+    let report = if all {
+        log.archive_all_sealed()
+    } else {
+        log.archive_now()
+    }
+    .with_context(|| format!("archiving {}", dir.display()))?;
+    log.close()?;
+    let actions: Vec<serde_json::Value> = report
+        .actions
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "action": a.kind,
+                "first_seq": a.piece_first_seq,
+                "last_seq": a.piece_last_seq,
+                "rule": a.rule,
+                "events_dropped": a.events_dropped,
+            })
+        })
+        .collect();
+    let line = serde_json::json!({
+        "segments_archived": report.segments_archived,
+        "pieces_compacted": report.pieces_compacted,
+        "events_deleted": report.events_deleted,
+        "stored_bytes_before": report.stored_bytes_before,
+        "stored_bytes_after": report.stored_bytes_after,
+        "actions": actions,
+    });
+    writeln!(std::io::stdout().lock(), "{line}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn retention(dir: &PathBuf, dry_run: bool, json: bool) -> Result<ExitCode> {
+    if !dry_run {
+        return archive(dir, false);
+    }
+    let view = open_read_only(dir)?;
+    let plan = view
+        .retention_plan(None)
+        .with_context(|| format!("planning retention for {}", dir.display()))?;
+    let text = if json {
+        evlog::render_dry_run_json(&plan)
+    } else {
+        evlog::render_dry_run(&plan)
+    };
+    let mut out = std::io::stdout().lock();
+    write!(out, "{text}")?;
+    if !text.ends_with('\n') {
+        writeln!(out)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
