@@ -115,13 +115,15 @@ pub mod bench_api {
     }
 
     /// The whole records of every sealed segment (all but the last) of
-    /// the data directory `dir`, in order, as an archiver reads them.
-    pub fn sealed_records(dir: &std::path::Path) -> crate::Result<Vec<Vec<u8>>> {
+    /// the data directory `dir`, in order, one list per segment, as an
+    /// archiver reads them.
+    pub fn sealed_records(dir: &std::path::Path) -> crate::Result<Vec<Vec<Vec<u8>>>> {
         use crate::error::IoContext;
         use crate::storage::{OpenMode, OsStorage, Storage};
         let paths = crate::dump::segment_paths(dir)?;
-        let mut records = Vec::new();
+        let mut segments = Vec::new();
         for path in &paths[..paths.len().saturating_sub(1)] {
+            let mut records = Vec::new();
             let file = OsStorage.open(path, OpenMode::Read).at(path)?;
             let header = crate::segment::read_segment_header(&*file, path)?;
             let file_bytes = file.size_bytes().at(path)?;
@@ -141,8 +143,9 @@ pub mod bench_api {
                     kind,
                 });
             }
+            segments.push(records);
         }
-        Ok(records)
+        Ok(segments)
     }
 
     /// A deletion note (what retention will write).
