@@ -15,7 +15,7 @@
 //! ```text
 //! data frame 0 .. data frame n-1   zstd frames, each whole records
 //! notes frame     skippable 0x184D2A5B  deletion notes + CRC
-//! index frame     skippable 0x184D2A5C  n entries of 40 bytes + CRC
+//! index frame     skippable 0x184D2A5C  n entries of 44 bytes + CRC
 //! footer frame    skippable 0x184D2A5D  104 bytes
 //! seek table      skippable 0x184D2A5E  zstd seekable format, n + 3 entries
 //! ```
@@ -54,7 +54,7 @@ pub(crate) const METADATA_FRAME_COUNT: u32 = 3;
 
 /// Most data frames in one archive. A 64 MiB segment in frames of 128 KiB
 /// needs about five hundred; the bound keeps the index a reader allocates at
-/// open (40 bytes a frame) under 40 MiB whatever a damaged count claims,
+/// open (44 bytes a frame) under 44 MiB whatever a damaged count claims,
 /// and is far below the seekable format's own limit (0x8000000 frames).
 pub(crate) const FRAMES_MAX: u32 = 1 << 20;
 /// Most decompressed bytes one data frame may declare: a record may be up
@@ -106,8 +106,9 @@ const ENTRY_FIRST_SEQ_AT: usize = 16;
 const ENTRY_LAST_SEQ_AT: usize = 24;
 const ENTRY_RECORD_COUNT_AT: usize = 32;
 const ENTRY_CRC_AT: usize = 36;
-pub(crate) const INDEX_ENTRY_BYTES: usize = 40;
-const _: () = assert!(ENTRY_CRC_AT + 4 == INDEX_ENTRY_BYTES);
+const ENTRY_COMPRESSED_CRC_AT: usize = 40;
+pub(crate) const INDEX_ENTRY_BYTES: usize = 44;
+const _: () = assert!(ENTRY_COMPRESSED_CRC_AT + 4 == INDEX_ENTRY_BYTES);
 
 // ---- deletion notes: content of the notes frame ----
 /// Most notes in one archive: each compaction of an archive adds a handful
@@ -197,6 +198,10 @@ pub(crate) struct FrameEntry {
     pub record_count: u32,
     /// CRC-32 of the decompressed bytes.
     pub crc: u32,
+    /// CRC-32 of the compressed bytes: catches a change that zstd itself
+    /// would ignore (its header has bits a decoder must not interpret)
+    /// and refuses damage before it reaches the decompressor.
+    pub compressed_crc: u32,
 }
 
 fn skippable_header(out: &mut Vec<u8>, magic: u32, content_bytes: usize) {
@@ -358,6 +363,7 @@ pub(crate) fn encode_index_frame(entries: &[FrameEntry]) -> Vec<u8> {
         put_u64(&mut out, e.last_seq);
         put_u32(&mut out, e.record_count);
         put_u32(&mut out, e.crc);
+        put_u32(&mut out, e.compressed_crc);
     }
     let crc = crc32fast::hash(&out[start..]);
     put_u32(&mut out, crc);
@@ -400,6 +406,7 @@ pub(crate) fn decode_index(
             last_seq: u64_at(bytes, at + ENTRY_LAST_SEQ_AT).unwrap_or(0),
             record_count: u32_at(bytes, at + ENTRY_RECORD_COUNT_AT).unwrap_or(0),
             crc: u32_at(bytes, at + ENTRY_CRC_AT).unwrap_or(0),
+            compressed_crc: u32_at(bytes, at + ENTRY_COMPRESSED_CRC_AT).unwrap_or(0),
         };
         let bad = |what| Err((at, CorruptKind::Archive(what)));
         if e.offset != next_offset {
@@ -629,7 +636,7 @@ mod tests {
             content_bytes: 5 * 60,
             data_bytes: 300,
             notes_frame_bytes: 16,
-            index_frame_bytes: 92,
+            index_frame_bytes: 100,
             content_crc: 0xABCD,
             footer_crc: 0,
         }
@@ -645,6 +652,7 @@ mod tests {
                 last_seq: 12,
                 record_count: 3,
                 crc: 1,
+                compressed_crc: 3,
             },
             FrameEntry {
                 offset: 100,
@@ -654,6 +662,7 @@ mod tests {
                 last_seq: 30,
                 record_count: 2,
                 crc: 2,
+                compressed_crc: 4,
             },
         ]
     }

@@ -44,8 +44,9 @@ pub struct ArchiveFrameInfo {
     pub first_seq: u64,
     pub last_seq: u64,
     pub record_count: u32,
-    /// CRC-32 of the decompressed bytes.
+    /// CRC-32 of the decompressed bytes, and of the compressed ones.
     pub crc: u32,
+    pub compressed_crc: u32,
 }
 
 /// What an archive file's footer, frame index and deletion notes say.
@@ -238,6 +239,7 @@ impl Archive {
                         last_seq: e.last_seq,
                         record_count: e.record_count,
                         crc: e.crc,
+                        compressed_crc: e.compressed_crc,
                     })
                     .collect(),
                 deletions: a.deletions().to_vec(),

@@ -285,6 +285,16 @@ impl ArchiveFile {
             u64::from(entry.compressed_bytes),
         )?;
         let bad = |what| self.corrupt(entry.offset, CorruptKind::Archive(what));
+        let computed = crc32fast::hash(&compressed);
+        if computed != entry.compressed_crc {
+            return Err(self.corrupt(
+                entry.offset,
+                CorruptKind::RecordChecksum {
+                    stored: entry.compressed_crc,
+                    computed,
+                },
+            ));
+        }
         if zstd::zstd_safe::find_frame_compressed_size(&compressed).ok() != Some(compressed.len()) {
             return Err(bad("data frame is not one zstd frame of the indexed size"));
         }

@@ -357,14 +357,15 @@ fn archive_file(args: &Args) -> Result<ExitCode> {
             for (number, frame) in info.frames.iter().enumerate() {
                 writeln!(
                     out,
-                    "  frame {number} @{} compressed={} decompressed={} seq {}..={} records={} crc={:#010x}",
+                    "  frame {number} @{} compressed={} decompressed={} seq {}..={} records={} crc={:#010x} compressed_crc={:#010x}",
                     frame.offset,
                     frame.compressed_bytes,
                     frame.decompressed_bytes,
                     frame.first_seq,
                     frame.last_seq,
                     frame.record_count,
-                    frame.crc
+                    frame.crc,
+                    frame.compressed_crc
                 )?;
             }
             for note in &info.deletions {
