@@ -512,7 +512,14 @@ mod tests {
         let seqs: Vec<u64> = (100..=300).filter(|s| s % 3 != 0).collect();
         let deleted = (100..=300).filter(|s| s % 3 == 0).count() as u64;
         let note = DeletionNote::new(102, 300, deleted, "P2 after 1 year", 77);
-        let summary = write(&storage, &seqs, &[note.clone()], (100, 310), 1024).unwrap();
+        let summary = write(
+            &storage,
+            &seqs,
+            std::slice::from_ref(&note),
+            (100, 310),
+            1024,
+        )
+        .unwrap();
         assert!(summary.frame_count > 5, "{summary:?}");
         assert_eq!(summary.event_count, seqs.len() as u64);
         let path = Path::new("/d/archive").join(archive_file_name(100));
@@ -521,7 +528,7 @@ mod tests {
         let file = ArchiveFile::open(&storage, &path).unwrap();
         assert_eq!(file.present_seqs(), Some((100, 299)));
         assert_eq!(file.timestamps_us(), Some((1000, 2990)));
-        assert_eq!(file.deletions(), &[note.clone()]);
+        assert_eq!(file.deletions(), std::slice::from_ref(&note));
         let cache = FrameCache::new(1 << 20);
         for seq in 90..=320 {
             let event = file.read_event(seq, &cache).unwrap();

@@ -142,7 +142,7 @@ fn archive_compacted_and_tombstone_explain_their_holes() {
         first,
         last,
         &kept,
-        &[note.clone()],
+        std::slice::from_ref(&note),
         3,
         SMALL_FRAME_BYTES,
     )
@@ -157,7 +157,16 @@ fn archive_compacted_and_tombstone_explain_their_holes() {
         "all after 2 years",
         7,
     );
-    write_archive(&dir, next_first, next_last, &[], &[tombstone.clone()], 3, 0).unwrap();
+    write_archive(
+        &dir,
+        next_first,
+        next_last,
+        &[],
+        std::slice::from_ref(&tombstone),
+        3,
+        0,
+    )
+    .unwrap();
 
     let archive = Archive::open(&dir).unwrap();
     assert_eq!(archive.event_count(), kept.len() as u64);
