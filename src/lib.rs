@@ -235,6 +235,12 @@ pub mod fuzz_api {
         crate::segment::decode_segment_header(bytes, Path::new("fuzz.seg")).map(|h| h.first_seq)
     }
 
+    /// Opens `bytes` as an archive file (on a simulated disk), reads every
+    /// event and verifies it; returns the number of events read.
+    pub fn open_archive(bytes: &[u8]) -> crate::Result<u64> {
+        crate::archive::check_archive_bytes(bytes)
+    }
+
     /// Decodes a sequence index header; returns its first sequence number.
     pub fn decode_index_header(bytes: &[u8]) -> crate::Result<u64> {
         crate::index::seq::decode_index_header(bytes, Path::new("fuzz.idx")).map(|h| h.first_seq)
