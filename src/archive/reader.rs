@@ -12,9 +12,9 @@ use super::cache::{FrameCache, FrameKey};
 use super::format::{
     decode_footer, decode_index, decode_notes, decode_seek_table, decode_seek_table_footer,
     seek_table_frame_bytes, skippable_content, DeletionNote, Footer, FooterError, FrameEntry,
-    ARCHIVE_FORMAT_VERSION, FOOTER_FRAME_BYTES_MAX, FOOTER_FRAME_MAGIC, INDEX_FRAME_MAGIC,
-    METADATA_FRAME_COUNT, NOTES_BYTES_MAX, NOTES_FRAME_MAGIC, SEEK_TABLE_FOOTER_BYTES,
-    SKIPPABLE_HEADER_BYTES,
+    ARCHIVE_FORMAT_VERSION, FOOTER_FRAME_BYTES_MAX, FOOTER_FRAME_MAGIC, INDEX_ENTRY_BYTES,
+    INDEX_FRAME_MAGIC, METADATA_FRAME_COUNT, NOTES_BYTES_MAX, NOTES_FRAME_MAGIC,
+    SEEK_TABLE_FOOTER_BYTES, SKIPPABLE_HEADER_BYTES,
 };
 use crate::error::{CorruptKind, Error, IoContext, Result};
 use crate::event::LoggedEvent;
@@ -175,6 +175,14 @@ impl ArchiveFile {
             return Err(corrupt(
                 notes_at,
                 CorruptKind::Archive("notes frame too large"),
+            ));
+        }
+        // Checked before reading, so that the allocation is what the frame
+        // count (at most FRAMES_MAX) justifies.
+        if index_bytes != (SKIPPABLE_HEADER_BYTES + INDEX_ENTRY_BYTES * data_frames + 4) as u64 {
+            return Err(corrupt(
+                index_at,
+                CorruptKind::Archive("frame index length disagrees with the frame count"),
             ));
         }
         let index_frame = read_at(&*file, path, index_at, index_bytes)?;
