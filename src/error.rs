@@ -162,6 +162,28 @@ pub enum Error {
     #[error("event id {id} is already in the log at sequence number {existing_seq}, but the rest of the batch is not that same earlier batch")]
     DuplicateInBatch { id: uuid::Uuid, existing_seq: u64 },
 
+    /// A retention policy is refused (see
+    /// [`crate::RetentionPolicyBuilder::build`]); `rule` is the name of the
+    /// rule at fault, empty for a setting of the whole policy.
+    #[error(
+        "invalid retention policy: {}",
+        describe_retention_problem(rule, reason)
+    )]
+    InvalidRetention { rule: String, reason: String },
+
+    /// A legal hold is refused: a field too long, or too many holds.
+    #[error("invalid hold: {reason}")]
+    InvalidHold { reason: String },
+
+    /// A configuration file (`DIR/evlog.toml`) is not valid: bad TOML, an
+    /// unknown key, a bad value. `line` is 1-based.
+    #[error("invalid configuration in {} line {line}: {message}", path.display())]
+    Config {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+
     /// A conditional append (see [`crate::Event::expected_version`]) found
     /// its entity at another version than expected: another event got
     /// there first. Nothing of the request was written. `actual` is the
@@ -174,6 +196,14 @@ pub enum Error {
         expected: u64,
         actual: u64,
     },
+}
+
+fn describe_retention_problem(rule: &str, reason: &str) -> String {
+    if rule.is_empty() {
+        reason.to_string()
+    } else {
+        format!("rule {rule:?}: {reason}")
+    }
 }
 
 /// What exactly is wrong with corrupt bytes.
@@ -278,7 +308,10 @@ impl From<Error> for std::io::Error {
             | Error::RecordTooLarge { .. }
             | Error::BatchTooLarge { .. }
             | Error::EventJson(_)
-            | Error::Payload(_) => std::io::ErrorKind::InvalidInput,
+            | Error::Payload(_)
+            | Error::InvalidRetention { .. }
+            | Error::InvalidHold { .. }
+            | Error::Config { .. } => std::io::ErrorKind::InvalidInput,
             Error::DuplicateInBatch { .. } => std::io::ErrorKind::AlreadyExists,
             _ => std::io::ErrorKind::Other,
         };

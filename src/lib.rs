@@ -35,11 +35,13 @@ mod admission;
 mod archive;
 mod codec;
 mod compact;
+mod config;
 mod consumer;
 pub mod dump;
 mod error;
 mod event;
 mod fsutil;
+mod holds;
 mod index;
 pub mod json;
 mod log;
@@ -51,6 +53,7 @@ mod query;
 mod record;
 mod recovery;
 mod repair;
+mod retention;
 mod segment;
 pub mod storage;
 mod subscribe;
@@ -246,6 +249,7 @@ pub mod fuzz_api {
         crate::index::seq::decode_index_header(bytes, Path::new("fuzz.idx")).map(|h| h.first_seq)
     }
 }
+pub use config::{load_config, parse_config, Config, CONFIG_FILE, CONFIG_FILE_BYTES_MAX};
 pub use consumer::{
     validate_consumer_name, Consumer, ConsumerInfo, FailOutcome, ParkedEvent, CONSUMER_COMMIT_TYPE,
     CONSUMER_ENTITY_TYPE, CONSUMER_NAME_BYTES_MAX, MAX_DELIVERIES_DEFAULT,
@@ -254,6 +258,10 @@ pub use event::{
     type_matches, validate_event_type, validate_traceparent, Entity, Event, LoggedEvent, Payload,
     Priority, EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX, TIMESTAMP_US_MAX,
     TIMESTAMP_US_MIN,
+};
+pub use holds::{
+    holds_in_dir, place_hold_in_dir, release_hold_in_dir, Hold, HoldTarget, HOLDS_FILE, HOLDS_MAX,
+    HOLD_REASON_BYTES_MAX,
 };
 pub use index::indexer::LINK_METADATA_PREFIX;
 pub use index::IndexStatus;
@@ -270,6 +278,12 @@ pub use query::{
 pub use recovery::RecoveryReport;
 pub use recovery::TailCut;
 pub use repair::{repair, RepairCut, RepairMode, RepairReport};
+pub use retention::{
+    decide, render_dry_run, render_dry_run_json, ClassStats, PieceKind, PieceSummary,
+    RetentionAction, RetentionActionKind, RetentionPlan, RetentionPolicy, RetentionPolicyBuilder,
+    RetentionRule, WaitingForConsumers, CHECK_INTERVAL_DEFAULT, CHECK_INTERVAL_MIN,
+    RETENTION_RULES_MAX, RULE_NAME_BYTES_MAX, SIZE_CAP_RULE,
+};
 pub use subscribe::{
     Filter, Progress, Start, Subscription, SubscriptionHandle, BOOKKEEPING_TYPE_PREFIX,
 };

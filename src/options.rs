@@ -42,6 +42,7 @@ pub struct Options {
     pub(crate) secondary_indexes: bool,
     pub(crate) read_buffer_bytes: u64,
     pub(crate) dedup_window_ids: usize,
+    pub(crate) retention: Option<crate::retention::RetentionPolicy>,
     pub(crate) archive_cache_bytes: u64,
 }
 
@@ -55,6 +56,7 @@ impl Default for Options {
             secondary_indexes: true,
             read_buffer_bytes: 256 * 1024,
             dedup_window_ids: DEDUP_WINDOW_IDS_DEFAULT,
+            retention: None,
             archive_cache_bytes: ARCHIVE_CACHE_BYTES_DEFAULT,
         }
     }
@@ -127,6 +129,21 @@ impl Options {
     pub fn dedup_window(mut self, ids: usize) -> Options {
         self.dedup_window_ids = ids;
         self
+    }
+
+    /// What the archiver keeps, archives and deletes (see
+    /// [`crate::RetentionPolicy`]). Precedence: a policy given here wins
+    /// over the `[retention]` table of `DIR/evlog.toml`
+    /// ([`crate::load_config`]), which applies only when none is given
+    /// here; with neither, nothing is archived or deleted.
+    pub fn retention(mut self, policy: crate::retention::RetentionPolicy) -> Options {
+        self.retention = Some(policy);
+        self
+    }
+
+    /// The policy given with [`Options::retention`], if any.
+    pub fn get_retention(&self) -> Option<&crate::retention::RetentionPolicy> {
+        self.retention.as_ref()
     }
 
     /// Most bytes of decompressed archive frames kept in memory for
