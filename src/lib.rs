@@ -120,13 +120,15 @@ pub mod bench_api {
     }
 
     /// The whole records of every sealed segment (all but the last) of
-    /// the data directory `dir`, in order, as an archiver reads them.
-    pub fn sealed_records(dir: &std::path::Path) -> crate::Result<Vec<Vec<u8>>> {
+    /// the data directory `dir`, in order, one list per segment, as an
+    /// archiver reads them.
+    pub fn sealed_records(dir: &std::path::Path) -> crate::Result<Vec<Vec<Vec<u8>>>> {
         use crate::error::IoContext;
         use crate::storage::{OpenMode, OsStorage, Storage};
         let paths = crate::dump::segment_paths(dir)?;
-        let mut records = Vec::new();
+        let mut segments = Vec::new();
         for path in &paths[..paths.len().saturating_sub(1)] {
+            let mut records = Vec::new();
             let file = OsStorage.open(path, OpenMode::Read).at(path)?;
             let header = crate::segment::read_segment_header(&*file, path)?;
             let file_bytes = file.size_bytes().at(path)?;
@@ -146,8 +148,9 @@ pub mod bench_api {
                     kind,
                 });
             }
+            segments.push(records);
         }
-        Ok(records)
+        Ok(segments)
     }
 
     /// A deletion note (what retention will write).
@@ -235,6 +238,12 @@ pub mod fuzz_api {
     /// Decodes a segment file header; returns its first sequence number.
     pub fn decode_segment_header(bytes: &[u8]) -> crate::Result<u64> {
         crate::segment::decode_segment_header(bytes, Path::new("fuzz.seg")).map(|h| h.first_seq)
+    }
+
+    /// Opens `bytes` as an archive file (on a simulated disk), reads every
+    /// event and verifies it; returns the number of events read.
+    pub fn open_archive(bytes: &[u8]) -> crate::Result<u64> {
+        crate::archive::check_archive_bytes(bytes)
     }
 
     /// Decodes a sequence index header; returns its first sequence number.

@@ -12,9 +12,9 @@ use super::cache::{FrameCache, FrameKey};
 use super::format::{
     decode_footer, decode_index, decode_notes, decode_seek_table, decode_seek_table_footer,
     seek_table_frame_bytes, skippable_content, DeletionNote, Footer, FooterError, FrameEntry,
-    ARCHIVE_FORMAT_VERSION, FOOTER_FRAME_BYTES_MAX, FOOTER_FRAME_MAGIC, INDEX_FRAME_MAGIC,
-    METADATA_FRAME_COUNT, NOTES_BYTES_MAX, NOTES_FRAME_MAGIC, SEEK_TABLE_FOOTER_BYTES,
-    SKIPPABLE_HEADER_BYTES,
+    ARCHIVE_FORMAT_VERSION, FOOTER_FRAME_BYTES_MAX, FOOTER_FRAME_MAGIC, INDEX_ENTRY_BYTES,
+    INDEX_FRAME_MAGIC, METADATA_FRAME_COUNT, NOTES_BYTES_MAX, NOTES_FRAME_MAGIC,
+    SEEK_TABLE_FOOTER_BYTES, SKIPPABLE_HEADER_BYTES,
 };
 use crate::error::{CorruptKind, Error, IoContext, Result};
 use crate::event::LoggedEvent;
@@ -177,6 +177,14 @@ impl ArchiveFile {
                 CorruptKind::Archive("notes frame too large"),
             ));
         }
+        // Checked before reading, so that the allocation is what the frame
+        // count (at most FRAMES_MAX) justifies.
+        if index_bytes != (SKIPPABLE_HEADER_BYTES + INDEX_ENTRY_BYTES * data_frames + 4) as u64 {
+            return Err(corrupt(
+                index_at,
+                CorruptKind::Archive("frame index length disagrees with the frame count"),
+            ));
+        }
         let index_frame = read_at(&*file, path, index_at, index_bytes)?;
         let index_content = skippable_content(&index_frame, INDEX_FRAME_MAGIC)
             .map_err(|kind| corrupt(index_at, kind))?;
@@ -300,6 +308,16 @@ impl ArchiveFile {
             u64::from(entry.compressed_bytes),
         )?;
         let bad = |what| self.corrupt(entry.offset, CorruptKind::Archive(what));
+        let computed = crc32fast::hash(&compressed);
+        if computed != entry.compressed_crc {
+            return Err(self.corrupt(
+                entry.offset,
+                CorruptKind::RecordChecksum {
+                    stored: entry.compressed_crc,
+                    computed,
+                },
+            ));
+        }
         if zstd::zstd_safe::find_frame_compressed_size(&compressed).ok() != Some(compressed.len()) {
             return Err(bad("data frame is not one zstd frame of the indexed size"));
         }

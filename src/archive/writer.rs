@@ -291,6 +291,7 @@ impl<'s> ArchiveWriter<'s> {
             last_seq: self.frame_last_seq,
             record_count: self.frame_records,
             crc: crc32fast::hash(&self.frame),
+            compressed_crc: crc32fast::hash(&self.compressed),
         });
         self.offset += self.compressed.len() as u64;
         self.frame.clear();

@@ -74,6 +74,11 @@ enum Command {
         /// Last sequence number to print (inclusive; default: the last).
         #[arg(long)]
         to: Option<u64>,
+        /// Read archive files instead of a data directory: one `.evz` file
+        /// or a directory of them (such as a copy of DIR/archive/); nothing
+        /// else needs to be present. Deleted events are skipped.
+        #[arg(long, value_name = "DIR_OR_FILE")]
+        archive: Option<PathBuf>,
     },
     /// Print the sequence range and the segment and archive counts as JSON.
     Info,
@@ -586,11 +591,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::Replay { from, to } => {
+        Command::Replay { from, to, archive } => {
             if let (Some(from), Some(to)) = (from, to) {
                 if from > to {
                     anyhow::bail!("--from {from} is after --to {to} (both are inclusive)");
                 }
+            }
+            if let Some(path) = archive {
+                let archive = evlog::Archive::open(&path)
+                    .with_context(|| format!("opening archive {}", path.display()))?;
+                let range = from.unwrap_or(0)..=to.unwrap_or(u64::MAX);
+                print_events(archive.iter(range)?)?;
+                return Ok(ExitCode::SUCCESS);
             }
             let log = open_read_only(&cli.dir)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
