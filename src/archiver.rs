@@ -453,10 +453,8 @@ impl Archiver {
                     Ok(())
                 },
             )
-            .or_else(|e| match failed.take() {
-                Some(write_error) => Err(write_error),
-                None => Err(e),
-            })?;
+            // A write error of the archive, not damage in the segment.
+            .map_err(|e| failed.take().unwrap_or(e))?;
         writer.finish(last_seq)?;
         let path = archive_dir.join(crate::archive::archive_file_name(segment.first_seq));
         let archive = Arc::new(ArchiveFile::open(storage, &path)?);

@@ -33,12 +33,12 @@ fn event(i: u64, age_days: u64) -> Event {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_micros() as i64;
-    let priority = if i % 4 == 0 {
+    let priority = if i.is_multiple_of(4) {
         Priority::P0
     } else {
         Priority::P2
     };
-    Event::new(if i % 4 == 0 { "alert.raised" } else { "task.updated" })
+    Event::new(if i.is_multiple_of(4) { "alert.raised" } else { "task.updated" })
         .id(Uuid::from_u128(0xA000_0000 + u128::from(i)))
         .timestamp_us(now_us - (age_days * DAY.as_micros() as u64) as i64 + i as i64)
         .correlation_id(Uuid::from_u128(u128::from(i % 3) + 1))
