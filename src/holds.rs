@@ -324,8 +324,6 @@ fn take_str(bytes: &[u8], at: &mut usize, min: usize, max: usize, path: &Path) -
 
 /// The holds as sets, for checking each event while a piece is scanned or
 /// rewritten: two hash lookups an event, no allocation.
-// Used by the archiver's scan and executor, which are wired in separately.
-#[cfg_attr(not(test), allow(dead_code))]
 #[derive(Debug, Default, Clone)]
 pub(crate) struct HoldSet {
     correlations: HashSet<Uuid>,
@@ -333,7 +331,6 @@ pub(crate) struct HoldSet {
     entities: HashMap<String, HashSet<String>>,
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 impl HoldSet {
     pub(crate) fn new(holds: &[Hold]) -> HoldSet {
         let mut set = HoldSet::default();

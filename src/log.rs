@@ -772,6 +772,12 @@ pub struct LogReader {
     report: RecoveryReport,
     /// Serializes refreshes (each extends the segment list).
     refreshing: std::sync::Mutex<()>,
+    /// When `archive/` last changed, as seen by the last refresh that
+    /// looked at every archive: a rewrite is a rename, which changes the
+    /// directory's modification time, so an unchanged time (old enough
+    /// not to hide a second change within the clock's tick) spares a
+    /// refresh from opening every archive again.
+    archives_seen: std::sync::Mutex<Option<SystemTime>>,
 }
 
 impl LogReader {
@@ -818,6 +824,7 @@ impl LogReader {
             shared,
             report: opened.report,
             refreshing: std::sync::Mutex::new(()),
+            archives_seen: std::sync::Mutex::new(None),
         })
     }
 
@@ -863,7 +870,20 @@ impl LogReader {
         // Pieces this view knows that an archive replaced (archived, or
         // rewritten by retention) since: read them from the archive, and
         // let go of the old file so that its space can be freed.
-        for (first, path) in &archive_names {
+        let archives_changed = std::fs::metadata(&archive_dir)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut archives_seen = self
+            .archives_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let settled = archives_changed.is_some_and(|changed| {
+            changed
+                .elapsed()
+                .is_ok_and(|age| age > Duration::from_secs(1))
+        });
+        let unchanged = settled && *archives_seen == archives_changed;
+        for (first, path) in archive_names.iter().filter(|_| !unchanged) {
             let Some(piece) = known.iter().find(|p| p.first_seq == *first) else {
                 continue;
             };
@@ -879,6 +899,10 @@ impl LogReader {
                     .replace_in_view(*first, Holder::Archive(archive))?;
             }
         }
+        if settled {
+            *archives_seen = archives_changed;
+        }
+        drop(archives_seen);
         if let Some(Piece {
             holder: Holder::Segment(active),
             ..

@@ -101,10 +101,6 @@ impl FrameCache {
 
     /// Drops every frame of the archive starting at `range_first_seq`
     /// (after it is rewritten or deleted: frees the memory at once).
-    #[allow(
-        dead_code,
-        reason = "the archiver and the catalog (issue 9, written in parallel) call it"
-    )]
     pub fn forget_archive(&self, range_first_seq: u64) {
         let mut lru = self.lock();
         let doomed: Vec<(FrameKey, u64)> = lru

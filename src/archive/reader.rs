@@ -431,10 +431,6 @@ impl ArchiveFile {
 
     /// As [`Self::for_each_record_cached`] without the cache: for
     /// rewriting an archive (a compaction), which reads each frame once.
-    #[allow(
-        dead_code,
-        reason = "the archiver and the catalog (issue 9, written in parallel) call it"
-    )]
     pub fn for_each_record(
         &self,
         from_seq: u64,
@@ -447,10 +443,6 @@ impl ArchiveFile {
     /// The same contract as `Segment::scan_bodies`: `each` gets the seq
     /// and body of every record in range, in order, each checked; an
     /// error from `each` is damage in that body.
-    #[allow(
-        dead_code,
-        reason = "the archiver and the catalog (issue 9, written in parallel) call it"
-    )]
     pub fn scan_bodies(
         &self,
         from_seq: u64,

@@ -74,10 +74,6 @@ pub(crate) struct ArchiveWriter<'s> {
 impl<'s> ArchiveWriter<'s> {
     /// Starts `archive_dir/<range_first_seq>.evz.tmp` (replacing a leftover
     /// one) with frames compressed at zstd `level`.
-    #[allow(
-        dead_code,
-        reason = "the archiver and the catalog (issue 9, written in parallel) call it"
-    )]
     pub fn create(
         storage: &'s dyn Storage,
         archive_dir: &Path,

@@ -661,3 +661,33 @@ fn archived_segments_free_their_space_when_the_last_reader_lets_go() {
     );
     log.close().unwrap();
 }
+
+/// `repair` of a log whose sealed segments were partly archived: a
+/// segment's successor may be an archive, and the archived events stay.
+#[test]
+fn repair_counts_archives_as_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    for i in 0..3000 {
+        log.append(event(i, 1)).unwrap();
+    }
+    log.archive_all_sealed().unwrap();
+    // Sealed segments again after the archives.
+    for i in 3000..6000 {
+        log.append(event(i, 1)).unwrap();
+    }
+    let before = all(&log);
+    log.close().unwrap();
+    // Damage the last record of the active segment.
+    let active = segment_files(dir.path()).pop().unwrap();
+    let path = dir.path().join("segments").join(&active);
+    let last = *crate::common::records(&path).last().unwrap();
+    assert_eq!(last.seq, before.len() as u64);
+    crate::common::flip_byte(&path, last.body_byte(3), 0xFF);
+    let report = evlog::repair(dir.path(), evlog::RepairMode::Apply).unwrap();
+    let n = before.len() as u64;
+    assert_eq!(report.dropped_seqs(), vec![(n, n)], "only the damaged event goes");
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(all(&log), before[..before.len() - 1].to_vec());
+    log.close().unwrap();
+}
