@@ -353,6 +353,7 @@ impl HoldSet {
         set
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.correlations.is_empty() && self.entities.is_empty()
     }
