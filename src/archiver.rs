@@ -187,6 +187,7 @@ fn run(
     stop: Arc<AtomicBool>,
     status: Arc<Mutex<ArchiverStatus>>,
 ) {
+    crate::sys::lower_this_thread_priority();
     let mut archiver = Archiver::new(shared, policy);
     let interval = archiver.policy.check_interval();
     loop {

@@ -686,7 +686,11 @@ fn repair_counts_archives_as_pieces() {
     crate::common::flip_byte(&path, last.body_byte(3), 0xFF);
     let report = evlog::repair(dir.path(), evlog::RepairMode::Apply).unwrap();
     let n = before.len() as u64;
-    assert_eq!(report.dropped_seqs(), vec![(n, n)], "only the damaged event goes");
+    assert_eq!(
+        report.dropped_seqs(),
+        vec![(n, n)],
+        "only the damaged event goes"
+    );
     let log = Log::open(dir.path(), small_segments()).unwrap();
     assert_eq!(all(&log), before[..before.len() - 1].to_vec());
     log.close().unwrap();
