@@ -428,8 +428,8 @@ fn read_ahead(
         }
         let frames = file.frames();
         let start = frames.partition_point(|e| e.last_seq < from_seq);
-        for number in start..frames.len() {
-            if frames[number].first_seq > through_seq {
+        for (number, entry) in frames.iter().enumerate().skip(start) {
+            if entry.first_seq > through_seq {
                 return;
             }
             let bytes = file.read_frame(number, None);
