@@ -160,7 +160,10 @@ enum Command {
     },
     /// Check the whole log and its indexes; print {"ok":bool,
     /// "events_checked":N,"index_available":bool,"index_entries_checked":N,
-    /// "problems":[..]}. Exit 0 when sound, 1 on a problem, 2 on an error.
+    /// "deleted_events":N,"deletions":[..],"problems":[..]}, where
+    /// deleted_events are the holes retention made (each deletion listed
+    /// with its range, count, rule and date), not problems. Exit 0 when
+    /// sound, 1 on a problem, 2 on an error.
     Verify,
     /// Rebuild the secondary indexes from the log (opens the log for
     /// writing, so not while an application has it open). Shows progress
@@ -1122,6 +1125,8 @@ fn verify(dir: &PathBuf) -> Result<ExitCode> {
         "events_checked": report.events_checked,
         "index_available": report.index_available,
         "index_entries_checked": report.index_entries_checked,
+        "deleted_events": report.deleted_events,
+        "deletions": report.deletions,
         "problems": problems,
     });
     let mut out = std::io::stdout().lock();
