@@ -760,3 +760,41 @@ fn cli_retention_dry_run_archive_and_verify() {
     assert!(dump.status.success(), "{said}");
     assert!(said.contains("deleted by retention rule default"), "{said}");
 }
+
+/// Key compaction: a rule with `keep_latest_per_entity` keeps, in the
+/// sealed pieces it rewrites, only each entity's latest event of that
+/// rule; other rules' events and the latest events stay.
+#[test]
+fn key_compaction_keeps_the_latest_event_per_entity() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = RetentionPolicy::builder()
+        .rule(
+            RetentionRule::new("state")
+                .type_pattern("task.updated")
+                .keep_latest_per_entity(),
+        )
+        .build()
+        .unwrap();
+    let log = Log::open(dir.path(), small_segments().retention(policy)).unwrap();
+    for i in 0..3000 {
+        log.append(event(i, 1)).unwrap();
+    }
+    let before = all(&log);
+    let report = log.archive_now().unwrap();
+    assert!(report.events_deleted > 1000, "{report:?}");
+    let after: BTreeMap<u64, LoggedEvent> = all(&log).into_iter().map(|e| (e.seq, e)).collect();
+    // The latest task.updated event of each entity, over the whole log.
+    let mut latest = BTreeMap::new();
+    for e in before.iter().filter(|e| e.event_type == "task.updated") {
+        latest.insert(e.entity.clone().unwrap().entity_id, e.seq);
+    }
+    for e in &before {
+        let is_latest = latest.values().any(|&seq| seq == e.seq);
+        if e.event_type != "task.updated" || is_latest {
+            assert_eq!(after.get(&e.seq), Some(e), "seq {} must stay", e.seq);
+        } else if !after.contains_key(&e.seq) {
+            assert!(matches!(log.get(e.seq), Err(Error::Deleted { .. })));
+        }
+    }
+    log.close().unwrap();
+}
