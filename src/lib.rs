@@ -39,11 +39,14 @@ pub mod dump;
 mod error;
 mod event;
 mod fsutil;
+#[cfg(feature = "http")]
+pub mod http;
 mod index;
 pub mod json;
 mod log;
 mod lost_found;
 mod marker;
+pub mod metrics;
 mod mmap;
 mod options;
 mod query;
