@@ -44,7 +44,9 @@ fn answer(result: Result<ureq::Response, ureq::Error>, url: &str) -> (u16, Value
     };
     let status = response.status();
     let content_type = response.content_type().to_string();
-    let body = response.into_string().unwrap_or_else(|e| panic!("{url}: {e}"));
+    let body = response
+        .into_string()
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
     assert_eq!(content_type, "application/json", "{url}: {body}");
     let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"));
     (status, value)
@@ -131,9 +133,16 @@ fn all_pages(agent: &ureq::Agent, url: &str) -> Vec<u64> {
         out.extend(events.iter().map(|e| e["seq"].as_u64().unwrap()));
         match page["next_after"].as_u64() {
             Some(next) => {
-                assert_eq!(events.len(), PAGE_EVENTS, "{page_url}: a short page with more");
+                assert_eq!(
+                    events.len(),
+                    PAGE_EVENTS,
+                    "{page_url}: a short page with more"
+                );
                 assert_eq!(Some(next), out.last().copied(), "{page_url}");
-                assert!(after.is_none_or(|a| next > a), "{page_url}: the cursor went back");
+                assert!(
+                    after.is_none_or(|a| next > a),
+                    "{page_url}: the cursor went back"
+                );
                 after = Some(next);
             }
             None => return out,
@@ -183,7 +192,10 @@ fn http_lists_page_through_every_key_as_the_library_answers() {
                 evlog::json::format_timestamp(since),
                 evlog::json::format_timestamp(until)
             ),
-            Query::actor(&actor).event_type("*").since(since).until(until),
+            Query::actor(&actor)
+                .event_type("*")
+                .since(since)
+                .until(until),
         ),
         (
             format!("/api/events?correlation={correlation}&type=orchestration.*"),
@@ -193,7 +205,11 @@ fn http_lists_page_through_every_key_as_the_library_answers() {
     for (url, query) in cases {
         let want = library(&s.log, &query);
         assert!(want.len() > PAGE_EVENTS, "{url}: too few events to page");
-        assert_eq!(all_pages(&agent, &format!("{}{url}", s.base)), want, "{url}");
+        assert_eq!(
+            all_pages(&agent, &format!("{}{url}", s.base)),
+            want,
+            "{url}"
+        );
     }
     // The plain sequence range, from..=to.
     let got = all_pages(&agent, &format!("{}/api/events?from=100&to=130", s.base));
@@ -263,7 +279,10 @@ fn http_chain_and_descendants_match_the_library() {
 
     let root = want[0];
     let root_id = s.log.get(root).unwrap().id;
-    let tree = ok_json(&agent, &format!("{}/api/events/{root_id}/descendants", s.base));
+    let tree = ok_json(
+        &agent,
+        &format!("{}/api/events/{root_id}/descendants", s.base),
+    );
     let library_tree = s.log.descendants(root_id).unwrap();
     let want: Vec<(u64, u64)> = library_tree
         .walk()
@@ -274,7 +293,12 @@ fn http_chain_and_descendants_match_the_library() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| (n["depth"].as_u64().unwrap(), n["event"]["seq"].as_u64().unwrap()))
+        .map(|n| {
+            (
+                n["depth"].as_u64().unwrap(),
+                n["event"]["seq"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(got, want);
     assert_eq!(tree["total"], library_tree.len());
@@ -504,14 +528,18 @@ fn http_info_verify_metrics_and_page() {
     let verify = ok_json(&agent, &format!("{}/api/verify", s.base));
     assert_eq!(verify["ok"], true, "{verify}");
     assert_eq!(verify["events_checked"], EVENTS);
-    let metrics = agent
-        .get(&format!("{}/metrics", s.base))
-        .call()
-        .unwrap();
+    let metrics = agent.get(&format!("{}/metrics", s.base)).call().unwrap();
     assert!(metrics.content_type().starts_with("text/plain"));
     let text = metrics.into_string().unwrap();
-    assert!(text.lines().any(|l| l == format!("evlog_last_seq {EVENTS}")), "{text}");
-    assert!(text.contains("# TYPE evlog_index_lag_events gauge"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == format!("evlog_last_seq {EVENTS}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE evlog_index_lag_events gauge"),
+        "{text}"
+    );
     // The page and its assets: embedded, small, no address outside.
     let mut bytes = 0;
     for (path, kind) in [
@@ -536,7 +564,11 @@ fn read_sse(reader: &mut impl BufRead, count: usize) -> Vec<(u64, Value)> {
     let mut line = String::new();
     let deadline = Instant::now() + STREAM_WAIT;
     while out.len() < count {
-        assert!(Instant::now() < deadline, "only {} events of {count}", out.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} events of {count}",
+            out.len()
+        );
         line.clear();
         if reader.read_line(&mut line).unwrap() == 0 {
             panic!("the stream ended after {} events", out.len());
@@ -571,10 +603,14 @@ fn http_stream_delivers_live_events_and_resumes_without_gap_or_repeat() {
     let url = format!("{}/api/stream?type=live.*&entity=task/L-1", s.base);
     let mut stream = open_stream(&agent, &url, None);
     let live = |n: u64, entity: &str| {
-        Event::new(if n % 3 == 0 { "other.thing" } else { "live.tick" })
-            .entity("task", entity)
-            .json_payload(&serde_json::json!({ "n": n }))
-            .unwrap()
+        Event::new(if n % 3 == 0 {
+            "other.thing"
+        } else {
+            "live.tick"
+        })
+        .entity("task", entity)
+        .json_payload(&serde_json::json!({ "n": n }))
+        .unwrap()
     };
     // Matching and non-matching events interleaved.
     let mut matching = Vec::new();

@@ -40,7 +40,8 @@ function link(text, onclick, attrs) {
 }
 
 function entityName(e) { return e.entity ? e.entity.type + '/' + e.entity.id : ''; }
-function shortTime(t) { return t ? t.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : ''; }
+// Milliseconds kept: events of one second are told apart.
+function shortTime(t) { return t ? t.replace('T', ' ').replace(/(\.\d{3})\d*Z$/, '$1Z') : ''; }
 function fail(target, error) { target.textContent = error.message; target.classList.add('error'); }
 
 // ---- info ----
