@@ -603,7 +603,7 @@ fn http_stream_delivers_live_events_and_resumes_without_gap_or_repeat() {
     let url = format!("{}/api/stream?type=live.*&entity=task/L-1", s.base);
     let mut stream = open_stream(&agent, &url, None);
     let live = |n: u64, entity: &str| {
-        Event::new(if n % 3 == 0 {
+        Event::new(if n.is_multiple_of(3) {
             "other.thing"
         } else {
             "live.tick"
@@ -614,10 +614,10 @@ fn http_stream_delivers_live_events_and_resumes_without_gap_or_repeat() {
     };
     // Matching and non-matching events interleaved.
     let mut matching = Vec::new();
-    for n in 0..30 {
-        let entity = if n % 2 == 0 { "L-1" } else { "L-2" };
+    for n in 0..30u64 {
+        let entity = if n.is_multiple_of(2) { "L-1" } else { "L-2" };
         let seq = s.log.append(live(n, entity)).unwrap();
-        if n % 3 != 0 && entity == "L-1" {
+        if !n.is_multiple_of(3) && entity == "L-1" {
             matching.push(seq);
         }
     }
@@ -627,9 +627,9 @@ fn http_stream_delivers_live_events_and_resumes_without_gap_or_repeat() {
     // Reconnect as a browser does, after the last received event: the
     // rest, once each, and then new ones.
     let mut resumed = open_stream(&agent, &url, Some(first[4].0));
-    for n in 30..40 {
+    for n in 30..40u64 {
         let seq = s.log.append(live(n, "L-1")).unwrap();
-        if n % 3 != 0 {
+        if !n.is_multiple_of(3) {
             matching.push(seq);
         }
     }
