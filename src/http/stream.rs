@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use super::api::{last_event_id, ApiError, App, Params};
 use super::View;
 use crate::json::event_to_json;
-use crate::{Error, Filter, LoggedEvent, Start};
+use crate::{Error, Filter, LoggedEvent, Start, Subscription};
 
 /// Most live tails open at once; one more is refused with 503 (each holds
 /// a thread).
@@ -77,14 +77,24 @@ pub(super) async fn stream(
     // an event appended right after the client connected is delivered.
     let start = tokio::task::spawn_blocking(move || -> crate::Result<_> {
         view.refresh()?;
-        let next_seq = match after {
-            Some(after) => after.saturating_add(1),
-            None => view.last_seq().unwrap_or(0) + 1,
+        let start = match after {
+            Some(after) => Start::Seq(after.saturating_add(1)),
+            None => Start::End,
         };
-        Ok((view, next_seq))
+        let source = match view.subscribe(filter.clone(), start) {
+            Some(subscription) => Source::Subscription(Box::new(subscription?)),
+            None => Source::Poll {
+                next_seq: match after {
+                    Some(after) => after.saturating_add(1),
+                    None => view.last_seq().unwrap_or(0) + 1,
+                },
+                filter,
+            },
+        };
+        Ok((view, source))
     })
     .await;
-    let (view, next_seq) = match start {
+    let (view, source) = match start {
         Ok(Ok(started)) => started,
         Ok(Err(e)) => return ApiError::from(e).into_response(),
         Err(_) => {
@@ -102,7 +112,7 @@ pub(super) async fn stream(
         .spawn(move || {
             let _slot = guard;
             let feed = Feed { tx, stop };
-            if let Err(e) = feed.run(&*view, filter, next_seq) {
+            if let Err(e) = feed.run(&*view, source) {
                 feed.send(SseEvent::default().event("error").data(e.to_string()));
             }
         });
@@ -130,6 +140,14 @@ impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Where a stream's events come from.
+enum Source {
+    /// An open log's subscription (it delivers durable events).
+    Subscription(Box<Subscription>),
+    /// A reader's directory, looked at again from `next_seq`.
+    Poll { next_seq: u64, filter: Filter },
 }
 
 struct Feed {
@@ -169,10 +187,9 @@ impl Feed {
         )
     }
 
-    fn run(&self, view: &dyn View, filter: Filter, next_seq: u64) -> crate::Result<()> {
-        match view.subscribe(filter.clone(), Start::Seq(next_seq)) {
-            Some(subscription) => {
-                let mut subscription = subscription?;
+    fn run(&self, view: &dyn View, source: Source) -> crate::Result<()> {
+        match source {
+            Source::Subscription(mut subscription) => {
                 while !self.over() {
                     match subscription.next_timeout(Duration::from_millis(FEED_WAIT_MS)) {
                         Ok(Some(event)) => {
@@ -187,7 +204,7 @@ impl Feed {
                 }
                 Ok(())
             }
-            None => self.poll(view, &filter, next_seq),
+            Source::Poll { next_seq, filter } => self.poll(view, &filter, next_seq),
         }
     }
 
