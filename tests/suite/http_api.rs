@@ -5,7 +5,7 @@
 //! tail resumed by `Last-Event-ID`, the bearer token, and a served
 //! directory that disappears.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -640,8 +640,12 @@ fn http_stream_delivers_live_events_and_resumes_without_gap_or_repeat() {
     let again = read_sse(&mut from_param, matching.len() - 1);
     assert_eq!(again.iter().map(|e| e.0).collect::<Vec<_>>(), matching[1..]);
     drop(resumed);
-    drop(from_param);
+    // Shutting down ends the streams still open, and does not wait for
+    // their clients.
     s.server.shutdown().unwrap();
+    let mut rest = String::new();
+    let ended = from_param.read_to_string(&mut rest);
+    assert!(ended.is_ok() && !rest.contains("data: "), "{ended:?} {rest}");
 }
 
 #[test]
