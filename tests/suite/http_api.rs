@@ -645,7 +645,10 @@ fn http_stream_delivers_live_events_and_resumes_without_gap_or_repeat() {
     s.server.shutdown().unwrap();
     let mut rest = String::new();
     let ended = from_param.read_to_string(&mut rest);
-    assert!(ended.is_ok() && !rest.contains("data: "), "{ended:?} {rest}");
+    assert!(
+        ended.is_ok() && !rest.contains("data: "),
+        "{ended:?} {rest}"
+    );
 }
 
 #[test]
