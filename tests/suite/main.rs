@@ -9,8 +9,11 @@
 //! - `EVLOG_POWER_CUT_SEEDS` / `EVLOG_POWER_CUT_SEED`: how many seeded
 //!   power-cut workloads run (default 300) / replay one seed.
 
+mod archive_file;
+mod archive_log;
 mod cli;
 mod cli_hardening;
+mod cli_holds;
 mod cli_queries;
 mod cli_tail;
 mod common;
