@@ -31,6 +31,8 @@ pub struct Metrics {
     /// which cannot know it.
     pub durable_seq: Option<u64>,
     pub segment_count: usize,
+    /// Archive files (`archive/*.evz`) the log reads.
+    pub archive_count: usize,
     pub index: IndexStatus,
     /// Published events the indexes have not reached.
     pub index_lag_events: u64,
@@ -45,6 +47,7 @@ impl Metrics {
             last_seq: log.last_seq().unwrap_or(0),
             durable_seq: Some(log.durable_seq()),
             segment_count: log.segment_count(),
+            archive_count: log.archive_count(),
             index: log.index_status(),
             index_lag_events: log.index_lag(),
             consumers: log.consumers()?,
@@ -58,6 +61,7 @@ impl Metrics {
             last_seq: reader.last_seq().unwrap_or(0),
             durable_seq: None,
             segment_count: reader.segment_count(),
+            archive_count: reader.archive_count(),
             index: reader.index_status(),
             index_lag_events: reader.index_lag(),
             consumers: reader.consumers()?,
@@ -103,6 +107,12 @@ impl Metrics {
             "evlog_segments",
             "Segment files of the log.",
             self.segment_count as u64,
+        );
+        gauge(
+            &mut out,
+            "evlog_archive_files",
+            "Archive files of the log (sealed segments archived).",
+            self.archive_count as u64,
         );
         gauge(
             &mut out,
@@ -203,6 +213,7 @@ mod tests {
             last_seq: 10,
             durable_seq: Some(9),
             segment_count: 2,
+            archive_count: 4,
             index: IndexStatus {
                 available: true,
                 indexed_through: 7,
@@ -222,6 +233,7 @@ mod tests {
             "evlog_durable_seq 9",
             "evlog_events 8",
             "evlog_segments 2",
+            "evlog_archive_files 4",
             "evlog_index_available 1",
             "evlog_index_indexed_through_seq 7",
             "evlog_index_lag_events 3",

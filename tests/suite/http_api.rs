@@ -728,3 +728,58 @@ fn http_reader_sees_appends_and_reports_a_directory_that_disappears() {
     }
     server.shutdown().unwrap();
 }
+
+#[test]
+fn http_answers_archived_events_as_live_ones() {
+    let dir = tempdir();
+    let log = Log::open(
+        dir.path(),
+        Options::default()
+            .segment_bytes_max(evlog::SEGMENT_BYTES_MIN)
+            .preallocate_bytes(0),
+    )
+    .unwrap();
+    let events: Vec<Event> = Workload::new(WorkloadConfig::new(EVENTS))
+        .map(|g| g.event())
+        .collect();
+    // Small batches: a batch must fit one (small) segment.
+    for batch in events.chunks(50) {
+        log.append_batch(batch).unwrap();
+    }
+    log.archive_all_sealed().unwrap();
+    assert!(log.archive_count() > 0, "nothing was archived");
+    let log = Arc::new(log);
+    let server = serve(
+        Arc::clone(&log),
+        "127.0.0.1:0".parse().unwrap(),
+        ServeOptions::default(),
+    )
+    .unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let agent = agent();
+    let got = all_pages(&agent, &format!("{base}/api/events?from=1&to=40"));
+    assert_eq!(got, (1..=40).collect::<Vec<_>>());
+    let first = log.get(1).unwrap();
+    let correlation = first.correlation_id.unwrap();
+    assert_eq!(
+        all_pages(
+            &agent,
+            &format!("{base}/api/events/correlation/{correlation}?")
+        ),
+        library(&log, &Query::correlation(correlation))
+    );
+    let chain = ok_json(
+        &agent,
+        &format!("{base}/api/events/{}/descendants", first.id),
+    );
+    assert_eq!(chain["total"], log.descendants(first.id).unwrap().len());
+    let text = agent
+        .get(&format!("{base}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let archives = format!("evlog_archive_files {}", log.archive_count());
+    assert!(text.lines().any(|l| l == archives), "{text}");
+    server.shutdown().unwrap();
+}
