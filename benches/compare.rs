@@ -1220,8 +1220,7 @@ impl Bench {
         let n = self.truth.n();
         let dir = self.fresh_dir("evlog-archive");
         let inputs: Vec<Event> = self.truth.events.iter().map(Evlog::input).collect();
-        let log =
-            Log::open(&dir, archive_options()).expect("open evlog");
+        let log = Log::open(&dir, archive_options()).expect("open evlog");
         for batch in inputs.chunks(BATCH_EVENTS) {
             log.append_batch(batch).expect("append");
         }
@@ -1267,11 +1266,7 @@ impl Bench {
         // Archived point reads with a cold frame cache (cache off: every
         // read decompresses its frame).
         self.progress(&format!("{name}: archived point reads"));
-        let log = Log::open(
-            &dir,
-            archive_options().archive_cache_bytes(0),
-        )
-        .expect("open evlog");
+        let log = Log::open(&dir, archive_options().archive_cache_bytes(0)).expect("open evlog");
         let mut rng = Rng::new(PICK_SEED);
         let seqs: Vec<u64> = (0..R1_READS).map(|_| 1 + rng.below(archived)).collect();
         let mut latencies = Vec::with_capacity(seqs.len());
@@ -1304,8 +1299,7 @@ impl Bench {
             };
             self.progress(&format!("{name}: {label}"));
             let dir = self.fresh_dir("evlog-a2-archiving");
-            let log = Log::open(&dir, archive_options())
-                .expect("open evlog");
+            let log = Log::open(&dir, archive_options()).expect("open evlog");
             let done = std::sync::atomic::AtomicBool::new(false);
             let (elapsed, archived_segments) = std::thread::scope(|scope| {
                 let archiver = scope.spawn(|| {

@@ -75,11 +75,14 @@ pub struct ArchiverStatus {
     pub stopped_because: Option<String>,
 }
 
+/// `(pieces done, pieces to do)` as a run goes.
+type ProgressSender = Option<Sender<(u64, u64)>>;
+
 enum Command {
     /// Run now and answer.
-    RunNow(Sender<Result<ArchiveRunReport>>),
+    RunNow(Sender<Result<ArchiveRunReport>>, ProgressSender),
     /// Archive every sealed segment now, whatever the policy.
-    ArchiveAllSealed(Sender<Result<ArchiveRunReport>>),
+    ArchiveAllSealed(Sender<Result<ArchiveRunReport>>, ProgressSender),
 }
 
 /// The `evlog:archiver` thread as the `Log` sees it.
@@ -100,15 +103,23 @@ impl ArchiverHandle {
 
     fn ask(
         &self,
-        make: impl FnOnce(Sender<Result<ArchiveRunReport>>) -> Command,
+        make: impl FnOnce(Sender<Result<ArchiveRunReport>>, ProgressSender) -> Command,
+        mut progress: Option<&mut dyn FnMut(u64, u64)>,
     ) -> Result<ArchiveRunReport> {
         if let Some(reason) = self.status().stopped_because {
             return Err(Error::ArchiverStopped(reason));
         }
         let (reply, answer) = crossbeam_channel::bounded(1);
+        let (progress_sender, progress_reports) = crossbeam_channel::unbounded();
         self.commands
-            .send(make(reply))
+            .send(make(reply, progress.is_some().then_some(progress_sender)))
             .map_err(|_| Error::ArchiverStopped("the archiver thread ended".into()))?;
+        if let Some(report) = progress.as_mut() {
+            // Until the run drops its progress sender (it is over).
+            for (done, total) in progress_reports.iter() {
+                report(done, total);
+            }
+        }
         answer.recv().unwrap_or_else(|_| {
             Err(Error::ArchiverStopped(
                 self.status()
@@ -118,14 +129,18 @@ impl ArchiverHandle {
         })
     }
 
-    /// Runs the retention policy now and waits for the result.
-    pub fn run_now(&self) -> Result<ArchiveRunReport> {
-        self.ask(Command::RunNow)
+    /// Runs the retention policy now and waits for the result, telling
+    /// `progress` (pieces done, pieces to do) as it goes.
+    pub fn run_now(&self, progress: Option<&mut dyn FnMut(u64, u64)>) -> Result<ArchiveRunReport> {
+        self.ask(Command::RunNow, progress)
     }
 
     /// Archives every sealed segment now and waits.
-    pub fn archive_all_sealed(&self) -> Result<ArchiveRunReport> {
-        self.ask(Command::ArchiveAllSealed)
+    pub fn archive_all_sealed(
+        &self,
+        progress: Option<&mut dyn FnMut(u64, u64)>,
+    ) -> Result<ArchiveRunReport> {
+        self.ask(Command::ArchiveAllSealed, progress)
     }
 
     /// Stops the thread (after the action in progress) and waits.
@@ -134,7 +149,7 @@ impl ArchiverHandle {
         // Wakes the thread from its sleep: dropping our sender is not
         // possible while `self` lives, so send a no-op it ignores.
         let (reply, _) = crossbeam_channel::bounded(1);
-        let _ = self.commands.send(Command::RunNow(reply));
+        let _ = self.commands.send(Command::RunNow(reply, None));
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -187,6 +202,7 @@ fn run(
     stop: Arc<AtomicBool>,
     status: Arc<Mutex<ArchiverStatus>>,
 ) {
+    crate::sys::lower_this_thread_priority();
     let mut archiver = Archiver::new(shared, policy);
     let interval = archiver.policy.check_interval();
     loop {
@@ -202,12 +218,13 @@ fn run(
             let archiver = &mut archiver;
             let outcome =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match command {
-                    None => (archiver.run_policy(crate::log::now_micros()), None),
-                    Some(Command::RunNow(reply)) => {
-                        (archiver.run_policy(crate::log::now_micros()), Some(reply))
-                    }
-                    Some(Command::ArchiveAllSealed(reply)) => {
-                        (archiver.archive_all_sealed(), Some(reply))
+                    None => (archiver.run_policy(crate::log::now_micros(), None), None),
+                    Some(Command::RunNow(reply, progress)) => (
+                        archiver.run_policy(crate::log::now_micros(), progress),
+                        Some(reply),
+                    ),
+                    Some(Command::ArchiveAllSealed(reply, progress)) => {
+                        (archiver.archive_all_sealed(progress), Some(reply))
                     }
                 }));
             match outcome {
@@ -280,7 +297,11 @@ impl Archiver {
     }
 
     /// One run of the policy: plan, then carry out every action.
-    pub fn run_policy(&mut self, now_us: i64) -> Result<ArchiveRunReport> {
+    pub fn run_policy(
+        &mut self,
+        now_us: i64,
+        progress: ProgressSender,
+    ) -> Result<ArchiveRunReport> {
         self.shared.check_poison()?;
         let holds = crate::holds::read_holds(&*self.shared.storage, &self.shared.dir)?;
         let hold_set = HoldSet::new(&holds);
@@ -301,7 +322,11 @@ impl Archiver {
             // with them.
             crate::consumer::persist_positions(&self.shared)?;
         }
-        for action in plan.actions {
+        let total = plan.actions.len() as u64;
+        for (done, action) in plan.actions.into_iter().enumerate() {
+            if let Some(progress) = &progress {
+                let _ = progress.send((done as u64, total));
+            }
             let Some(piece) = self.shared.catalog.locate(action.piece_first_seq) else {
                 continue;
             };
@@ -323,6 +348,9 @@ impl Archiver {
             }
             report.actions.push(action);
         }
+        if let Some(progress) = &progress {
+            let _ = progress.send((total, total));
+        }
         if report.events_deleted > 0 {
             self.shared.forget_deleted();
         }
@@ -338,18 +366,25 @@ impl Archiver {
 
     /// Archives every sealed segment, whatever the policy says (the
     /// benchmarks and `evlog archive --all`).
-    pub fn archive_all_sealed(&mut self) -> Result<ArchiveRunReport> {
+    pub fn archive_all_sealed(&mut self, progress: ProgressSender) -> Result<ArchiveRunReport> {
         self.shared.check_poison()?;
         let pieces = self.shared.catalog.pieces();
         let mut report = ArchiveRunReport::default();
         // Every piece but the last (the active segment).
-        for piece in pieces.iter().take(pieces.len().saturating_sub(1)) {
+        let sealed = pieces.len().saturating_sub(1);
+        for (done, piece) in pieces.iter().take(sealed).enumerate() {
+            if let Some(progress) = &progress {
+                let _ = progress.send((done as u64, sealed as u64));
+            }
             if let Holder::Segment(segment) = &piece.holder {
                 report.stored_bytes_before += segment_stored_bytes(segment);
                 let archive = self.archive_segment(segment)?;
                 report.stored_bytes_after += archive.file_bytes();
                 report.segments_archived += 1;
             }
+        }
+        if let Some(progress) = &progress {
+            let _ = progress.send((sealed as u64, sealed as u64));
         }
         Ok(report)
     }

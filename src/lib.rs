@@ -62,6 +62,7 @@ mod retention;
 mod segment;
 pub mod storage;
 mod subscribe;
+mod sys;
 mod watermark;
 pub mod workload;
 mod writer;

@@ -649,14 +649,34 @@ impl Log {
     /// [`Log::archiver_status`].
     pub fn archive_now(&self) -> Result<ArchiveRunReport> {
         self.shared.check_poison()?;
-        self.archiver.run_now()
+        self.archiver.run_now(None)
+    }
+
+    /// [`Log::archive_now`], calling `progress(pieces done, pieces to do)`
+    /// before each piece (for a progress bar).
+    pub fn archive_now_with_progress(
+        &self,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<ArchiveRunReport> {
+        self.shared.check_poison()?;
+        self.archiver.run_now(Some(&mut progress))
     }
 
     /// Archives every sealed segment now, whatever the policy says
     /// (archiving loses nothing: archived events read as live ones do).
     pub fn archive_all_sealed(&self) -> Result<ArchiveRunReport> {
         self.shared.check_poison()?;
-        self.archiver.archive_all_sealed()
+        self.archiver.archive_all_sealed(None)
+    }
+
+    /// [`Log::archive_all_sealed`] with progress, as
+    /// [`Log::archive_now_with_progress`].
+    pub fn archive_all_sealed_with_progress(
+        &self,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<ArchiveRunReport> {
+        self.shared.check_poison()?;
+        self.archiver.archive_all_sealed(Some(&mut progress))
     }
 
     /// Whether the archiver runs, and why it stopped if it did.

@@ -97,7 +97,11 @@ pub(crate) fn repair_with_storage(
     seqs.sort_unstable();
     let mut starts: Vec<u64> = seqs.iter().chain(&archive_starts).copied().collect();
     starts.sort_unstable();
-    let successor = |first_seq: u64| starts.get(starts.partition_point(|&s| s <= first_seq)).copied();
+    let successor = |first_seq: u64| {
+        starts
+            .get(starts.partition_point(|&s| s <= first_seq))
+            .copied()
+    };
     let mut report = RepairReport::default();
     // The first segment whose records end before its successor's name says
     // (damage cut there, or a missing segment): everything after it goes.

@@ -100,8 +100,9 @@ pub struct ArchiveRecordInfo {
 /// # Ok(()) }
 /// ```
 pub struct Archive {
-    /// Sorted by range, ranges disjoint.
-    files: Vec<ArchiveFile>,
+    /// Sorted by range, ranges disjoint. Shared with the read-ahead
+    /// thread of an iteration.
+    files: Vec<Arc<ArchiveFile>>,
     cache: FrameCache,
 }
 
@@ -177,7 +178,7 @@ impl Archive {
             }
             let mut files = Vec::with_capacity(paths.len());
             for (_, p) in paths {
-                files.push(open_named(storage, &p)?);
+                files.push(Arc::new(open_named(storage, &p)?));
             }
             files.sort_by_key(|f| f.range_first_seq());
             for pair in files.windows(2) {
@@ -190,7 +191,7 @@ impl Archive {
             }
             files
         } else {
-            vec![open_named(storage, path)?]
+            vec![Arc::new(open_named(storage, path)?)]
         };
         Ok(Archive {
             files,
@@ -200,17 +201,17 @@ impl Archive {
 
     /// First seq of the first covered range.
     pub fn first_seq(&self) -> u64 {
-        self.files.first().map_or(0, ArchiveFile::range_first_seq)
+        self.files.first().map_or(0, |f| f.range_first_seq())
     }
 
     /// Last seq of the last covered range.
     pub fn last_seq(&self) -> u64 {
-        self.files.last().map_or(0, ArchiveFile::range_last_seq)
+        self.files.last().map_or(0, |f| f.range_last_seq())
     }
 
     /// Events present, over all files.
     pub fn event_count(&self) -> u64 {
-        self.files.iter().map(ArchiveFile::event_count).sum()
+        self.files.iter().map(|f| f.event_count()).sum()
     }
 
     /// Every file's footer, frames and deletion notes.
@@ -257,7 +258,10 @@ impl Archive {
 
     fn file_of(&self, seq: u64) -> Option<&ArchiveFile> {
         let i = self.files.partition_point(|a| a.range_last_seq() < seq);
-        self.files.get(i).filter(|a| a.range_first_seq() <= seq)
+        self.files
+            .get(i)
+            .filter(|a| a.range_first_seq() <= seq)
+            .map(|a| &**a)
     }
 
     /// The event `seq`: decompresses at most one frame (kept in a bounded
@@ -280,10 +284,12 @@ impl Archive {
         })
     }
 
-    /// The events present with seqs in `range`, in order, streaming: one
-    /// decompressed frame at a time (not through the cache), so memory
-    /// stays bounded by the largest frame. Deleted seqs are skipped; the
-    /// first damage found is the last item.
+    /// The events present with seqs in `range`, in order, streaming. A
+    /// read-ahead thread (`evlog:archive-read`) decompresses the next
+    /// frames (not through the cache) while the caller decodes this one,
+    /// at most `READ_AHEAD_FRAMES` ahead, so memory stays bounded by a few
+    /// frames and a replay uses a second core for decompression. Deleted
+    /// seqs are skipped; the first damage found is the last item.
     pub fn iter(&self, range: impl RangeBounds<u64>) -> Result<ArchiveIter<'_>> {
         let from_seq = match range.start_bound() {
             Bound::Included(&s) => s,
@@ -298,12 +304,25 @@ impl Archive {
         let file_index = self
             .files
             .partition_point(|a| a.range_last_seq() < from_seq);
+        let (sender, frames) = crossbeam_channel::bounded(READ_AHEAD_FRAMES);
+        if from_seq <= through_seq {
+            let files: Vec<Arc<ArchiveFile>> = self.files[file_index..].to_vec();
+            std::thread::Builder::new()
+                .name("evlog:archive-read".into())
+                .spawn(move || read_ahead(&files, from_seq, through_seq, &sender))
+                .map_err(|source| Error::Io {
+                    path: self
+                        .files
+                        .first()
+                        .map_or_else(PathBuf::new, |f| f.path().to_path_buf()),
+                    source,
+                })?;
+        }
         Ok(ArchiveIter {
-            archive: self,
+            archive: std::marker::PhantomData,
             from_seq,
             through_seq,
-            file_index,
-            frame_index: None,
+            frames,
             frame: None,
             cursor: FrameCursor::default(),
             done: from_seq > through_seq,
@@ -371,29 +390,62 @@ impl Archive {
 
 /// The iterator of [`Archive::iter`].
 pub struct ArchiveIter<'a> {
-    archive: &'a Archive,
+    /// Ties the iterator to its `Archive` (the read-ahead thread holds its
+    /// own references to the files).
+    archive: std::marker::PhantomData<&'a Archive>,
     from_seq: u64,
     through_seq: u64,
-    file_index: usize,
-    /// The frame being read in the current file, once started.
-    frame_index: Option<usize>,
-    frame: Option<Arc<Vec<u8>>>,
+    /// Frames in the order the iteration reads them, from the read-ahead
+    /// thread; it ends when this receiver is dropped.
+    frames: crossbeam_channel::Receiver<FrameRead>,
+    /// The frame being read.
+    frame: Option<(Arc<ArchiveFile>, usize, Arc<Vec<u8>>)>,
     cursor: FrameCursor,
     done: bool,
+}
+
+/// Decompressed frames the read-ahead thread may hold ready: enough to
+/// keep a second core busy, few enough to bound memory (a frame holds at
+/// most 128 KiB of records unless one record is larger).
+const READ_AHEAD_FRAMES: usize = 2;
+
+/// One frame from the read-ahead thread: the file, the frame number, and
+/// its bytes or why they could not be read.
+type FrameRead = (Arc<ArchiveFile>, usize, Result<Arc<Vec<u8>>>);
+
+/// The read-ahead thread: every frame that may hold a seq of
+/// `from_seq..=through_seq`, in order; stops after an error, or when the
+/// iterator is dropped.
+fn read_ahead(
+    files: &[Arc<ArchiveFile>],
+    from_seq: u64,
+    through_seq: u64,
+    sender: &crossbeam_channel::Sender<FrameRead>,
+) {
+    for file in files {
+        if file.range_first_seq() > through_seq {
+            return;
+        }
+        let frames = file.frames();
+        let start = frames.partition_point(|e| e.last_seq < from_seq);
+        for (number, entry) in frames.iter().enumerate().skip(start) {
+            if entry.first_seq > through_seq {
+                return;
+            }
+            let bytes = file.read_frame(number, None);
+            let failed = bytes.is_err();
+            if sender.send((Arc::clone(file), number, bytes)).is_err() || failed {
+                return;
+            }
+        }
+    }
 }
 
 impl ArchiveIter<'_> {
     fn step(&mut self) -> Result<Option<LoggedEvent>> {
         loop {
-            let Some(file) = self.archive.files.get(self.file_index) else {
-                return Ok(None);
-            };
-            if file.range_first_seq() > self.through_seq {
-                return Ok(None);
-            }
-            let frames = file.frames();
-            if let (Some(number), Some(bytes)) = (self.frame_index, &self.frame) {
-                let entry = &frames[number];
+            if let Some((file, number, bytes)) = &self.frame {
+                let entry = &file.frames()[*number];
                 let next = self
                     .cursor
                     .next(bytes, entry)
@@ -417,21 +469,17 @@ impl ArchiveIter<'_> {
                     None => {}
                 }
             }
-            // The next frame: the first one that can hold `from_seq` when
-            // the file is new, else the one after the current.
-            let next = match self.frame_index {
-                None => frames.partition_point(|e| e.last_seq < self.from_seq),
-                Some(number) => number + 1,
-            };
-            self.frame = None;
-            if next >= frames.len() || frames[next].first_seq > self.through_seq {
-                self.file_index += 1;
-                self.frame_index = None;
-                continue;
+            // The next frame, or the end (the read-ahead thread is done).
+            match self.frames.recv() {
+                Ok((file, number, bytes)) => {
+                    self.frame = Some((file, number, bytes?));
+                    self.cursor = FrameCursor::default();
+                }
+                Err(_) => {
+                    self.frame = None;
+                    return Ok(None);
+                }
             }
-            self.frame = Some(file.read_frame(next, None)?);
-            self.frame_index = Some(next);
-            self.cursor = FrameCursor::default();
         }
     }
 }

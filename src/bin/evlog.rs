@@ -160,7 +160,10 @@ enum Command {
     },
     /// Check the whole log and its indexes; print {"ok":bool,
     /// "events_checked":N,"index_available":bool,"index_entries_checked":N,
-    /// "problems":[..]}. Exit 0 when sound, 1 on a problem, 2 on an error.
+    /// "deleted_events":N,"deletions":[..],"problems":[..]}, where
+    /// deleted_events are the holes retention made (each deletion listed
+    /// with its range, count, rule and date), not problems. Exit 0 when
+    /// sound, 1 on a problem, 2 on an error.
     Verify,
     /// Rebuild the secondary indexes from the log (opens the log for
     /// writing, so not while an application has it open). Shows progress
@@ -856,12 +859,14 @@ fn holds(dir: &Path, change: Option<&HoldsChange>) -> Result<ExitCode> {
 
 fn archive(dir: &PathBuf, all: bool) -> Result<ExitCode> {
     let log = open(dir)?;
+    let mut bar = ProgressBar::new("archiving", "piece");
     let report = if all {
-        log.archive_all_sealed()
+        log.archive_all_sealed_with_progress(|done, total| bar.update(done, total))
     } else {
-        log.archive_now()
+        log.archive_now_with_progress(|done, total| bar.update(done, total))
     }
     .with_context(|| format!("archiving {}", dir.display()))?;
+    bar.finish();
     log.close()?;
     let actions: Vec<serde_json::Value> = report
         .actions
@@ -1177,6 +1182,8 @@ fn verify(dir: &PathBuf) -> Result<ExitCode> {
         "events_checked": report.events_checked,
         "index_available": report.index_available,
         "index_entries_checked": report.index_entries_checked,
+        "deleted_events": report.deleted_events,
+        "deletions": report.deletions,
         "problems": problems,
     });
     let mut out = std::io::stdout().lock();
@@ -1191,43 +1198,67 @@ fn verify(dir: &PathBuf) -> Result<ExitCode> {
 /// Width of the progress bar of `reindex`, in characters.
 const PROGRESS_BAR_CHARS: u64 = 40;
 
-fn reindex(dir: &PathBuf) -> Result<ExitCode> {
-    use std::io::IsTerminal;
-    let log = open(dir)?;
-    let show_progress = std::io::stderr().is_terminal();
-    let mut last_drawn_permille = None;
-    let through = log
-        .reindex_with_progress(|done_seqs, total_seqs| {
-            if !show_progress {
-                return;
-            }
-            let permille = (done_seqs.min(total_seqs) * 1000)
-                .checked_div(total_seqs)
-                .unwrap_or(1000);
-            // Redraw only when the bar moves, not for every batch.
-            if last_drawn_permille == Some(permille) {
-                return;
-            }
-            last_drawn_permille = Some(permille);
-            let filled = permille * PROGRESS_BAR_CHARS / 1000;
-            let bar = format!(
-                "{}{}",
-                "#".repeat(filled as usize),
-                ".".repeat((PROGRESS_BAR_CHARS - filled) as usize)
-            );
-            let mut err = std::io::stderr().lock();
-            // A failed progress write is no reason to fail the reindex.
-            let _ = write!(
-                err,
-                "\rreindexing [{bar}] {:>5.1}% (seq {done_seqs} of {total_seqs})",
-                permille as f64 / 10.0
-            );
-            let _ = err.flush();
-        })
-        .with_context(|| format!("reindexing {}", dir.display()))?;
-    if show_progress && last_drawn_permille.is_some() {
-        eprintln!();
+/// A one-line progress bar on stderr: drawn only on a terminal, and
+/// redrawn only when it moves.
+struct ProgressBar {
+    label: &'static str,
+    unit: &'static str,
+    show: bool,
+    last_drawn_permille: Option<u64>,
+}
+
+impl ProgressBar {
+    fn new(label: &'static str, unit: &'static str) -> ProgressBar {
+        use std::io::IsTerminal;
+        ProgressBar {
+            label,
+            unit,
+            show: std::io::stderr().is_terminal(),
+            last_drawn_permille: None,
+        }
     }
+
+    fn update(&mut self, done: u64, total: u64) {
+        if !self.show || total == 0 {
+            return;
+        }
+        let permille = (done.min(total) * 1000).checked_div(total).unwrap_or(1000);
+        if self.last_drawn_permille == Some(permille) {
+            return;
+        }
+        self.last_drawn_permille = Some(permille);
+        let filled = permille * PROGRESS_BAR_CHARS / 1000;
+        let bar = format!(
+            "{}{}",
+            "#".repeat(filled as usize),
+            ".".repeat((PROGRESS_BAR_CHARS - filled) as usize)
+        );
+        let mut err = std::io::stderr().lock();
+        // A failed progress write is no reason to fail the work.
+        let _ = write!(
+            err,
+            "\r{} [{bar}] {:>5.1}% ({} {done} of {total})",
+            self.label,
+            permille as f64 / 10.0,
+            self.unit
+        );
+        let _ = err.flush();
+    }
+
+    fn finish(&self) {
+        if self.show && self.last_drawn_permille.is_some() {
+            eprintln!();
+        }
+    }
+}
+
+fn reindex(dir: &PathBuf) -> Result<ExitCode> {
+    let log = open(dir)?;
+    let mut bar = ProgressBar::new("reindexing", "seq");
+    let through = log
+        .reindex_with_progress(|done_seqs, total_seqs| bar.update(done_seqs, total_seqs))
+        .with_context(|| format!("reindexing {}", dir.display()))?;
+    bar.finish();
     log.close()?;
     let mut out = std::io::stdout().lock();
     writeln!(

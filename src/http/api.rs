@@ -1157,6 +1157,9 @@ async fn stats(State(app): State<App>, query: QueryString) -> Response {
 struct Verify {
     ok: bool,
     events_checked: u64,
+    deleted_events: u64,
+    deletions: Vec<String>,
+    causes_not_found: u64,
     index_entries_checked: u64,
     index_available: bool,
     problems: Vec<String>,
@@ -1173,6 +1176,9 @@ async fn verify(State(app): State<App>, query: QueryString) -> Response {
             &Verify {
                 ok: report.is_ok(),
                 events_checked: report.events_checked,
+                deleted_events: report.deleted_events,
+                deletions: report.deletions,
+                causes_not_found: report.causes_not_found,
                 index_entries_checked: report.index_entries_checked,
                 index_available: report.index_available,
                 problems: report.problems,
