@@ -44,11 +44,14 @@ mod error;
 mod event;
 mod fsutil;
 mod holds;
+#[cfg(feature = "http")]
+pub mod http;
 mod index;
 pub mod json;
 mod log;
 mod lost_found;
 mod marker;
+pub mod metrics;
 mod mmap;
 mod options;
 mod query;

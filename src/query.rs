@@ -52,6 +52,8 @@ pub struct Query {
     pub(crate) since_us: Option<i64>,
     pub(crate) until_us: Option<i64>,
     pub(crate) limit: Option<usize>,
+    /// Only events with a greater seq: the cursor of a paged answer.
+    pub(crate) after_seq: Option<u64>,
 }
 
 impl Query {
@@ -133,6 +135,15 @@ impl Query {
         Query {
             since_us,
             until_us,
+            ..self
+        }
+    }
+    /// Only events with a sequence number above `seq`: the next page of an
+    /// answer after its last event. The indexes are read from there, so a
+    /// late page costs no more than the first.
+    pub fn after_seq(self, seq: u64) -> Query {
+        Query {
+            after_seq: Some(seq),
             ..self
         }
     }
@@ -645,7 +656,9 @@ impl Shared {
         if let (true, Some(entity)) = (query.linked, &query.entity) {
             entities = Some(self.linked_entities(index.as_deref(), mark, last, entity)?);
         }
-        let mut min_seq = self.first_readable();
+        let mut min_seq = self
+            .first_readable()
+            .max(query.after_seq.map_or(0, |after| after.saturating_add(1)));
         let mut allowed_blocks = None;
         let source = match &index {
             None => Source::Nothing,
@@ -674,7 +687,7 @@ impl Shared {
                     query,
                     entities.as_ref(),
                     allowed_blocks.as_deref(),
-                    mark,
+                    (min_seq, mark),
                 )?
             }
         };
@@ -692,7 +705,7 @@ impl Shared {
             tail: None,
             tail_range: match indexed_only {
                 Some(_) => (1, 0),
-                None => ((mark + 1).max(self.first_readable()), last),
+                None => ((mark + 1).max(min_seq), last),
             },
             returned: 0,
             finished: false,
@@ -705,13 +718,13 @@ impl Shared {
         query: &Query,
         entities: Option<&HashSet<Entity>>,
         allowed_blocks: Option<&[bool]>,
-        mark: u64,
+        (min_seq, mark): (u64, u64),
     ) -> Result<Source> {
         let stream = |kind: PostingKind, key: Vec<u8>| PostingStream {
             kind,
             key,
             buffer: VecDeque::new(),
-            next_from: Some(1),
+            next_from: Some(min_seq.max(1)),
         };
         let streams = if let Some(id) = query.correlation {
             vec![stream(PostingKind::Correlation, id.as_bytes().to_vec())]
@@ -743,7 +756,7 @@ impl Shared {
             // No key: every seq the index covers, or only the blocks whose
             // time range meets the window.
             let mut blocks = Vec::new();
-            let first = self.first_readable();
+            let first = min_seq;
             let last_block = mark / TIME_BLOCK_EVENTS;
             for block in 0..=last_block {
                 if mark == 0 {

@@ -226,6 +226,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the log's queries over HTTP, with a web page at / and a live
+    /// tail (Server-Sent Events), from a read-only view: works while an
+    /// application has the log open. Prints the page's address on stdout,
+    /// then serves until killed. Binds 127.0.0.1 (this machine only)
+    /// unless --listen says otherwise; then protect it with --token-file.
+    #[cfg(feature = "http")]
+    Serve {
+        /// Address and port to listen on (port 0: any free port).
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// A file holding a bearer token (surrounding whitespace ignored)
+        /// that every /api/ route and /metrics then require, as
+        /// `Authorization: Bearer <token>` or `?access_token=<token>`.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -667,7 +683,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Holds { change } => holds(&cli.dir, change.as_ref()),
         Command::Archive { all } => archive(&cli.dir, all),
         Command::Retention { dry_run, json } => retention(&cli.dir, dry_run, json),
+        #[cfg(feature = "http")]
+        Command::Serve { listen, token_file } => serve(&cli.dir, listen, token_file.as_deref()),
     }
+}
+
+#[cfg(feature = "http")]
+fn serve(
+    dir: &PathBuf,
+    listen: std::net::SocketAddr,
+    token_file: Option<&Path>,
+) -> Result<ExitCode> {
+    let mut options = evlog::http::ServeOptions::default();
+    if let Some(file) = token_file {
+        let token = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the token file {}", file.display()))?;
+        let token = token.trim();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "the token file {} is empty",
+            file.display()
+        );
+        options = options.bearer_token(token);
+    }
+    let view = std::sync::Arc::new(open_read_only(dir)?);
+    let server = evlog::http::serve(view, listen, options)
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = server.local_addr();
+    println!("http://{addr}/");
+    std::io::stdout().flush()?;
+    let reach = if addr.ip().is_loopback() {
+        "only this machine can connect"
+    } else if token_file.is_some() {
+        "other machines can connect; the API requires the token"
+    } else {
+        "WARNING: other machines can connect and nothing protects it (see --token-file)"
+    };
+    eprintln!(
+        "evlog: serving {} read-only on http://{addr}/ ({reach})",
+        dir.display()
+    );
+    server.wait()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The first seq `tail` examines, as `evlog::Start` places a subscription:

@@ -24,6 +24,10 @@ mod faults;
 mod fixtures;
 mod fuzz_regressions;
 mod hardening;
+#[cfg(feature = "http")]
+mod http_api;
+#[cfg(feature = "http")]
+mod http_browser;
 mod idempotent;
 mod index_crash;
 mod index_damage;

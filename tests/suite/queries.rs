@@ -311,3 +311,52 @@ fn a_temporary_log_is_removed_with_it() {
     assert!(!dir.exists(), "{} survived its log", dir.display());
     assert!(matches!(iter.next(), Some(Err(evlog::Error::Closed))));
 }
+
+/// `Query::after_seq` pages an answer: with the indexes (the second half
+/// of the log queried at once, so mostly still scanned) and without them,
+/// every query's pages put together are its whole answer, each event once,
+/// and a cursor past the end is empty.
+#[test]
+fn after_seq_pages_every_query_without_gap_or_repeat() {
+    const PAGE: usize = 13;
+    for indexes in [true, false] {
+        let dir = tempdir();
+        let log = Log::open(dir.path(), options().secondary_indexes(indexes)).unwrap();
+        let events: Vec<Event> = Workload::new(WorkloadConfig::new(4_000))
+            .map(|g| g.event())
+            .collect();
+        log.append_batch(&events[..2_000]).unwrap();
+        if indexes {
+            wait_indexed(&log);
+        }
+        log.append_batch(&events[2_000..]).unwrap();
+        let sample = log.get(1_999).unwrap();
+        let entity = sample.entity.clone().unwrap();
+        let since = sample.timestamp_us - 400_000;
+        let queries = [
+            evlog::Query::all(),
+            evlog::Query::correlation(sample.correlation_id.unwrap()),
+            evlog::Query::entity(&entity.entity_type, &entity.entity_id),
+            evlog::Query::all().event_type("validation.*"),
+            evlog::Query::actor(sample.actor.as_deref().unwrap()).since(since),
+            evlog::Query::all().since(since).until(since + 800_000),
+        ];
+        for query in queries {
+            let whole = seqs(log.query(&query));
+            assert!(whole.len() > 2 * PAGE, "{query:?}: too few to page");
+            let mut paged: Vec<u64> = Vec::new();
+            let mut after = 0;
+            loop {
+                let page = seqs(log.query(&query.clone().after_seq(after).limit(PAGE)));
+                assert!(page.iter().all(|&seq| seq > after), "{query:?}");
+                paged.extend(&page);
+                match page.last() {
+                    Some(&last) if page.len() == PAGE => after = last,
+                    _ => break,
+                }
+            }
+            assert_eq!(paged, whole, "{query:?}, indexes {indexes}");
+            assert!(seqs(log.query(&query.clone().after_seq(4_000))).is_empty());
+        }
+    }
+}
