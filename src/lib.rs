@@ -45,6 +45,8 @@ mod log;
 mod lost_found;
 mod marker;
 mod mmap;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod options;
 mod query;
 mod record;

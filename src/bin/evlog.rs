@@ -12,6 +12,12 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use evlog::{Durability, Event, Log, LogReader, Options};
 
+// In a folder of its own: a file directly in src/bin/ would be taken for
+// another binary.
+#[cfg(feature = "nats")]
+#[path = "evlog/nats_cmd.rs"]
+mod nats_cmd;
+
 /// Where `evlog` keeps its data when neither `--dir` nor `EVLOG_DIR` says.
 const DEFAULT_DATA_DIR: &str = "evlog-data";
 /// Most lines `append` groups into one durable batch: enough to amortize
@@ -180,6 +186,11 @@ enum Command {
     /// consumer committed and lag the number of events after it. Only
     /// reads; prints nothing when there is no consumer.
     Consumers,
+    /// Mirror the log to NATS JetStream, import a stream back, compare
+    /// them, show the lag (built with the `nats` feature).
+    #[cfg(feature = "nats")]
+    #[command(subcommand)]
+    Nats(nats_cmd::NatsCommand),
 }
 
 #[derive(clap::Args)]
@@ -565,6 +576,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reindex => reindex(&cli.dir),
         Command::Tail(args) => tail(&cli.dir, &args),
         Command::Consumers => consumers(&cli.dir),
+        #[cfg(feature = "nats")]
+        Command::Nats(command) => nats_cmd::run(&cli.dir, command),
     }
 }
 
