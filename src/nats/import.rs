@@ -251,7 +251,7 @@ async fn import_async(dir: &Path, config: &ImportConfig) -> Result<ImportReport>
                 message.stream_seq
             ))
         })?;
-        let mut event = crate::json::event_from_json(text).map_err(|e| {
+        let mut event = crate::json::event_from_json_unchecked(text).map_err(|e| {
             Error::Nats(format!(
                 "stream {name}: message {} is not an event: {e}",
                 message.stream_seq

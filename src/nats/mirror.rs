@@ -212,7 +212,8 @@ impl Mirror {
         let shared = Arc::new(Shared {
             status: Mutex::new(MirrorStatus {
                 connected: false,
-                shipped_seq: consumer.committed(),
+                // Nothing is known shipped before the stream says so.
+                shipped_seq: 0,
                 log_last_seq: 0,
                 lag: 0,
                 stream_last_seq: 0,
@@ -476,8 +477,11 @@ async fn sleep_unless_stopped(shared: &Shared, ms: u64) {
 async fn open_stream(
     context: &jetstream::Context,
     config: &MirrorConfig,
-) -> Result<jetstream::stream::Stream> {
-    if let Some(stream) = super::find_stream(context, &config.stream).await? {
+) -> std::result::Result<jetstream::stream::Stream, Refused> {
+    if let Some(stream) = super::find_stream(context, &config.stream)
+        .await
+        .map_err(Refused::Transient)?
+    {
         return Ok(stream);
     }
     context
@@ -488,7 +492,28 @@ async fn open_stream(
             ..Default::default()
         })
         .await
-        .map_err(|e| super::nats_error(format_args!("creating stream {}", config.stream), e))
+        .map_err(|e| {
+            let permanent = matches!(
+                e.kind(),
+                jetstream::context::CreateStreamErrorKind::JetStream(_)
+                    | jetstream::context::CreateStreamErrorKind::InvalidStreamName
+                    | jetstream::context::CreateStreamErrorKind::EmptyStreamName
+            );
+            let error = super::nats_error(format_args!("creating stream {}", config.stream), e);
+            if permanent {
+                // The server refused the configuration (for example
+                // subjects another stream already takes): retrying cannot help.
+                Refused::Permanent(error)
+            } else {
+                Refused::Transient(error)
+            }
+        })
+}
+
+/// Why the stream could not be opened.
+enum Refused {
+    Permanent(Error),
+    Transient(Error),
 }
 
 /// One connection's worth of mirroring: check the stream, read its tail,
@@ -497,7 +522,8 @@ async fn open_stream(
 async fn session(state: &mut State<'_>, context: &jetstream::Context) -> Result<SessionEnd> {
     let stream = match open_stream(context, state.config).await {
         Ok(stream) => stream,
-        Err(e) => return Ok(SessionEnd::Retry(e)),
+        Err(Refused::Transient(e)) => return Ok(SessionEnd::Retry(e)),
+        Err(Refused::Permanent(e)) => return Err(e),
     };
     let info = stream.cached_info().clone();
     let durability = super::check_durability(&info, state.config.monitor_url.as_deref()).await;
