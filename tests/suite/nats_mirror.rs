@@ -208,6 +208,10 @@ fn assert_equal(dir: &Path, server: &NatsServer, stream: &str) -> evlog::nats::V
     report
 }
 
+fn log_last_seq(dir: &Path) -> u64 {
+    Log::open_read_only(dir).unwrap().last_seq().unwrap_or(0)
+}
+
 fn replay(dir: &Path) -> Vec<u8> {
     let output = evlog_cli(dir).arg("replay").output().expect("run replay");
     assert!(output.status.success(), "replay failed: {output:?}");
@@ -268,10 +272,12 @@ fn nats_mirror_sigkill_rounds_leave_no_duplicate_and_no_gap() {
     let mut rng = Rng::new(0x5167_4b11);
     let mut previous = None;
     let mut killed_mid_run = 0;
+    let mut killed_mid_publishing = 0;
+    let mut shipped_before = 0;
     for round in 0..rounds {
         {
             let log = Log::open(dir.path(), Options::default()).unwrap();
-            let count = 200 + rng.below(800) as usize;
+            let count = 500 + rng.below(1_500) as usize;
             append_events(&log, &mut rng, count, &mut previous);
             log.close().unwrap();
         }
@@ -283,12 +289,35 @@ fn nats_mirror_sigkill_rounds_leave_no_duplicate_and_no_gap() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.below(40)));
+        if round % 2 == 0 {
+            // Blind: anywhere from the start-up to the end of the run.
+            std::thread::sleep(Duration::from_millis(rng.below(60)));
+        } else {
+            // Once the round's events are flowing, at a random moment.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline
+                && child.try_wait().unwrap().is_none()
+                && evlog::nats::stream_status(&server.url(), "KILLS", None)
+                    .map_or(0, |s| s.last_evlog_seq)
+                    <= shipped_before
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(rng.below(10)));
+        }
         if child.try_wait().unwrap().is_none() {
             killed_mid_run += 1;
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        let shipped = evlog::nats::stream_status(&server.url(), "KILLS", None)
+            .map(|s| s.last_evlog_seq)
+            .unwrap_or(0);
+        if shipped > shipped_before && shipped < log_last_seq(dir.path()) {
+            // Killed with part of the round shipped: mid-publishing.
+            killed_mid_publishing += 1;
+        }
+        shipped_before = shipped;
         if round % 10 == 9 {
             // Now and then the stream is compared up to where it got.
             let shipped = evlog::nats::stream_status(&server.url(), "KILLS", None)
@@ -302,9 +331,14 @@ fn nats_mirror_sigkill_rounds_leave_no_duplicate_and_no_gap() {
             assert!(report.equal, "round {round}: {report:?}");
         }
     }
+    eprintln!("{killed_mid_run} of {rounds} kills hit a running mirror, {killed_mid_publishing} while it was publishing");
     assert!(
         killed_mid_run >= rounds / 2,
         "only {killed_mid_run} of {rounds} kills hit a running mirror"
+    );
+    assert!(
+        killed_mid_publishing >= rounds / 3,
+        "only {killed_mid_publishing} of {rounds} kills hit the mirror while it was publishing"
     );
     let output = evlog_cli(dir.path())
         .args(["nats", "mirror", "--server", &server.url(), "--stream", "KILLS"])
