@@ -157,7 +157,12 @@ impl Drop for NatsServer {
 /// Varied events: entities, correlation and causation chains, trace
 /// context, metadata, JSON and byte payloads, several types.
 fn events(rng: &mut Rng, count: usize, previous: &mut Option<Uuid>) -> Vec<Event> {
-    let types = ["task.created", "task.status_changed", "job.run.done", "audit"];
+    let types = [
+        "task.created",
+        "task.status_changed",
+        "job.run.done",
+        "audit",
+    ];
     (0..count)
         .map(|i| {
             let id = Uuid::from_u64_pair(rng.next_u64(), rng.next_u64());
@@ -173,7 +178,11 @@ fn events(rng: &mut Rng, count: usize, previous: &mut Option<Uuid>) -> Vec<Event
             }
             if i % 4 == 0 {
                 event = event
-                    .traceparent(format!("00-{:032x}-{:016x}-01", rng.next_u64() | 1, rng.next_u64() | 1))
+                    .traceparent(format!(
+                        "00-{:032x}-{:016x}-01",
+                        rng.next_u64() | 1,
+                        rng.next_u64() | 1
+                    ))
                     .metadata("region", "eu");
             }
             event = if i % 5 == 0 {
@@ -200,9 +209,11 @@ fn append_events(log: &Log, rng: &mut Rng, count: usize, previous: &mut Option<U
 }
 
 fn assert_equal(dir: &Path, server: &NatsServer, stream: &str) -> evlog::nats::VerifyReport {
-    let report =
-        evlog::nats::verify(dir, &VerifyConfig::new(server.url(), stream).range_events(1_000))
-            .expect("verify");
+    let report = evlog::nats::verify(
+        dir,
+        &VerifyConfig::new(server.url(), stream).range_events(1_000),
+    )
+    .expect("verify");
     assert!(report.equal, "log and stream differ: {report:?}");
     assert_eq!(report.local_events, report.stream_messages);
     report
@@ -282,7 +293,14 @@ fn nats_mirror_sigkill_rounds_leave_no_duplicate_and_no_gap() {
             log.close().unwrap();
         }
         let mut child = evlog_cli(dir.path())
-            .args(["nats", "mirror", "--server", &server.url(), "--stream", "KILLS"])
+            .args([
+                "nats",
+                "mirror",
+                "--server",
+                &server.url(),
+                "--stream",
+                "KILLS",
+            ])
             .args(["--exit-when-caught-up", "--status-every-s", "0"])
             .args(["--publish-window", &(1 + rng.below(64)).to_string()])
             .stdout(Stdio::null())
@@ -341,7 +359,14 @@ fn nats_mirror_sigkill_rounds_leave_no_duplicate_and_no_gap() {
         "only {killed_mid_publishing} of {rounds} kills hit the mirror while it was publishing"
     );
     let output = evlog_cli(dir.path())
-        .args(["nats", "mirror", "--server", &server.url(), "--stream", "KILLS"])
+        .args([
+            "nats",
+            "mirror",
+            "--server",
+            &server.url(),
+            "--stream",
+            "KILLS",
+        ])
         .args(["--exit-when-caught-up", "--status-every-s", "0"])
         .output()
         .unwrap();
@@ -349,7 +374,10 @@ fn nats_mirror_sigkill_rounds_leave_no_duplicate_and_no_gap() {
     let report = assert_equal(dir.path(), &server, "KILLS");
     assert_eq!(report.local_events, report.local_last_seq);
     let stream = evlog::nats::stream_status(&server.url(), "KILLS", None).unwrap();
-    assert_eq!(stream.messages, report.local_last_seq, "a duplicate or a gap");
+    assert_eq!(
+        stream.messages, report.local_last_seq,
+        "a duplicate or a gap"
+    );
 }
 
 /// The server dies mid-mirror; appends go on; the mirror reports the lag
@@ -368,7 +396,11 @@ fn nats_mirror_rides_out_a_server_restart() {
     let mirror = Mirror::start(&log, MirrorConfig::new(server.url(), "RESTART")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(CATCH_UP_TIMEOUT_S);
     while mirror.status().shipped_seq < 2_000 {
-        assert!(Instant::now() < deadline, "no progress: {:?}", mirror.status());
+        assert!(
+            Instant::now() < deadline,
+            "no progress: {:?}",
+            mirror.status()
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     server.kill();
@@ -411,7 +443,10 @@ fn nats_import_reproduces_the_log_and_refuses_mixed_sources() {
         append_events(&log, &mut rng, 3_000, &mut previous);
         // A consumer's same-batch commit writes an `evlog.*` event.
         let mut consumer = log.consumer("billing", Filter::all()).unwrap();
-        let first = consumer.next_timeout(Duration::from_secs(1)).unwrap().unwrap();
+        let first = consumer
+            .next_timeout(Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
         consumer
             .append_batch_and_commit(&log, &[Event::new("invoice.created")], first.seq)
             .unwrap();
@@ -420,7 +455,14 @@ fn nats_import_reproduces_the_log_and_refuses_mixed_sources() {
     // Each stream its own subjects and its own consumer.
     let mirror = |stream: &str| {
         let output = evlog_cli(source.path())
-            .args(["nats", "mirror", "--server", &server.url(), "--stream", stream])
+            .args([
+                "nats",
+                "mirror",
+                "--server",
+                &server.url(),
+                "--stream",
+                stream,
+            ])
             .args(["--subject-prefix", &stream.to_lowercase()])
             .args(["--consumer", &format!("mirror-{stream}")])
             .args(["--exit-when-caught-up", "--status-every-s", "0"])
@@ -433,7 +475,14 @@ fn nats_import_reproduces_the_log_and_refuses_mixed_sources() {
     let copy_dir = copy.path().join("replica");
     let import = |dir: &Path, stream: &str| {
         evlog_cli(dir)
-            .args(["nats", "import", "--server", &server.url(), "--stream", stream])
+            .args([
+                "nats",
+                "import",
+                "--server",
+                &server.url(),
+                "--stream",
+                stream,
+            ])
             .output()
             .unwrap()
     };
@@ -536,7 +585,14 @@ fn nats_verify_names_the_first_difference_and_the_mirror_refuses_another_log() {
         other.close().unwrap();
     }
     let output = evlog_cli(changed.path())
-        .args(["nats", "verify", "--server", &server.url(), "--stream", "CHECK"])
+        .args([
+            "nats",
+            "verify",
+            "--server",
+            &server.url(),
+            "--stream",
+            "CHECK",
+        ])
         .args(["--range-events", "100"])
         .output()
         .unwrap();
