@@ -191,6 +191,13 @@ impl Shared {
         change(&mut status);
     }
 
+    fn published(&self) -> u64 {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .published
+    }
+
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
@@ -424,6 +431,7 @@ async fn mirror_loop(state: &mut State<'_>) -> Result<()> {
         if state.shared.stopping() && state.pending.is_empty() {
             return Ok(());
         }
+        let published_before = state.shared.published();
         let end = match &connection {
             Some((_, context)) => session(state, context).await?,
             None => match super::connect(&state.config.server).await {
@@ -439,6 +447,11 @@ async fn mirror_loop(state: &mut State<'_>) -> Result<()> {
         match end {
             SessionEnd::Stopped => return Ok(()),
             SessionEnd::Retry(e) => {
+                if state.shared.published() > published_before {
+                    // The session shipped something: this is a new
+                    // failure, not the same one again.
+                    backoff_ms = BACKOFF_MIN_MS;
+                }
                 tracing::warn!(error = %e, retry_in_ms = backoff_ms, "NATS mirror: will retry");
                 state.shared.update(|s| {
                     s.connected = false;
@@ -453,15 +466,6 @@ async fn mirror_loop(state: &mut State<'_>) -> Result<()> {
                 sleep_unless_stopped(state.shared, backoff_ms).await;
                 backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
             }
-        }
-        if state
-            .shared
-            .status
-            .lock()
-            .map(|s| s.connected)
-            .unwrap_or(false)
-        {
-            backoff_ms = BACKOFF_MIN_MS;
         }
     }
 }
