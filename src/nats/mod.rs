@@ -41,9 +41,14 @@ use async_nats::HeaderMap;
 use crate::error::{Error, Result};
 use crate::event::LoggedEvent;
 
-pub use import::{import, ImportConfig, ImportReport, IMPORT_MARKER_FILE};
-pub use mirror::{Mirror, MirrorConfig, MirrorHandle, MirrorStatus};
-pub use verify::{verify, RangeDifference, VerifyConfig, VerifyReport};
+pub use import::{
+    import, ImportConfig, ImportReport, IMPORT_BATCH_EVENTS_DEFAULT, IMPORT_MARKER_FILE,
+};
+pub use mirror::{
+    Mirror, MirrorConfig, MirrorHandle, MirrorStatus, MIRROR_CONSUMER_DEFAULT,
+    PUBLISH_WINDOW_DEFAULT,
+};
+pub use verify::{verify, RangeDifference, VerifyConfig, VerifyReport, RANGE_EVENTS_DEFAULT};
 
 /// Header carrying the event's sequence number in the source log.
 pub const HEADER_SEQ: &str = "Evlog-Seq";

@@ -67,14 +67,14 @@ pub struct MirrorArgs {
     #[arg(long = "filter", value_name = "PATTERN")]
     filters: Vec<String>,
     /// The durable consumer's name (its position is DIR/consumers/NAME.pos).
-    #[arg(long, default_value = "nats-mirror")]
+    #[arg(long, default_value = evlog::nats::MIRROR_CONSUMER_DEFAULT)]
     consumer: String,
     /// The server's HTTP monitoring URL (http://HOST:8222), to check that it
     /// syncs every write before acknowledging it.
     #[arg(long, value_name = "URL")]
     monitor: Option<String>,
     /// Publishes awaiting acknowledgement at once.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = evlog::nats::PUBLISH_WINDOW_DEFAULT)]
     publish_window: usize,
     /// Stop once every event DIR held at the start is in the stream, and
     /// print the final status.
@@ -93,7 +93,7 @@ pub struct VerifyArgs {
     #[arg(long = "filter", value_name = "PATTERN")]
     filters: Vec<String>,
     /// Seqs per compared range.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = evlog::nats::RANGE_EVENTS_DEFAULT)]
     range_events: u64,
     /// Compare only up to this seq (a mirror still running has not shipped
     /// the newest events).
@@ -106,7 +106,7 @@ pub struct StatusArgs {
     #[command(flatten)]
     target: TargetArgs,
     /// The mirror's consumer name.
-    #[arg(long, default_value = "nats-mirror")]
+    #[arg(long, default_value = evlog::nats::MIRROR_CONSUMER_DEFAULT)]
     consumer: String,
     /// The server's HTTP monitoring URL, to check its sync setting.
     #[arg(long, value_name = "URL")]
