@@ -48,6 +48,18 @@
 //!   `Options::secondary_indexes(false)`, closed, reopened with indexes: the
 //!   seconds from `Log::open` until `index_lag() == 0` (the indexer catches
 //!   up in the background); then `reindex()` of the same log.
+//! - Z1, Z2 and archived reads (evlog only, 8 MiB segments): N events
+//!   appended (batches of 1 000), then `archive_all_sealed()` timed (Z1: MB/s of the archived
+//!   events' encoded bytes, on the archiver thread; archived bytes per
+//!   event and as a fraction of the encoded bytes); a replay of every
+//!   archived event through `evlog::Archive` on the archive directory
+//!   alone (Z2, to compare with R2); 10 000 random `get`s of archived
+//!   events with the frame cache off (every read decompresses its frame;
+//!   the file is in the page cache), p50 and p99.
+//! - A2 archiving (evlog only, 8 MiB segments in both runs): A2 into a fresh log while a thread calls
+//!   `archive_all_sealed()` every 5 ms (each segment archived once sealed),
+//!   against A2 into a fresh log without it, in the same run.
+//! - `EVLOG_BENCH_ONLY=evlog` skips SQLite and sled.
 //! - L1, L2, L3: the raw-disk limits on the same encoded bytes (evlog's
 //!   record framing around a bincode body, as evlog writes them): `write` +
 //!   `fdatasync` per event (10 000 events, appending to a new file, and
@@ -1201,6 +1213,123 @@ impl Bench {
         }
     }
 
+    /// evlog only: Z1, Z2, archived point reads, archived bytes per event,
+    /// and A2 while the archiver runs (see the module docs).
+    fn archive(&mut self) {
+        let name = Evlog::NAME;
+        let n = self.truth.n();
+        let dir = self.fresh_dir("evlog-archive");
+        let inputs: Vec<Event> = self.truth.events.iter().map(Evlog::input).collect();
+        let log = Log::open(&dir, archive_options()).expect("open evlog");
+        for batch in inputs.chunks(BATCH_EVENTS) {
+            log.append_batch(batch).expect("append");
+        }
+
+        // Z1: every sealed segment into an archive, on the archiver thread.
+        self.progress(&format!("{name}: Z1 archive all sealed segments"));
+        let started = Instant::now();
+        let report = log.archive_all_sealed().expect("archive_all_sealed");
+        let z1 = started.elapsed();
+        let archive_dir = dir.join("archive");
+        assert!(report.segments_archived > 0, "Z1 archived nothing");
+        let archived = evlog::Archive::open(&archive_dir)
+            .expect("open archives")
+            .last_seq();
+        let input_bytes = self.truth.raw_range(0, archived as usize).len() as f64;
+        let archived_bytes = disk_usage(&archive_dir).0 as f64;
+        self.figures
+            .set("Z1", name, input_bytes / 1e6 / z1.as_secs_f64());
+        self.figures
+            .set("Z1 bytes", name, archived_bytes / archived as f64);
+        self.figures
+            .set("Z1 ratio", name, archived_bytes / input_bytes);
+        // Every archived event reads back as appended.
+        self.check_store(&Evlog { log }, &format!("{name} Z1"), n, |seq| {
+            Row::expected(&self.truth.events[seq as usize - 1], seq)
+        });
+
+        // Z2: replay every archived event from the archives alone.
+        self.progress(&format!("{name}: Z2 replay from archives"));
+        let offline = evlog::Archive::open(&archive_dir).expect("open archives");
+        let mut digests = Vec::with_capacity(archived as usize);
+        let started = Instant::now();
+        for event in offline.iter(..).expect("archive iter") {
+            digests.push(row_of_logged(event.expect("archived event")).digest());
+        }
+        let z2 = started.elapsed();
+        let indices: Vec<u64> = (0..archived).collect();
+        check_digests(&format!("{name} Z2"), &self.truth, &digests, &indices);
+        self.figures
+            .set("Z2", name, per_second(archived as usize, z2));
+        drop(offline);
+
+        // Archived point reads with a cold frame cache (cache off: every
+        // read decompresses its frame).
+        self.progress(&format!("{name}: archived point reads"));
+        let log = Log::open(&dir, archive_options().archive_cache_bytes(0)).expect("open evlog");
+        let mut rng = Rng::new(PICK_SEED);
+        let seqs: Vec<u64> = (0..R1_READS).map(|_| 1 + rng.below(archived)).collect();
+        let mut latencies = Vec::with_capacity(seqs.len());
+        for &seq in &seqs {
+            let t = Instant::now();
+            let event = log.get(seq).expect("archived get");
+            latencies.push(t.elapsed());
+            assert_eq!(
+                row_of_logged(event),
+                Row::expected(&self.truth.events[seq as usize - 1], seq),
+                "{name} archived get"
+            );
+        }
+        latencies.sort_unstable();
+        self.figures
+            .set("Z get p50", name, percentile_us(&latencies, 0.50));
+        self.figures
+            .set("Z get p99", name, percentile_us(&latencies, 0.99));
+        log.close().expect("close");
+        std::fs::remove_dir_all(&dir).expect("remove bench dir");
+
+        // A2 with and without the archiver at work: the same N events into
+        // a fresh log each time; with it, a thread archives every segment
+        // as soon as it is sealed.
+        for archiving in [false, true] {
+            let label = if archiving {
+                "A2 archiving"
+            } else {
+                "A2 same run"
+            };
+            self.progress(&format!("{name}: {label}"));
+            let dir = self.fresh_dir("evlog-a2-archiving");
+            let log = Log::open(&dir, archive_options()).expect("open evlog");
+            let done = std::sync::atomic::AtomicBool::new(false);
+            let (elapsed, archived_segments) = std::thread::scope(|scope| {
+                let archiver = scope.spawn(|| {
+                    let mut segments = 0;
+                    while archiving && !done.load(std::sync::atomic::Ordering::Acquire) {
+                        segments += log.archive_all_sealed().expect("archive").segments_archived;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    segments
+                });
+                let started = Instant::now();
+                for batch in inputs.chunks(BATCH_EVENTS) {
+                    log.append_batch(batch).expect("append");
+                }
+                let elapsed = started.elapsed();
+                done.store(true, std::sync::atomic::Ordering::Release);
+                (elapsed, archiver.join().expect("archiver thread"))
+            });
+            if archiving {
+                assert!(
+                    archived_segments > 0,
+                    "the archiver archived nothing during A2"
+                );
+            }
+            log.close().expect("close");
+            std::fs::remove_dir_all(&dir).expect("remove bench dir");
+            self.figures.set(label, name, per_second(n, elapsed));
+        }
+    }
+
     /// evlog only: I1, indexing a log appended without indexes, from the
     /// open that turns them on until they are current; I2, `reindex()` of
     /// the same log.
@@ -1410,6 +1539,16 @@ fn timed_queries<P>(
 // ---------------------------------------------------------------------------
 // Report.
 
+/// Options of the archive rows: 8 MiB segments, so that N = 100 000
+/// events (about 35 MB) fill several sealed segments to archive.
+fn archive_options() -> Options {
+    Options::default()
+        .durability(Durability::Always)
+        .segment_bytes_max(ARCHIVE_SEGMENT_BYTES)
+}
+
+const ARCHIVE_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+
 /// (key, operation, unit) of each table row, in order.
 const ROWS: &[(&str, &str, &str)] = &[
     (
@@ -1463,6 +1602,34 @@ const ROWS: &[(&str, &str, &str)] = &[
     ("I1 rate", "I1 catch-up rate", "events/s"),
     ("I2", "I2 reindex() of the same N events", "s"),
     ("I2 rate", "I2 reindex rate", "events/s"),
+    (
+        "Z1",
+        "Z1 archive all sealed segments (zstd level 3), input",
+        "MB/s",
+    ),
+    ("Z1 bytes", "Z1 archived bytes per event", "bytes"),
+    (
+        "Z1 ratio",
+        "Z1 archived bytes / live encoded bytes",
+        "ratio",
+    ),
+    (
+        "Z2",
+        "Z2 replay every archived event from archives alone",
+        "events/s",
+    ),
+    ("Z get p50", "archived get, frame cache off, p50", "µs"),
+    ("Z get p99", "archived get, frame cache off, p99", "µs"),
+    (
+        "A2 same run",
+        "A2 into a fresh log, no archiver (same run as the next row)",
+        "events/s",
+    ),
+    (
+        "A2 archiving",
+        "A2 while a thread archives each segment once sealed",
+        "events/s",
+    ),
 ];
 
 fn format_figure(value: Option<f64>) -> String {
@@ -1586,8 +1753,13 @@ fn main() {
     bench.raw_limits();
     bench.run_engine::<Evlog>();
     bench.index_catch_up();
-    bench.run_engine::<Sqlite>();
-    bench.run_engine::<Sled>();
+    bench.archive();
+    // EVLOG_BENCH_ONLY=evlog skips the peers (for a quick look at evlog's
+    // own rows; the ratios against them then read "–").
+    if std::env::var("EVLOG_BENCH_ONLY").map_or(true, |only| only != "evlog") {
+        bench.run_engine::<Sqlite>();
+        bench.run_engine::<Sled>();
+    }
     let wall = started.elapsed();
 
     let machine = machine_info(tmp.path());

@@ -295,8 +295,20 @@ pub struct Consumer {
 impl Consumer {
     pub(crate) fn open(shared: Arc<Shared>, name: &str, filter: Filter) -> Result<Consumer> {
         validate_consumer_name(name)?;
-        let from_file = read_position_file(&shared, name)?.unwrap_or(0);
-        let from_log = position_in_log(&shared, name)?.unwrap_or(0);
+        let stored_in_file = read_position_file(&shared, name)?;
+        let stored_in_log = position_in_log(&shared, name)?;
+        let first = shared
+            .first_seq
+            .load(std::sync::atomic::Ordering::Acquire)
+            .max(1);
+        if stored_in_file.is_none() && stored_in_log.is_none() {
+            // A new consumer starts at the start of the log, and exists
+            // from now on: its position file pins what retention rules
+            // with `keep_until_consumed` keep for it.
+            store_position(&shared, name, first - 1)?;
+        }
+        let from_file = stored_in_file.unwrap_or(first - 1);
+        let from_log = stored_in_log.unwrap_or(0);
         let mut committed = from_file.max(from_log);
         let last = shared.marks.last_seq();
         let mut reset_from = None;
@@ -315,16 +327,23 @@ impl Consumer {
             // between would never be delivered.
             store_position(&shared, name, committed)?;
         }
-        let first = shared
-            .first_seq
-            .load(std::sync::atomic::Ordering::Acquire)
-            .max(1);
         if committed + 1 < first {
             return Err(Error::ConsumerBehindLog {
                 name: name.to_string(),
                 position: committed,
                 first_seq: first,
             });
+        }
+        // Retention deleted events this consumer has not read (a rule
+        // without `keep_until_consumed`): resuming would skip them.
+        if let Some(deleted) = shared.catalog.deleted_through() {
+            if committed < deleted {
+                return Err(Error::ConsumerBehindLog {
+                    name: name.to_string(),
+                    position: committed,
+                    first_seq: deleted + 1,
+                });
+            }
         }
         let subscription =
             Subscription::new(Arc::clone(&shared), filter, Start::Seq(committed + 1))?;
@@ -569,6 +588,25 @@ pub(crate) fn list(shared: &Arc<Shared>) -> Result<Vec<ConsumerInfo>> {
         });
     }
     Ok(infos)
+}
+
+/// The lowest committed position among the durable consumers, if there
+/// are any: retention rules that keep events until every consumer has read
+/// them keep everything after it.
+pub(crate) fn min_position(shared: &Arc<Shared>) -> Result<Option<u64>> {
+    Ok(list(shared)?.iter().map(|c| c.position).min())
+}
+
+/// Writes to its file every consumer's position that so far lives only in
+/// the log (a same-batch commit's bookkeeping event): retention is about to
+/// delete events, and those bookkeeping events may be among them.
+pub(crate) fn persist_positions(shared: &Arc<Shared>) -> Result<()> {
+    for info in list(shared)? {
+        if read_position_file(shared, &info.name)?.unwrap_or(0) < info.position {
+            store_position(shared, &info.name, info.position)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes a consumer's position file. Returns whether it existed. (Its

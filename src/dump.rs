@@ -282,6 +282,29 @@ fn verify_dir(dir: &Path) -> Result<Option<Problem>> {
     } else {
         dir.to_path_buf()
     };
+    // The archives first (FORMAT.md, "The catalog"): each is checked
+    // whole (every frame, record and count; a hole no deletion note
+    // explains is damage), and a segment an archive replaced is not part
+    // of the log.
+    let archive_dir = dir.join(crate::archiver::ARCHIVE_DIR);
+    let mut archive_starts = Vec::new();
+    if archive_dir.is_dir() {
+        for (first, path) in crate::archive::archive_paths(&storage, &archive_dir)? {
+            let archive = crate::archive::open_named(&storage, &path)?;
+            let report = archive.verify()?;
+            if report.unexplained_missing > 0 {
+                return Ok(Some(Problem {
+                    file: path,
+                    offset: 0,
+                    what: format!(
+                        "{} sequence numbers of the archive's range are neither held nor deleted by retention",
+                        report.unexplained_missing
+                    ),
+                }));
+            }
+            archive_starts.push(first);
+        }
+    }
     let seqs: Vec<u64> = segment_paths(dir)?
         .iter()
         .filter_map(|p| {
@@ -289,13 +312,24 @@ fn verify_dir(dir: &Path) -> Result<Option<Problem>> {
                 .to_str()
                 .and_then(|n| parse_file_name(n, SEGMENT_SUFFIX))
         })
+        .filter(|seq| archive_starts.binary_search(seq).is_err())
         .collect();
+    let mut starts: Vec<u64> = seqs.iter().chain(&archive_starts).copied().collect();
+    starts.sort_unstable();
     for (i, &first_seq) in seqs.iter().enumerate() {
         let path = segments_dir.join(crate::segment::segment_file_name(first_seq));
         let mut offsets = Vec::new();
         let report = inspect_segment(&path, |r| offsets.push(r.offset))?;
-        match seqs.get(i + 1) {
-            Some(&next) => {
+        // A sealed segment's successor is the next piece, live or archived.
+        let successor = (i + 1 < seqs.len())
+            .then(|| {
+                starts
+                    .get(starts.partition_point(|&s| s <= first_seq))
+                    .copied()
+            })
+            .flatten();
+        match successor {
+            Some(next) => {
                 // Sealed: the rules open applies, then what reads would find.
                 let file = crate::storage::os_file(File::open(&path).at(&path)?);
                 let scan = scan_records(
@@ -356,6 +390,32 @@ fn verify_dir(dir: &Path) -> Result<Option<Problem>> {
         }
     }
     Ok(None)
+}
+
+/// The deletions retention recorded in the archives of a data directory,
+/// one line each (range, count, rule, time), for `evlog-dump --verify`.
+pub fn deletions(dir: &Path) -> Result<Vec<String>> {
+    let storage = OsStorage;
+    let archive_dir = dir.join(crate::archiver::ARCHIVE_DIR);
+    let mut lines = Vec::new();
+    if !archive_dir.is_dir() {
+        return Ok(lines);
+    }
+    for (_, path) in crate::archive::archive_paths(&storage, &archive_dir)? {
+        let archive = crate::archive::open_named(&storage, &path)?;
+        for note in archive.deletions() {
+            lines.push(format!(
+                "seqs {}..={}: {} events deleted by retention rule {} on {} ({})",
+                note.first_seq,
+                note.last_seq,
+                note.count,
+                note.rule,
+                crate::json::format_timestamp(note.deleted_at_us),
+                path.display()
+            ));
+        }
+    }
+    Ok(lines)
 }
 
 /// Reads a durable consumer's position file (`DIR/consumers/<name>.pos`,

@@ -61,6 +61,11 @@ pub enum Error {
         first_seq: u64,
     },
 
+    /// The archiver stopped after an I/O error or a panic; appends and
+    /// reads go on, and archiving resumes at the next open.
+    #[error("archiving stopped: {0}")]
+    ArchiverStopped(String),
+
     /// No event in the log has this id.
     #[error("no event with id {0}")]
     UnknownEventId(uuid::Uuid),
@@ -125,6 +130,22 @@ pub enum Error {
     #[error("sequence number {0} is not in the log")]
     NotFound(u64),
 
+    /// The event with this sequence number was deleted by retention: the
+    /// archive that covered it records which rule removed it and when
+    /// (microseconds since the Unix epoch), so it is told apart from
+    /// lost data.
+    #[error("sequence number {seq} was deleted by retention rule {rule:?} at {deleted_at_us} µs since the epoch")]
+    Deleted {
+        seq: u64,
+        rule: String,
+        deleted_at_us: i64,
+    },
+
+    /// Two archive files cover overlapping sequence ranges, so neither can
+    /// be trusted to be the one authoritative copy.
+    #[error("archives {} and {} cover overlapping sequence ranges", first.display(), second.display())]
+    OverlappingArchives { first: PathBuf, second: PathBuf },
+
     /// A line of JSON is not an event object (syntax, an unknown field, a
     /// field of the wrong kind); the source says which and where.
     #[error("not a valid event object")]
@@ -146,6 +167,28 @@ pub enum Error {
     #[error("event id {id} is already in the log at sequence number {existing_seq}, but the rest of the batch is not that same earlier batch")]
     DuplicateInBatch { id: uuid::Uuid, existing_seq: u64 },
 
+    /// A retention policy is refused (see
+    /// [`crate::RetentionPolicyBuilder::build`]); `rule` is the name of the
+    /// rule at fault, empty for a setting of the whole policy.
+    #[error(
+        "invalid retention policy: {}",
+        describe_retention_problem(rule, reason)
+    )]
+    InvalidRetention { rule: String, reason: String },
+
+    /// A legal hold is refused: a field too long, or too many holds.
+    #[error("invalid hold: {reason}")]
+    InvalidHold { reason: String },
+
+    /// A configuration file (`DIR/evlog.toml`) is not valid: bad TOML, an
+    /// unknown key, a bad value. `line` is 1-based.
+    #[error("invalid configuration in {} line {line}: {message}", path.display())]
+    Config {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+
     /// A conditional append (see [`crate::Event::expected_version`]) found
     /// its entity at another version than expected: another event got
     /// there first. Nothing of the request was written. `actual` is the
@@ -163,6 +206,14 @@ pub enum Error {
     /// stream holds contradicts the local log (feature `nats`).
     #[error("NATS: {0}")]
     Nats(String),
+}
+
+fn describe_retention_problem(rule: &str, reason: &str) -> String {
+    if rule.is_empty() {
+        reason.to_string()
+    } else {
+        format!("rule {rule:?}: {reason}")
+    }
 }
 
 /// What exactly is wrong with corrupt bytes.
@@ -202,6 +253,10 @@ pub enum CorruptKind {
     /// acknowledged and durable): reported, never cut away on open. `seq`
     /// is the sequence number that record should have.
     Vouched { seq: u64, damage: Box<CorruptKind> },
+    /// An archive file (`.evz`) is not what FORMAT.md says: a metadata
+    /// frame disagrees with another, a data frame does not decompress to
+    /// what its index entry promises.
+    Archive(&'static str),
 }
 
 impl fmt::Display for CorruptKind {
@@ -241,6 +296,7 @@ impl fmt::Display for CorruptKind {
                 "sequence {seq}, which a clean close recorded as durable, is damaged ({damage}); \
                  `evlog repair` moves it and what follows to lost+found"
             ),
+            CorruptKind::Archive(what) => write!(f, "archive: {what}"),
         }
     }
 }
@@ -251,7 +307,9 @@ impl From<Error> for std::io::Error {
     fn from(error: Error) -> std::io::Error {
         let kind = match &error {
             Error::Io { source, .. } | Error::DiskFull { source, .. } => source.kind(),
-            Error::NotFound(_) | Error::NoDataDirectory { .. } => std::io::ErrorKind::NotFound,
+            Error::NotFound(_) | Error::Deleted { .. } | Error::NoDataDirectory { .. } => {
+                std::io::ErrorKind::NotFound
+            }
             Error::Corrupt { .. } | Error::UnsupportedVersion { .. } => {
                 std::io::ErrorKind::InvalidData
             }
@@ -260,7 +318,10 @@ impl From<Error> for std::io::Error {
             | Error::RecordTooLarge { .. }
             | Error::BatchTooLarge { .. }
             | Error::EventJson(_)
-            | Error::Payload(_) => std::io::ErrorKind::InvalidInput,
+            | Error::Payload(_)
+            | Error::InvalidRetention { .. }
+            | Error::InvalidHold { .. }
+            | Error::Config { .. } => std::io::ErrorKind::InvalidInput,
             Error::DuplicateInBatch { .. } => std::io::ErrorKind::AlreadyExists,
             _ => std::io::ErrorKind::Other,
         };

@@ -32,13 +32,18 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod admission;
+mod archive;
+mod archiver;
+mod catalog;
 mod codec;
 mod compact;
+mod config;
 mod consumer;
 pub mod dump;
 mod error;
 mod event;
 mod fsutil;
+mod holds;
 mod index;
 pub mod json;
 mod log;
@@ -52,13 +57,19 @@ mod query;
 mod record;
 mod recovery;
 mod repair;
+mod retention;
 mod segment;
 pub mod storage;
 mod subscribe;
+mod sys;
 mod watermark;
 pub mod workload;
 mod writer;
 
+pub use archive::{
+    Archive, ArchiveFrameInfo, ArchiveInfo, ArchiveIter, ArchiveRecordInfo, ArchiveVerifyReport,
+    DeletionNote,
+};
 pub use error::{CorruptKind, Error, Result};
 /// The UUID type of event ids, re-exported so that callers use the same
 /// major version of `uuid` as evlog.
@@ -103,6 +114,109 @@ pub mod bench_api {
     pub fn verify_record(record: &[u8]) -> bool {
         crate::record::verify_record(record, crate::options::RECORD_BYTES_LIMIT).is_ok()
     }
+
+    /// Frames a body as the record of `seq` (a unit of its own).
+    pub fn record_with_seq(seq: u64, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::record::encode_record(&mut out, seq, 0, 0, body);
+        out
+    }
+
+    /// The whole records of every sealed segment (all but the last) of
+    /// the data directory `dir`, in order, one list per segment, as an
+    /// archiver reads them.
+    pub fn sealed_records(dir: &std::path::Path) -> crate::Result<Vec<Vec<Vec<u8>>>> {
+        use crate::error::IoContext;
+        use crate::storage::{OpenMode, OsStorage, Storage};
+        let paths = crate::dump::segment_paths(dir)?;
+        let mut segments = Vec::new();
+        for path in &paths[..paths.len().saturating_sub(1)] {
+            let mut records = Vec::new();
+            let file = OsStorage.open(path, OpenMode::Read).at(path)?;
+            let header = crate::segment::read_segment_header(&*file, path)?;
+            let file_bytes = file.size_bytes().at(path)?;
+            let scan = crate::segment::scan_records_from(
+                &*file,
+                path,
+                crate::segment::SEGMENT_HEADER_BYTES,
+                header.first_seq,
+                file_bytes,
+                crate::options::RECORD_BYTES_LIMIT,
+                &mut |_, _, bytes| records.push(bytes.to_vec()),
+            )?;
+            if let Some((offset, kind)) = scan.stopped_by {
+                return Err(crate::Error::Corrupt {
+                    file: path.clone(),
+                    offset,
+                    kind,
+                });
+            }
+            segments.push(records);
+        }
+        Ok(segments)
+    }
+
+    /// A deletion note (what retention will write).
+    pub fn deletion_note(
+        first_seq: u64,
+        last_seq: u64,
+        count: u64,
+        rule: &str,
+        deleted_at_us: i64,
+    ) -> crate::DeletionNote {
+        crate::DeletionNote::new(first_seq, last_seq, count, rule, deleted_at_us)
+    }
+
+    /// What writing an archive cost.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ArchiveCost {
+        pub input_bytes: u64,
+        pub output_bytes: u64,
+        pub frame_count: u32,
+    }
+
+    /// Writes `archive_dir/<range_first_seq>.evz` from whole records (seqs
+    /// increasing, inside the range) and deletion notes, at zstd `level`,
+    /// with frames of at most `frame_record_bytes_max` bytes of records (0:
+    /// the default), on the real file system.
+    pub fn write_archive(
+        archive_dir: &std::path::Path,
+        range_first_seq: u64,
+        range_last_seq: u64,
+        records: &[Vec<u8>],
+        notes: &[crate::DeletionNote],
+        level: i32,
+        frame_record_bytes_max: usize,
+    ) -> crate::Result<ArchiveCost> {
+        let frame_record_bytes_max = match frame_record_bytes_max {
+            0 => crate::archive::format::FRAME_RECORD_BYTES_DEFAULT,
+            bytes => bytes,
+        };
+        let mut writer = crate::archive::ArchiveWriter::with_frame_bytes(
+            &crate::storage::OsStorage,
+            archive_dir,
+            range_first_seq,
+            level,
+            frame_record_bytes_max,
+        )?;
+        for record in records {
+            writer.push_record(record)?;
+        }
+        for note in notes {
+            writer.note_deletion(note.clone())?;
+        }
+        let summary = writer.finish(range_last_seq)?;
+        Ok(ArchiveCost {
+            input_bytes: summary.input_bytes,
+            output_bytes: summary.output_bytes,
+            frame_count: summary.frame_count,
+        })
+    }
+
+    /// The archive file name of a range starting at `range_first_seq`.
+    pub fn archive_file_name(range_first_seq: u64) -> String {
+        crate::archive::archive_file_name(range_first_seq)
+    }
 }
 
 /// The decoders of every on-disk structure, exposed for fuzz targets only;
@@ -129,11 +243,19 @@ pub mod fuzz_api {
         crate::segment::decode_segment_header(bytes, Path::new("fuzz.seg")).map(|h| h.first_seq)
     }
 
+    /// Opens `bytes` as an archive file (on a simulated disk), reads every
+    /// event and verifies it; returns the number of events read.
+    pub fn open_archive(bytes: &[u8]) -> crate::Result<u64> {
+        crate::archive::check_archive_bytes(bytes)
+    }
+
     /// Decodes a sequence index header; returns its first sequence number.
     pub fn decode_index_header(bytes: &[u8]) -> crate::Result<u64> {
         crate::index::seq::decode_index_header(bytes, Path::new("fuzz.idx")).map(|h| h.first_seq)
     }
 }
+pub use archiver::{ArchiveRunReport, ArchiverStatus};
+pub use config::{load_config, parse_config, Config, CONFIG_FILE, CONFIG_FILE_BYTES_MAX};
 pub use consumer::{
     validate_consumer_name, Consumer, ConsumerInfo, FailOutcome, ParkedEvent, CONSUMER_COMMIT_TYPE,
     CONSUMER_ENTITY_TYPE, CONSUMER_NAME_BYTES_MAX, MAX_DELIVERIES_DEFAULT,
@@ -143,12 +265,17 @@ pub use event::{
     Priority, EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX, TIMESTAMP_US_MAX,
     TIMESTAMP_US_MIN,
 };
+pub use holds::{
+    holds_in_dir, place_hold_in_dir, release_hold_in_dir, Hold, HoldTarget, HOLDS_FILE, HOLDS_MAX,
+    HOLD_REASON_BYTES_MAX,
+};
 pub use index::indexer::LINK_METADATA_PREFIX;
 pub use index::IndexStatus;
 pub use log::{Iter, Log, LogReader};
 pub use lost_found::{LostFoundCopy, LOST_FOUND_BYTES_MAX};
 pub use options::{
-    Durability, Options, DEDUP_WINDOW_IDS_DEFAULT, RECORD_BYTES_LIMIT, SEGMENT_BYTES_MIN,
+    Durability, Options, ARCHIVE_CACHE_BYTES_DEFAULT, DEDUP_WINDOW_IDS_DEFAULT, RECORD_BYTES_LIMIT,
+    SEGMENT_BYTES_MIN,
 };
 pub use query::{
     apply_changes, validate_pattern, CausationTree, ChainReport, Events, Query, StateChange, Stats,
@@ -157,6 +284,12 @@ pub use query::{
 pub use recovery::RecoveryReport;
 pub use recovery::TailCut;
 pub use repair::{repair, RepairCut, RepairMode, RepairReport};
+pub use retention::{
+    decide, render_dry_run, render_dry_run_json, ClassStats, PieceKind, PieceSummary,
+    RetentionAction, RetentionActionKind, RetentionPlan, RetentionPolicy, RetentionPolicyBuilder,
+    RetentionRule, WaitingForConsumers, CHECK_INTERVAL_DEFAULT, CHECK_INTERVAL_MIN,
+    KEY_COMPACTION_SUPERSEDED_PERCENT_MIN, RETENTION_RULES_MAX, RULE_NAME_BYTES_MAX, SIZE_CAP_RULE,
+};
 pub use subscribe::{
     Filter, Progress, Start, Subscription, SubscriptionHandle, BOOKKEEPING_TYPE_PREFIX,
 };

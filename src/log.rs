@@ -8,11 +8,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
+use crate::archive::{ArchiveFile, FrameCache, FrameCursor};
+use crate::archiver::{ArchiveRunReport, ArchiverHandle, ArchiverStatus};
+use crate::catalog::{Catalog, Holder, Piece};
 use crate::error::{Error, Result};
 use crate::event::{Entity, Event, LoggedEvent};
+use crate::holds::{Hold, HoldTarget};
 use crate::options::Options;
 use crate::record::{body_bytes_max, encode_body, RECORD_HEADER_BYTES};
 use crate::recovery::{self, Opened, RecoveryReport};
+use crate::retention::RetentionPlan;
 use crate::segment::{Access, Cursor, Segment, Step, SEGMENT_HEADER_BYTES};
 use crate::storage::{OsStorage, Storage};
 use crate::watermark::{WaitOutcome, Watermark, Watermarks};
@@ -28,8 +33,9 @@ pub(crate) struct Shared {
     pub dir: PathBuf,
     pub segments_dir: PathBuf,
     pub options: Options,
-    /// All segments in sequence order; the last one is active.
-    segments: RwLock<Vec<Arc<Segment>>>,
+    /// What holds each sequence range, in order; the last piece is the
+    /// active segment.
+    pub catalog: Catalog,
     /// The published and durable positions (0 while the log is empty).
     pub marks: Watermarks,
     /// Lowest sequence number still in the log.
@@ -42,6 +48,14 @@ pub(crate) struct Shared {
     open: RwLock<bool>,
     /// The secondary indexes (opening, ready, or unavailable).
     pub index: crate::index::IndexSlot,
+    /// Decompressed archive frames of recent point reads, bounded by
+    /// `Options::archive_cache_bytes`.
+    pub frame_cache: FrameCache,
+    /// Requests for the indexer thread (rebuilds), shared so that the
+    /// archiver can ask for one after retention deleted events.
+    pub index_commands: Arc<std::sync::Mutex<Vec<crate::index::indexer::Reindex>>>,
+    /// Serializes edits of the holds file.
+    pub holds_lock: std::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -54,11 +68,14 @@ impl Shared {
     ) -> Shared {
         let last_seq = opened.next_seq - 1;
         Shared {
+            frame_cache: FrameCache::new(options.archive_cache_bytes),
             storage,
             segments_dir: opened.segments_dir.clone(),
             dir,
             options,
-            segments: RwLock::new(opened.segments.clone()),
+            index_commands: Arc::new(std::sync::Mutex::new(Vec::new())),
+            holds_lock: std::sync::Mutex::new(()),
+            catalog: Catalog::new(opened.pieces.clone()),
             // Recovery left every kept record durable.
             marks: Watermarks::new(last_seq, last_seq),
             first_seq: AtomicU64::new(opened.first_seq),
@@ -99,32 +116,58 @@ impl Shared {
         }
     }
 
-    pub fn push_segment(&self, segment: Arc<Segment>) {
-        let mut segments = self
-            .segments
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        segments.push(segment);
+    /// The catalog's pieces changed (an archive replaced a piece): the
+    /// first event still held may have moved forward.
+    pub fn catalog_changed(&self) {
+        let next = self.marks.last_seq() + 1;
+        self.first_seq
+            .store(self.catalog.first_held_seq(next), Ordering::Release);
     }
 
-    /// The segment that holds `seq`, which the caller knows is published.
-    fn segment_for(&self, seq: u64) -> Result<Arc<Segment>> {
-        let segments = self
-            .segments
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let after = segments.partition_point(|s| s.first_seq <= seq);
-        match after.checked_sub(1).and_then(|i| segments.get(i)) {
-            Some(segment) => Ok(Arc::clone(segment)),
-            None => Err(Error::NotFound(seq)),
+    /// Retention deleted events: their index entries must go. The
+    /// indexes are rebuilt from the log (which no longer holds them) by
+    /// the indexer thread; meanwhile queries scan the log past the reset
+    /// mark, so no answer includes a deleted event or misses a kept one.
+    /// Returns once the rebuild is done, or at once when this log has no
+    /// running indexer.
+    pub fn forget_deleted(&self) {
+        if self.index.get().is_none() {
+            return;
+        }
+        let (progress, done) = crossbeam_channel::unbounded();
+        self.index_commands
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(crate::index::indexer::Reindex { progress });
+        loop {
+            match done.recv_timeout(std::time::Duration::from_millis(500)) {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "rebuilding the indexes after a deletion failed");
+                    return;
+                }
+                // The indexer dropped the request: the rebuild is over.
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if self.index.status().stopped_because.is_some() || self.marks.is_stopped() {
+                        return;
+                    }
+                }
+            }
         }
     }
 
+    pub fn push_segment(&self, segment: Arc<Segment>) {
+        self.catalog.push(Piece::segment(segment));
+    }
+
+    /// The piece that holds `seq`, which the caller knows is published.
+    fn piece_for(&self, seq: u64) -> Result<Piece> {
+        self.catalog.locate(seq).ok_or(Error::NotFound(seq))
+    }
+
     pub fn segments(&self) -> Vec<Arc<Segment>> {
-        self.segments
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.catalog.segments()
     }
 
     /// Runs `read` while the log is open, so that `close` waits for it and
@@ -151,23 +194,28 @@ impl Shared {
     pub(crate) fn get(&self, seq: u64) -> Result<LoggedEvent> {
         self.check_poison()?;
         let last = self.marks.last_seq();
-        if seq == 0 || seq > last || seq < self.first_seq.load(Ordering::Acquire) {
+        if seq == 0 || seq > last {
             return Err(Error::NotFound(seq));
         }
-        self.while_open(|| {
-            let segment = self.segment_for(seq)?;
-            segment.read_event(seq, self.options.record_bytes_max)
+        self.while_open(|| match self.piece_for(seq)?.holder {
+            Holder::Segment(segment) => segment.read_event(seq, self.options.record_bytes_max),
+            Holder::Archive(archive) => match archive.read_event(seq, &self.frame_cache)? {
+                Some(event) => Ok(event),
+                None => Err(missing_from_archive(&archive, seq)),
+            },
         })
     }
 
     /// Starts loading the record of `seq` into the CPU cache, if it is
-    /// published (a hint: errors are ignored, nothing is read).
+    /// published and live (a hint: errors are ignored, nothing is read).
     pub(crate) fn prefetch(&self, seq: u64) {
         if seq == 0 || seq > self.marks.last_seq() {
             return;
         }
         let _ = self.while_open(|| {
-            self.segment_for(seq)?.prefetch_record(seq);
+            if let Holder::Segment(segment) = self.piece_for(seq)?.holder {
+                segment.prefetch_record(seq);
+            }
             Ok(())
         });
     }
@@ -192,9 +240,7 @@ impl Shared {
             shared: Arc::clone(self),
             next_seq: start,
             last_seq: end,
-            segment: None,
-            end_bytes: 0,
-            cursor: Cursor::new(0, 0, 0),
+            place: Place::Unplaced,
             failed: false,
         })
     }
@@ -214,11 +260,23 @@ impl Shared {
             return Ok(());
         }
         self.while_open(|| {
-            for segment in self.segments() {
-                if segment.first_seq > through_seq {
+            for piece in self.catalog.pieces() {
+                if piece.first_seq > through_seq {
                     break;
                 }
-                segment.scan_bodies(from_seq, through_seq, self.options.record_bytes_max, each)?;
+                match &piece.holder {
+                    Holder::Segment(segment) => segment.scan_bodies(
+                        from_seq,
+                        through_seq,
+                        self.options.record_bytes_max,
+                        each,
+                    )?,
+                    Holder::Archive(archive) => {
+                        if archive.range_last_seq() >= from_seq {
+                            archive.scan_bodies(from_seq, through_seq, None, each)?;
+                        }
+                    }
+                }
             }
             Ok(())
         })
@@ -283,6 +341,7 @@ pub struct Log {
     pub(crate) shared: Arc<Shared>,
     writer: WriterHandle,
     indexer: Option<crate::index::indexer::IndexerHandle>,
+    archiver: ArchiverHandle,
     recovery: RecoveryReport,
     /// Holds the directory lock for as long as the log is open.
     lock: Option<Box<dyn std::any::Any + Send + Sync>>,
@@ -342,6 +401,9 @@ impl Log {
         storage: Arc<dyn Storage>,
     ) -> Result<Log> {
         let dir = dir.as_ref().to_path_buf();
+        // Before anything changes on disk: a bad configuration file stops
+        // the open with the line at fault.
+        let policy = crate::archiver::resolve_policy(&options, &dir)?;
         let mut opened = recovery::open(&*storage, &dir, &options, Access::ReadWrite)?;
         let with_indexes = options.secondary_indexes && storage.hosts_secondary_indexes();
         let slot = if with_indexes {
@@ -351,10 +413,10 @@ impl Log {
         };
         let shared = Arc::new(Shared::new(storage, dir, options, &opened, slot));
         let active = opened
-            .segments
+            .pieces
             .last()
-            .cloned()
-            .ok_or(Error::Internal("recovery returned no segment"))?;
+            .and_then(|piece| piece.as_segment().cloned())
+            .ok_or(Error::Internal("recovery returned no active segment"))?;
         let writer = Writer::spawn(
             Arc::clone(&shared),
             WriterStart {
@@ -370,10 +432,12 @@ impl Log {
         } else {
             None
         };
+        let archiver = crate::archiver::spawn(Arc::clone(&shared), policy)?;
         Ok(Log {
             shared,
             writer,
             indexer,
+            archiver,
             recovery: std::mem::take(&mut opened.report),
             lock: opened.lock.take(),
             temporary: None,
@@ -572,6 +636,82 @@ impl Log {
         self.shared.segments().len()
     }
 
+    /// Number of archive files (`archive/*.evz`) the log reads.
+    pub fn archive_count(&self) -> usize {
+        self.shared.catalog.pieces().len() - self.shared.segments().len()
+    }
+
+    /// Runs the retention policy now on the archiver thread, and waits:
+    /// archives the sealed segments it says are cold, compacts or deletes
+    /// what it says must go. Also runs by itself every
+    /// `check_interval`. An error stops archiving (appends and reads go
+    /// on) and is returned by every later call and shown by
+    /// [`Log::archiver_status`].
+    pub fn archive_now(&self) -> Result<ArchiveRunReport> {
+        self.shared.check_poison()?;
+        self.archiver.run_now()
+    }
+
+    /// Archives every sealed segment now, whatever the policy says
+    /// (archiving loses nothing: archived events read as live ones do).
+    pub fn archive_all_sealed(&self) -> Result<ArchiveRunReport> {
+        self.shared.check_poison()?;
+        self.archiver.archive_all_sealed()
+    }
+
+    /// Whether the archiver runs, and why it stopped if it did.
+    pub fn archiver_status(&self) -> ArchiverStatus {
+        self.archiver.status()
+    }
+
+    /// What the retention policy would do now (a dry run: nothing
+    /// changes). Reads every piece of the log once.
+    pub fn retention_plan(&self) -> Result<RetentionPlan> {
+        let policy = crate::archiver::resolve_policy(&self.shared.options, &self.shared.dir)?;
+        crate::archiver::Archiver::new(Arc::clone(&self.shared), policy).plan(now_micros())
+    }
+
+    /// Places a legal hold: the events of that correlation or entity are
+    /// never deleted by retention while it stands. Returns `false` when
+    /// the same hold was already placed.
+    pub fn place_hold(&self, target: HoldTarget, reason: impl Into<String>) -> Result<bool> {
+        let hold = Hold {
+            target,
+            reason: reason.into(),
+            placed_at_us: now_micros(),
+        };
+        self.change_holds(|holds| crate::holds::add_hold(holds, hold))
+    }
+
+    /// Releases a legal hold; returns whether it existed.
+    pub fn release_hold(&self, target: &HoldTarget) -> Result<bool> {
+        self.change_holds(|holds| Ok(crate::holds::remove_hold(holds, target).is_some()))
+    }
+
+    /// Edits the holds file (one edit at a time; the file is replaced
+    /// whole, atomically) when `change` changed the list.
+    fn change_holds<T>(&self, change: impl FnOnce(&mut Vec<Hold>) -> Result<T>) -> Result<T> {
+        self.shared.check_poison()?;
+        let _one_at_a_time = self
+            .shared
+            .holds_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let storage = &*self.shared.storage;
+        let mut holds = crate::holds::read_holds(storage, &self.shared.dir)?;
+        let before = holds.clone();
+        let answer = change(&mut holds)?;
+        if holds != before {
+            crate::holds::write_holds(storage, &self.shared.dir, &holds)?;
+        }
+        Ok(answer)
+    }
+
+    /// The legal holds in force.
+    pub fn holds(&self) -> Result<Vec<Hold>> {
+        crate::holds::read_holds(&*self.shared.storage, &self.shared.dir)
+    }
+
     /// Stops the writer after it has synced everything and written the
     /// clean-close marker, ends every iterator of this log (they return
     /// `Error::Closed`), and releases the directory. Returns the poisoning
@@ -582,6 +722,9 @@ impl Log {
     }
 
     fn shutdown(&mut self) {
+        // The archiver first: it reads sealed segments and swaps pieces of
+        // the catalog, and finishes the action in progress.
+        self.archiver.shutdown();
         self.writer.shutdown(WRITER_SHUTDOWN_DEADLINE);
         // The indexer reads the log to catch up: it stops before the
         // readers do, and releases the index store before the lock goes.
@@ -629,6 +772,12 @@ pub struct LogReader {
     report: RecoveryReport,
     /// Serializes refreshes (each extends the segment list).
     refreshing: std::sync::Mutex<()>,
+    /// When `archive/` last changed, as seen by the last refresh that
+    /// looked at every archive: a rewrite is a rename, which changes the
+    /// directory's modification time, so an unchanged time (old enough
+    /// not to hide a second change within the clock's tick) spares a
+    /// refresh from opening every archive again.
+    archives_seen: std::sync::Mutex<Option<SystemTime>>,
 }
 
 impl LogReader {
@@ -675,6 +824,7 @@ impl LogReader {
             shared,
             report: opened.report,
             refreshing: std::sync::Mutex::new(()),
+            archives_seen: std::sync::Mutex::new(None),
         })
     }
 
@@ -685,79 +835,168 @@ impl LogReader {
             .refreshing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let shared = &self.shared;
-        let before = shared.marks.last_seq();
-        let storage = &*shared.storage;
-        let record_bytes_max = shared.options.record_bytes_max;
-        let known = shared.segments();
-        let names = recovery::list_segments(
-            storage,
-            &shared.segments_dir,
-            Access::ReadOnly,
-            &mut RecoveryReport::default(),
-        )?;
-        let last_known = known.last().map(|s| s.first_seq);
-        let newer: Vec<u64> = names
-            .into_iter()
-            .filter(|&seq| last_known.is_none_or(|last| seq > last))
-            .collect();
-        if let Some(active) = known.last() {
-            // The last segment this view knows: read what was appended to
-            // it (all of it, when a newer segment shows it was sealed).
-            active.refresh_read_only(record_bytes_max)?;
-            let next = active.first_seq + active.record_count();
-            if let Some(&first_new) = newer.first() {
-                if first_new != next {
-                    return Err(Error::Corrupt {
-                        file: shared
-                            .segments_dir
-                            .join(crate::segment::segment_file_name(first_new)),
-                        offset: 16,
-                        kind: crate::error::CorruptKind::Gap {
-                            expected: next,
-                            found: first_new,
-                        },
-                    });
+        let before = self.shared.marks.last_seq();
+        // The writer may archive or rewrite a file between our listing and
+        // our open of it: list again, a few times, before giving up.
+        let mut attempt = 0;
+        loop {
+            match self.refresh_once() {
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && attempt < 3 =>
+                {
+                    attempt += 1;
                 }
+                result => break result?,
             }
         }
-        if !newer.is_empty() {
-            let mut report = RecoveryReport::default();
-            // Every new segment but the last is sealed; each one's record
-            // count comes from its successor's name.
-            let sealed = recovery::open_sealed_segments(
-                storage,
-                &shared.segments_dir,
-                &newer,
-                &shared.options,
-                Access::ReadOnly,
-                &mut report,
-            )?;
-            for segment in sealed {
-                shared.push_segment(segment);
+        Ok(self.shared.marks.last_seq() - before)
+    }
+
+    fn refresh_once(&self) -> Result<()> {
+        let shared = &self.shared;
+        let storage = &*shared.storage;
+        let record_bytes_max = shared.options.record_bytes_max;
+        let mut report = RecoveryReport::default();
+        let segment_seqs =
+            recovery::list_segments(storage, &shared.segments_dir, Access::ReadOnly, &mut report)?;
+        let archive_dir = shared.dir.join(crate::archiver::ARCHIVE_DIR);
+        let archive_names = if storage.exists(&archive_dir) {
+            crate::archive::archive_paths(storage, &archive_dir)?
+        } else {
+            Vec::new()
+        };
+        let known = shared.catalog.pieces();
+        let last_known = known.last().map(|p| p.first_seq);
+        // Pieces this view knows that an archive replaced (archived, or
+        // rewritten by retention) since: read them from the archive, and
+        // let go of the old file so that its space can be freed.
+        let archives_changed = std::fs::metadata(&archive_dir)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut archives_seen = self
+            .archives_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let settled = archives_changed.is_some_and(|changed| {
+            changed
+                .elapsed()
+                .is_ok_and(|age| age > Duration::from_secs(1))
+        });
+        let unchanged = settled && *archives_seen == archives_changed;
+        for (first, path) in archive_names.iter().filter(|_| !unchanged) {
+            let Some(piece) = known.iter().find(|p| p.first_seq == *first) else {
+                continue;
+            };
+            let stale = match &piece.holder {
+                Holder::Segment(_) => true,
+                Holder::Archive(archive) => !archive.is_current(storage)?,
+            };
+            if stale {
+                let archive = Arc::new(crate::archive::open_named(storage, path)?);
+                shared.frame_cache.forget_archive(*first);
+                shared
+                    .catalog
+                    .replace_in_view(*first, Holder::Archive(archive))?;
             }
-            if let Some(&last) = newer.last() {
+        }
+        if settled {
+            *archives_seen = archives_changed;
+        }
+        drop(archives_seen);
+        if let Some(Piece {
+            holder: Holder::Segment(active),
+            ..
+        }) = known.last()
+        {
+            // The last segment this view knows: read what was appended to
+            // it (all of it, when a newer piece shows it was sealed; its
+            // open file still reads after an archiver unlinked it).
+            active.refresh_read_only(record_bytes_max)?;
+        }
+        let next = shared
+            .catalog
+            .last()
+            .map_or(1, |piece| crate::archiver::piece_last_seq(&piece) + 1);
+        // New pieces after the last known one: archives win over a segment
+        // of the same start (the writer has not removed it yet).
+        let newer_archives: Vec<&(u64, PathBuf)> = archive_names
+            .iter()
+            .filter(|(seq, _)| last_known.is_none_or(|last| *seq > last))
+            .collect();
+        let newer_segments: Vec<u64> = segment_seqs
+            .iter()
+            .copied()
+            .filter(|seq| last_known.is_none_or(|last| *seq > last))
+            .filter(|seq| !archive_names.iter().any(|(a, _)| a == seq))
+            .collect();
+        let mut starts: Vec<u64> = newer_segments
+            .iter()
+            .copied()
+            .chain(newer_archives.iter().map(|(seq, _)| *seq))
+            .collect();
+        starts.sort_unstable();
+        if let Some(&first_new) = starts.first() {
+            if known.last().is_some() && first_new != next {
+                return Err(Error::Corrupt {
+                    file: shared
+                        .segments_dir
+                        .join(crate::segment::segment_file_name(first_new)),
+                    offset: 16,
+                    kind: crate::error::CorruptKind::Gap {
+                        expected: next,
+                        found: first_new,
+                    },
+                });
+            }
+        }
+        let active_seq = newer_segments.last().copied();
+        for &first in &starts {
+            if let Some((_, path)) = newer_archives.iter().find(|(seq, _)| *seq == first) {
+                let archive = Arc::new(crate::archive::open_named(storage, path)?);
+                shared.catalog.push(Piece::archive(archive));
+            } else if Some(first) == active_seq {
                 let path = shared
                     .segments_dir
-                    .join(crate::segment::segment_file_name(last));
+                    .join(crate::segment::segment_file_name(first));
                 let found = Segment::inspect_active(
                     storage,
                     &path,
-                    last,
+                    first,
                     None,
                     record_bytes_max,
                     0,
                     Access::ReadOnly,
                 )?;
-                let segment = Segment::active(storage, &path, last, found, 0, 0, Access::ReadOnly)?;
+                let segment =
+                    Segment::active(storage, &path, first, found, 0, 0, Access::ReadOnly)?;
                 shared.push_segment(Arc::new(segment));
+            } else {
+                // A sealed segment: its record count comes from the start
+                // of the piece after it.
+                let i = starts.partition_point(|&s| s <= first);
+                let successor = starts.get(i).copied().unwrap_or(first + 1);
+                let sealed = recovery::open_sealed_segments(
+                    storage,
+                    &shared.segments_dir,
+                    &[(first, successor)],
+                    &shared.options,
+                    Access::ReadOnly,
+                    &mut report,
+                )?;
+                for segment in sealed {
+                    shared.push_segment(segment);
+                }
             }
         }
-        if let Some(active) = shared.segments().last() {
-            let last = active.first_seq + active.record_count() - 1;
+        if let Some(piece) = shared.catalog.last() {
+            let last = crate::archiver::piece_last_seq(&piece);
             shared.marks.publish(last, last);
         }
-        Ok(shared.marks.last_seq() - before)
+        let next = shared.marks.last_seq() + 1;
+        shared
+            .first_seq
+            .store(shared.catalog.first_held_seq(next), Ordering::Release);
+        Ok(())
     }
 
     /// Reads the event with sequence number `seq`, checking its CRC.
@@ -794,21 +1033,61 @@ impl LogReader {
     pub fn segment_count(&self) -> usize {
         self.shared.segments().len()
     }
+
+    /// Number of archive files this view reads.
+    pub fn archive_count(&self) -> usize {
+        self.shared.catalog.pieces().len() - self.shared.segments().len()
+    }
+
+    /// What the retention policy of the directory's `evlog.toml` (or
+    /// `policy`, when given) would do now: a dry run, nothing changes.
+    pub fn retention_plan(&self, policy: Option<crate::RetentionPolicy>) -> Result<RetentionPlan> {
+        let policy = match policy {
+            Some(policy) => policy,
+            None => crate::archiver::resolve_policy(&self.shared.options, &self.shared.dir)?,
+        };
+        crate::archiver::Archiver::new(Arc::clone(&self.shared), policy).plan(now_micros())
+    }
+
+    /// The legal holds in force.
+    pub fn holds(&self) -> Result<Vec<Hold>> {
+        crate::holds::read_holds(&*self.shared.storage, &self.shared.dir)
+    }
 }
 
 /// Iterator over a range of events; see [`Log::iter`]. Each item is checked
 /// (CRC, sequence number) before it is decoded; after an error the iterator
 /// ends. It may outlive its `Log`: once the log is closed it returns
-/// `Error::Closed` and ends, and dropping it writes nothing.
+/// `Error::Closed` and ends, and dropping it writes nothing. Archived
+/// events come as live ones do; events retention deleted are skipped (the
+/// archive's deletion notes account for them).
 pub struct Iter {
     shared: Arc<Shared>,
     next_seq: u64,
     last_seq: u64,
-    segment: Option<Arc<Segment>>,
-    /// Committed length of `segment` when the cursor was placed.
-    end_bytes: u64,
-    cursor: Cursor,
+    place: Place,
     failed: bool,
+}
+
+/// Where an [`Iter`] is reading.
+enum Place {
+    /// Between pieces: the next step asks the catalog.
+    Unplaced,
+    Segment {
+        segment: Arc<Segment>,
+        /// Committed length of the segment when the cursor was placed.
+        end_bytes: u64,
+        cursor: Cursor,
+    },
+    Archive {
+        archive: Arc<ArchiveFile>,
+        /// The frame being read, and its bytes once decompressed. A scan
+        /// reads each frame once, so it bypasses the frame cache (which is
+        /// for point reads).
+        frame: usize,
+        bytes: Option<Arc<Vec<u8>>>,
+        cursor: FrameCursor,
+    },
 }
 
 impl Iter {
@@ -817,71 +1096,165 @@ impl Iter {
         shared.while_open(|| self.step_open())
     }
 
+    fn place(&mut self) -> Result<()> {
+        let piece = self.shared.piece_for(self.next_seq)?;
+        self.place = match piece.holder {
+            Holder::Segment(segment) => {
+                let offset = segment.index.entry(self.next_seq - segment.first_seq);
+                let end_bytes = segment.committed_bytes();
+                let cursor = Cursor::new(offset, end_bytes, self.shared.options.record_bytes_max)
+                    .with_read_chunk_bytes(self.shared.options.read_buffer_bytes);
+                Place::Segment {
+                    segment,
+                    end_bytes,
+                    cursor,
+                }
+            }
+            Holder::Archive(archive) => {
+                let next = self.next_seq;
+                let frame = archive.frames().partition_point(|e| e.last_seq < next);
+                Place::Archive {
+                    archive,
+                    frame,
+                    bytes: None,
+                    cursor: FrameCursor::default(),
+                }
+            }
+        };
+        Ok(())
+    }
+
     fn step_open(&mut self) -> Result<Option<LoggedEvent>> {
         loop {
             if self.next_seq > self.last_seq {
                 return Ok(None);
             }
-            if let Some(segment) = &self.segment {
-                // A sealed segment's records end at its count; never read on
-                // into whatever follows them in the file.
-                if self.next_seq >= segment.first_seq + segment.record_count() {
-                    self.segment = None;
-                }
+            if let Place::Unplaced = self.place {
+                self.place()?;
             }
-            let segment = match &self.segment {
-                Some(segment) => Arc::clone(segment),
-                None => {
-                    let segment = self.shared.segment_for(self.next_seq)?;
-                    let offset = segment.index.entry(self.next_seq - segment.first_seq);
-                    self.end_bytes = segment.committed_bytes();
-                    self.cursor =
-                        Cursor::new(offset, self.end_bytes, self.shared.options.record_bytes_max)
-                            .with_read_chunk_bytes(self.shared.options.read_buffer_bytes);
-                    self.segment = Some(Arc::clone(&segment));
-                    segment
-                }
-            };
-            let corrupt = |offset, kind| Error::Corrupt {
-                file: segment.path.clone(),
-                offset,
-                kind,
-            };
-            let end = self.end_bytes;
-            match self
-                .cursor
-                .next_step(segment.source(end))
-                .map_err(|source| crate::error::io_error(&segment.path, source))?
-            {
-                Step::Record {
-                    offset,
-                    header,
-                    bytes,
+            match &mut self.place {
+                Place::Unplaced => {}
+                Place::Segment {
+                    segment,
+                    end_bytes,
+                    cursor,
                 } => {
-                    if header.seq != self.next_seq {
-                        return Err(corrupt(
+                    // A sealed segment's records end at its count; never
+                    // read on into whatever follows them in the file.
+                    if self.next_seq >= segment.first_seq + segment.record_count() {
+                        self.place = Place::Unplaced;
+                        continue;
+                    }
+                    let corrupt = |offset, kind| Error::Corrupt {
+                        file: segment.path.clone(),
+                        offset,
+                        kind,
+                    };
+                    match cursor
+                        .next_step(segment.source(*end_bytes))
+                        .map_err(|source| crate::error::io_error(&segment.path, source))?
+                    {
+                        Step::Record {
                             offset,
-                            crate::error::CorruptKind::Sequence {
-                                expected: self.next_seq,
-                                found: header.seq,
-                            },
-                        ));
-                    }
-                    let event =
-                        crate::record::decode_body(header.seq, &bytes[RECORD_HEADER_BYTES..])
+                            header,
+                            bytes,
+                        } => {
+                            if header.seq != self.next_seq {
+                                return Err(corrupt(
+                                    offset,
+                                    crate::error::CorruptKind::Sequence {
+                                        expected: self.next_seq,
+                                        found: header.seq,
+                                    },
+                                ));
+                            }
+                            let event = crate::record::decode_body(
+                                header.seq,
+                                &bytes[RECORD_HEADER_BYTES..],
+                            )
                             .map_err(|kind| corrupt(offset + RECORD_HEADER_BYTES as u64, kind))?;
-                    self.next_seq += 1;
-                    return Ok(Some(event));
-                }
-                Step::End { offset } => {
-                    if self.next_seq < segment.first_seq + segment.record_count() {
-                        return Err(corrupt(offset, crate::error::CorruptKind::Truncated));
+                            self.next_seq += 1;
+                            return Ok(Some(event));
+                        }
+                        Step::End { offset } => {
+                            if self.next_seq < segment.first_seq + segment.record_count() {
+                                return Err(corrupt(offset, crate::error::CorruptKind::Truncated));
+                            }
+                            self.place = Place::Unplaced;
+                        }
+                        Step::Invalid { offset, kind } => return Err(corrupt(offset, kind)),
                     }
-                    self.segment = None;
                 }
-                Step::Invalid { offset, kind } => return Err(corrupt(offset, kind)),
+                Place::Archive {
+                    archive,
+                    frame,
+                    bytes,
+                    cursor,
+                } => {
+                    let Some(&entry) = archive.frames().get(*frame) else {
+                        // Past the last frame: the rest of the range was
+                        // deleted by retention.
+                        self.next_seq = archive.range_last_seq() + 1;
+                        self.place = Place::Unplaced;
+                        continue;
+                    };
+                    if entry.first_seq > self.last_seq {
+                        self.next_seq = self.last_seq + 1;
+                        continue;
+                    }
+                    let frame_bytes = match bytes {
+                        Some(b) => Arc::clone(b),
+                        None => {
+                            let b = archive.read_frame(*frame, None)?;
+                            *bytes = Some(Arc::clone(&b));
+                            b
+                        }
+                    };
+                    let corrupt = |kind| Error::Corrupt {
+                        file: archive.path().to_path_buf(),
+                        offset: entry.offset,
+                        kind,
+                    };
+                    match cursor.next(&frame_bytes, &entry).map_err(corrupt)? {
+                        Some((seq, record)) => {
+                            if seq < self.next_seq {
+                                continue;
+                            }
+                            let event =
+                                crate::record::decode_body(seq, &record[RECORD_HEADER_BYTES..])
+                                    .map_err(corrupt)?;
+                            self.next_seq = seq + 1;
+                            return Ok(Some(event));
+                        }
+                        None => {
+                            *frame += 1;
+                            *bytes = None;
+                            *cursor = FrameCursor::default();
+                        }
+                    }
+                }
             }
         }
+    }
+}
+
+/// The error for a `seq` inside an archive's range that it does not hold:
+/// deleted by retention (and by which rule, when), or missing, which is
+/// damage.
+pub(crate) fn missing_from_archive(archive: &ArchiveFile, seq: u64) -> Error {
+    match archive.deletion_of(seq) {
+        Some(note) => Error::Deleted {
+            seq,
+            rule: note.rule.clone(),
+            deleted_at_us: note.deleted_at_us,
+        },
+        None => Error::Corrupt {
+            file: archive.path().to_path_buf(),
+            offset: 0,
+            kind: crate::error::CorruptKind::Archive(
+                "a sequence number of the archive's range is neither held nor deleted",
+            ),
+        },
     }
 }
 

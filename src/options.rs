@@ -13,6 +13,9 @@ pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 /// window is in use (an id, a sequence number and the FIFO slot per event).
 pub const DEDUP_WINDOW_IDS_DEFAULT: usize = 100_000;
 
+/// Default of [`Options::archive_cache_bytes`].
+pub const ARCHIVE_CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
+
 /// When an append counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -39,6 +42,8 @@ pub struct Options {
     pub(crate) secondary_indexes: bool,
     pub(crate) read_buffer_bytes: u64,
     pub(crate) dedup_window_ids: usize,
+    pub(crate) retention: Option<crate::retention::RetentionPolicy>,
+    pub(crate) archive_cache_bytes: u64,
 }
 
 impl Default for Options {
@@ -51,6 +56,8 @@ impl Default for Options {
             secondary_indexes: true,
             read_buffer_bytes: 256 * 1024,
             dedup_window_ids: DEDUP_WINDOW_IDS_DEFAULT,
+            retention: None,
+            archive_cache_bytes: ARCHIVE_CACHE_BYTES_DEFAULT,
         }
     }
 }
@@ -121,6 +128,31 @@ impl Options {
     /// caller-set id, so opening stays as fast without it.
     pub fn dedup_window(mut self, ids: usize) -> Options {
         self.dedup_window_ids = ids;
+        self
+    }
+
+    /// What the archiver keeps, archives and deletes (see
+    /// [`crate::RetentionPolicy`]). Precedence: a policy given here wins
+    /// over the `[retention]` table of `DIR/evlog.toml`
+    /// ([`crate::load_config`]), which applies only when none is given
+    /// here; with neither, nothing is archived or deleted.
+    pub fn retention(mut self, policy: crate::retention::RetentionPolicy) -> Options {
+        self.retention = Some(policy);
+        self
+    }
+
+    /// The policy given with [`Options::retention`], if any.
+    pub fn get_retention(&self) -> Option<&crate::retention::RetentionPolicy> {
+        self.retention.as_ref()
+    }
+
+    /// Most bytes of decompressed archive frames kept in memory for
+    /// repeated reads of archived events (default
+    /// [`ARCHIVE_CACHE_BYTES_DEFAULT`], 32 MiB). A frame holds at most 128 KiB of records
+    /// unless one event is larger; 0 turns the cache off, so that every
+    /// archived read decompresses its frame.
+    pub fn archive_cache_bytes(mut self, bytes: u64) -> Options {
+        self.archive_cache_bytes = bytes;
         self
     }
 

@@ -395,6 +395,53 @@ pub(crate) fn body_entity(body: &[u8]) -> Result<Option<(&str, &str)>, CorruptKi
     r.option(|r| Ok((r.str()?, r.str()?)))
 }
 
+/// The timestamp (µs) of an encoded body, read without decoding the rest:
+/// an archive's footer keeps the smallest and largest of its events.
+pub(crate) fn body_timestamp_us(body: &[u8]) -> Result<i64, CorruptKind> {
+    let mut r = BodyReader {
+        bytes: body,
+        pos: 0,
+    };
+    r.take(16)?; // id
+    r.varint_i64()
+}
+
+/// The fields of an encoded body that retention decides on, read without
+/// decoding (or allocating) the payload and metadata: the archiver reads
+/// them for every event of a piece it summarises or rewrites.
+pub(crate) struct RetentionFields<'a> {
+    pub timestamp_us: i64,
+    pub event_type: &'a str,
+    pub correlation_id: Option<uuid::Uuid>,
+    pub entity: Option<(&'a str, &'a str)>,
+    pub priority: crate::event::Priority,
+}
+
+pub(crate) fn body_retention_fields(body: &[u8]) -> Result<RetentionFields<'_>, CorruptKind> {
+    let mut r = BodyReader {
+        bytes: body,
+        pos: 0,
+    };
+    r.take(16)?; // id
+    let timestamp_us = r.varint_i64()?;
+    let event_type = r.str()?;
+    let correlation_id = r.option(|r| r.array16())?.map(uuid::Uuid::from_bytes);
+    r.option(|r| r.take(16))?; // causation id
+    let entity = r.option(|r| Ok((r.str()?, r.str()?)))?;
+    r.option(|r| r.bytes())?; // actor
+    r.option(|r| r.bytes())?; // session
+    let priority_byte = r.u8()?;
+    let priority = crate::event::Priority::from_u8(priority_byte)
+        .ok_or_else(|| CorruptKind::Decode(format!("priority {priority_byte}")))?;
+    Ok(RetentionFields {
+        timestamp_us,
+        event_type,
+        correlation_id,
+        entity,
+        priority,
+    })
+}
+
 /// A bounds-checked reader of the body encoding described in FORMAT.md.
 struct BodyReader<'a> {
     bytes: &'a [u8],
@@ -698,6 +745,63 @@ mod tests {
     // field, for events with and without each optional field.
     // `body_entity` finds the entity that the full decoder finds, with
     // and without the optional fields before it.
+    #[test]
+    fn body_timestamp_agrees_with_decode() {
+        for timestamp_us in [
+            0,
+            1,
+            -1,
+            250,
+            251,
+            i64::MAX,
+            i64::MIN,
+            1_767_225_600_000_000,
+        ] {
+            let mut body = Vec::new();
+            encode_body(&sample(), Uuid::from_u128(1), timestamp_us, &mut body);
+            assert_eq!(body_timestamp_us(&body), Ok(timestamp_us));
+            assert_eq!(decode_body(1, &body).unwrap().timestamp_us, timestamp_us);
+        }
+        assert!(body_timestamp_us(&[0; 16]).is_err());
+    }
+
+    #[test]
+    fn body_retention_fields_agree_with_decode() {
+        let full = sample()
+            .correlation_id(Uuid::from_u128(7))
+            .causation_id(Uuid::from_u128(9))
+            .actor("robot")
+            .session("s-1")
+            .priority(crate::event::Priority::P0);
+        for event in [sample(), full, Event::new("bare.type")] {
+            let mut body = Vec::new();
+            encode_body(&event, Uuid::from_u128(1), -42, &mut body);
+            let decoded = decode_body(1, &body).unwrap();
+            let fields = body_retention_fields(&body).unwrap();
+            assert_eq!(fields.timestamp_us, -42);
+            assert_eq!(fields.event_type, decoded.event_type);
+            assert_eq!(fields.correlation_id, decoded.correlation_id);
+            assert_eq!(
+                fields.entity,
+                decoded
+                    .entity
+                    .as_ref()
+                    .map(|e| (e.entity_type.as_str(), e.entity_id.as_str()))
+            );
+            assert_eq!(fields.priority, decoded.priority);
+            // A body cut anywhere before the priority byte is an error,
+            // never a panic; from there on the fields read the same.
+            let first_ok = (0..=body.len())
+                .find(|&cut| body_retention_fields(&body[..cut]).is_ok())
+                .unwrap();
+            assert!(first_ok > 16 + event.event_type().len());
+            assert!(
+                (first_ok..=body.len()).all(|cut| body_retention_fields(&body[..cut])
+                    .is_ok_and(|f| f.priority == decoded.priority))
+            );
+        }
+    }
+
     #[test]
     fn body_entity_agrees_with_decode() {
         let with_causation = sample().causation_id(Uuid::from_u128(9));

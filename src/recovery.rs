@@ -9,6 +9,8 @@ use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::archive::ArchiveFile;
+use crate::catalog::Piece;
 use crate::error::{CorruptKind, Error, IoContext, Result};
 use crate::fsutil::{sync_dir, TMP_SUFFIX};
 use crate::lost_found::{self, LostFoundCopy};
@@ -69,13 +71,21 @@ pub struct RecoveryReport {
     /// offset, what): their index is intact, so only the damaged records
     /// fail to read (with a `Corrupt` error naming the same file).
     pub damaged_segments: Vec<(PathBuf, u64, String)>,
+    /// Sealed segments found beside the archive that replaced them (a
+    /// crash between the archive's rename and the segment's removal):
+    /// the archive is the authoritative copy, and the writer's open
+    /// removes the segment.
+    pub superseded_segments_removed: u64,
 }
 
 pub(crate) struct Opened {
     /// The directory lock (`None` for a read-only open, which takes none).
     pub lock: Option<Box<dyn Any + Send + Sync>>,
     pub segments_dir: PathBuf,
-    pub segments: Vec<Arc<Segment>>,
+    /// Every piece of the log in order (archives, sealed segments, the
+    /// active segment last; a read-only open of a log whose first segment
+    /// was never created has none).
+    pub pieces: Vec<Piece>,
     pub first_seq: u64,
     pub next_seq: u64,
     pub active_file_len: u64,
@@ -163,18 +173,18 @@ pub(crate) fn list_segments(
     Ok(segment_seqs)
 }
 
-/// Opens the sealed segments `seqs[i]` for every `i` but the last.
+/// Opens the sealed segments given as `(first seq, first seq of the next
+/// piece)`: a sealed segment's record count comes from its successor.
 pub(crate) fn open_sealed_segments(
     storage: &dyn Storage,
     segments_dir: &Path,
-    segment_seqs: &[u64],
+    sealed: &[(u64, u64)],
     options: &Options,
     access: Access,
     report: &mut RecoveryReport,
 ) -> Result<Vec<Arc<Segment>>> {
-    let mut segments = Vec::with_capacity(segment_seqs.len());
-    for pair in segment_seqs.windows(2) {
-        let (first, next) = (pair[0], pair[1]);
+    let mut segments = Vec::with_capacity(sealed.len());
+    for &(first, next) in sealed {
         let path = segments_dir.join(crate::segment::segment_file_name(first));
         // Names are unique, so `next > first` and the count is at least 1.
         let (segment, sealed) = Segment::open_sealed(
@@ -194,6 +204,138 @@ pub(crate) fn open_sealed_segments(
         segments.push(Arc::new(segment));
     }
     Ok(segments)
+}
+
+/// Opens every archive of `DIR/archive/` (removing leftover temporary
+/// files under `ReadWrite`), in sequence order.
+pub(crate) fn open_archives(
+    storage: &dyn Storage,
+    dir: &Path,
+    access: Access,
+    report: &mut RecoveryReport,
+) -> Result<Vec<Arc<ArchiveFile>>> {
+    let archive_dir = dir.join(crate::archiver::ARCHIVE_DIR);
+    if !storage.exists(&archive_dir) {
+        return Ok(Vec::new());
+    }
+    if access == Access::ReadWrite {
+        let mut removed = false;
+        for name in storage.list_dir(&archive_dir).at(&archive_dir)? {
+            if name.ends_with(TMP_SUFFIX) {
+                let path = archive_dir.join(&name);
+                storage.remove_file(&path).at(&path)?;
+                report.temp_files_removed += 1;
+                removed = true;
+            }
+        }
+        if removed {
+            sync_dir(storage, &archive_dir)?;
+        }
+    }
+    let mut archives = Vec::new();
+    for (_, path) in crate::archive::archive_paths(storage, &archive_dir)? {
+        archives.push(Arc::new(crate::archive::open_named(storage, &path)?));
+    }
+    Ok(archives)
+}
+
+/// Drops from `segment_seqs` the segments an archive of the same range
+/// replaced (removing their files under `ReadWrite`).
+fn drop_superseded_segments(
+    storage: &dyn Storage,
+    segments_dir: &Path,
+    segment_seqs: &mut Vec<u64>,
+    archives: &[Arc<ArchiveFile>],
+    access: Access,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let superseded: Vec<u64> = segment_seqs
+        .iter()
+        .copied()
+        .filter(|seq| {
+            archives
+                .binary_search_by_key(seq, |a| a.range_first_seq())
+                .is_ok()
+        })
+        .collect();
+    if superseded.is_empty() {
+        return Ok(());
+    }
+    segment_seqs.retain(|seq| !superseded.contains(seq));
+    report.superseded_segments_removed = superseded.len() as u64;
+    if access == Access::ReadWrite {
+        // The archive's name must be durable before the segment's removal
+        // is: the archiver's crash may have come between its rename and
+        // the sync of `archive/`.
+        sync_dir(
+            storage,
+            &segments_dir.with_file_name(crate::archiver::ARCHIVE_DIR),
+        )?;
+        for seq in &superseded {
+            for name in [
+                crate::segment::segment_file_name(*seq),
+                crate::segment::index_file_name(*seq),
+            ] {
+                let path = segments_dir.join(name);
+                if storage.exists(&path) {
+                    storage.remove_file(&path).at(&path)?;
+                }
+            }
+        }
+        sync_dir(storage, segments_dir)?;
+        tracing::info!(segments = ?superseded, "removed segments that archives replaced");
+    }
+    Ok(())
+}
+
+/// The start of every piece, archives and segments merged in order, with
+/// the sealed segments' successors; checks that archives come before the
+/// last segment (only sealed segments are archived) and that each
+/// archive's range ends where the next piece starts.
+fn plan_pieces(
+    segments_dir: &Path,
+    segment_seqs: &[u64],
+    archives: &[Arc<ArchiveFile>],
+) -> Result<Vec<(u64, u64)>> {
+    let mut starts: Vec<u64> = segment_seqs
+        .iter()
+        .copied()
+        .chain(archives.iter().map(|a| a.range_first_seq()))
+        .collect();
+    starts.sort_unstable();
+    for archive in archives {
+        let first = archive.range_first_seq();
+        let i = starts.partition_point(|&s| s <= first);
+        if let Some(&next) = starts.get(i) {
+            if archive.range_last_seq() + 1 != next {
+                return Err(Error::Corrupt {
+                    file: archive.path().to_path_buf(),
+                    offset: archive.footer_offset(),
+                    kind: CorruptKind::Gap {
+                        expected: archive.range_last_seq() + 1,
+                        found: next,
+                    },
+                });
+            }
+        }
+        if segment_seqs.last().is_some_and(|&last| last < first) {
+            return Err(Error::Corrupt {
+                file: segments_dir.join(crate::segment::segment_file_name(
+                    segment_seqs.last().copied().unwrap_or(0),
+                )),
+                offset: 16,
+                kind: CorruptKind::BadHeader("an archive follows the active segment"),
+            });
+        }
+    }
+    // Sealed segments: every segment but the last, with the start of the
+    // piece that follows it.
+    let mut sealed = Vec::new();
+    for pair in segment_seqs.windows(2) {
+        let i = starts.partition_point(|&s| s <= pair[0]);
+        sealed.push((pair[0], starts.get(i).copied().unwrap_or(pair[1])));
+    }
+    Ok(sealed)
 }
 
 /// Reads the clean-close marker. One that does not decode, or that names
@@ -256,7 +398,20 @@ pub(crate) fn open(
         }
     };
     let mut report = RecoveryReport::default();
-    let segment_seqs = list_segments(storage, &segments_dir, access, &mut report)?;
+    let mut segment_seqs = list_segments(storage, &segments_dir, access, &mut report)?;
+    let archives = open_archives(storage, dir, access, &mut report)?;
+    drop_superseded_segments(
+        storage,
+        &segments_dir,
+        &mut segment_seqs,
+        &archives,
+        access,
+        &mut report,
+    )?;
+    let sealed_plan = plan_pieces(&segments_dir, &segment_seqs, &archives)?;
+    // Where the first segment must start when there is none: after the
+    // last archive (a directory holding only archives), else at 1.
+    let archives_end = archives.last().map_or(1, |a| a.range_last_seq() + 1);
     let marker = read_marker(
         storage,
         &segments_dir,
@@ -281,7 +436,7 @@ pub(crate) fn open(
     let mut segments = open_sealed_segments(
         storage,
         &segments_dir,
-        &segment_seqs,
+        &sealed_plan,
         options,
         access,
         &mut report,
@@ -296,7 +451,7 @@ pub(crate) fn open(
         None => segments.push(Arc::new(Segment::create(
             storage,
             &segments_dir,
-            1,
+            archives_end,
             capacity,
             active_map_bytes(options),
         )?)),
@@ -341,10 +496,13 @@ pub(crate) fn open(
             segments.push(Arc::new(segment));
         }
     }
-    let first_seq = segments.first().map_or(1, |s| s.first_seq);
-    let next_seq = segments
-        .last()
-        .map_or(1, |active| active.first_seq + active.record_count());
+    let next_seq = segments.last().map_or(archives_end, |active| {
+        active.first_seq + active.record_count()
+    });
+    let mut pieces: Vec<Piece> = archives.into_iter().map(Piece::archive).collect();
+    pieces.extend(segments.into_iter().map(Piece::segment));
+    pieces.sort_by_key(|p| p.first_seq);
+    let first_seq = crate::catalog::first_held_seq(&pieces, next_seq);
     Ok(Opened {
         lock,
         segments_dir,
@@ -352,7 +510,7 @@ pub(crate) fn open(
         next_seq,
         active_file_len,
         index_capacity: capacity,
-        segments,
+        pieces,
         marker_present,
         report,
     })

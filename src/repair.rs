@@ -82,14 +82,33 @@ pub(crate) fn repair_with_storage(
             seqs.push(seq);
         }
     }
+    // Segments an archive replaced are not part of the log (FORMAT.md,
+    // "The catalog"); a sealed segment's successor may be an archive.
+    let archive_dir = dir.join(crate::archiver::ARCHIVE_DIR);
+    let archive_starts: Vec<u64> = if storage.exists(&archive_dir) {
+        crate::archive::archive_paths(storage, &archive_dir)?
+            .into_iter()
+            .map(|(first, _)| first)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    seqs.retain(|seq| archive_starts.binary_search(seq).is_err());
     seqs.sort_unstable();
+    let mut starts: Vec<u64> = seqs.iter().chain(&archive_starts).copied().collect();
+    starts.sort_unstable();
+    let successor = |first_seq: u64| {
+        starts
+            .get(starts.partition_point(|&s| s <= first_seq))
+            .copied()
+    };
     let mut report = RepairReport::default();
     // The first segment whose records end before its successor's name says
     // (damage cut there, or a missing segment): everything after it goes.
     let mut cut_log_at: Option<usize> = None;
     for (i, &first_seq) in seqs.iter().enumerate() {
         let path = segments_dir.join(segment_file_name(first_seq));
-        let next = seqs.get(i + 1).copied();
+        let next = seqs.get(i + 1).and(successor(first_seq));
         let file = storage.open(&path, OpenMode::Read).at(&path)?;
         let file_len = file.size_bytes().at(&path)?;
         if let Some(next) = next {
@@ -168,7 +187,7 @@ pub(crate) fn repair_with_storage(
             let path = segments_dir.join(segment_file_name(first_seq));
             let file = storage.open(&path, OpenMode::Read).at(&path)?;
             let file_len = file.size_bytes().at(&path)?;
-            let last = seqs.get(j + 1).map(|n| n - 1);
+            let last = seqs.get(j + 1).and(successor(first_seq)).map(|n| n - 1);
             let scan = scan_records(&*file, &path, first_seq, file_len, RECORD_BYTES_LIMIT)?;
             let last = last.unwrap_or(first_seq + scan.offsets.len() as u64 - 1);
             report.cuts.push(RepairCut {

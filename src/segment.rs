@@ -523,6 +523,27 @@ impl Segment {
         record_bytes_max: u64,
         each: &mut BodyVisitor<'_>,
     ) -> Result<()> {
+        self.for_each_record(
+            from_seq,
+            through_seq,
+            record_bytes_max,
+            &mut |seq, record| each(seq, &record[RECORD_HEADER_BYTES..]),
+        )
+    }
+
+    /// Calls `each` with the sequence number and the whole record (header
+    /// and body, as on disk) of every published record of this segment in
+    /// `from_seq..=through_seq`, in order, each checked (CRC, sequence
+    /// number). The archiver copies records this way, so that an archive
+    /// keeps every record's own CRC. An error from `each` is damage in the
+    /// body, reported at the body's offset.
+    pub fn for_each_record(
+        &self,
+        from_seq: u64,
+        through_seq: u64,
+        record_bytes_max: u64,
+        each: &mut BodyVisitor<'_>,
+    ) -> Result<()> {
         let count = self.record_count();
         let from_seq = from_seq.max(self.first_seq);
         let through_seq = through_seq.min((self.first_seq + count).saturating_sub(1));
@@ -550,7 +571,7 @@ impl Segment {
                             },
                         ));
                     }
-                    each(seq, &bytes[RECORD_HEADER_BYTES..])
+                    each(seq, bytes)
                         .map_err(|kind| self.corrupt(offset + RECORD_HEADER_BYTES as u64, kind))?;
                     seq += 1;
                 }

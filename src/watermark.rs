@@ -112,6 +112,12 @@ impl Watermarks {
         });
     }
 
+    /// Whether [`Watermarks::stop`] was called (the log closed or was
+    /// poisoned).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
     /// No position will change again: wakes every waiter for good.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);

@@ -1,6 +1,7 @@
 //! `evlog-dump PATH [--verify] [--json]`: prints the header and records of
 //! one segment file or of every segment of a data directory (or a durable
-//! consumer's position file or parked list), without
+//! consumer's position file or parked list, or an archive file `.evz`:
+//! its footer, frames, deletion notes and records), without
 //! taking the directory lock or changing a byte. With `--verify` it checks
 //! every CRC, the sequence continuity and the sealed indexes with the same
 //! code as opening the log. Exit codes: 0 intact, 1 damaged or nothing to
@@ -17,8 +18,9 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(name = "evlog-dump", version, about = "Inspect evlog data files")]
 struct Args {
-    /// A segment file (`*.seg`), a data directory, or a durable consumer's
-    /// position file (`consumers/<name>.pos`) or parked list (`.parked`).
+    /// A segment file (`*.seg`), a data directory, a durable consumer's
+    /// position file (`consumers/<name>.pos`) or parked list (`.parked`),
+    /// or an archive file (`archive/*.evz`).
     path: PathBuf,
     /// Check everything and report the first problem instead of printing.
     #[arg(long)]
@@ -37,6 +39,8 @@ fn main() -> ExitCode {
     let is = |ext: &str| args.path.extension().is_some_and(|e| e == ext);
     let result = if is("pos") || is("parked") {
         consumer_file(&args)
+    } else if is("evz") {
+        archive_file(&args)
     } else if args.verify {
         verify(&args)
     } else {
@@ -173,6 +177,12 @@ fn verify(args: &Args) -> Result<ExitCode> {
     match evlog::dump::verify(&args.path)? {
         None => {
             println!("ok: {} is intact", args.path.display());
+            // Holes retention made are not damage: say what they are.
+            if args.path.is_dir() {
+                for line in evlog::dump::deletions(&args.path)? {
+                    println!("deleted: {line}");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Some(problem) => {
@@ -252,6 +262,171 @@ fn dump(args: &Args) -> Result<ExitCode> {
             eprintln!("evlog-dump: damaged: {problem}");
             damaged = true;
         }
+    }
+    out.flush()?;
+    Ok(if damaged {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Whether an archive error is about the file's bytes (exit 1) rather than
+/// the system (exit 2).
+fn is_damage(error: &evlog::Error) -> bool {
+    matches!(
+        error,
+        evlog::Error::Corrupt { .. } | evlog::Error::UnsupportedVersion { .. }
+    )
+}
+
+/// An archive file: footer, frames, deletion notes and records (or with
+/// `--verify`, every CRC, count and checksum). Damage is reported on
+/// stderr and exits 1.
+fn archive_file(args: &Args) -> Result<ExitCode> {
+    let path = &args.path;
+    let archive = match evlog::Archive::open(path) {
+        Ok(archive) => archive,
+        Err(e) if is_damage(&e) => {
+            if args.verify {
+                println!("corrupt: {e}");
+            }
+            eprintln!("evlog-dump: damaged: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if args.verify {
+        return match archive.verify() {
+            Ok(report) if report.unexplained_missing > 0 => {
+                let problem = format!(
+                    "{}: {} sequence numbers of the covered range are neither present nor explained by a deletion note",
+                    path.display(),
+                    report.unexplained_missing
+                );
+                println!("corrupt: {problem}");
+                eprintln!("evlog-dump: damaged: {problem}");
+                Ok(ExitCode::from(1))
+            }
+            Ok(report) => {
+                let mut line = format!(
+                    "ok: {} is intact ({} events in {} frames",
+                    path.display(),
+                    report.events,
+                    report.frames
+                );
+                for note in archive.deletions() {
+                    line.push_str(&format!(
+                        "; seq {}..={}: {} deleted by rule {:?} on {}",
+                        note.first_seq,
+                        note.last_seq,
+                        note.count,
+                        note.rule,
+                        evlog::json::format_timestamp(note.deleted_at_us)
+                    ));
+                }
+                println!("{line})");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) if is_damage(&e) => {
+                println!("corrupt: {e}");
+                eprintln!("evlog-dump: damaged: {e}");
+                Ok(ExitCode::from(1))
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if !args.json {
+        for info in archive.info() {
+            let time = |us: i64| evlog::json::format_timestamp(us);
+            writeln!(
+                out,
+                "archive {}: format {}, {} bytes; covers seq {}..={}; {} events{}{}; {} record bytes (CRC-32 {:#010x}); {} frames; {} deletion notes",
+                info.path.display(),
+                info.format_version,
+                info.file_bytes,
+                info.range_first_seq,
+                info.range_last_seq,
+                info.event_count,
+                info.present_seqs
+                    .map(|(a, b)| format!(" (seq {a}..={b})"))
+                    .unwrap_or_default(),
+                info.timestamps_us
+                    .map(|(a, b)| format!(", time {}..{}", time(a), time(b)))
+                    .unwrap_or_default(),
+                info.content_bytes,
+                info.content_crc,
+                info.frames.len(),
+                info.deletions.len()
+            )?;
+            for (number, frame) in info.frames.iter().enumerate() {
+                writeln!(
+                    out,
+                    "  frame {number} @{} compressed={} decompressed={} seq {}..={} records={} crc={:#010x} compressed_crc={:#010x}",
+                    frame.offset,
+                    frame.compressed_bytes,
+                    frame.decompressed_bytes,
+                    frame.first_seq,
+                    frame.last_seq,
+                    frame.record_count,
+                    frame.crc,
+                    frame.compressed_crc
+                )?;
+            }
+            for note in &info.deletions {
+                writeln!(
+                    out,
+                    "  deleted seq {}..={}: {} events by rule {:?} on {}",
+                    note.first_seq,
+                    note.last_seq,
+                    note.count,
+                    note.rule,
+                    time(note.deleted_at_us)
+                )?;
+            }
+        }
+    }
+    let mut damaged = false;
+    let walked = archive.inspect_records(|_, record| {
+        let line = match (&record.event, args.json) {
+            (Ok(event), true) => evlog::json::event_to_json(event).to_string(),
+            (Ok(event), false) => format!(
+                "  frame {} +{} seq={} bytes={} unit_remaining={} synced_through={} type={} id={} time={}",
+                record.frame,
+                record.offset_in_frame,
+                record.seq,
+                record.record_bytes,
+                record.unit_remaining,
+                record.synced_through,
+                event.event_type,
+                event.id,
+                evlog::json::format_timestamp(event.timestamp_us)
+            ),
+            (Err(kind), _) => {
+                damaged = true;
+                eprintln!(
+                    "evlog-dump: damaged: frame {} +{} seq={}: body does not decode: {kind}",
+                    record.frame, record.offset_in_frame, record.seq
+                );
+                format!(
+                    "  frame {} +{} seq={} bytes={} body does not decode: {kind}",
+                    record.frame, record.offset_in_frame, record.seq, record.record_bytes
+                )
+            }
+        };
+        writeln!(out, "{line}")
+    });
+    match walked {
+        Ok(()) => {}
+        Err(e) if is_damage(&e) => {
+            if !args.json {
+                writeln!(out, "  problem: {e}")?;
+            }
+            eprintln!("evlog-dump: damaged: {e}");
+            damaged = true;
+        }
+        Err(e) => return Err(e.into()),
     }
     out.flush()?;
     Ok(if damaged {

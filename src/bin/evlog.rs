@@ -80,8 +80,13 @@ enum Command {
         /// Last sequence number to print (inclusive; default: the last).
         #[arg(long)]
         to: Option<u64>,
+        /// Read archive files instead of a data directory: one `.evz` file
+        /// or a directory of them (such as a copy of DIR/archive/); nothing
+        /// else needs to be present. Deleted events are skipped.
+        #[arg(long, value_name = "DIR_OR_FILE")]
+        archive: Option<PathBuf>,
     },
-    /// Print the sequence range and segment count as JSON.
+    /// Print the sequence range and the segment and archive counts as JSON.
     Info,
     /// Make a log that refuses to open because of damage open again: keep
     /// the longest intact prefix, move everything after it to
@@ -181,16 +186,99 @@ enum Command {
     /// are shown only when a --type pattern names them. A closed standard
     /// output is noticed when the next event is printed.
     Tail(TailArgs),
+    /// List the legal holds as JSON lines, oldest first:
+    /// {"correlation_id":UUID,..} or {"entity":{"type":..,"id":..},..}, with
+    /// "reason" and "placed_at" (RFC 3339). Events under a hold are never
+    /// deleted by retention. Only reads; prints nothing when there is none.
+    ///
+    /// `holds add` and `holds release` change the list; they take the
+    /// directory's lock, so they refuse while an application has the log
+    /// open (place holds through its `Log` then).
+    Holds {
+        #[command(subcommand)]
+        change: Option<HoldsChange>,
+    },
     /// List the durable consumers as JSON lines sorted by name:
     /// {"name":..,"position":N,"lag":N}, where position is the last seq the
     /// consumer committed and lag the number of events after it. Only
     /// reads; prints nothing when there is no consumer.
     Consumers,
+    /// Run the archiver once now (opens the log for writing, so not while
+    /// an application has it open: use `Log::archive_now` there). Applies
+    /// the retention policy of DIR/evlog.toml: archives the sealed segments
+    /// it says are cold, compacts or deletes what it says must go. Prints
+    /// one JSON object: {"segments_archived":N,"pieces_compacted":N,
+    /// "events_deleted":N,"stored_bytes_before":N,"stored_bytes_after":N,
+    /// "actions":[{"action":..,"first_seq":..,"last_seq":..,"rule":..},..]}.
+    Archive {
+        /// Archive every sealed segment, whatever the policy says
+        /// (archiving loses nothing).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show what the retention policy of DIR/evlog.toml would archive,
+    /// compact and delete now, with counts, bytes and the rule for each;
+    /// with --dry-run nothing changes and only reads are done (works while
+    /// an application has the log open). Without --dry-run, does it (as
+    /// `archive`).
+    Retention {
+        /// Only list the actions.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Mirror the log to NATS JetStream, import a stream back, compare
     /// them, show the lag (built with the `nats` feature).
     #[cfg(feature = "nats")]
     #[command(subcommand)]
     Nats(nats_cmd::NatsCommand),
+}
+
+#[derive(Subcommand)]
+enum HoldsChange {
+    /// Place a hold; prints {"placed":true} (false when the target was
+    /// already held: the first hold keeps its reason).
+    Add {
+        #[command(flatten)]
+        target: HoldTargetArgs,
+        /// Why (a case or ticket number): at most 1024 bytes.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a hold; prints {"released":true} (false when there was
+    /// none on that target).
+    Release {
+        #[command(flatten)]
+        target: HoldTargetArgs,
+    },
+}
+
+/// Exactly one of a correlation id or an entity.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct HoldTargetArgs {
+    /// Hold every event of this correlation id.
+    #[arg(long, value_name = "UUID")]
+    correlation: Option<evlog::Uuid>,
+    /// Hold every event of this entity, as TYPE/ID (split at the first '/').
+    #[arg(long, value_name = "TYPE/ID", value_parser = parse_entity)]
+    entity: Option<EntityArg>,
+}
+
+impl HoldTargetArgs {
+    fn target(&self) -> Result<evlog::HoldTarget> {
+        match (&self.correlation, &self.entity) {
+            (Some(id), None) => Ok(evlog::HoldTarget::Correlation(*id)),
+            (None, Some(entity)) => Ok(evlog::HoldTarget::Entity {
+                entity_type: entity.entity_type.clone(),
+                entity_id: entity.entity_id.clone(),
+            }),
+            // clap's group makes this unreachable; say so if it is not.
+            _ => anyhow::bail!("give exactly one of --correlation or --entity"),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -514,11 +602,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::Replay { from, to } => {
+        Command::Replay { from, to, archive } => {
             if let (Some(from), Some(to)) = (from, to) {
                 if from > to {
                     anyhow::bail!("--from {from} is after --to {to} (both are inclusive)");
                 }
+            }
+            if let Some(path) = archive {
+                let archive = evlog::Archive::open(&path)
+                    .with_context(|| format!("opening archive {}", path.display()))?;
+                let range = from.unwrap_or(0)..=to.unwrap_or(u64::MAX);
+                print_events(archive.iter(range)?)?;
+                return Ok(ExitCode::SUCCESS);
             }
             let log = open_read_only(&cli.dir)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -549,6 +644,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "first_seq": log.first_seq(),
                 "last_seq": log.last_seq(),
                 "segments": log.segment_count(),
+                "archives": log.archive_count(),
                 "closed_cleanly": log.open_report().closed_cleanly,
                 // What this read-only view could use: while the writer's
                 // process holds the indexes, nothing (its queries scan).
@@ -576,6 +672,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reindex => reindex(&cli.dir),
         Command::Tail(args) => tail(&cli.dir, &args),
         Command::Consumers => consumers(&cli.dir),
+        Command::Holds { change } => holds(&cli.dir, change.as_ref()),
+        Command::Archive { all } => archive(&cli.dir, all),
+        Command::Retention { dry_run, json } => retention(&cli.dir, dry_run, json),
         #[cfg(feature = "nats")]
         Command::Nats(command) => nats_cmd::run(&cli.dir, command),
     }
@@ -660,6 +759,109 @@ fn consumers(dir: &PathBuf) -> Result<ExitCode> {
         writeln!(out, "{line}")?;
     }
     out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn holds(dir: &Path, change: Option<&HoldsChange>) -> Result<ExitCode> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match change {
+        None => {
+            let holds =
+                evlog::holds_in_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+            for hold in holds {
+                let mut line = match &hold.target {
+                    evlog::HoldTarget::Correlation(id) => serde_json::json!({"correlation_id": id}),
+                    evlog::HoldTarget::Entity {
+                        entity_type,
+                        entity_id,
+                    } => serde_json::json!({"entity": {"type": entity_type, "id": entity_id}}),
+                };
+                line["reason"] = hold.reason.into();
+                line["placed_at"] = evlog::json::format_timestamp(hold.placed_at_us).into();
+                writeln!(out, "{line}")?;
+            }
+        }
+        Some(HoldsChange::Add { target, reason }) => {
+            let placed_at_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| {
+                    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+                });
+            let hold = evlog::Hold {
+                target: target.target()?,
+                reason: reason.clone(),
+                placed_at_us,
+            };
+            let placed = evlog::place_hold_in_dir(dir, hold)
+                .with_context(|| format!("placing a hold in {}", dir.display()))?;
+            writeln!(out, "{}", serde_json::json!({ "placed": placed }))?;
+        }
+        Some(HoldsChange::Release { target }) => {
+            let released = evlog::release_hold_in_dir(dir, &target.target()?)
+                .with_context(|| format!("releasing a hold in {}", dir.display()))?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({ "released": released.is_some() })
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn archive(dir: &PathBuf, all: bool) -> Result<ExitCode> {
+    let log = open(dir)?;
+    let report = if all {
+        log.archive_all_sealed()
+    } else {
+        log.archive_now()
+    }
+    .with_context(|| format!("archiving {}", dir.display()))?;
+    log.close()?;
+    let actions: Vec<serde_json::Value> = report
+        .actions
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "action": a.kind,
+                "first_seq": a.piece_first_seq,
+                "last_seq": a.piece_last_seq,
+                "rule": a.rule,
+                "events_dropped": a.events_dropped,
+            })
+        })
+        .collect();
+    let line = serde_json::json!({
+        "segments_archived": report.segments_archived,
+        "pieces_compacted": report.pieces_compacted,
+        "events_deleted": report.events_deleted,
+        "stored_bytes_before": report.stored_bytes_before,
+        "stored_bytes_after": report.stored_bytes_after,
+        "actions": actions,
+    });
+    writeln!(std::io::stdout().lock(), "{line}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn retention(dir: &PathBuf, dry_run: bool, json: bool) -> Result<ExitCode> {
+    if !dry_run {
+        return archive(dir, false);
+    }
+    let view = open_read_only(dir)?;
+    let plan = view
+        .retention_plan(None)
+        .with_context(|| format!("planning retention for {}", dir.display()))?;
+    let text = if json {
+        evlog::render_dry_run_json(&plan)
+    } else {
+        evlog::render_dry_run(&plan)
+    };
+    let mut out = std::io::stdout().lock();
+    write!(out, "{text}")?;
+    if !text.ends_with('\n') {
+        writeln!(out)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -78,7 +78,7 @@ impl IndexerHandle {
 
 pub(crate) fn spawn(shared: Arc<Shared>) -> Result<IndexerHandle> {
     let stop = Arc::new(AtomicBool::new(false));
-    let commands = Arc::new(Mutex::new(Vec::new()));
+    let commands = Arc::clone(&shared.index_commands);
     let thread = {
         let (stop, commands) = (Arc::clone(&stop), Arc::clone(&commands));
         let dir = shared.dir.clone();

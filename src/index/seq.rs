@@ -431,6 +431,15 @@ impl SeqIndex {
     }
 
     /// Number of published entries.
+    /// Bytes of the index file on disk (0 for an index held in memory,
+    /// or a file that cannot be measured): for the archiver's accounts.
+    pub fn file_bytes(&self) -> u64 {
+        self.file
+            .as_ref()
+            .and_then(|f| f.size_bytes().ok())
+            .unwrap_or(0)
+    }
+
     pub fn valid_count(&self) -> u64 {
         self.valid_entries.load(Ordering::Acquire)
     }

@@ -957,7 +957,7 @@ fn base_file_names() -> Vec<String> {
     names
 }
 
-// Proves that the corpus is what the README and the tests say: exactly the listed fixtures, each a small data directory with no LOCK, under 1 MB in all.
+// Proves that the corpus is what the README and the tests say: exactly the listed fixtures, each a small data directory with no LOCK (or, for archive_v1, archive files only), under 1 MB in all.
 #[test]
 fn corpus_is_complete_and_small() {
     let root = fixtures_root();
@@ -975,11 +975,24 @@ fn corpus_is_complete_and_small() {
             .expect("read a fixture")
             .map(|e| e.expect("entry").file_name().into_string().expect("UTF-8"))
             .collect();
-        assert_eq!(top, ["segments"], "{name}: only a segments directory");
-        let bytes: u64 = read_tree(&entry.path())
-            .values()
-            .map(|b| b.len() as u64)
-            .sum();
+        if name.starts_with("archive_") {
+            // Archive fixtures (tests/suite/archive_file.rs) are archive
+            // files alone, as in a copied DIR/archive/.
+            assert!(
+                !top.is_empty() && top.iter().all(|f| f.ends_with(".evz")),
+                "{name}: only .evz files"
+            );
+        } else {
+            assert_eq!(top, ["segments"], "{name}: only a segments directory");
+        }
+        let bytes: u64 = if name.starts_with("archive_") {
+            top.iter().map(|f| file_len(&entry.path().join(f))).sum()
+        } else {
+            read_tree(&entry.path())
+                .values()
+                .map(|b| b.len() as u64)
+                .sum()
+        };
         assert!(bytes <= FIXTURE_BYTES_MAX, "{name} is {bytes} bytes");
         assert!(
             readme.contains(&format!("`{name}`")),
@@ -990,6 +1003,7 @@ fn corpus_is_complete_and_small() {
     }
     found.sort();
     let mut listed = FIXTURES.map(String::from).to_vec();
+    listed.push("archive_v1".into());
     listed.sort();
     assert_eq!(found, listed, "fixture directories");
     assert!(total < CORPUS_BYTES_MAX, "the corpus is {total} bytes");

@@ -12,8 +12,11 @@
 //!   tests (default: `nats-server` on the PATH); `EVLOG_NATS_KILL_ROUNDS`:
 //!   SIGKILL rounds of the mirror (default 50).
 
+mod archive_file;
+mod archive_log;
 mod cli;
 mod cli_hardening;
+mod cli_holds;
 mod cli_queries;
 mod cli_tail;
 mod common;
