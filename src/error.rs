@@ -201,6 +201,11 @@ pub enum Error {
         expected: u64,
         actual: u64,
     },
+
+    /// Talking to a NATS server or JetStream stream failed, or what the
+    /// stream holds contradicts the local log (feature `nats`).
+    #[error("NATS: {0}")]
+    Nats(String),
 }
 
 fn describe_retention_problem(rule: &str, reason: &str) -> String {

@@ -53,6 +53,8 @@ mod lost_found;
 mod marker;
 pub mod metrics;
 mod mmap;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod options;
 mod query;
 mod record;

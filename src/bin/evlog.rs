@@ -12,6 +12,12 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use evlog::{Durability, Event, Log, LogReader, Options};
 
+// In a folder of its own: a file directly in src/bin/ would be taken for
+// another binary.
+#[cfg(feature = "nats")]
+#[path = "evlog/nats_cmd.rs"]
+mod nats_cmd;
+
 /// Where `evlog` keeps its data when neither `--dir` nor `EVLOG_DIR` says.
 const DEFAULT_DATA_DIR: &str = "evlog-data";
 /// Most lines `append` groups into one durable batch: enough to amortize
@@ -242,6 +248,11 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
     },
+    /// Mirror the log to NATS JetStream, import a stream back, compare
+    /// them, show the lag (built with the `nats` feature).
+    #[cfg(feature = "nats")]
+    #[command(subcommand)]
+    Nats(nats_cmd::NatsCommand),
 }
 
 #[derive(Subcommand)]
@@ -685,6 +696,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Retention { dry_run, json } => retention(&cli.dir, dry_run, json),
         #[cfg(feature = "http")]
         Command::Serve { listen, token_file } => serve(&cli.dir, listen, token_file.as_deref()),
+        #[cfg(feature = "nats")]
+        Command::Nats(command) => nats_cmd::run(&cli.dir, command),
     }
 }
 

@@ -8,6 +8,9 @@
 //!   (default 100).
 //! - `EVLOG_POWER_CUT_SEEDS` / `EVLOG_POWER_CUT_SEED`: how many seeded
 //!   power-cut workloads run (default 300) / replay one seed.
+//! - `EVLOG_NATS_SERVER_BIN`: the `nats-server` binary of the NATS mirror
+//!   tests (default: `nats-server` on the PATH); `EVLOG_NATS_KILL_ROUNDS`:
+//!   SIGKILL rounds of the mirror (default 50).
 
 mod archive_file;
 mod archive_log;
@@ -33,6 +36,8 @@ mod index_crash;
 mod index_damage;
 mod index_props;
 mod model;
+#[cfg(feature = "nats")]
+mod nats_mirror;
 mod queries;
 mod recovery;
 mod subscription_edges;
