@@ -472,6 +472,7 @@ impl Archiver {
         let last_seq = segment.first_seq + segment.record_count() - 1;
         let mut writer =
             ArchiveWriter::create(storage, &archive_dir, segment.first_seq, ARCHIVE_ZSTD_LEVEL)?;
+        let mut yielder = YieldToAppends::new(&self.shared);
         let mut failed = None;
         segment
             .for_each_record(
@@ -479,6 +480,7 @@ impl Archiver {
                 last_seq,
                 self.shared.options.record_bytes_max,
                 &mut |_, record| {
+                    yielder.after(record.len());
                     if let Err(e) = writer.push_record(record) {
                         failed = Some(e);
                         return Err(crate::error::CorruptKind::Decode(
@@ -527,6 +529,7 @@ impl Archiver {
         // The dropped events' range and count; one note for this action.
         let mut dropped: Option<(u64, u64, u64)> = None;
         let mut failed = None;
+        let mut yielder = YieldToAppends::new(&self.shared);
         let mut latest = LatestOfEntity::new(&self.shared, policy);
         let mut visit = |seq: u64, record: &[u8]| {
             let body = &record[crate::record::RECORD_HEADER_BYTES..];
@@ -546,6 +549,7 @@ impl Archiver {
                 entry.2 += 1;
                 return Ok(());
             }
+            yielder.after(record.len());
             if let Err(e) = writer.push_record(record) {
                 failed = Some(e);
                 return Err(crate::error::CorruptKind::Decode(
@@ -596,6 +600,49 @@ impl Archiver {
             "retention rewrote a piece"
         );
         Ok(total)
+    }
+}
+
+/// Bytes of records the archiver rewrites between two looks at the log:
+/// about one frame, under a millisecond of compression.
+const YIELD_EVERY_BYTES: usize = 128 * 1024;
+/// How long the archiver pauses after such a stretch while appends are
+/// flowing: it then takes at most about a third of one core, and the
+/// writer and the callers the rest (archiving is never urgent; with no
+/// appends it runs at full speed).
+const YIELD_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Paces the archiver's rewriting behind the appenders: every
+/// `YIELD_EVERY_BYTES`, if the log's end moved since the last look, it
+/// sleeps `YIELD_PAUSE`. A lower CPU priority alone does not do this: the
+/// archiver still holds a core for a scheduler slice whenever the writer
+/// waits for its fsync.
+struct YieldToAppends<'a> {
+    shared: &'a Shared,
+    bytes_since: usize,
+    last_seen: u64,
+}
+
+impl<'a> YieldToAppends<'a> {
+    fn new(shared: &'a Shared) -> YieldToAppends<'a> {
+        YieldToAppends {
+            shared,
+            bytes_since: 0,
+            last_seen: shared.marks.last_seq(),
+        }
+    }
+
+    fn after(&mut self, bytes: usize) {
+        self.bytes_since += bytes;
+        if self.bytes_since < YIELD_EVERY_BYTES {
+            return;
+        }
+        self.bytes_since = 0;
+        let now = self.shared.marks.last_seq();
+        if now != self.last_seen {
+            self.last_seen = now;
+            std::thread::sleep(YIELD_PAUSE);
+        }
     }
 }
 
