@@ -404,15 +404,7 @@ pub fn deletions(dir: &Path) -> Result<Vec<String>> {
     for (_, path) in crate::archive::archive_paths(&storage, &archive_dir)? {
         let archive = crate::archive::open_named(&storage, &path)?;
         for note in archive.deletions() {
-            lines.push(format!(
-                "seqs {}..={}: {} events deleted by retention rule {} on {} ({})",
-                note.first_seq,
-                note.last_seq,
-                note.count,
-                note.rule,
-                crate::json::format_timestamp(note.deleted_at_us),
-                path.display()
-            ));
+            lines.push(format!("{note} ({})", path.display()));
         }
     }
     Ok(lines)

@@ -616,16 +616,7 @@ impl Shared {
         let mut lines = Vec::new();
         for piece in self.catalog.pieces() {
             if let crate::catalog::Holder::Archive(archive) = &piece.holder {
-                for note in archive.deletions() {
-                    lines.push(format!(
-                        "seqs {}..={}: {} events deleted by retention rule {} on {}",
-                        note.first_seq,
-                        note.last_seq,
-                        note.count,
-                        note.rule,
-                        crate::json::format_timestamp(note.deleted_at_us)
-                    ));
-                }
+                lines.extend(archive.deletions().iter().map(ToString::to_string));
             }
         }
         lines

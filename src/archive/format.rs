@@ -137,6 +137,21 @@ pub struct DeletionNote {
     pub deleted_at_us: i64,
 }
 
+impl std::fmt::Display for DeletionNote {
+    /// One line for people: range, count, rule and date.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seqs {}..={}: {} events deleted by retention rule {} on {}",
+            self.first_seq,
+            self.last_seq,
+            self.count,
+            self.rule,
+            crate::json::format_timestamp(self.deleted_at_us)
+        )
+    }
+}
+
 impl DeletionNote {
     pub(crate) fn new(
         first_seq: u64,

@@ -157,15 +157,7 @@ pub fn import(dir: impl AsRef<Path>, config: &ImportConfig) -> Result<ImportRepo
 
 async fn import_async(dir: &Path, config: &ImportConfig) -> Result<ImportReport> {
     let name = &config.stream;
-    let client = super::connect(&config.server).await?;
-    let context = super::jetstream_context(client, 1);
-    let stream = super::find_stream(&context, name)
-        .await?
-        .ok_or_else(|| Error::Nats(format!("the server has no stream {name}")))?;
-    let info = stream
-        .get_info()
-        .await
-        .map_err(|e| nats_error(format_args!("reading stream {name}"), e))?;
+    let (stream, info) = super::existing_stream(&config.server, name).await?;
     let created = info
         .created
         .format(&time::format_description::well_known::Rfc3339)

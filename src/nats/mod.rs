@@ -129,6 +129,24 @@ async fn find_stream(
     }
 }
 
+/// Connects to `server` and reads the stream `name` and its information,
+/// for the calls that need it to exist (import, verify).
+async fn existing_stream(
+    server: &str,
+    name: &str,
+) -> Result<(jetstream::stream::Stream, jetstream::stream::Info)> {
+    let client = connect(server).await?;
+    let context = jetstream_context(client, 1);
+    let stream = find_stream(&context, name)
+        .await?
+        .ok_or_else(|| Error::Nats(format!("the server has no stream {name}")))?;
+    let info = stream
+        .get_info()
+        .await
+        .map_err(|e| nats_error(format_args!("reading stream {name}"), e))?;
+    Ok((stream, info))
+}
+
 /// The last message of a stream, as the mirror and import need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StreamTail {

@@ -11,8 +11,8 @@
 
 use std::path::Path;
 
-use super::{message_hash, nats_error, Fnv64, StreamReader};
-use crate::error::{Error, Result};
+use super::{message_hash, Fnv64, StreamReader};
+use crate::error::Result;
 use crate::subscribe::{Filter, BOOKKEEPING_TYPE_PREFIX};
 use crate::LogReader;
 
@@ -198,15 +198,7 @@ pub fn verify(dir: impl AsRef<Path>, config: &VerifyConfig) -> Result<VerifyRepo
 
 async fn verify_async(log: &LogReader, config: &VerifyConfig) -> Result<VerifyReport> {
     let name = &config.stream;
-    let client = super::connect(&config.server).await?;
-    let context = super::jetstream_context(client, 1);
-    let stream = super::find_stream(&context, name)
-        .await?
-        .ok_or_else(|| Error::Nats(format!("the server has no stream {name}")))?;
-    let info = stream
-        .get_info()
-        .await
-        .map_err(|e| nats_error(format_args!("reading stream {name}"), e))?;
+    let (stream, info) = super::existing_stream(&config.server, name).await?;
     let local_last_seq = log.last_seq().unwrap_or(0);
     let bound = config.through_seq.unwrap_or(u64::MAX);
     let filter = config.log_filter();
