@@ -66,6 +66,11 @@ pub enum Error {
     #[error("archiving stopped: {0}")]
     ArchiverStopped(String),
 
+    /// The rules engine stopped on an error (named here); rules can be
+    /// registered again after the log is reopened.
+    #[error("the rules engine stopped: {0}")]
+    RulesStopped(String),
+
     /// No event in the log has this id.
     #[error("no event with id {0}")]
     UnknownEventId(uuid::Uuid),
