@@ -243,6 +243,9 @@ pub enum CorruptKind {
     CommitGroup,
     /// The record body passed its checksum but does not decode.
     Decode(String),
+    /// A JSON file (a marker, a rule's statistics) is not the JSON its
+    /// format describes; the text names the line and column.
+    Json(String),
     /// A sequence-index file disagrees with its segment.
     Index(&'static str),
     /// Valid records follow an invalid one, so the damage is not a torn tail.
@@ -281,6 +284,7 @@ impl fmt::Display for CorruptKind {
             }
             CorruptKind::CommitGroup => write!(f, "inconsistent commit group fields"),
             CorruptKind::Decode(msg) => write!(f, "record body does not decode: {msg}"),
+            CorruptKind::Json(msg) => write!(f, "not the JSON its format describes: {msg}"),
             CorruptKind::Index(what) => write!(f, "sequence index: {what}"),
             CorruptKind::MidLog => write!(
                 f,

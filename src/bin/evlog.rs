@@ -14,6 +14,8 @@ use evlog::{Durability, Event, Log, LogReader, Options};
 
 // In a folder of its own: a file directly in src/bin/ would be taken for
 // another binary.
+#[path = "evlog/demo_rules.rs"]
+mod demo_rules;
 #[cfg(feature = "nats")]
 #[path = "evlog/nats_cmd.rs"]
 mod nats_cmd;
@@ -1544,6 +1546,7 @@ fn demo(dir: &PathBuf, count: u64) -> Result<ExitCode> {
     if last > before {
         demo_queries(&log, &mut out, last)?;
     }
+    demo_rules::demo_rules(&log, &mut out)?;
     let report = log.verify()?;
     writeln!(
         out,

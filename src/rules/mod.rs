@@ -537,6 +537,59 @@ pub struct DryRunReport {
     pub outcome: DryRunOutcome,
 }
 
+impl DryRunReport {
+    /// The report as one JSON object, as `evlog replay --dry-run-rules`
+    /// prints it and `POST /api/replay` returns it: `rule`, `trigger_seq`,
+    /// `trigger_id`, `trigger_type`, `outcome` (`nothing`,
+    /// `would_append`, `depth_exceeded`, `failed` or `breaker_open`), and
+    /// with `would_append` the `events` (`id`, `type`, `entity` as
+    /// `TYPE/ID`, `payload`, `already_in_log`), with `depth_exceeded`
+    /// `depth` and `limit`, with `failed` the `error`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut line = serde_json::json!({
+            "rule": self.rule,
+            "trigger_seq": self.trigger_seq,
+            "trigger_id": self.trigger_id.to_string(),
+            "trigger_type": self.trigger_type,
+        });
+        let outcome = match &self.outcome {
+            DryRunOutcome::Nothing => "nothing",
+            DryRunOutcome::WouldAppend(events) => {
+                let events: Vec<_> = events
+                    .iter()
+                    .map(|event| {
+                        serde_json::json!({
+                            "id": event.id.to_string(),
+                            "type": event.event_type,
+                            "entity": event
+                                .entity
+                                .as_ref()
+                                .map(|e| format!("{}/{}", e.entity_type, e.entity_id)),
+                            "payload": serde_json::from_str::<serde_json::Value>(&event.payload)
+                                .unwrap_or_else(|_| serde_json::Value::String(event.payload.clone())),
+                            "already_in_log": event.already_in_log,
+                        })
+                    })
+                    .collect();
+                line["events"] = serde_json::Value::Array(events);
+                "would_append"
+            }
+            DryRunOutcome::DepthExceeded { depth, limit } => {
+                line["depth"] = (*depth).into();
+                line["limit"] = (*limit).into();
+                "depth_exceeded"
+            }
+            DryRunOutcome::Failed(message) => {
+                line["error"] = message.clone().into();
+                "failed"
+            }
+            DryRunOutcome::BreakerOpen => "breaker_open",
+        };
+        line["outcome"] = outcome.into();
+        line
+    }
+}
+
 /// What one evaluation produced, before anything is written.
 enum Evaluation {
     Nothing,
@@ -756,35 +809,43 @@ pub(crate) fn read_stats(shared: &Shared) -> Result<Vec<RuleStats>> {
         if !name.ends_with(".json") {
             continue; // a temporary file of a write in progress
         }
-        let path = dir.join(&name);
-        let file = shared.storage.open(&path, OpenMode::Read).at(&path)?;
-        let len = file.size_bytes().at(&path)?;
-        if len > STATS_FILE_BYTES_MAX {
-            return Err(Error::Corrupt {
-                file: path,
-                offset: 0,
-                kind: crate::error::CorruptKind::BadHeader(
-                    "a rule statistics file is at most 64 KiB",
-                ),
-            });
+        if let Some(stats) = read_stats_file(shared, &dir.join(&name))? {
+            all.push(stats);
         }
-        let mut bytes = vec![0u8; len as usize];
-        file.read_exact_at(&mut bytes, 0).at(&path)?;
-        let stats: RuleStats = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-            file: path.clone(),
-            offset: line_offset(&bytes, e.line()),
-            kind: crate::error::CorruptKind::Decode(format!("line {}: {e}", e.line())),
-        })?;
-        if stats.format != STATS_FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                file: path,
-                found: stats.format,
-                supported: STATS_FORMAT_VERSION,
-            });
-        }
-        all.push(stats);
     }
     Ok(all)
+}
+
+/// One statistics file; `None` when it does not exist.
+fn read_stats_file(shared: &Shared, path: &Path) -> Result<Option<RuleStats>> {
+    if !shared.storage.exists(path) {
+        return Ok(None);
+    }
+    let path = path.to_path_buf();
+    let file = shared.storage.open(&path, OpenMode::Read).at(&path)?;
+    let len = file.size_bytes().at(&path)?;
+    if len > STATS_FILE_BYTES_MAX {
+        return Err(Error::Corrupt {
+            file: path,
+            offset: 0,
+            kind: crate::error::CorruptKind::BadHeader("a rule statistics file is at most 64 KiB"),
+        });
+    }
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact_at(&mut bytes, 0).at(&path)?;
+    let stats: RuleStats = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+        file: path.clone(),
+        offset: line_offset(&bytes, e.line()),
+        kind: crate::error::CorruptKind::Json(e.to_string()),
+    })?;
+    if stats.format != STATS_FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            file: path,
+            found: stats.format,
+            supported: STATS_FORMAT_VERSION,
+        });
+    }
+    Ok(Some(stats))
 }
 
 /// Byte offset of the start of 1-based `line` in `bytes`.
@@ -904,13 +965,26 @@ impl Rules {
             }
             (file, log) => file.unwrap_or(0).max(log.unwrap_or(0)),
         };
+        // Counts go on from the last run's; the breaker starts closed (its
+        // cool-down was a moment of the process that stopped).
+        let earlier = match read_stats_file(&self.shared, &stats_path(&self.shared.dir, &rule.name))
+        {
+            Ok(earlier) => earlier,
+            Err(e) => {
+                // The counts are informative (positions are authoritative
+                // elsewhere): a damaged file must not stop automation.
+                tracing::warn!(rule = %rule.name, error = %e, "rule statistics unreadable; counting from zero");
+                None
+            }
+        };
         let stats = RuleStats {
             format: STATS_FORMAT_VERSION,
             rule: rule.name.clone(),
             position,
             dry_run,
             updated_at_us: crate::log::now_micros(),
-            ..RuleStats::default()
+            breaker: BreakerState::Closed,
+            ..earlier.unwrap_or_default()
         };
         lock(&self.engine.stats).insert(rule.name.clone(), stats.clone());
         let running = Running {
@@ -1031,6 +1105,13 @@ fn run(engine: Arc<EngineShared>, appender: Appender, commands: Receiver<Command
     if let Err(error) = state.run(&commands) {
         tracing::error!(error = %error, "the rules engine stopped");
         *lock(&state.engine.stopped_because) = Some(error.to_string());
+    }
+    // Rules registered just before the stop: their position and counts
+    // are stored like the others'.
+    for command in commands.try_iter() {
+        if let Command::Register(running) = command {
+            state.rules.push(*running);
+        }
     }
     state.persist(true);
 }

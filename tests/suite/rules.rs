@@ -268,7 +268,11 @@ fn positions_survive_restarts_so_nothing_fires_twice_and_nothing_is_missed() {
         .chain(stats)
         .find(|s| s.rule == orchestration::P0_ALERT)
         .expect("stats file");
-    assert_eq!(stats.firings, 1, "this run fired once (C): {stats:?}");
+    assert_eq!(
+        stats.firings, 3,
+        "A and B in the first run, C in the third: {stats:?}"
+    );
+    assert_eq!(stats.evaluations, 3, "nothing evaluated twice: {stats:?}");
 }
 
 #[test]
@@ -616,6 +620,28 @@ fn cli_lists_rules_and_replays_a_correlation_with_dry_run_rules() {
         "evlog rules and replay --dry-run-rules",
     );
 
+    // A damaged statistics file: `rules` names it and the line's offset;
+    // the engine counts from zero and runs on.
+    let stats_file = dir
+        .path()
+        .join("rules")
+        .join(format!("{}.json", orchestration::SPRINT_COMPLETION));
+    std::fs::write(&stats_file, "{\n  \"format\": 1,\n  oops\n}\n").expect("garble");
+    let output = run_cli(dir.path(), &["rules"]);
+    assert_eq!(output.status.code(), Some(2), "{}", said(&output));
+    let message = text(&output.stderr);
+    assert!(
+        message.contains("sprint-completion.json") && message.contains("offset 17"),
+        "{message}"
+    );
+    let log = open(dir.path());
+    log.rules()
+        .register(orchestration::sprint_completion())
+        .expect("register despite the file");
+    log.close().expect("close");
+    let output = run_cli(dir.path(), &["rules", "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", said(&output));
+
     let output = run_cli(dir.path(), &["replay", "--dry-run-rules"]);
     assert_eq!(output.status.code(), Some(2), "{}", said(&output));
     assert!(
@@ -748,4 +774,38 @@ fn rules_survive_sigkill_between_trigger_and_output() {
         completed_by_child > fired_by_child,
         "no round was killed between the last completion and the rule's output"
     );
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn http_replay_reports_what_the_shipped_rules_would_do_and_writes_nothing() {
+    let dir = tempdir();
+    let correlation = finished_sprint(dir.path());
+    let view = std::sync::Arc::new(Log::open_read_only(dir.path()).expect("view"));
+    let before = tree(dir.path());
+    let server = evlog::http::serve(
+        view,
+        "127.0.0.1:0".parse().expect("address"),
+        evlog::http::ServeOptions::default(),
+    )
+    .expect("serve");
+    let url = format!("http://{}/api/replay", server.local_addr());
+    let response = ureq::post(&url)
+        .send_json(json!({"correlation_id": correlation.to_string(), "dry_run": true}))
+        .expect("replay");
+    let body: serde_json::Value = response.into_json().expect("json");
+    assert_eq!(body["events"], 6, "{body}");
+    let fired: Vec<_> = body["reports"]
+        .as_array()
+        .expect("reports")
+        .iter()
+        .filter(|r| r["outcome"] == "would_append")
+        .collect();
+    assert_eq!(fired.len(), 1, "{body}");
+    assert_eq!(fired[0]["rule"], orchestration::SPRINT_COMPLETION);
+    assert_eq!(fired[0]["trigger_seq"], 5);
+    assert_eq!(fired[0]["events"][0]["entity"], "sprint/S-1");
+    assert_eq!(fired[0]["events"][0]["already_in_log"], 6);
+    server.shutdown().expect("shutdown");
+    assert_unchanged(&before, &tree(dir.path()), "POST /api/replay");
 }

@@ -5,9 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use evlog::rules::{orchestration, DryRunOutcome, DryRunReport, RuleStats, DEPTH_LIMIT_DEFAULT};
+use evlog::rules::{orchestration, RuleStats, DEPTH_LIMIT_DEFAULT};
 use evlog::Uuid;
-use serde_json::json;
 
 /// Lists the rules' counts as their engine last stored them.
 pub fn list(dir: &Path, as_json: bool) -> Result<ExitCode> {
@@ -78,50 +77,8 @@ pub fn replay_dry_run(dir: &Path, correlation: Uuid) -> Result<ExitCode> {
     let reports = view.dry_run_rules(&orchestration::all(), &triggers, DEPTH_LIMIT_DEFAULT)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for report in &reports {
-        writeln!(out, "{}", report_json(report))?;
+        writeln!(out, "{}", report.to_json())?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn report_json(report: &DryRunReport) -> serde_json::Value {
-    let mut line = json!({
-        "rule": report.rule,
-        "trigger_seq": report.trigger_seq,
-        "trigger_id": report.trigger_id.to_string(),
-        "trigger_type": report.trigger_type,
-    });
-    let (outcome, detail) = match &report.outcome {
-        DryRunOutcome::Nothing => ("nothing", None),
-        DryRunOutcome::WouldAppend(events) => {
-            let events: Vec<_> = events
-                .iter()
-                .map(|event| {
-                    json!({
-                        "id": event.id.to_string(),
-                        "type": event.event_type,
-                        "entity": event.entity.as_ref().map(|e| format!("{}/{}", e.entity_type, e.entity_id)),
-                        "payload": serde_json::from_str::<serde_json::Value>(&event.payload)
-                            .unwrap_or(serde_json::Value::String(event.payload.clone())),
-                        "already_in_log": event.already_in_log,
-                    })
-                })
-                .collect();
-            (
-                "would_append",
-                Some(("events", serde_json::Value::Array(events))),
-            )
-        }
-        DryRunOutcome::DepthExceeded { depth, limit } => (
-            "depth_exceeded",
-            Some(("depth", json!({"depth": depth, "limit": limit}))),
-        ),
-        DryRunOutcome::Failed(message) => ("failed", Some(("error", json!(message)))),
-        DryRunOutcome::BreakerOpen => ("breaker_open", None),
-    };
-    line["outcome"] = json!(outcome);
-    if let Some((key, value)) = detail {
-        line[key] = value;
-    }
-    line
 }
