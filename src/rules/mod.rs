@@ -60,7 +60,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -107,6 +107,9 @@ pub const BREAKER_CLOSED_TYPE: &str = "evlog.rule.breaker_closed";
 pub const DRY_RUN_REPORTS_MAX: usize = 10_000;
 /// How often positions and statistics that changed are stored.
 const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+/// How often, at most, the engine shows its progress to `Rules::list` and
+/// `Rules::wait_for` while busy (at once when it is idle).
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(5);
 /// How long the engine waits for an event before looking at commands.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Version of the statistics file.
@@ -878,10 +881,8 @@ struct Running {
     close_requested: bool,
 }
 
-enum Command {
-    Register(Box<Running>),
-    CloseBreaker(String),
-}
+/// What the handle sends the engine thread: a rule just registered.
+type Command = Box<Running>;
 
 /// The state the engine thread shares with the [`Rules`] handle.
 struct EngineShared {
@@ -890,6 +891,12 @@ struct EngineShared {
     depth_limit: AtomicU32,
     /// Every registered rule's latest counts, by name.
     stats: Mutex<BTreeMap<String, RuleStats>>,
+    /// Signalled when `stats` changed, for [`Rules::wait_for`].
+    stats_changed: Condvar,
+    /// Rules whose breaker [`Rules::close_breaker`] closes, and whether
+    /// there are any (read before each evaluation, so it is an atomic).
+    close_requests: Mutex<Vec<String>>,
+    close_requested: AtomicBool,
     reports: Mutex<VecDeque<DryRunReport>>,
     /// Why the engine stopped on its own, if it did.
     stopped_because: Mutex<Option<String>>,
@@ -916,6 +923,9 @@ impl Rules {
                 dry_run_all: AtomicBool::new(false),
                 depth_limit: AtomicU32::new(DEPTH_LIMIT_DEFAULT),
                 stats: Mutex::new(BTreeMap::new()),
+                stats_changed: Condvar::new(),
+                close_requests: Mutex::new(Vec::new()),
+                close_requested: AtomicBool::new(false),
                 reports: Mutex::new(VecDeque::new()),
                 stopped_because: Mutex::new(None),
             }),
@@ -965,6 +975,23 @@ impl Rules {
             }
             (file, log) => file.unwrap_or(0).max(log.unwrap_or(0)),
         };
+        // Retention deleted triggers this rule has not evaluated: resuming
+        // would skip them silently. As for any durable consumer, an error
+        // naming both positions.
+        let first = self.shared.first_seq.load(Ordering::Acquire).max(1);
+        let kept_from = self
+            .shared
+            .catalog
+            .deleted_through()
+            .map_or(first, |deleted| first.max(deleted + 1));
+        if position + 1 < kept_from {
+            lock(&self.names).remove(&rule.name);
+            return Err(Error::ConsumerBehindLog {
+                name: consumer,
+                position,
+                first_seq: kept_from,
+            });
+        }
         // Counts go on from the last run's; the breaker starts closed (its
         // cool-down was a moment of the process that stopped).
         let earlier = match read_stats_file(&self.shared, &stats_path(&self.shared.dir, &rule.name))
@@ -998,7 +1025,7 @@ impl Rules {
             open_until: None,
             close_requested: false,
         };
-        self.send(Command::Register(Box::new(running)))
+        self.send(Box::new(running))
     }
 
     fn send(&self, command: Command) -> Result<()> {
@@ -1030,7 +1057,11 @@ impl Rules {
                 "no rule named {rule} is registered"
             )));
         }
-        self.send(Command::CloseBreaker(rule.to_string()))
+        // Not through the command queue: the engine may be waiting for an
+        // event already, and the next trigger must see the request.
+        lock(&self.engine.close_requests).push(rule.to_string());
+        self.engine.close_requested.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Puts every rule, registered or to come, in dry run (`true`), or
@@ -1062,15 +1093,23 @@ impl Rules {
     /// `seq`, or `timeout` passed; returns whether they have.
     pub fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        let mut stats = lock(&self.engine.stats);
         loop {
-            let done = lock(&self.engine.stats).values().all(|s| s.position >= seq);
-            if done {
+            if stats.values().all(|s| s.position >= seq) {
                 return true;
             }
-            if Instant::now() >= deadline || lock(&self.engine.stopped_because).is_some() {
+            let now = Instant::now();
+            if now >= deadline || lock(&self.engine.stopped_because).is_some() {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(2));
+            // Bounded, so that an engine that stopped is noticed.
+            let step = (deadline - now).min(POLL_INTERVAL);
+            stats = self
+                .engine
+                .stats_changed
+                .wait_timeout(stats, step)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
     }
 
@@ -1101,6 +1140,7 @@ fn run(engine: Arc<EngineShared>, appender: Appender, commands: Receiver<Command
         rules: Vec::new(),
         subscription: None,
         last_persist: Instant::now(),
+        last_publish: Instant::now(),
     };
     if let Err(error) = state.run(&commands) {
         tracing::error!(error = %error, "the rules engine stopped");
@@ -1108,10 +1148,8 @@ fn run(engine: Arc<EngineShared>, appender: Appender, commands: Receiver<Command
     }
     // Rules registered just before the stop: their position and counts
     // are stored like the others'.
-    for command in commands.try_iter() {
-        if let Command::Register(running) = command {
-            state.rules.push(*running);
-        }
+    for running in commands.try_iter() {
+        state.rules.push(*running);
     }
     state.persist(true);
 }
@@ -1122,6 +1160,7 @@ struct Engine {
     rules: Vec<Running>,
     subscription: Option<Subscription>,
     last_persist: Instant,
+    last_publish: Instant,
 }
 
 impl Engine {
@@ -1151,12 +1190,15 @@ impl Engine {
             };
             let next = subscription.next_timeout(POLL_INTERVAL);
             let examined = subscription.progress().position;
-            match next {
-                Ok(Some(event)) => self.handle(&event)?,
-                Ok(None) => {}
+            let idle = match next {
+                Ok(Some(event)) => {
+                    self.handle(&event)?;
+                    false
+                }
+                Ok(None) => true,
                 Err(Error::Closed) => return Ok(()),
                 Err(e) => return Err(e),
-            }
+            };
             // Every rule has handled every delivered event up to what the
             // subscription examined (a rewind only goes back to a rule's
             // own position), and the rest were not triggers.
@@ -1167,36 +1209,46 @@ impl Engine {
             }
             if self.last_persist.elapsed() >= PERSIST_INTERVAL {
                 self.persist(false);
+            } else if idle || self.last_publish.elapsed() >= PUBLISH_INTERVAL {
+                self.publish();
             }
         }
     }
 
-    fn apply(&mut self, command: Command) -> Result<()> {
-        match command {
-            Command::Register(running) => {
-                let from = running.stats.position + 1;
-                match self.subscription.as_mut() {
-                    None => {
-                        self.subscription = Some(Subscription::new(
-                            Arc::clone(self.shared()),
-                            Filter::all(),
-                            Start::Seq(from),
-                        )?)
-                    }
-                    Some(subscription) => {
-                        if subscription.progress().position >= from {
-                            subscription.rewind_to(from);
-                        }
-                    }
-                }
-                self.rules.push(*running);
+    /// Shows the rules' positions and counts to [`Rules::list`] and
+    /// [`Rules::wait_for`].
+    fn publish(&mut self) {
+        self.last_publish = Instant::now();
+        let dry_run_all = self.engine.dry_run_all.load(Ordering::Acquire);
+        let mut published = lock(&self.engine.stats);
+        for running in &mut self.rules {
+            running.stats.updated_at_us = crate::log::now_micros();
+            running.stats.dry_run = running.rule.dry_run || dry_run_all;
+            published.insert(running.rule.name.clone(), running.stats.clone());
+        }
+        drop(published);
+        self.engine.stats_changed.notify_all();
+    }
+
+    /// Adds a rule just registered; the subscription goes back to its
+    /// position if it is past it (the other rules skip what they handled).
+    fn apply(&mut self, running: Command) -> Result<()> {
+        let from = running.stats.position + 1;
+        match self.subscription.as_mut() {
+            None => {
+                self.subscription = Some(Subscription::new(
+                    Arc::clone(self.shared()),
+                    Filter::all(),
+                    Start::Seq(from),
+                )?)
             }
-            Command::CloseBreaker(name) => {
-                if let Some(running) = self.rules.iter_mut().find(|r| r.rule.name == name) {
-                    running.close_requested = true;
+            Some(subscription) => {
+                if subscription.progress().position >= from {
+                    subscription.rewind_to(from);
                 }
             }
         }
+        self.rules.push(*running);
         Ok(())
     }
 
@@ -1222,6 +1274,13 @@ impl Engine {
         let dry_run = self.dry_run(&self.rules[index]);
         let depth_limit = self.engine.depth_limit.load(Ordering::Acquire);
         let mut closing = false;
+        if self.engine.close_requested.swap(false, Ordering::AcqRel) {
+            for name in lock(&self.engine.close_requests).drain(..) {
+                if let Some(running) = self.rules.iter_mut().find(|r| r.rule.name == name) {
+                    running.close_requested = true;
+                }
+            }
+        }
         {
             let running = &mut self.rules[index];
             if running.close_requested {
@@ -1431,13 +1490,9 @@ impl Engine {
     /// rules), and publishes the counts to [`Rules::list`].
     fn persist(&mut self, closing: bool) {
         self.last_persist = Instant::now();
+        self.publish();
         let shared = Arc::clone(self.shared());
-        let dry_run_all = self.engine.dry_run_all.load(Ordering::Acquire);
-        let mut published = lock(&self.engine.stats);
         for running in &mut self.rules {
-            running.stats.updated_at_us = crate::log::now_micros();
-            running.stats.dry_run = running.rule.dry_run || dry_run_all;
-            published.insert(running.rule.name.clone(), running.stats.clone());
             if running.stats.dry_run || shared.is_poisoned() {
                 continue;
             }
