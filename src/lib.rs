@@ -39,10 +39,12 @@ mod codec;
 mod compact;
 mod config;
 mod consumer;
+mod contracts;
 pub mod dump;
 mod error;
 mod event;
 mod fsutil;
+mod guard;
 mod holds;
 #[cfg(feature = "http")]
 pub mod http;
@@ -263,10 +265,15 @@ pub use consumer::{
     validate_consumer_name, Consumer, ConsumerInfo, FailOutcome, ParkedEvent, CONSUMER_COMMIT_TYPE,
     CONSUMER_ENTITY_TYPE, CONSUMER_NAME_BYTES_MAX, MAX_DELIVERIES_DEFAULT,
 };
+pub use contracts::{Contract, Contracts, JsonType, CONTRACTS_MAX, CONTRACT_FIELDS_MAX};
 pub use event::{
     type_matches, validate_event_type, validate_traceparent, Entity, Event, LoggedEvent, Payload,
-    Priority, EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX, TIMESTAMP_US_MAX,
-    TIMESTAMP_US_MIN,
+    Priority, EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX, SCHEMA_VERSION_KEY,
+    TIMESTAMP_US_MAX, TIMESTAMP_US_MIN,
+};
+pub use guard::{
+    RateLimit, RateLimitStats, StormPolicy, RATE_LIMITED_KEY, RATE_LIMITS_MAX, STORM_DETECTED_TYPE,
+    STORM_ENTITY_TYPE, STORM_QUIET_MS_DEFAULT,
 };
 pub use holds::{
     holds_in_dir, place_hold_in_dir, release_hold_in_dir, Hold, HoldTarget, HOLDS_FILE, HOLDS_MAX,

@@ -348,6 +348,8 @@ pub struct Log {
     /// The directory of a log opened with [`Log::open_temporary`], removed
     /// once the log is closed (after the lock is released).
     temporary: Option<tempfile::TempDir>,
+    /// The contracts and rate limits appends pass (src/guard.rs).
+    pub(crate) gate: crate::guard::Gate,
 }
 
 impl Log {
@@ -404,6 +406,7 @@ impl Log {
         // Before anything changes on disk: a bad configuration file stops
         // the open with the line at fault.
         let policy = crate::archiver::resolve_policy(&options, &dir)?;
+        let gate = crate::guard::Gate::resolve(&options, &dir, &*storage)?;
         let mut opened = recovery::open(&*storage, &dir, &options, Access::ReadWrite)?;
         let with_indexes = options.secondary_indexes && storage.hosts_secondary_indexes();
         let slot = if with_indexes {
@@ -441,6 +444,7 @@ impl Log {
             recovery: std::mem::take(&mut opened.report),
             lock: opened.lock.take(),
             temporary: None,
+            gate,
         })
     }
 
@@ -496,6 +500,9 @@ impl Log {
     /// Validates, stamps and encodes events in the caller's thread, so the
     /// writer thread only frames and writes.
     fn prepare(&self, events: &[Event]) -> Result<PreparedBatch> {
+        // Contracts and rate limits, before anything is encoded.
+        let admitted = self.gate.admit(self, events)?;
+        let events: &[Event] = &admitted;
         let options = &self.shared.options;
         // One buffer for the whole batch, sized once: growing it would copy
         // every body again.
