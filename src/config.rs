@@ -1,4 +1,5 @@
-//! The configuration file `DIR/evlog.toml`: for now the retention policy.
+//! The configuration file `DIR/evlog.toml`: the retention policy, the
+//! storm guard's rate limits and the contracts.
 //!
 //! ```toml
 //! [retention]
@@ -30,6 +31,33 @@
 //!
 //! Precedence: a policy given in [`crate::Options::retention`] wins; else
 //! the file's; with neither, nothing is archived or deleted.
+//!
+//! The storm guard's rate limits ([`crate::RateLimit`]) and the contracts
+//! ([`crate::Contract`]), checked at append:
+//!
+//! ```toml
+//! [[storm.limit]]
+//! pattern = "agent.heartbeat"  # a type pattern; one bucket for all it matches
+//! rate_per_s = 50              # tokens gained a second (a number > 0)
+//! burst = 200                  # most tokens held (at least 1)
+//! policy = "delay"             # "refuse" (the default), "delay" or "flag"
+//! max_wait_ms = 250            # with "delay" only, and required by it
+//! storm_quiet_ms = 10000       # optional: how long without a shortfall ends a storm
+//!
+//! [[contract]]
+//! pattern = "orchestration.task.*"
+//! schema_version = 2           # optional: only events that carry this version
+//! fields = { task_id = "string", "/changes/status/after" = "string" }
+//! schema = { type = "object", required = ["task_id"] }  # optional JSON Schema
+//! ```
+//!
+//! Field types are `string`, `number`, `integer`, `boolean`, `object`,
+//! `array` and `null`; a field name that starts with `/` is a JSON pointer.
+//! `schema` is a JSON Schema written as TOML (a table, or any TOML value)
+//! and needs the `json-schema` feature. Precedence, per kind: limits (or
+//! contracts) given in [`crate::Options::rate_limit`]
+//! ([`crate::Options::contract`]) replace the file's; with none given
+//! there, the file's apply.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -727,6 +755,137 @@ keep_until_consumed = true
             }
         }
         assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    const GUARD: &str = r#"[[storm.limit]]
+pattern = "agent.heartbeat"
+rate_per_s = 50
+burst = 200
+policy = "delay"
+max_wait_ms = 250
+
+[[storm.limit]]
+pattern = "signal.*"
+rate_per_s = 0.5
+burst = 1
+policy = "flag"
+storm_quiet_ms = 2000
+
+[[contract]]
+pattern = "orchestration.task.*"
+schema_version = 2
+fields = { task_id = "string", "/changes/status/after" = "string", sprint = "integer" }
+"#;
+
+    #[test]
+    fn config_storm_limits_and_contracts_give_the_same_as_the_builders() {
+        let config = parse(GUARD).unwrap();
+        assert_eq!(
+            config.rate_limits,
+            vec![
+                RateLimit::new("agent.heartbeat", 50.0, 200)
+                    .policy(StormPolicy::Delay { max_wait_ms: 250 }),
+                RateLimit::new("signal.*", 0.5, 1)
+                    .policy(StormPolicy::Flag)
+                    .storm_quiet(Duration::from_secs(2)),
+            ]
+        );
+        // Fields in the file's order.
+        assert_eq!(
+            config.contracts,
+            vec![Contract::new("orchestration.task.*")
+                .schema_version(2)
+                .field("task_id", JsonType::String)
+                .field("/changes/status/after", JsonType::String)
+                .field("sprint", JsonType::Integer)]
+        );
+        assert_eq!(config.retention, None);
+        let plain = parse("[[storm.limit]]\npattern = \"a\"\nrate_per_s = 1\nburst = 1\n").unwrap();
+        assert_eq!(plain.rate_limits[0].get_policy(), StormPolicy::Refuse);
+        assert!(parse("[storm]\n").unwrap().rate_limits.is_empty());
+    }
+
+    #[test]
+    fn config_storm_and_contract_errors_name_the_line() {
+        let cases = [
+            (GUARD.replace("burst = 200", "burst = 0"), 4, "at least 1"),
+            (GUARD.replace("burst = 200", "burst = -3"), 4, ""),
+            (
+                GUARD.replace("rate_per_s = 50", "rate_per_s = 0"),
+                3,
+                "positive",
+            ),
+            (
+                GUARD.replace("rate_per_s = 50", "rate_per_s = -inf"),
+                3,
+                "positive",
+            ),
+            (GUARD.replace("\"delay\"", "\"drop\""), 5, "unknown variant"),
+            (
+                GUARD.replace("max_wait_ms = 250", ""),
+                5,
+                "needs max_wait_ms",
+            ),
+            (
+                GUARD.replace("storm_quiet_ms = 2000", "max_wait_ms = 9"),
+                13,
+                "only to policy",
+            ),
+            (
+                GUARD.replace("\"signal.*\"", "\"signal..x\""),
+                9,
+                "type pattern",
+            ),
+            (
+                GUARD.replace("burst = 1\n", "burst = 1\nbrust = 1\n"),
+                12,
+                "unknown field",
+            ),
+            (
+                GUARD.replace("sprint = \"integer\"", "sprint = \"int\""),
+                18,
+                "one of string, number",
+            ),
+            (
+                GUARD.replace("\"/changes/status/after\"", "\"/a~2\""),
+                18,
+                "JSON pointer",
+            ),
+            (
+                GUARD.replace("schema_version = 2", "schema_version = -2"),
+                17,
+                "",
+            ),
+            (
+                GUARD.replace("schema_version = 2", "schema_versoin = 2"),
+                17,
+                "unknown field",
+            ),
+            (
+                GUARD.replace("[[contract]]", "[[contracts]]"),
+                15,
+                "unknown field",
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (text, line, words) in cases {
+            let (found, message) = error_line(&text);
+            if found != line || !message.contains(words) {
+                wrong.push(format!(
+                    "line {found} (expected {line}): {message:?} (expected {words:?})"
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        let schema = format!("{GUARD}schema = {{ type = 5 }}\n");
+        let (line, message) = error_line(&schema);
+        assert_eq!(line, 19, "{message}");
+        let expected = if cfg!(feature = "json-schema") {
+            "not valid"
+        } else {
+            "json-schema"
+        };
+        assert!(message.contains(expected), "{message}");
     }
 
     #[test]
