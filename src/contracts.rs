@@ -414,11 +414,20 @@ impl Contracts {
                     continue;
                 }
             }
+            if contract.fields.is_empty() && contract.json_schema.is_none() {
+                // A contract that requires nothing (yet) parses nothing.
+                continue;
+            }
             let value = match &mut parsed {
                 Some(value) => &*value,
                 None => {
+                    let expected = if contract.fields.is_empty() {
+                        "JSON"
+                    } else {
+                        "a JSON object"
+                    };
                     let value = parse_payload(payload)
-                        .map_err(|found| violation("payload", "JSON".into(), found))?;
+                        .map_err(|found| violation("payload", expected.into(), found))?;
                     &*parsed.insert(value)
                 }
             };
@@ -580,7 +589,9 @@ mod tests {
         let empty = Event::new("orchestration.task.blocked");
         assert_eq!(
             violation(&c, &empty),
-            format!("{prefix} \"orchestration.task.*\": payload must be JSON, found no payload")
+            format!(
+                "{prefix} \"orchestration.task.*\": payload must be a JSON object, found no payload"
+            )
         );
     }
 
