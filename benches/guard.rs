@@ -21,7 +21,9 @@
 //!   parsed and checked;
 //! - `limits_and_contracts`: both.
 //!
-//! Criterion measures one `append_batch` of 1 000 events, durable
+//! Criterion measures the checks alone on batches of 1 000 events
+//! (`gate/...`: contracts and token buckets, no I/O), then one
+//! `append_batch` of 1 000 events, durable
 //! (`a2/...`, the fsync included, as A2) and under
 //! `Durability::OsBuffered` (`cpu/...`, where the CPU work of the append
 //! path is most of the time, so the guard's share is largest). Then,
@@ -41,8 +43,8 @@ use evlog::{Contract, Durability, Event, JsonType, Log, Options, RateLimit};
 
 const EVENTS: u64 = 20_000;
 const BATCH: usize = 1_000;
-const ROUNDS_DEFAULT: usize = 5;
-const BATCHES_PER_ROUND: usize = 20;
+const ROUNDS_DEFAULT: usize = 15;
+const BATCHES_PER_ROUND: usize = 10;
 
 /// The ten type families of W1 (`evlog::workload::EVENT_TYPES`).
 const FAMILIES: [&str; 10] = [
@@ -142,6 +144,30 @@ fn criterion_benches(c: &mut Criterion, events: &[Event]) {
     }
 }
 
+/// The gate alone (no I/O): the CPU cost per event of the checks, which
+/// the loaded machine's noise does not hide as it hides a few percent of
+/// A2.
+fn gate_benches(c: &mut Criterion, events: &[Event]) {
+    let mut group = c.benchmark_group("gate");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for setting in SETTINGS {
+        let options = setting.options(Durability::Always);
+        let gate = evlog::bench_api::Gate::new(
+            options.get_rate_limits().to_vec(),
+            options.get_contracts().to_vec(),
+        )
+        .expect("gate");
+        let mut chunks = events.chunks(BATCH).cycle();
+        group.bench_function(setting.name(), |b| {
+            b.iter(|| {
+                let chunk = chunks.next().unwrap_or(&[]);
+                gate.admit(chunk).expect("admit")
+            })
+        });
+    }
+    group.finish();
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -205,6 +231,7 @@ fn main() {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
+    gate_benches(&mut criterion, &events);
     criterion_benches(&mut criterion, &events);
     criterion.final_summary();
     interleaved_a2(&events);

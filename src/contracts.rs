@@ -28,9 +28,11 @@
 //! type no contract names costs one pattern comparison per contract.
 //! Events evlog writes for itself (types under `evlog.`) are not checked.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -86,6 +88,9 @@ impl JsonType {
         })
     }
 
+    /// Whether a parsed value is of this type (the reference the checks on
+    /// text are tested against).
+    #[cfg(test)]
     fn accepts(self, value: &Value) -> bool {
         match self {
             JsonType::String => value.is_string(),
@@ -376,7 +381,11 @@ impl Contracts {
         metadata: &BTreeMap<String, String>,
         payload: &Payload,
     ) -> Result<()> {
-        // Parsed on the first contract that applies, then shared.
+        // Read on the first contract that applies, then shared: the
+        // top-level fields as slices of the payload's text (no value is
+        // built), and the whole payload as a value only for a JSON Schema.
+        let mut top: Option<RawObject<'_>> = None;
+        #[cfg(feature = "json-schema")]
         let mut parsed: Option<Value> = None;
         let mut version: Option<Option<u32>> = None;
         for entry in &self.entries {
@@ -414,52 +423,45 @@ impl Contracts {
                     continue;
                 }
             }
-            if contract.fields.is_empty() && contract.json_schema.is_none() {
-                // A contract that requires nothing (yet) parses nothing.
-                continue;
-            }
-            let value = match &mut parsed {
-                Some(value) => &*value,
-                None => {
-                    let expected = if contract.fields.is_empty() {
-                        "JSON"
-                    } else {
-                        "a JSON object"
-                    };
-                    let value = parse_payload(payload)
-                        .map_err(|found| violation("payload", expected.into(), found))?;
-                    &*parsed.insert(value)
-                }
-            };
-            if !contract.fields.is_empty() && !value.is_object() {
-                return Err(violation(
-                    "payload",
-                    "a JSON object".into(),
-                    describe(value),
-                ));
-            }
-            for (field, json_type) in &contract.fields {
-                let found = if field.starts_with('/') {
-                    value.pointer(field)
-                } else {
-                    value.get(field)
-                };
-                match found {
-                    Some(found) if json_type.accepts(found) => {}
-                    Some(found) => {
-                        return Err(violation(field, json_type.with_article(), describe(found)))
-                    }
+            if !contract.fields.is_empty() {
+                let object = match &top {
+                    Some(object) => object,
                     None => {
-                        return Err(violation(
-                            field,
-                            json_type.with_article(),
-                            "nothing (the field is missing)".into(),
-                        ))
+                        let object = RawObject::of_payload(payload)
+                            .map_err(|found| violation("payload", "a JSON object".into(), found))?;
+                        top.insert(object)
+                    }
+                };
+                for (field, json_type) in &contract.fields {
+                    match object.lookup(field) {
+                        Some(found) if raw_is(*json_type, found) => {}
+                        Some(found) => {
+                            return Err(violation(
+                                field,
+                                json_type.with_article(),
+                                describe_raw(found),
+                            ))
+                        }
+                        None => {
+                            return Err(violation(
+                                field,
+                                json_type.with_article(),
+                                "nothing (the field is missing)".into(),
+                            ))
+                        }
                     }
                 }
             }
             #[cfg(feature = "json-schema")]
             if let Some(validator) = &entry.validator {
+                let value = match &mut parsed {
+                    Some(value) => &*value,
+                    None => {
+                        let value = parse_payload(payload)
+                            .map_err(|found| violation("payload", "JSON".into(), found))?;
+                        &*parsed.insert(value)
+                    }
+                };
                 if let Err(error) = validator.validate(value) {
                     let path = error.instance_path().as_str();
                     let field = if path.is_empty() { "payload" } else { path };
@@ -472,6 +474,168 @@ impl Contracts {
             }
         }
         Ok(())
+    }
+}
+
+/// The members of a JSON object as slices of its text: a contract's
+/// fields are found without building a value of the whole payload.
+struct RawObject<'a> {
+    members: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'a> RawObject<'a> {
+    /// The payload's top-level object, or what the payload is instead.
+    fn of_payload(payload: &'a Payload) -> std::result::Result<RawObject<'a>, String> {
+        let text = match payload {
+            Payload::Empty => return Err("no payload".into()),
+            Payload::Json(text) => text.as_str(),
+            Payload::Bytes(bytes) => std::str::from_utf8(bytes)
+                .map_err(|_| format!("{} bytes that are not JSON", bytes.len()))?,
+        };
+        match RawObject::parse(text) {
+            Some(object) => Ok(object),
+            None => Err(match serde_json::from_str::<Value>(text) {
+                Ok(value) => describe(&value),
+                Err(error) => format!("text that does not parse as JSON ({error})"),
+            }),
+        }
+    }
+
+    /// `None` when `text` is not one JSON object.
+    fn parse(text: &'a str) -> Option<RawObject<'a>> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let members =
+            serde::Deserializer::deserialize_map(&mut deserializer, MembersVisitor).ok()?;
+        deserializer.end().ok()?;
+        Some(RawObject { members })
+    }
+
+    /// A member by name; of duplicate names the last counts, as when the
+    /// text is parsed into a `serde_json::Value`.
+    fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.members
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| *value)
+    }
+
+    /// A required field: a member's name, or a JSON pointer.
+    fn lookup(&self, field: &str) -> Option<&'a RawValue> {
+        let Some(pointer) = field.strip_prefix('/') else {
+            return self.get(field);
+        };
+        let mut segments = pointer.split('/').map(unescape_pointer_segment);
+        let first = segments.next()?;
+        let mut current = self.get(&first)?;
+        for segment in segments {
+            current = raw_child(current, &segment)?;
+        }
+        Some(current)
+    }
+}
+
+/// A JSON pointer segment with `~1` and `~0` undone (RFC 6901, in that
+/// order).
+fn unescape_pointer_segment(segment: &str) -> Cow<'_, str> {
+    if segment.contains('~') {
+        Cow::Owned(segment.replace("~1", "/").replace("~0", "~"))
+    } else {
+        Cow::Borrowed(segment)
+    }
+}
+
+/// The member or element `segment` names inside an object or array.
+fn raw_child<'a>(raw: &'a RawValue, segment: &str) -> Option<&'a RawValue> {
+    let text = raw.get().trim_start();
+    match text.as_bytes().first() {
+        Some(b'{') => RawObject::parse(text)?.get(segment),
+        Some(b'[') => {
+            // RFC 6901: a decimal index without leading zeros.
+            if segment.len() > 1 && segment.starts_with('0') {
+                return None;
+            }
+            let index: usize = segment.parse().ok()?;
+            let items: Vec<&'a RawValue> = serde_json::from_str(text).ok()?;
+            items.get(index).copied()
+        }
+        _ => None,
+    }
+}
+
+/// Whether a value's text is of a JSON type (its first byte says which,
+/// but for integers, which are numbers without a fractional part).
+fn raw_is(json_type: JsonType, raw: &RawValue) -> bool {
+    let text = raw.get().trim();
+    let is_number = || {
+        text.as_bytes()
+            .first()
+            .is_some_and(|b| *b == b'-' || b.is_ascii_digit())
+    };
+    match json_type {
+        JsonType::String => text.starts_with('"'),
+        JsonType::Object => text.starts_with('{'),
+        JsonType::Array => text.starts_with('['),
+        JsonType::Boolean => text == "true" || text == "false",
+        JsonType::Null => text == "null",
+        JsonType::Number => is_number(),
+        JsonType::Integer => {
+            is_number()
+                && (!text.contains(['.', 'e', 'E'])
+                    || text.parse::<f64>().is_ok_and(|float| float.fract() == 0.0))
+        }
+    }
+}
+
+/// [`describe`] of a value's text (only on a violation).
+fn describe_raw(raw: &RawValue) -> String {
+    serde_json::from_str::<Value>(raw.get())
+        .map_or_else(|_| raw.get().to_string(), |value| describe(&value))
+}
+
+/// Collects an object's members, borrowing names and values from the text
+/// (a name with escapes is the one copy).
+struct MembersVisitor;
+
+impl<'de> serde::de::Visitor<'de> for MembersVisitor {
+    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some(MemberName(name)) = map.next_key()? {
+            members.push((name, map.next_value::<&'de RawValue>()?));
+        }
+        Ok(members)
+    }
+}
+
+struct MemberName<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for MemberName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> serde::de::Visitor<'de> for NameVisitor {
+            type Value = MemberName<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, name: &'de str) -> std::result::Result<Self::Value, E> {
+                Ok(MemberName(Cow::Borrowed(name)))
+            }
+            fn visit_str<E>(self, name: &str) -> std::result::Result<Self::Value, E> {
+                Ok(MemberName(Cow::Owned(name.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
     }
 }
 
@@ -499,6 +663,7 @@ pub(crate) fn check_schema(schema: &Value) -> std::result::Result<(), String> {
 }
 
 /// The payload as a JSON value, or what it is when it is not JSON.
+#[cfg(feature = "json-schema")]
 fn parse_payload(payload: &Payload) -> std::result::Result<Value, String> {
     match payload {
         Payload::Empty => Err("no payload".into()),
@@ -593,6 +758,82 @@ mod tests {
                 "{prefix} \"orchestration.task.*\": payload must be a JSON object, found no payload"
             )
         );
+    }
+
+    #[test]
+    fn contracts_read_fields_from_the_text_as_a_parsed_value_would() {
+        let payload = r#"{"s":"x","i":-3,"f":2.5,"e":1e2,"z":3.0,"big":123456789012345678901234567890,
+            "b":false,"n":null,"o":{"a/b":{"~k":[10,{"deep":"yes"}]}},"a":[1],"dup":1,"dup":"two",
+            "esc\u0061ped":true}"#;
+        let value: Value = serde_json::from_str(payload).unwrap();
+        let payload = Payload::Json(payload.to_string());
+        let object = RawObject::of_payload(&payload).unwrap();
+        let fields = [
+            "s",
+            "i",
+            "f",
+            "e",
+            "z",
+            "big",
+            "b",
+            "n",
+            "o",
+            "a",
+            "dup",
+            "escaped",
+            "missing",
+            "/o/a~1b/~0k/1/deep",
+            "/o/a~1b/~0k/0",
+            "/o/a~1b/~0k/2",
+            "/o/a~1b/~0k/01",
+            "/a/0",
+            "/s/0",
+            "/o/missing",
+            "/dup",
+        ];
+        let types = [
+            JsonType::String,
+            JsonType::Number,
+            JsonType::Integer,
+            JsonType::Boolean,
+            JsonType::Object,
+            JsonType::Array,
+            JsonType::Null,
+        ];
+        for field in fields {
+            let reference = if field.starts_with('/') {
+                value.pointer(field)
+            } else {
+                value.get(field)
+            };
+            let found = object.lookup(field);
+            assert_eq!(found.is_some(), reference.is_some(), "{field}");
+            if let (Some(found), Some(reference)) = (found, reference) {
+                assert_eq!(describe_raw(found), describe(reference), "{field}");
+                for json_type in types {
+                    assert_eq!(
+                        raw_is(json_type, found),
+                        json_type.accepts(reference),
+                        "{field} as {json_type}"
+                    );
+                }
+            }
+        }
+        for (bad, found) in [
+            (Payload::Json("[1]".into()), "an array"),
+            (
+                Payload::Json("{\"a\":".into()),
+                "text that does not parse as JSON",
+            ),
+            (Payload::Bytes(vec![0xff]), "1 bytes that are not JSON"),
+            (Payload::Empty, "no payload"),
+        ] {
+            match RawObject::of_payload(&bad) {
+                Err(message) => assert!(message.starts_with(found), "{message}"),
+                Ok(_) => panic!("{bad:?} read as an object"),
+            }
+        }
+        assert!(RawObject::of_payload(&Payload::Bytes(b"{\"k\":1}".to_vec())).is_ok());
     }
 
     #[test]

@@ -246,10 +246,21 @@ impl TypePattern {
 
     /// Whether a valid event type matches (as [`type_matches`] says).
     pub(crate) fn matches(&self, event_type: &str) -> bool {
+        // Most comparisons fail: the first and last bytes (cheap, inline)
+        // turn most of them away before a `memcmp` is called.
+        let same_ends = |literal: &str| {
+            let (literal, name) = (literal.as_bytes(), event_type.as_bytes());
+            literal.first() == name.first()
+                && literal.last() == name.get(literal.len().saturating_sub(1))
+        };
         match self {
-            TypePattern::Exact(name) => **name == *event_type,
+            TypePattern::Exact(name) => {
+                name.len() == event_type.len() && same_ends(name) && **name == *event_type
+            }
             TypePattern::Prefix(prefix) => {
-                event_type.len() > prefix.len() && event_type.starts_with(&**prefix)
+                event_type.len() > prefix.len()
+                    && same_ends(prefix)
+                    && event_type.starts_with(&**prefix)
             }
             TypePattern::Any => true,
             TypePattern::General(pattern) => type_matches(pattern, event_type),
@@ -595,6 +606,17 @@ impl Gate {
         log: &crate::Log,
         events: &'e [Event],
     ) -> Result<Cow<'e, [Event]>> {
+        self.admit_with(events, &mut |limit, event_type, storm| {
+            append_storm_event(log, limit, event_type, storm)
+        })
+    }
+
+    /// [`Gate::admit`], calling `on_storm` for each storm started.
+    pub(crate) fn admit_with<'e>(
+        &self,
+        events: &'e [Event],
+        on_storm: &mut dyn FnMut(&RateLimit, &str, u64),
+    ) -> Result<Cow<'e, [Event]>> {
         if self.contracts.is_empty() && self.storm.is_empty() {
             return Ok(Cow::Borrowed(events));
         }
@@ -606,9 +628,7 @@ impl Gate {
         if self.storm.is_empty() {
             return Ok(Cow::Borrowed(events));
         }
-        let flags = self.storm.admit(events, &mut |limit, event_type, storm| {
-            append_storm_event(log, limit, event_type, storm)
-        })?;
+        let flags = self.storm.admit(events, on_storm)?;
         if flags.is_empty() {
             return Ok(Cow::Borrowed(events));
         }

@@ -95,6 +95,26 @@ pub struct ReadmeDoctests;
 pub mod bench_api {
     use crate::{Event, LoggedEvent};
 
+    /// The contracts and rate limits an append passes (benches/guard.rs).
+    pub struct Gate(crate::guard::Gate);
+
+    impl Gate {
+        pub fn new(
+            limits: Vec<crate::RateLimit>,
+            contracts: Vec<crate::Contract>,
+        ) -> crate::Result<Gate> {
+            crate::guard::Gate::new(limits, contracts).map(Gate)
+        }
+
+        /// Checks a request as `append_batch` does; storms are ignored.
+        /// Returns how many events it would encode.
+        pub fn admit(&self, events: &[Event]) -> crate::Result<usize> {
+            self.0
+                .admit_with(events, &mut |_, _, _| {})
+                .map(|events| events.len())
+        }
+    }
+
     /// Encodes an event body (id and timestamp as given or zero).
     pub fn encode_body(event: &Event, out: &mut Vec<u8>) {
         crate::record::encode_body(
