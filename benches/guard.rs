@@ -29,7 +29,8 @@
 //! path is most of the time, so the guard's share is largest). Then,
 //! because a shared machine drifts between criterion's sequential runs,
 //! the A2 settings are measured again interleaved: `ROUNDS` rounds, each
-//! timing `BATCHES_PER_ROUND` durable batches of every setting in turn;
+//! timing `BATCHES_PER_ROUND` durable batches of every setting in turn
+//! (each round starting with the next setting);
 //! the medians and their ratios to `no_limits` are printed. Duplicate
 //! detection is off (`dedup_window(0)`) so that appending the same W1
 //! events again writes them again. Stores live under `target/bench-tmp`.
@@ -193,8 +194,12 @@ fn interleaved_a2(events: &[Event]) {
         .collect();
     let mut per_event_us: Vec<Vec<f64>> = vec![Vec::new(); SETTINGS.len()];
     let mut chunks = events.chunks(BATCH).cycle();
-    for _ in 0..rounds {
-        for (index, log) in logs.iter().enumerate() {
+    for round in 0..rounds {
+        // Each round starts with the next setting, so that none is always
+        // first (after the previous round's last fsync) or last.
+        for step in 0..logs.len() {
+            let index = (round + step) % logs.len();
+            let log = &logs[index];
             let started = Instant::now();
             for _ in 0..BATCHES_PER_ROUND {
                 let chunk = chunks.next().unwrap_or(&[]);
