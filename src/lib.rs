@@ -26,6 +26,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Appends can be checked at the door, in the caller's thread, before
+//! anything is written: [`RateLimit`]s per type pattern refuse, delay or
+//! flag floods (one `evlog.storm.detected` event per storm), and
+//! [`Contract`]s refuse events without the payload fields (or, with the
+//! `json-schema` feature, the JSON Schema) their type requires. Both come
+//! from [`Options`] or `DIR/evlog.toml` ([`load_config`]).
+//!
 //! The on-disk format is described byte by byte in `FORMAT.md`; the
 //! threads, data flow and invariants in `ARCHITECTURE.md`.
 #![deny(unsafe_code)]
