@@ -105,6 +105,13 @@ fn guard_storm_refused_while_other_types_pass() {
         json!({"pattern": "agent.heartbeat", "event_type": "agent.heartbeat",
                "policy": "refuse", "rate_per_s": rate_per_s, "burst": burst, "storm": 1})
     );
+    let storm = &of_type(&log, STORM_DETECTED_TYPE)[0];
+    let entity = storm.entity.as_ref().unwrap();
+    assert_eq!(
+        (entity.entity_type.as_str(), entity.entity_id.as_str()),
+        (evlog::STORM_ENTITY_TYPE, "agent.heartbeat")
+    );
+    assert_eq!(storm.priority, evlog::Priority::P1);
     assert_eq!(log.last_seq(), Some(accepted + others + 1));
     assert_gap_free(&log);
 
