@@ -224,7 +224,9 @@ fn guard_flag_policy_marks_events() {
 // limit has been quiet for storm_quiet_ms.
 #[test]
 fn guard_one_storm_event_per_storm() {
-    let quiet = Duration::from_millis(300);
+    // Long beside the gaps between attempts of four looping threads, even
+    // on a loaded machine.
+    let quiet = Duration::from_millis(1_000);
     let log = Arc::new(
         Log::open_temporary(
             fast().rate_limit(RateLimit::new("agent.heartbeat", 1.0, 1).storm_quiet(quiet)),
