@@ -1,4 +1,5 @@
-//! The configuration file `DIR/evlog.toml`: for now the retention policy.
+//! The configuration file `DIR/evlog.toml`: the retention policy, the
+//! storm guard's rate limits and the contracts.
 //!
 //! ```toml
 //! [retention]
@@ -30,6 +31,33 @@
 //!
 //! Precedence: a policy given in [`crate::Options::retention`] wins; else
 //! the file's; with neither, nothing is archived or deleted.
+//!
+//! The storm guard's rate limits ([`crate::RateLimit`]) and the contracts
+//! ([`crate::Contract`]), checked at append:
+//!
+//! ```toml
+//! [[storm.limit]]
+//! pattern = "agent.heartbeat"  # a type pattern; one bucket for all it matches
+//! rate_per_s = 50              # tokens gained a second (a number > 0)
+//! burst = 200                  # most tokens held (at least 1)
+//! policy = "delay"             # "refuse" (the default), "delay" or "flag"
+//! max_wait_ms = 250            # with "delay" only, and required by it
+//! storm_quiet_ms = 10000       # optional: how long without a shortfall ends a storm
+//!
+//! [[contract]]
+//! pattern = "orchestration.task.*"
+//! schema_version = 2           # optional: only events that carry this version
+//! fields = { task_id = "string", "/changes/status/after" = "string" }
+//! schema = { type = "object", required = ["task_id"] }  # optional JSON Schema
+//! ```
+//!
+//! Field types are `string`, `number`, `integer`, `boolean`, `object`,
+//! `array` and `null`; a field name that starts with `/` is a JSON pointer.
+//! `schema` is a JSON Schema written as TOML (a table, or any TOML value)
+//! and needs the `json-schema` feature. Precedence, per kind: limits (or
+//! contracts) given in [`crate::Options::rate_limit`]
+//! ([`crate::Options::contract`]) replace the file's; with none given
+//! there, the file's apply.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -39,8 +67,10 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::contracts::{Contract, JsonType, CONTRACTS_MAX, CONTRACT_FIELDS_MAX};
 use crate::error::{Error, IoContext, Result};
 use crate::event::Priority;
+use crate::guard::{RateLimit, StormPolicy, RATE_LIMITS_MAX};
 use crate::retention::{
     check_rules, RetentionPolicy, RetentionRule, RuleField, CHECK_INTERVAL_MIN,
 };
@@ -53,11 +83,15 @@ pub const CONFIG_FILE: &str = "evlog.toml";
 pub const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
 
 /// What `DIR/evlog.toml` configures.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Config {
     /// The `[retention]` table, if the file has one.
     pub retention: Option<RetentionPolicy>,
+    /// The `[[storm.limit]]` tables, in order.
+    pub rate_limits: Vec<RateLimit>,
+    /// The `[[contract]]` tables, in order.
+    pub contracts: Vec<Contract>,
 }
 
 /// Reads `dir/evlog.toml`: `None` when the file does not exist, an
@@ -103,12 +137,137 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config> {
             .map_or(1, |span| line_at(text.as_bytes(), span.start));
         config_error(path, line, error.message().trim_end().to_string())
     })?;
-    let at = |span: std::ops::Range<usize>, message: String| {
-        config_error(path, line_at(text.as_bytes(), span.start), message)
+    let retention = match &file.retention {
+        Some(retention) => Some(parse_retention(retention, text, path)?),
+        None => None,
     };
-    let Some(retention) = file.retention else {
-        return Ok(Config { retention: None });
+    let rate_limits = match &file.storm {
+        Some(storm) => parse_rate_limits(storm, text, path)?,
+        None => Vec::new(),
     };
+    let contracts = parse_contracts(&file.contract, text, path)?;
+    Ok(Config {
+        retention,
+        rate_limits,
+        contracts,
+    })
+}
+
+/// The error for the configuration at byte `span.start` of `text`.
+fn error_at(text: &str, path: &Path, span: std::ops::Range<usize>, message: String) -> Error {
+    config_error(path, line_at(text.as_bytes(), span.start), message)
+}
+
+/// The `[[storm.limit]]` tables.
+fn parse_rate_limits(storm: &FileStorm, text: &str, path: &Path) -> Result<Vec<RateLimit>> {
+    let at = |span, message| error_at(text, path, span, message);
+    if let Some(over) = storm.limit.get(RATE_LIMITS_MAX) {
+        return Err(at(
+            over.span(),
+            format!("at most {RATE_LIMITS_MAX} [[storm.limit]] tables"),
+        ));
+    }
+    let mut limits = Vec::with_capacity(storm.limit.len());
+    for table in &storm.limit {
+        let limit = table.get_ref();
+        let rate_per_s = *limit.rate_per_s.get_ref();
+        if !(rate_per_s.is_finite() && rate_per_s > 0.0) {
+            return Err(at(
+                limit.rate_per_s.span(),
+                format!("rate_per_s must be a positive number, not {rate_per_s}"),
+            ));
+        }
+        if *limit.burst.get_ref() == 0 {
+            return Err(at(limit.burst.span(), "burst must be at least 1".into()));
+        }
+        let policy = match (
+            limit.policy.as_ref().map(|p| p.get_ref()),
+            &limit.max_wait_ms,
+        ) {
+            (None | Some(PolicyName::Refuse), None) => StormPolicy::Refuse,
+            (Some(PolicyName::Flag), None) => StormPolicy::Flag,
+            (Some(PolicyName::Delay), Some(max_wait_ms)) => StormPolicy::Delay {
+                max_wait_ms: *max_wait_ms.get_ref(),
+            },
+            (Some(PolicyName::Delay), None) => {
+                let span = limit
+                    .policy
+                    .as_ref()
+                    .map_or_else(|| table.span(), Spanned::span);
+                return Err(at(
+                    span,
+                    "policy \"delay\" needs max_wait_ms, the longest a caller waits".into(),
+                ));
+            }
+            (_, Some(max_wait_ms)) => {
+                return Err(at(
+                    max_wait_ms.span(),
+                    "max_wait_ms applies only to policy = \"delay\"".into(),
+                ))
+            }
+        };
+        let mut built = RateLimit::new(
+            limit.pattern.get_ref().0.clone(),
+            rate_per_s,
+            *limit.burst.get_ref(),
+        )
+        .policy(policy);
+        if let Some(quiet_ms) = limit.storm_quiet_ms {
+            built = built.storm_quiet(Duration::from_millis(quiet_ms));
+        }
+        limits.push(built);
+    }
+    Ok(limits)
+}
+
+/// The `[[contract]]` tables.
+fn parse_contracts(
+    tables: &[Spanned<FileContract>],
+    text: &str,
+    path: &Path,
+) -> Result<Vec<Contract>> {
+    let at = |span, message| error_at(text, path, span, message);
+    if let Some(over) = tables.get(CONTRACTS_MAX) {
+        return Err(at(
+            over.span(),
+            format!("at most {CONTRACTS_MAX} [[contract]] tables"),
+        ));
+    }
+    let mut contracts = Vec::with_capacity(tables.len());
+    for table in tables {
+        let contract = table.get_ref();
+        let mut built = Contract::new(contract.pattern.get_ref().0.clone());
+        if let Some(version) = contract.schema_version {
+            built = built.schema_version(version);
+        }
+        if let Some(fields) = &contract.fields {
+            if fields.get_ref().0.len() > CONTRACT_FIELDS_MAX {
+                return Err(at(
+                    fields.span(),
+                    format!("at most {CONTRACT_FIELDS_MAX} fields in a contract"),
+                ));
+            }
+            for (name, json_type) in &fields.get_ref().0 {
+                if let Err(reason) = crate::contracts::check_field_name(name) {
+                    return Err(at(json_type.span(), reason));
+                }
+                built = built.field(name.clone(), json_type.get_ref().0);
+            }
+        }
+        if let Some(schema) = &contract.schema {
+            if let Err(reason) = crate::contracts::check_schema(schema.get_ref()) {
+                return Err(at(schema.span(), reason));
+            }
+            built = built.json_schema(schema.get_ref().clone());
+        }
+        contracts.push(built);
+    }
+    Ok(contracts)
+}
+
+/// The `[retention]` table.
+fn parse_retention(retention: &FileRetention, text: &str, path: &Path) -> Result<RetentionPolicy> {
+    let at = |span: std::ops::Range<usize>, message: String| error_at(text, path, span, message);
 
     let rules: Vec<RetentionRule> = retention
         .rule
@@ -193,12 +352,9 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config> {
     }
     // Everything `build` checks was checked above with a line to name;
     // should it still refuse, name the table.
-    let policy = builder
+    builder
         .build()
-        .map_err(|error| config_error(path, 1, format!("[retention]: {error}")))?;
-    Ok(Config {
-        retention: Some(policy),
-    })
+        .map_err(|error| config_error(path, 1, format!("[retention]: {error}")))
 }
 
 fn config_error(path: &Path, line: u64, message: String) -> Error {
@@ -219,6 +375,84 @@ fn line_at(text: &[u8], offset: usize) -> u64 {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     retention: Option<FileRetention>,
+    storm: Option<FileStorm>,
+    #[serde(default)]
+    contract: Vec<Spanned<FileContract>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStorm {
+    #[serde(default)]
+    limit: Vec<Spanned<FileLimit>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimit {
+    pattern: Spanned<PatternValue>,
+    rate_per_s: Spanned<f64>,
+    burst: Spanned<u64>,
+    policy: Option<Spanned<PolicyName>>,
+    max_wait_ms: Option<Spanned<u64>>,
+    storm_quiet_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum PolicyName {
+    Refuse,
+    Delay,
+    Flag,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileContract {
+    pattern: Spanned<PatternValue>,
+    schema_version: Option<u32>,
+    fields: Option<Spanned<FieldList>>,
+    schema: Option<Spanned<serde_json::Value>>,
+}
+
+/// The `fields` table of a contract, in the file's order (the order in
+/// which fields are checked, so the first missing one is named).
+struct FieldList(Vec<(String, Spanned<JsonTypeValue>)>);
+
+impl<'de> Deserialize<'de> for FieldList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = FieldList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of field names and JSON types")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<FieldList, A::Error> {
+                let mut fields = Vec::new();
+                while let Some((name, json_type)) = map.next_entry()? {
+                    fields.push((name, json_type));
+                }
+                Ok(FieldList(fields))
+            }
+        }
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct JsonTypeValue(JsonType);
+
+impl<'de> Deserialize<'de> for JsonTypeValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        JsonType::from_name(&text).map(JsonTypeValue).ok_or_else(|| {
+            de::Error::custom(format!(
+                "a field's type must be one of string, number, integer, boolean, object, array, null, not {text:?}"
+            ))
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -521,6 +755,137 @@ keep_until_consumed = true
             }
         }
         assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    const GUARD: &str = r#"[[storm.limit]]
+pattern = "agent.heartbeat"
+rate_per_s = 50
+burst = 200
+policy = "delay"
+max_wait_ms = 250
+
+[[storm.limit]]
+pattern = "signal.*"
+rate_per_s = 0.5
+burst = 1
+policy = "flag"
+storm_quiet_ms = 2000
+
+[[contract]]
+pattern = "orchestration.task.*"
+schema_version = 2
+fields = { task_id = "string", "/changes/status/after" = "string", sprint = "integer" }
+"#;
+
+    #[test]
+    fn config_storm_limits_and_contracts_give_the_same_as_the_builders() {
+        let config = parse(GUARD).unwrap();
+        assert_eq!(
+            config.rate_limits,
+            vec![
+                RateLimit::new("agent.heartbeat", 50.0, 200)
+                    .policy(StormPolicy::Delay { max_wait_ms: 250 }),
+                RateLimit::new("signal.*", 0.5, 1)
+                    .policy(StormPolicy::Flag)
+                    .storm_quiet(Duration::from_secs(2)),
+            ]
+        );
+        // Fields in the file's order.
+        assert_eq!(
+            config.contracts,
+            vec![Contract::new("orchestration.task.*")
+                .schema_version(2)
+                .field("task_id", JsonType::String)
+                .field("/changes/status/after", JsonType::String)
+                .field("sprint", JsonType::Integer)]
+        );
+        assert_eq!(config.retention, None);
+        let plain = parse("[[storm.limit]]\npattern = \"a\"\nrate_per_s = 1\nburst = 1\n").unwrap();
+        assert_eq!(plain.rate_limits[0].get_policy(), StormPolicy::Refuse);
+        assert!(parse("[storm]\n").unwrap().rate_limits.is_empty());
+    }
+
+    #[test]
+    fn config_storm_and_contract_errors_name_the_line() {
+        let cases = [
+            (GUARD.replace("burst = 200", "burst = 0"), 4, "at least 1"),
+            (GUARD.replace("burst = 200", "burst = -3"), 4, ""),
+            (
+                GUARD.replace("rate_per_s = 50", "rate_per_s = 0"),
+                3,
+                "positive",
+            ),
+            (
+                GUARD.replace("rate_per_s = 50", "rate_per_s = -inf"),
+                3,
+                "positive",
+            ),
+            (GUARD.replace("\"delay\"", "\"drop\""), 5, "unknown variant"),
+            (
+                GUARD.replace("max_wait_ms = 250", ""),
+                5,
+                "needs max_wait_ms",
+            ),
+            (
+                GUARD.replace("storm_quiet_ms = 2000", "max_wait_ms = 9"),
+                13,
+                "only to policy",
+            ),
+            (
+                GUARD.replace("\"signal.*\"", "\"signal..x\""),
+                9,
+                "type pattern",
+            ),
+            (
+                GUARD.replace("burst = 1\n", "burst = 1\nbrust = 1\n"),
+                12,
+                "unknown field",
+            ),
+            (
+                GUARD.replace("sprint = \"integer\"", "sprint = \"int\""),
+                18,
+                "one of string, number",
+            ),
+            (
+                GUARD.replace("\"/changes/status/after\"", "\"/a~2\""),
+                18,
+                "JSON pointer",
+            ),
+            (
+                GUARD.replace("schema_version = 2", "schema_version = -2"),
+                17,
+                "",
+            ),
+            (
+                GUARD.replace("schema_version = 2", "schema_versoin = 2"),
+                17,
+                "unknown field",
+            ),
+            (
+                GUARD.replace("[[contract]]", "[[contracts]]"),
+                15,
+                "unknown field",
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (text, line, words) in cases {
+            let (found, message) = error_line(&text);
+            if found != line || !message.contains(words) {
+                wrong.push(format!(
+                    "line {found} (expected {line}): {message:?} (expected {words:?})"
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        let schema = format!("{GUARD}schema = {{ type = 5 }}\n");
+        let (line, message) = error_line(&schema);
+        assert_eq!(line, 19, "{message}");
+        let expected = if cfg!(feature = "json-schema") {
+            "not valid"
+        } else {
+            "json-schema"
+        };
+        assert!(message.contains(expected), "{message}");
     }
 
     #[test]

@@ -211,6 +211,42 @@ pub enum Error {
     /// stream holds contradicts the local log (feature `nats`).
     #[error("NATS: {0}")]
     Nats(String),
+
+    /// The storm guard refused the request: events of `event_type` came
+    /// faster than the rate limit of `pattern` allows (see
+    /// [`crate::RateLimit`]), and its policy refuses (or it delayed the
+    /// caller as long as it may). Nothing of the request was written.
+    #[error("event type {event_type:?} is over the rate limit {pattern:?} of {rate_per_s} events/s with a burst of {burst}: refused, nothing of the request was written")]
+    RateLimited {
+        event_type: String,
+        pattern: String,
+        rate_per_s: f64,
+        burst: u64,
+    },
+
+    /// An event does not satisfy the contract of `pattern` (see
+    /// [`crate::Contract`]): `field` (a top-level payload field, a JSON
+    /// pointer, `payload` for the payload as a whole or
+    /// `metadata.schema_version`) is not `expected`; `found` says what it
+    /// is. Nothing of the request was written.
+    #[error("event type {event_type:?} violates the contract {pattern:?}: {field} must be {expected}, found {found}")]
+    ContractViolation {
+        event_type: String,
+        pattern: String,
+        field: String,
+        expected: String,
+        found: String,
+    },
+
+    /// A rate limit or a contract given to [`crate::Options`] is not
+    /// valid (a bad pattern, a rate that is not positive, an unknown JSON
+    /// type, a JSON Schema that does not compile).
+    #[error("invalid {what} for {pattern:?}: {reason}")]
+    InvalidGuard {
+        what: &'static str,
+        pattern: String,
+        reason: String,
+    },
 }
 
 fn describe_retention_problem(rule: &str, reason: &str) -> String {
@@ -330,7 +366,10 @@ impl From<Error> for std::io::Error {
             | Error::Payload(_)
             | Error::InvalidRetention { .. }
             | Error::InvalidHold { .. }
-            | Error::Config { .. } => std::io::ErrorKind::InvalidInput,
+            | Error::Config { .. }
+            | Error::ContractViolation { .. }
+            | Error::InvalidGuard { .. } => std::io::ErrorKind::InvalidInput,
+            Error::RateLimited { .. } => std::io::ErrorKind::WouldBlock,
             Error::DuplicateInBatch { .. } => std::io::ErrorKind::AlreadyExists,
             _ => std::io::ErrorKind::Other,
         };

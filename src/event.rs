@@ -27,6 +27,10 @@ pub const TIMESTAMP_US_MIN: i64 = -62_135_596_800_000_000;
 /// since the Unix epoch.
 pub const TIMESTAMP_US_MAX: i64 = 253_402_300_799_999_999;
 
+/// The metadata key that holds an event's schema version (see
+/// [`Event::schema_version`]).
+pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+
 /// How much an event matters; retention policies act on it. `P0` is the most
 /// important.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -327,6 +331,13 @@ impl Event {
         self.metadata.insert(key.into(), value.into());
         self
     }
+    /// Says which version of its type's payload schema the event follows,
+    /// as the metadata entry [`SCHEMA_VERSION_KEY`] (the number in
+    /// decimal): a [`crate::Contract`] made for one version applies only
+    /// to events that carry it.
+    pub fn schema_version(self, version: u32) -> Event {
+        self.metadata(SCHEMA_VERSION_KEY, version.to_string())
+    }
     /// Sets the payload to the JSON form of any serializable value.
     pub fn json_payload<T: Serialize + ?Sized>(mut self, value: &T) -> Result<Event> {
         let text = serde_json::to_string(value).map_err(Error::Payload)?;
@@ -409,6 +420,12 @@ impl Event {
     pub(crate) fn bookkeeping(mut self) -> Event {
         self.bookkeeping = true;
         self
+    }
+
+    /// Whether evlog itself wrote this event ([`Event::bookkeeping`]):
+    /// the storm guard and the contracts leave such events alone.
+    pub(crate) fn is_bookkeeping(&self) -> bool {
+        self.bookkeeping
     }
 
     pub(crate) fn validate(&self) -> Result<()> {

@@ -26,6 +26,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Appends can be checked at the door, in the caller's thread, before
+//! anything is written: [`RateLimit`]s per type pattern refuse, delay or
+//! flag floods (one `evlog.storm.detected` event per storm), and
+//! [`Contract`]s refuse events without the payload fields (or, with the
+//! `json-schema` feature, the JSON Schema) their type requires. Both come
+//! from [`Options`] or `DIR/evlog.toml` ([`load_config`]).
+//!
 //! The on-disk format is described byte by byte in `FORMAT.md`; the
 //! threads, data flow and invariants in `ARCHITECTURE.md`.
 #![deny(unsafe_code)]
@@ -39,10 +46,12 @@ mod codec;
 mod compact;
 mod config;
 mod consumer;
+mod contracts;
 pub mod dump;
 mod error;
 mod event;
 mod fsutil;
+mod guard;
 mod holds;
 #[cfg(feature = "http")]
 pub mod http;
@@ -93,6 +102,26 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod bench_api {
     use crate::{Event, LoggedEvent};
+
+    /// The contracts and rate limits an append passes (benches/guard.rs).
+    pub struct Gate(crate::guard::Gate);
+
+    impl Gate {
+        pub fn new(
+            limits: Vec<crate::RateLimit>,
+            contracts: Vec<crate::Contract>,
+        ) -> crate::Result<Gate> {
+            crate::guard::Gate::new(limits, contracts).map(Gate)
+        }
+
+        /// Checks a request as `append_batch` does; storms are ignored.
+        /// Returns how many events it would encode.
+        pub fn admit(&self, events: &[Event]) -> crate::Result<usize> {
+            self.0
+                .admit_with(events, &mut |_, _, _| {})
+                .map(|events| events.len())
+        }
+    }
 
     /// Encodes an event body (id and timestamp as given or zero).
     pub fn encode_body(event: &Event, out: &mut Vec<u8>) {
@@ -264,10 +293,15 @@ pub use consumer::{
     validate_consumer_name, Consumer, ConsumerInfo, FailOutcome, ParkedEvent, CONSUMER_COMMIT_TYPE,
     CONSUMER_ENTITY_TYPE, CONSUMER_NAME_BYTES_MAX, MAX_DELIVERIES_DEFAULT,
 };
+pub use contracts::{Contract, Contracts, JsonType, CONTRACTS_MAX, CONTRACT_FIELDS_MAX};
 pub use event::{
     type_matches, validate_event_type, validate_traceparent, Entity, Event, LoggedEvent, Payload,
-    Priority, EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX, TIMESTAMP_US_MAX,
-    TIMESTAMP_US_MIN,
+    Priority, EVENT_TYPE_BYTES_MAX, FIELD_BYTES_MAX, METADATA_ENTRIES_MAX, SCHEMA_VERSION_KEY,
+    TIMESTAMP_US_MAX, TIMESTAMP_US_MIN,
+};
+pub use guard::{
+    RateLimit, RateLimitStats, StormPolicy, RATE_LIMITED_KEY, RATE_LIMITS_MAX, STORM_DETECTED_TYPE,
+    STORM_ENTITY_TYPE, STORM_QUIET_MS_DEFAULT,
 };
 pub use holds::{
     holds_in_dir, place_hold_in_dir, release_hold_in_dir, Hold, HoldTarget, HOLDS_FILE, HOLDS_MAX,

@@ -325,7 +325,21 @@ impl Shared {
 
 /// Validates, stamps and encodes events in the caller's thread, so the
 /// writer thread only frames and writes.
-fn prepare(shared: &Shared, events: &[Event]) -> Result<PreparedBatch> {
+fn prepare(
+    shared: &Shared,
+    gate: &crate::guard::Gate,
+    tx: Option<&Sender<Request>>,
+    events: &[Event],
+) -> Result<PreparedBatch> {
+    // Contracts and rate limits, before anything is encoded. A storm's
+    // one `evlog.storm.detected` event goes through the same writer (types
+    // under `evlog.` pass the gate, so this does not recurse).
+    let admitted = gate.admit_with(events, &mut |limit, event_type, storm| {
+        crate::guard::append_storm_event(limit, event_type, storm, &mut |event| {
+            append_batch(shared, gate, tx, std::slice::from_ref(&event)).map(|_| ())
+        })
+    })?;
+    let events: &[Event] = &admitted;
     let options = &shared.options;
     // One buffer for the whole batch, sized once: growing it would copy
     // every body again.
@@ -395,6 +409,7 @@ fn submit(shared: &Shared, tx: Option<&Sender<Request>>, batch: PreparedBatch) -
 
 fn append_batch(
     shared: &Shared,
+    gate: &crate::guard::Gate,
     tx: Option<&Sender<Request>>,
     events: &[Event],
 ) -> Result<Range<u64>> {
@@ -402,7 +417,7 @@ fn append_batch(
         let next = shared.marks.last_seq() + 1;
         return Ok(next..next);
     }
-    let batch = prepare(shared, events)?;
+    let batch = prepare(shared, gate, tx, events)?;
     let count = batch.len();
     let first = submit(shared, tx, batch)?;
     Ok(first..first + count)
@@ -411,13 +426,14 @@ fn append_batch(
 /// Appends through the writer of a log from a thread of the log's own.
 pub(crate) struct Appender {
     pub shared: Arc<Shared>,
+    gate: Arc<crate::guard::Gate>,
     tx: Sender<Request>,
 }
 
 impl Appender {
-    /// [`Log::append_batch`].
+    /// [`Log::append_batch`]: through the same contracts and rate limits.
     pub fn append_batch(&self, events: &[Event]) -> Result<Range<u64>> {
-        append_batch(&self.shared, Some(&self.tx), events)
+        append_batch(&self.shared, &self.gate, Some(&self.tx), events)
     }
 }
 
@@ -450,6 +466,8 @@ pub struct Log {
     /// The directory of a log opened with [`Log::open_temporary`], removed
     /// once the log is closed (after the lock is released).
     temporary: Option<tempfile::TempDir>,
+    /// The contracts and rate limits appends pass (src/guard.rs).
+    pub(crate) gate: Arc<crate::guard::Gate>,
 }
 
 impl Log {
@@ -506,6 +524,7 @@ impl Log {
         // Before anything changes on disk: a bad configuration file stops
         // the open with the line at fault.
         let policy = crate::archiver::resolve_policy(&options, &dir)?;
+        let gate = Arc::new(crate::guard::Gate::resolve(&options, &dir, &*storage)?);
         let mut opened = recovery::open(&*storage, &dir, &options, Access::ReadWrite)?;
         let with_indexes = options.secondary_indexes && storage.hosts_secondary_indexes();
         let slot = if with_indexes {
@@ -539,6 +558,7 @@ impl Log {
             Arc::clone(&shared),
             Appender {
                 shared: Arc::clone(&shared),
+                gate: Arc::clone(&gate),
                 tx: writer.sender().ok_or(Error::Closed)?.clone(),
             },
         );
@@ -551,6 +571,7 @@ impl Log {
             recovery: std::mem::take(&mut opened.report),
             lock: opened.lock.take(),
             temporary: None,
+            gate,
         })
     }
 
@@ -567,7 +588,12 @@ impl Log {
     /// append fails with [`Error::VersionConflict`] unless its entity has
     /// exactly that many events.
     pub fn append(&self, event: Event) -> Result<u64> {
-        let batch = prepare(&self.shared, std::slice::from_ref(&event))?;
+        let batch = prepare(
+            &self.shared,
+            &self.gate,
+            self.writer.sender(),
+            std::slice::from_ref(&event),
+        )?;
         submit(&self.shared, self.writer.sender(), batch)
     }
 
@@ -583,7 +609,7 @@ impl Log {
     /// versions count the batch's earlier events, and one conflict
     /// refuses the whole batch.
     pub fn append_batch(&self, events: &[Event]) -> Result<Range<u64>> {
-        append_batch(&self.shared, self.writer.sender(), events)
+        append_batch(&self.shared, &self.gate, self.writer.sender(), events)
     }
 
     /// The log's automation rules: register them here. See

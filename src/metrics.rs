@@ -15,13 +15,13 @@
 
 use std::fmt::Write;
 
-use crate::{ConsumerInfo, IndexStatus, Log, LogReader, Result};
+use crate::{ConsumerInfo, IndexStatus, Log, LogReader, RateLimitStats, Result};
 
 /// The content type of [`Metrics::render`]'s text.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// One reading of the log's gauges.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics {
     /// Lowest readable seq, 0 when the log is empty.
     pub first_seq: u64,
@@ -37,6 +37,9 @@ pub struct Metrics {
     /// Published events the indexes have not reached.
     pub index_lag_events: u64,
     pub consumers: Vec<ConsumerInfo>,
+    /// The storm guard's rate limits (none for a read-only view, which
+    /// appends nothing).
+    pub rate_limits: Vec<RateLimitStats>,
 }
 
 impl Metrics {
@@ -51,6 +54,7 @@ impl Metrics {
             index: log.index_status(),
             index_lag_events: log.index_lag(),
             consumers: log.consumers()?,
+            rate_limits: log.rate_limit_stats(),
         })
     }
 
@@ -65,6 +69,7 @@ impl Metrics {
             index: reader.index_status(),
             index_lag_events: reader.index_lag(),
             consumers: reader.consumers()?,
+            rate_limits: Vec::new(),
         })
     }
 
@@ -164,7 +169,60 @@ impl Metrics {
                 consumer.lag,
             );
         }
+        self.render_rate_limits(&mut out);
         out
+    }
+
+    /// The storm guard's families, one sample per rate limit labelled
+    /// with its pattern; written only when the log has rate limits.
+    fn render_rate_limits(&self, out: &mut String) {
+        if self.rate_limits.is_empty() {
+            return;
+        }
+        type Read = fn(&RateLimitStats) -> u64;
+        let families: [(&str, &str, &str, Read); 5] = [
+            (
+                "evlog_storms_total",
+                "counter",
+                "Storms started (one evlog.storm.detected event each) since the log was opened.",
+                |stats| stats.storms,
+            ),
+            (
+                "evlog_storm_active",
+                "gauge",
+                "1 while a request found the rate limit short less than its storm_quiet_ms ago.",
+                |stats| u64::from(stats.storm_active),
+            ),
+            (
+                "evlog_rate_limited_refused_events_total",
+                "counter",
+                "Events of requests the rate limit refused.",
+                |stats| stats.refused_events,
+            ),
+            (
+                "evlog_rate_limited_delayed_events_total",
+                "counter",
+                "Events of requests that waited for the rate limit's tokens, then were written.",
+                |stats| stats.delayed_events,
+            ),
+            (
+                "evlog_rate_limited_flagged_events_total",
+                "counter",
+                "Events written over the rate limit with the evlog.rate_limited mark.",
+                |stats| stats.flagged_events,
+            ),
+        ];
+        for (name, kind, help, read) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for stats in &self.rate_limits {
+                let _ = writeln!(
+                    out,
+                    "{name}{{pattern=\"{}\"}} {}",
+                    escape_label(stats.limit.pattern()),
+                    read(stats)
+                );
+            }
+        }
     }
 }
 
@@ -225,6 +283,14 @@ mod tests {
                 position: 5,
                 lag: 5,
             }],
+            rate_limits: vec![RateLimitStats {
+                limit: crate::RateLimit::new("agent.*", 10.0, 20),
+                storms: 2,
+                storm_active: true,
+                refused_events: 7,
+                delayed_events: 0,
+                flagged_events: 1,
+            }],
         };
         let text = metrics.render();
         for line in [
@@ -239,6 +305,11 @@ mod tests {
             "evlog_index_lag_events 3",
             "evlog_consumer_position_seq{consumer=\"mailer\"} 5",
             "evlog_consumer_lag_events{consumer=\"mailer\"} 5",
+            "evlog_storms_total{pattern=\"agent.*\"} 2",
+            "evlog_storm_active{pattern=\"agent.*\"} 1",
+            "evlog_rate_limited_refused_events_total{pattern=\"agent.*\"} 7",
+            "evlog_rate_limited_delayed_events_total{pattern=\"agent.*\"} 0",
+            "evlog_rate_limited_flagged_events_total{pattern=\"agent.*\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
@@ -246,7 +317,15 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let family = line.split(['{', ' ']).next().unwrap();
             assert!(text.contains(&format!("# HELP {family} ")), "{family}");
-            assert!(text.contains(&format!("# TYPE {family} gauge")), "{family}");
+            let kind = if family.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            assert!(
+                text.contains(&format!("# TYPE {family} {kind}")),
+                "{family}"
+            );
         }
     }
 

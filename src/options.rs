@@ -44,6 +44,8 @@ pub struct Options {
     pub(crate) dedup_window_ids: usize,
     pub(crate) retention: Option<crate::retention::RetentionPolicy>,
     pub(crate) archive_cache_bytes: u64,
+    pub(crate) rate_limits: Vec<crate::guard::RateLimit>,
+    pub(crate) contracts: Vec<crate::contracts::Contract>,
 }
 
 impl Default for Options {
@@ -58,6 +60,8 @@ impl Default for Options {
             dedup_window_ids: DEDUP_WINDOW_IDS_DEFAULT,
             retention: None,
             archive_cache_bytes: ARCHIVE_CACHE_BYTES_DEFAULT,
+            rate_limits: Vec::new(),
+            contracts: Vec::new(),
         }
     }
 }
@@ -154,6 +158,37 @@ impl Options {
     pub fn archive_cache_bytes(mut self, bytes: u64) -> Options {
         self.archive_cache_bytes = bytes;
         self
+    }
+
+    /// Adds a rate limit of the storm guard (see [`crate::RateLimit`]),
+    /// checked at append in the caller's thread. Precedence: when any
+    /// limit is given here, the `[[storm.limit]]` tables of
+    /// `DIR/evlog.toml` are ignored; with none given here, the file's
+    /// apply. A bad limit fails [`crate::Log::open`] with
+    /// [`crate::Error::InvalidGuard`].
+    pub fn rate_limit(mut self, limit: crate::guard::RateLimit) -> Options {
+        self.rate_limits.push(limit);
+        self
+    }
+
+    /// Adds a contract (see [`crate::Contract`]), checked at append in the
+    /// caller's thread. Precedence: when any contract is given here, the
+    /// `[[contract]]` tables of `DIR/evlog.toml` are ignored; with none
+    /// given here, the file's apply. A bad contract fails
+    /// [`crate::Log::open`] with [`crate::Error::InvalidGuard`].
+    pub fn contract(mut self, contract: crate::contracts::Contract) -> Options {
+        self.contracts.push(contract);
+        self
+    }
+
+    /// The rate limits given with [`Options::rate_limit`].
+    pub fn get_rate_limits(&self) -> &[crate::guard::RateLimit] {
+        &self.rate_limits
+    }
+
+    /// The contracts given with [`Options::contract`].
+    pub fn get_contracts(&self) -> &[crate::contracts::Contract] {
+        &self.contracts
     }
 
     pub fn get_dedup_window(&self) -> usize {

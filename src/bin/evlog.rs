@@ -14,6 +14,8 @@ use evlog::{Durability, Event, Log, LogReader, Options};
 
 // In a folder of its own: a file directly in src/bin/ would be taken for
 // another binary.
+#[path = "evlog/contracts_cmd.rs"]
+mod contracts_cmd;
 #[path = "evlog/demo_rules.rs"]
 mod demo_rules;
 #[cfg(feature = "nats")]
@@ -254,6 +256,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check every stored event against the contracts of DIR/evlog.toml
+    /// ([[contract]] tables); prints "seq N: <violation>" for each event
+    /// that violates one (its first violation). Only reads DIR. Exit 0 when
+    /// none does, 1 when some do, 2 on an error.
+    CheckContracts(contracts_cmd::CheckContractsArgs),
     /// Serve the log's queries over HTTP, with a web page at / and a live
     /// tail (Server-Sent Events), from a read-only view: works while an
     /// application has the log open. Prints the page's address on stdout,
@@ -738,6 +745,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Holds { change } => holds(&cli.dir, change.as_ref()),
         Command::Archive { all } => archive(&cli.dir, all),
         Command::Retention { dry_run, json } => retention(&cli.dir, dry_run, json),
+        Command::CheckContracts(args) => contracts_cmd::run(&cli.dir, &args),
         #[cfg(feature = "http")]
         Command::Serve { listen, token_file } => serve(&cli.dir, listen, token_file.as_deref()),
         #[cfg(feature = "nats")]

@@ -26,6 +26,7 @@ mod disk_full;
 mod faults;
 mod fixtures;
 mod fuzz_regressions;
+mod guard;
 mod hardening;
 #[cfg(feature = "http")]
 mod http_api;
