@@ -41,7 +41,10 @@ struct Args {
     /// secondary indexes, archive frames, causation references) and
     /// report the first problems with file, byte offset and sequence
     /// number instead of printing records.
-    #[arg(long, conflicts_with_all = ["stats", "follow"])]
+    #[arg(long, conflicts_with_all = [
+        "stats", "follow", "json", "filter_type", "correlation", "entity",
+        "since", "until", "from_seq", "to_seq", "limit",
+    ])]
     verify: bool,
     /// Print counts, bytes, sequence and time ranges per file, and counts
     /// by type and priority, of the records the filters select.
@@ -298,7 +301,8 @@ impl<'a> Dumper<'a> {
 
     /// A header or summary line (not in --json or --stats output).
     fn say(&mut self, line: std::fmt::Arguments<'_>) -> std::io::Result<()> {
-        if self.args.json || self.args.stats {
+        // --verify prints its verdict lines itself.
+        if self.args.json || self.args.stats || self.args.verify {
             return Ok(());
         }
         writeln!(self.out, "{line}")
@@ -412,6 +416,8 @@ impl<'a> Dumper<'a> {
             PathKind::ParkedList => self.parked_list(false)?,
             PathKind::Holds => self.holds(false)?,
             PathKind::SecondaryIndex => self.secondary_index()?,
+            PathKind::Lock => self.lock(false)?,
+            PathKind::Config => self.config(false)?,
         }
         if self.args.stats {
             self.print_stats()?;
@@ -964,6 +970,64 @@ impl<'a> Dumper<'a> {
         Ok(())
     }
 
+    fn lock(&mut self, verify: bool) -> Result<()> {
+        let path = self.args.path.clone();
+        let pid = match evlog::dump::read_lock_pid(&path) {
+            Ok(pid) => pid,
+            Err(e) if is_damage(&e) => {
+                let at = corrupt_offset(&e);
+                return self.fail(verify, &e.to_string(), at.map(|o| (path.as_path(), o)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if verify {
+            println!("ok: {} is intact (pid {pid})", path.display());
+        } else if self.args.json {
+            writeln!(
+                self.out,
+                "{}",
+                serde_json::json!({"kind": "lock file", "pid": pid})
+            )?;
+        } else {
+            writeln!(
+                self.out,
+                "lock file {}: pid {pid}, the writer that last opened the directory (evlog-dump neither takes nor tests the lock)",
+                path.display()
+            )?;
+        }
+        Ok(())
+    }
+
+    fn config(&mut self, verify: bool) -> Result<()> {
+        let path = self.args.path.clone();
+        let text = std::fs::read_to_string(&path)?;
+        let config = match evlog::parse_config(&text, &path) {
+            Ok(config) => config,
+            Err(e) => return self.fail(verify, &e.to_string(), None),
+        };
+        let rules = config.retention.as_ref().map_or(0, |p| p.rules().len());
+        let size_cap = config.retention.as_ref().and_then(|p| p.size_cap_bytes());
+        if verify {
+            println!("ok: {} is valid ({rules} retention rules)", path.display());
+        } else if self.args.json {
+            writeln!(
+                self.out,
+                "{}",
+                serde_json::json!({"kind": "configuration file", "retention_rules": rules, "size_cap_bytes": size_cap})
+            )?;
+        } else {
+            writeln!(
+                self.out,
+                "configuration file {}: valid; {rules} retention rules{}",
+                path.display(),
+                size_cap
+                    .map(|bytes| format!(", size cap {bytes} bytes"))
+                    .unwrap_or_default()
+            )?;
+        }
+        Ok(())
+    }
+
     fn secondary_index(&mut self) -> Result<()> {
         let path = self.args.path.clone();
         let info = match evlog::dump::read_secondary_index(&path) {
@@ -1094,6 +1158,8 @@ impl<'a> Dumper<'a> {
             PathKind::ParkedList => self.parked_list(true)?,
             PathKind::Holds => self.holds(true)?,
             PathKind::SecondaryIndex => self.verify_secondary_index()?,
+            PathKind::Lock => self.lock(true)?,
+            PathKind::Config => self.config(true)?,
             PathKind::LostFound => {
                 let path = self.args.path.clone();
                 println!(
@@ -1112,7 +1178,11 @@ impl<'a> Dumper<'a> {
             None => println!("ok: {} is intact", path.display()),
             Some(problem) => {
                 let at = (problem.file.clone(), problem.offset);
-                self.fail(true, &problem.to_string(), Some((&at.0, at.1)))?;
+                let mut text = problem.to_string();
+                if let Some(seq) = seq_at(&problem) {
+                    text.push_str(&format!(" (seq {seq})"));
+                }
+                self.fail(true, &text, Some((&at.0, at.1)))?;
             }
         }
         Ok(())

@@ -37,6 +37,10 @@ pub enum PathKind {
     Holds,
     /// Bytes cut from a segment (`DIR/lost+found/<segment>.at-<offset>`).
     LostFound,
+    /// `DIR/LOCK`: the pid of the writer that last opened the directory.
+    Lock,
+    /// `DIR/evlog.toml`, written by people.
+    Config,
 }
 
 impl PathKind {
@@ -53,6 +57,8 @@ impl PathKind {
             PathKind::ParkedList => "parked list",
             PathKind::Holds => "legal holds file",
             PathKind::LostFound => "lost+found copy",
+            PathKind::Lock => "lock file",
+            PathKind::Config => "configuration file",
         }
     }
 }
@@ -129,6 +135,11 @@ pub fn identify(path: &Path) -> Result<std::result::Result<PathKind, String>> {
         Some(PathKind::CleanMarker)
     } else if name == crate::holds::HOLDS_FILE {
         Some(PathKind::Holds)
+    } else if name == "LOCK" {
+        // The name of `DIR/LOCK` (FORMAT.md, "Directory layout").
+        Some(PathKind::Lock)
+    } else if name == crate::config::CONFIG_FILE {
+        Some(PathKind::Config)
     } else {
         None
     };
@@ -332,6 +343,22 @@ pub fn read_seq_index(path: &Path) -> Result<SeqIndexInfo> {
 pub fn read_holds_file(path: &Path) -> Result<Vec<crate::holds::Hold>> {
     let bytes = std::fs::read(path).at(path)?;
     crate::holds::decode_holds(&bytes, path)
+}
+
+/// The pid a `LOCK` file names (decimal ASCII and a newline, FORMAT.md):
+/// the writer that last opened the directory. Whether that process still
+/// runs, or still holds the lock, is not checked: testing the lock would
+/// take it.
+pub fn read_lock_pid(path: &Path) -> Result<u32> {
+    let bytes = std::fs::read(path).at(path)?;
+    std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| text.trim_end_matches('\n').parse().ok())
+        .ok_or_else(|| Error::Corrupt {
+            file: path.to_path_buf(),
+            offset: 0,
+            kind: CorruptKind::BadHeader("a lock file holds a pid in decimal and a newline"),
+        })
 }
 
 /// What the secondary index directory holds, read from a private copy.

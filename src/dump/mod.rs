@@ -12,8 +12,8 @@ mod select;
 mod stats;
 
 pub use files::{
-    hex_around, identify, inspect_lost_found, lost_found_offset, read_holds_file, read_marker,
-    read_secondary_index, read_seq_index, LostFoundReport, MarkerInfo, PathKind,
+    hex_around, identify, inspect_lost_found, lost_found_offset, read_holds_file, read_lock_pid,
+    read_marker, read_secondary_index, read_seq_index, LostFoundReport, MarkerInfo, PathKind,
     SecondaryIndexInfo, SeqIndexInfo, HEX_CONTEXT_BYTES,
 };
 pub use select::Selection;
@@ -563,8 +563,21 @@ fn verify_dir(dir: &Path) -> Result<Option<Problem>> {
                     }));
                 }
                 // What a clean close vouched for is checked record by record.
-                if let Some(problem) = report.problem.filter(|p| p.offset < found.complete_end) {
+                if let Some(problem) = report
+                    .problem
+                    .clone()
+                    .filter(|p| p.offset < found.complete_end)
+                {
                     return Ok(Some(problem));
+                }
+                // So is the index it vouched for: every entry it holds names
+                // its record (a writer that reopened may have grown it with
+                // zero entries, which are not checked).
+                let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
+                if found.closed_cleanly && index_path.exists() {
+                    if let Some(problem) = check_index(&index_path, &report, &offsets, false)? {
+                        return Ok(Some(problem));
+                    }
                 }
             }
         }

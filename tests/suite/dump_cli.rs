@@ -102,6 +102,12 @@ fn rich_dir(dir: &Path) {
     log.place_hold(HoldTarget::Correlation(Uuid::from_u128(2)), "case 7")
         .expect("hold");
     log.close().expect("close");
+    // Written after the log is closed, so that no policy acted on it.
+    std::fs::write(
+        dir.join("evlog.toml"),
+        "[retention]\nsize_cap = \"1 GiB\"\n",
+    )
+    .expect("write evlog.toml");
 }
 
 fn file_named(dir: &Path, suffix: &str) -> PathBuf {
@@ -175,6 +181,8 @@ fn dump_reads_every_kind_of_path_and_changes_no_byte() {
         (dir.join("consumers/worker.parked"), "parked list "),
         (dir.join("holds"), "legal holds "),
         (segments.join("CLEAN"), "clean-close marker "),
+        (dir.join("LOCK"), "lock file "),
+        (dir.join("evlog.toml"), "configuration file "),
         (lost.clone(), "lost+found copy "),
     ];
     let before = tree(root.path());
@@ -392,8 +400,32 @@ fn dump_bad_inputs_say_why_with_exit_codes() {
         "{}",
         said(&out)
     );
-    let out = dump_path(&dir, &["--verify", "--stats"]);
-    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+    for flags in [
+        &["--verify", "--stats"][..],
+        &["--verify", "--json"],
+        &["--verify", "--limit", "1"],
+    ] {
+        let out = dump_path(&dir, flags);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", said(&out));
+        assert!(
+            text(&out.stderr).contains("cannot be used with"),
+            "{}",
+            said(&out)
+        );
+    }
+    // A configuration file that does not parse is named with its line.
+    let config = dir.join("evlog.toml");
+    std::fs::write(&config, "[retention]\nsize_cap = 1.5\n").expect("write");
+    let out = dump_path(&config, &["--verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(
+        text(&out.stdout).starts_with(&format!(
+            "corrupt: invalid configuration in {} line 2: ",
+            config.display()
+        )),
+        "{}",
+        said(&out)
+    );
 }
 
 // Proves that each filter selects exactly the records it names, in table
