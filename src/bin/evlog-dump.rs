@@ -430,8 +430,17 @@ impl<'a> Dumper<'a> {
     fn data_dir(&mut self) -> Result<()> {
         let dir = self.args.path.clone();
         let pieces = evlog::dump::pieces(&dir)?;
-        let preview = evlog::dump::recovery_preview(&dir)?;
-        let active = preview.as_ref().map(|p| p.segment.clone());
+        // A record a clean close vouched for that is damaged fails the
+        // preview; the walk below reports it where it lies.
+        let preview = match evlog::dump::recovery_preview(&dir) {
+            Ok(preview) => preview,
+            Err(e) if is_damage(&e) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let active = pieces
+            .last()
+            .filter(|piece| !piece.is_archive)
+            .map(|piece| piece.path.clone());
         for piece in &pieces {
             let walk = if piece.is_archive {
                 self.archive(&piece.path)?
@@ -443,7 +452,14 @@ impl<'a> Dumper<'a> {
             }
         }
         if let Some(preview) = preview {
+            let writer = evlog::dump::lock_holder(&dir);
             match &preview.cut {
+                Some(cut) if writer.is_some() => self.say(format_args!(
+                    "live: a writer (pid {}) has the directory open: the {} bytes after the last complete unit (byte {}) may be an append in flight, so they are not judged",
+                    writer.unwrap_or_default(),
+                    cut.bytes,
+                    preview.kept_end
+                ))?,
                 Some(cut) => {
                     let problem = format!("{}: {cut}", preview.segment.display());
                     self.say(format_args!(
@@ -1241,13 +1257,35 @@ impl<'a> Dumper<'a> {
     /// secondary indexes against the log.
     fn verify_dir(&mut self) -> Result<()> {
         let dir = self.args.path.clone();
+        let mut in_flight = String::new();
         if let Some(problem) = evlog::dump::verify(&dir)? {
-            let at = (problem.file.clone(), problem.offset);
-            let mut text = problem.to_string();
-            if let Some(seq) = seq_at(&problem) {
-                text.push_str(&format!(" (seq {seq})"));
-            }
-            return self.fail(true, &text, Some((&at.0, at.1)));
+            // While a writer has the directory open, what follows the
+            // active segment's last complete unit may be an append in
+            // flight: not damage.
+            let writer = evlog::dump::lock_holder(&dir);
+            let preview = match writer {
+                Some(_) => evlog::dump::recovery_preview(&dir).ok().flatten(),
+                None => None,
+            };
+            let live_tail = match (writer, preview) {
+                (Some(pid), Some(preview))
+                    if preview.segment == problem.file && problem.offset >= preview.kept_end =>
+                {
+                    Some((pid, preview.kept_end))
+                }
+                _ => None,
+            };
+            let Some((pid, kept_end)) = live_tail else {
+                let at = (problem.file.clone(), problem.offset);
+                let mut text = problem.to_string();
+                if let Some(seq) = seq_at(&problem) {
+                    text.push_str(&format!(" (seq {seq})"));
+                }
+                return self.fail(true, &text, Some((&at.0, at.1)));
+            };
+            in_flight = format!(
+                "; a writer (pid {pid}) has it open: the bytes after byte {kept_end} of its active segment may be an append in flight and were not judged"
+            );
         }
         let reader = match evlog::Log::open_read_only(&dir) {
             Ok(reader) => reader,
@@ -1292,7 +1330,7 @@ impl<'a> Dumper<'a> {
             String::new()
         };
         println!(
-            "ok: {} is intact ({} events checked; {indexes}{causes})",
+            "ok: {} is intact ({} events checked; {indexes}{causes}{in_flight})",
             dir.display(),
             report.events_checked
         );

@@ -361,6 +361,39 @@ pub fn read_lock_pid(path: &Path) -> Result<u32> {
         })
 }
 
+/// The pid of the process that holds the writer's lock on the data
+/// directory `dir` right now, if one does, found without touching the
+/// lock: Linux lists every `flock` in `/proc/locks` with the locker's pid
+/// and the file's inode, and `DIR/LOCK` names its owner. `None` when no
+/// process holds it, or where this cannot be known (other systems).
+pub fn lock_holder(dir: &Path) -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let lock = dir.join("LOCK");
+        let inode = std::fs::metadata(&lock).ok()?.ino();
+        let owner = read_lock_pid(&lock).ok()?;
+        let locks = std::fs::read_to_string("/proc/locks").ok()?;
+        // "1: FLOCK  ADVISORY  WRITE 21090 fe:00:10027473 0 EOF"
+        let held = locks.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&"FLOCK")
+                && fields.get(4).and_then(|pid| pid.parse::<u32>().ok()) == Some(owner)
+                && fields
+                    .get(5)
+                    .and_then(|id| id.rsplit(':').next())
+                    .and_then(|ino| ino.parse::<u64>().ok())
+                    == Some(inode)
+        });
+        held.then_some(owner)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
 /// What the secondary index directory holds, read from a private copy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecondaryIndexInfo {

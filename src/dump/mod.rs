@@ -12,9 +12,9 @@ mod select;
 mod stats;
 
 pub use files::{
-    hex_around, identify, inspect_lost_found, lost_found_offset, read_holds_file, read_lock_pid,
-    read_marker, read_secondary_index, read_seq_index, LostFoundReport, MarkerInfo, PathKind,
-    SecondaryIndexInfo, SeqIndexInfo, HEX_CONTEXT_BYTES,
+    hex_around, identify, inspect_lost_found, lock_holder, lost_found_offset, read_holds_file,
+    read_lock_pid, read_marker, read_secondary_index, read_seq_index, LostFoundReport, MarkerInfo,
+    PathKind, SecondaryIndexInfo, SeqIndexInfo, HEX_CONTEXT_BYTES,
 };
 pub use select::Selection;
 pub use stats::{DumpStats, FileStats};

@@ -604,6 +604,21 @@ fn dump_reports_damage_in_every_mode() {
         marked[0].starts_with(&format!("> {:08x} ", damaged.offset / 16 * 16)),
         "{stdout}"
     );
+    // Damage in the active segment that a clean close vouched for: the
+    // same in every mode (exit 1, never 2).
+    let active = crate::common::segment_files(&dir).pop().expect("segments");
+    assert_ne!(active, segment);
+    let vouched = &crate::common::records(&active)[1];
+    flip_byte(&active, vouched.offset + 30, 0x01);
+    for flags in [&[][..], &["--json"], &["--stats"], &["--verify"]] {
+        let out = dump_path(&dir, flags);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {}", said(&out));
+        assert!(
+            text(&out.stderr).starts_with("evlog-dump: damaged: "),
+            "{flags:?}: {}",
+            said(&out)
+        );
+    }
     // --hex with --json: the dump goes to stderr, stdout stays JSON lines.
     let out = dump_path(&segment, &["--json", "--hex"]);
     assert_eq!(out.status.code(), Some(1));
@@ -739,4 +754,55 @@ fn dump_follow_tails_a_live_directory() {
         stderr,
         format!("evlog-dump: {} is gone; stopped following\n", dir.display())
     );
+}
+
+// Proves that while a writer has the directory open (its lock held, seen
+// in /proc/locks without touching the lock), bytes after the active
+// segment's last complete unit are an append that may be in flight: not
+// damage in the dump or in --verify; and that once the writer is gone
+// the same bytes are a torn tail.
+#[cfg(target_os = "linux")]
+#[test]
+fn dump_does_not_call_a_live_writers_tail_damage() {
+    let root = tempdir();
+    let dir = root.path().join("d");
+    let log = Log::open(&dir, Options::default().preallocate_bytes(64 * 1024)).expect("open");
+    for i in 1..=3 {
+        log.append(event(i)).expect("append");
+    }
+    let segment = crate::common::segment_files(&dir)[0].clone();
+    let end = crate::common::records(&segment)[2].end();
+    // Half a record header, as a pwrite in progress leaves it: it claims a
+    // body of 64 bytes, so the tail runs 24 + 64 = 88 bytes.
+    crate::common::write_at(&segment, end, &[0x40, 0, 0, 0, 9, 9, 9, 9, 4, 0, 0]);
+    let pid = std::process::id();
+    let out = dump_path(&dir, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "live: a writer (pid {pid}) has the directory open: the 88 bytes after the last complete unit (byte {end}) may be an append in flight, so they are not judged"
+        )),
+        "{}",
+        said(&out)
+    );
+    let out = dump_path(&dir, &["--verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert!(
+        text(&out.stdout).ends_with(&format!(
+            "; a writer (pid {pid}) has it open: the bytes after byte {end} of its active segment may be an append in flight and were not judged)\n"
+        )),
+        "{}",
+        said(&out)
+    );
+    // The same bytes in a copy no process has open: a torn tail.
+    let copy = root.path().join("copy");
+    copy_dir(&dir, &copy);
+    let out = dump_path(&copy, &["--verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(
+        text(&out.stdout).contains("a torn tail of 88 bytes"),
+        "{}",
+        said(&out)
+    );
+    log.close().expect("close");
 }
