@@ -274,8 +274,11 @@ struct Dumper<'a> {
     /// Records printed or counted so far (for --limit).
     selected: u64,
     damaged: bool,
-    /// The first problem's file and offset, for --hex.
+    /// Whether the first problem got its hex dump (--hex).
     hex_shown: bool,
+    /// The seq the next piece of a directory must start at, from the
+    /// piece just walked (`None`: unknown, its header did not read).
+    next_seq: Option<u64>,
 }
 
 impl<'a> Dumper<'a> {
@@ -288,6 +291,7 @@ impl<'a> Dumper<'a> {
             selected: 0,
             damaged: false,
             hex_shown: false,
+            next_seq: None,
         }
     }
 
@@ -430,18 +434,45 @@ impl<'a> Dumper<'a> {
     fn data_dir(&mut self) -> Result<()> {
         let dir = self.args.path.clone();
         let pieces = evlog::dump::pieces(&dir)?;
-        // A record a clean close vouched for that is damaged fails the
-        // preview; the walk below reports it where it lies.
-        let preview = match evlog::dump::recovery_preview(&dir) {
-            Ok(preview) => preview,
-            Err(e) if is_damage(&e) => None,
+        // The open's verdict on the active segment: what it keeps and
+        // cuts, or why it refuses (damage a clean close vouched for, or
+        // followed by valid records), said after the walk in its words.
+        let (preview, refusal) = match evlog::dump::recovery_preview(&dir) {
+            Ok(preview) => (preview, None),
+            Err(e) if is_damage(&e) => (None, Some(e)),
             Err(e) => return Err(e.into()),
         };
         let active = pieces
             .last()
             .filter(|piece| !piece.is_archive)
             .map(|piece| piece.path.clone());
+        let mut previous: Option<&evlog::dump::Piece> = None;
         for piece in &pieces {
+            // The pieces must tile the log (FORMAT.md, "The catalog").
+            if let (Some(before), Some(expected)) = (previous, self.next_seq) {
+                if piece.first_seq != expected {
+                    let what = if piece.first_seq > expected {
+                        format!(
+                            "seq {expected}..={} cannot be read: {} holds none from seq {expected} on and {} starts at seq {}",
+                            piece.first_seq - 1,
+                            before.path.display(),
+                            piece.path.display(),
+                            piece.first_seq
+                        )
+                    } else {
+                        format!(
+                            "{} starts at seq {}, inside {} (which reaches seq {})",
+                            piece.path.display(),
+                            piece.first_seq,
+                            before.path.display(),
+                            expected - 1
+                        )
+                    };
+                    self.damage(&what, None)?;
+                }
+            }
+            previous = Some(piece);
+            self.next_seq = None;
             let walk = if piece.is_archive {
                 self.archive(&piece.path)?
             } else {
@@ -450,6 +481,17 @@ impl<'a> Dumper<'a> {
             if walk == Walk::Stop {
                 return Ok(());
             }
+        }
+        if let Some(error) = refusal {
+            let at = corrupt_offset(&error);
+            let file = match &error {
+                evlog::Error::Corrupt { file, .. } => file.clone(),
+                _ => dir.clone(),
+            };
+            self.damage(
+                &error.to_string(),
+                at.map(|offset| (file.as_path(), offset)),
+            )?;
         }
         if let Some(preview) = preview {
             let writer = evlog::dump::lock_holder(&dir);
@@ -473,9 +515,14 @@ impl<'a> Dumper<'a> {
                 None if preview.closed_cleanly => self.say(format_args!(
                     "recovery: closed cleanly; the next open keeps everything"
                 ))?,
-                None => self.say(format_args!(
-                    "recovery: not closed cleanly (a writer has it open, or stopped without closing); the next open keeps every record and cuts nothing"
-                ))?,
+                None => match writer {
+                    Some(pid) => self.say(format_args!(
+                        "live: a writer (pid {pid}) has the directory open; every record written so far is complete"
+                    ))?,
+                    None => self.say(format_args!(
+                        "recovery: not closed cleanly (its writer stopped without closing); the next open keeps every record and cuts nothing"
+                    ))?,
+                },
             }
         }
         Ok(())
@@ -506,7 +553,9 @@ impl<'a> Dumper<'a> {
         let mut failure = None;
         self.stats
             .begin_file(path.to_path_buf(), "segment", file_bytes);
+        let mut offsets = Vec::new();
         let report = match evlog::dump::inspect_segment(path, |record| {
+            offsets.push(record.offset);
             if walk == Walk::Stop || failure.is_some() {
                 return;
             }
@@ -549,6 +598,14 @@ impl<'a> Dumper<'a> {
             report.end_offset,
             report.zero_tail_bytes
         ))?;
+        self.next_seq = Some(report.first_seq + report.records);
+        // A sealed segment's index must agree with it, as open checks.
+        let index = path.with_extension("idx");
+        if !is_active && walk == Walk::Continue && report.problem.is_none() && index.is_file() {
+            if let Some(problem) = evlog::dump::check_index(&index, &report, &offsets, false)? {
+                self.damage(&problem.to_string(), Some((&index, problem.offset)))?;
+            }
+        }
         if let Some(problem) = &report.problem {
             let torn_tail = is_active && problem.offset >= report.end_offset;
             if !torn_tail {
@@ -570,6 +627,7 @@ impl<'a> Dumper<'a> {
             Err(e) => return Err(e.into()),
         };
         for info in archive.info() {
+            self.next_seq = Some(info.range_last_seq + 1);
             self.stats
                 .begin_file(info.path.clone(), "archive", info.file_bytes);
             let time = |us: i64| evlog::json::format_timestamp(us);
@@ -1257,6 +1315,13 @@ impl<'a> Dumper<'a> {
     /// secondary indexes against the log.
     fn verify_dir(&mut self) -> Result<()> {
         let dir = self.args.path.clone();
+        if !dir.join("segments").is_dir() && !dir.join("archive").is_dir() {
+            let has_segments = evlog::dump::pieces(&dir)?.iter().any(|p| !p.is_archive);
+            if !has_segments {
+                // A copy of `archive/` on its own: every archive in it.
+                return self.verify_archive();
+            }
+        }
         let mut in_flight = String::new();
         if let Some(problem) = evlog::dump::verify(&dir)? {
             // While a writer has the directory open, what follows the
@@ -1286,6 +1351,13 @@ impl<'a> Dumper<'a> {
             in_flight = format!(
                 "; a writer (pid {pid}) has it open: the bytes after byte {kept_end} of its active segment may be an append in flight and were not judged"
             );
+        }
+        if !dir.join("segments").is_dir() {
+            println!(
+                "ok: {} is intact (a copy of segments/ without its data directory: causation references and secondary indexes not checked{in_flight})",
+                dir.display()
+            );
+            return Ok(());
         }
         let reader = match evlog::Log::open_read_only(&dir) {
             Ok(reader) => reader,
@@ -1521,7 +1593,9 @@ fn corrupt_offset(error: &evlog::Error) -> Option<u64> {
 /// The sequence number a segment problem's offset holds (or should
 /// hold): the segment's first seq plus the records wholly before it.
 fn seq_at(problem: &evlog::dump::Problem) -> Option<u64> {
-    if problem.file.extension().is_none_or(|e| e != "seg") {
+    // Below the 32-byte segment header a problem is about the header,
+    // not a record.
+    if problem.file.extension().is_none_or(|e| e != "seg") || problem.offset < 32 {
         return None;
     }
     let mut before = 0u64;

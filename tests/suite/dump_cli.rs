@@ -806,3 +806,54 @@ fn dump_does_not_call_a_live_writers_tail_damage() {
     );
     log.close().expect("close");
 }
+
+// Proves over the whole damaged-file corpus (tests/fixtures) that every
+// mode agrees with --verify: print, --json and --stats exit 1 exactly
+// when --verify does, saying so on stderr, and 0 in silence otherwise;
+// and that none of them changes a byte of the fixture.
+#[test]
+fn dump_modes_agree_with_verify_on_every_fixture() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let root = tempdir();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&fixtures)
+        .expect("read fixtures")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 10, "{names:?}");
+    let mut damaged = 0;
+    for fixture in names {
+        let dir = root.path().join(fixture.file_name().expect("name"));
+        copy_dir(&fixture, &dir);
+        let before = tree(&dir);
+        let verdict = dump_path(&dir, &["--verify"]);
+        let code = verdict.status.code();
+        assert!(
+            matches!(code, Some(0 | 1)),
+            "{}: {}",
+            dir.display(),
+            said(&verdict)
+        );
+        damaged += usize::from(code == Some(1));
+        for flags in [&[][..], &["--json"], &["--stats"], &["--stats", "--json"]] {
+            let out = dump_path(&dir, flags);
+            assert_eq!(
+                out.status.code(),
+                code,
+                "{} {flags:?}: {}",
+                dir.display(),
+                said(&out)
+            );
+            assert_eq!(
+                out.stderr.is_empty(),
+                code == Some(0),
+                "{} {flags:?}: {}",
+                dir.display(),
+                said(&out)
+            );
+        }
+        assert_unchanged(&before, &tree(&dir), "evlog-dump");
+    }
+    assert!(damaged >= 10, "{damaged} fixtures found damaged");
+}
