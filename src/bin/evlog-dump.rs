@@ -5,7 +5,8 @@
 //! PATH is a data directory, a segment (`.seg`), a sequence index
 //! (`.idx`), an archive (`.evz`), the secondary index directory
 //! (`index/`), a `lost+found/` copy, a consumer's `.pos` or `.parked`
-//! file, the clean-close marker (`segments/CLEAN`) or the `holds` file;
+//! file, the clean-close marker (`segments/CLEAN`), the `holds` file,
+//! `LOCK` or `evlog.toml`;
 //! the kind is told by the file's magic bytes (by its name for the kinds
 //! that have none).
 //!
@@ -34,13 +35,14 @@ use evlog::dump::{PathKind, Selection};
 struct Args {
     /// A data directory, a segment (.seg), a sequence index (.idx), an
     /// archive (.evz), the secondary index directory (DIR/index), a
-    /// lost+found copy, a consumer's .pos or .parked file, segments/CLEAN
-    /// or DIR/holds.
+    /// lost+found copy, a consumer's .pos or .parked file, segments/CLEAN,
+    /// DIR/holds, DIR/LOCK or DIR/evlog.toml.
     path: PathBuf,
     /// Check everything (every CRC, sequence continuity, sequence and
     /// secondary indexes, archive frames, causation references) and
     /// report the first problems with file, byte offset and sequence
-    /// number instead of printing records.
+    /// number instead of printing records. While a writer has the
+    /// directory open, an append in flight at the end is not damage.
     #[arg(long, conflicts_with_all = [
         "stats", "follow", "json", "filter_type", "correlation", "entity",
         "since", "until", "from_seq", "to_seq", "limit",
