@@ -28,12 +28,19 @@ pub enum PathKind {
     DataDir,
     /// The secondary index directory (`DIR/index/`, a sled database).
     SecondaryIndex,
+    /// A segment file (`.seg`, magic `EVLOGSEG`).
     Segment,
+    /// A sequence index file (`.idx`, magic `EVLOGIDX`).
     SequenceIndex,
+    /// An archive file (`.evz`).
     Archive,
+    /// The clean-close marker (`segments/CLEAN`, magic `EVLOGCLN`).
     CleanMarker,
+    /// A durable consumer's position file (`.pos`, magic `EVLOGPOS`).
     ConsumerPosition,
+    /// A durable consumer's parked list (`.parked`).
     ParkedList,
+    /// The legal holds file (`DIR/holds`, magic `EVLOGHLD`).
     Holds,
     /// Bytes cut from a segment (`DIR/lost+found/<segment>.at-<offset>`).
     LostFound,
@@ -203,9 +210,11 @@ pub fn lost_found_offset(path: &Path) -> Option<u64> {
 /// the bytes that are not one.
 #[derive(Debug)]
 pub struct LostFoundReport {
+    /// The copy.
     pub path: PathBuf,
     /// Offset in the segment the bytes were cut from (from the name).
     pub cut_at: u64,
+    /// Length of the copy.
     pub file_bytes: u64,
     /// Valid records at the start of the copy.
     pub records: u64,
@@ -263,12 +272,19 @@ pub fn inspect_lost_found(
 /// directory checks it against the active segment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MarkerInfo {
+    /// The marker's format version.
     pub format_version: u32,
+    /// First seq of the segment the marker vouches for.
     pub active_first_seq: u64,
+    /// Highest seq at the clean close.
     pub last_seq: u64,
+    /// Length of the active segment at the clean close.
     pub active_bytes: u64,
+    /// Offset of its last record (32 when it had none).
     pub tail_offset: u64,
+    /// CRC-32 of the segment's bytes from `tail_offset` to its end.
     pub tail_crc: u32,
+    /// CRC-32 of the active index's entries.
     pub index_entries_crc: u32,
 }
 
@@ -290,10 +306,15 @@ pub fn read_marker(path: &Path) -> Result<MarkerInfo> {
 /// A sequence index file read on its own (without its segment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeqIndexInfo {
+    /// The index file.
     pub path: PathBuf,
+    /// Its length.
     pub file_bytes: u64,
+    /// The format version in its header.
     pub format_version: u32,
+    /// Whether its segment is sealed (the header's `sealed` flag).
     pub sealed: bool,
+    /// The first seq of its segment.
     pub first_seq: u64,
     /// The CRC of the entries recorded at seal (`None` while active).
     pub entries_crc: Option<u32>,

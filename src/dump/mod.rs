@@ -37,10 +37,13 @@ use crate::storage::OsStorage;
 /// One record as found on disk.
 #[derive(Debug)]
 pub struct RecordInfo {
+    /// Byte offset of the record in its file.
     pub offset: u64,
+    /// Its sequence number.
     pub seq: u64,
+    /// Its length, header and body.
     pub record_bytes: u64,
-    /// Records after this one in its commit group.
+    /// Records after this one in its atomic unit (its append request).
     pub unit_remaining: u32,
     /// Highest sequence number durable when this record was written.
     pub synced_through: u64,
@@ -70,8 +73,11 @@ pub fn event_json_at(event: &LoggedEvent, offset: u64) -> Box<serde_json::value:
 /// The first thing wrong in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The file it is in.
     pub file: PathBuf,
+    /// The byte offset where it starts.
     pub offset: u64,
+    /// What is wrong there.
     pub what: String,
 }
 
@@ -90,16 +96,21 @@ impl std::fmt::Display for Problem {
 /// What a segment file holds.
 #[derive(Debug)]
 pub struct SegmentReport {
+    /// The segment file.
     pub path: PathBuf,
+    /// The first seq in its header.
     pub first_seq: u64,
     /// The segment format version in its header.
     pub format_version: u32,
+    /// Its length.
     pub file_bytes: u64,
+    /// Valid records (including those of an incomplete last unit).
     pub records: u64,
     /// End of the last valid record.
     pub end_offset: u64,
     /// Zero bytes after the last record (preallocated space).
     pub zero_tail_bytes: u64,
+    /// The first thing wrong, if anything is.
     pub problem: Option<Problem>,
 }
 
@@ -269,8 +280,11 @@ pub fn segment_paths(dir: &Path) -> Result<Vec<PathBuf>> {
 /// One piece of a data directory's log: a live segment or an archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Piece {
+    /// The first seq of its range (from its file name).
     pub first_seq: u64,
+    /// The segment or archive file.
     pub path: PathBuf,
+    /// An archive (`.evz`) rather than a live segment.
     pub is_archive: bool,
 }
 
@@ -324,11 +338,13 @@ pub fn pieces(dir: &Path) -> Result<Vec<Piece>> {
 /// complete unit, cut the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryPreview {
+    /// The active segment.
     pub segment: PathBuf,
     /// A clean close vouched for the segment (nothing would be scanned).
     pub closed_cleanly: bool,
-    /// Records kept, and the end of the last one.
+    /// Records kept.
     pub kept_records: u64,
+    /// The end of the last record kept.
     pub kept_end: u64,
     /// The torn tail, if any: where it starts, how many bytes, the seqs
     /// of the readable records in it, and why it is not kept.
@@ -338,9 +354,13 @@ pub struct RecoveryPreview {
 /// The bytes the next open would cut (and copy to `lost+found/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreviewCut {
+    /// Where the cut starts: the end of the last complete unit.
     pub offset: u64,
+    /// How many bytes it removes (up to the last non-zero byte).
     pub bytes: u64,
+    /// The seqs of the readable records among them.
     pub dropped_seqs: Vec<u64>,
+    /// Why they are not kept.
     pub reason: String,
 }
 

@@ -11,6 +11,7 @@ use crate::event::{type_matches, LoggedEvent};
 pub struct Selection {
     /// Dotted type patterns ([`crate::type_matches`]): any of them.
     pub type_patterns: Vec<String>,
+    /// Events of this correlation id.
     pub correlation_id: Option<Uuid>,
     /// Entity type and id.
     pub entity: Option<(String, String)>,

@@ -10,6 +10,7 @@ use crate::event::{LoggedEvent, Priority};
 /// The figures of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileStats {
+    /// The file (empty in a total).
     pub path: PathBuf,
     /// What the file is ("segment", "archive", ...).
     pub kind: &'static str,
@@ -28,6 +29,7 @@ pub struct FileStats {
 }
 
 impl FileStats {
+    /// The figures of a file before any record is counted.
     pub fn new(path: PathBuf, kind: &'static str, file_bytes: u64) -> FileStats {
         FileStats {
             path,
@@ -63,8 +65,11 @@ impl FileStats {
 /// The figures of a whole dump: per file, and counts over all of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DumpStats {
+    /// One entry per file, in the order walked.
     pub files: Vec<FileStats>,
+    /// Records counted by event type.
     pub by_type: BTreeMap<String, u64>,
+    /// Records counted by priority.
     pub by_priority: BTreeMap<Priority, u64>,
 }
 
