@@ -318,6 +318,12 @@ impl<'a> Dumper<'a> {
     /// the table), counted in the exit code; the first one gets a hex
     /// dump with --hex.
     fn damage(&mut self, problem: &str, at: Option<(&Path, u64)>) -> Result<()> {
+        let problem = with_frame(problem, at);
+        self.damage_said(&problem, at)
+    }
+
+    /// [`Dumper::damage`] of a problem already located.
+    fn damage_said(&mut self, problem: &str, at: Option<(&Path, u64)>) -> Result<()> {
         self.say(format_args!("  problem: {problem}"))?;
         self.out.flush()?;
         eprintln!("evlog-dump: damaged: {problem}");
@@ -875,10 +881,11 @@ impl<'a> Dumper<'a> {
     /// A file that is not intact: `corrupt:` on stdout in --verify, and
     /// damage on stderr in every mode.
     fn fail(&mut self, verify: bool, problem: &str, at: Option<(&Path, u64)>) -> Result<()> {
+        let problem = with_frame(problem, at);
         if verify {
             println!("corrupt: {problem}");
         }
-        self.damage(problem, at)
+        self.damage_said(&problem, at)
     }
 
     fn marker(&mut self, verify: bool) -> Result<()> {
@@ -1590,6 +1597,27 @@ fn corrupt_offset(error: &evlog::Error) -> Option<u64> {
         evlog::Error::UnsupportedVersion { .. } => Some(8),
         _ => None,
     }
+}
+
+/// A problem at an offset of an archive, with the data frame there and
+/// the seqs it holds, when the archive's index still reads.
+fn with_frame(problem: &str, at: Option<(&Path, u64)>) -> String {
+    let located = at
+        .filter(|(file, _)| file.extension().is_some_and(|e| e == "evz"))
+        .and_then(|(file, offset)| {
+            let archive = evlog::Archive::open(file).ok()?;
+            let info = archive.info().into_iter().next()?;
+            info.frames.iter().enumerate().find_map(|(number, frame)| {
+                let end = frame.offset + u64::from(frame.compressed_bytes);
+                (frame.offset..end).contains(&offset).then(|| {
+                    format!(
+                        " (data frame {number}, seq {}..={})",
+                        frame.first_seq, frame.last_seq
+                    )
+                })
+            })
+        });
+    format!("{problem}{}", located.unwrap_or_default())
 }
 
 /// The sequence number a segment problem's offset holds (or should
