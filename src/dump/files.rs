@@ -563,6 +563,55 @@ mod tests {
     }
 
     #[test]
+    fn identify_tells_kinds_by_magic_then_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            identify(&path).unwrap()
+        };
+        // Magic wins over the name.
+        assert_eq!(file("renamed.txt", b"EVLOGSEG rest"), Ok(PathKind::Segment));
+        assert_eq!(file("x.seg", b"EVLOGIDX rest"), Ok(PathKind::SequenceIndex));
+        assert_eq!(file("m", b"EVLOGCLN"), Ok(PathKind::CleanMarker));
+        assert_eq!(file("p", b"EVLOGPOS"), Ok(PathKind::ConsumerPosition));
+        assert_eq!(file("h", b"EVLOGHLD"), Ok(PathKind::Holds));
+        assert_eq!(
+            file("1.evz", &0xFD2F_B528u32.to_le_bytes()),
+            Ok(PathKind::Archive)
+        );
+        // A damaged file of a known kind is that kind, by name.
+        assert_eq!(
+            file("00000000000000000001.seg", b"XVLOGSEG"),
+            Ok(PathKind::Segment)
+        );
+        assert_eq!(file("w.parked", b"\x10\0\0\0"), Ok(PathKind::ParkedList));
+        assert_eq!(
+            file("00000000000000000001.seg.at-32", b"\x40\0\0\0"),
+            Ok(PathKind::LostFound)
+        );
+        assert_eq!(file("LOCK", b"123\n"), Ok(PathKind::Lock));
+        assert_eq!(file("evlog.toml", b"[retention]"), Ok(PathKind::Config));
+        // Nothing evlog wrote.
+        let empty = file("e", b"");
+        assert!(empty
+            .unwrap_err()
+            .ends_with("is an empty file, not an evlog file"));
+        let other = file("notes", b"\x01\x02hello");
+        assert!(other
+            .unwrap_err()
+            .contains("(it starts with bytes 01 02 68 65 6c 6c 6f;"));
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        assert!(identify(&dir.path().join("sub")).unwrap().is_err());
+        std::fs::create_dir(dir.path().join("sub/segments")).unwrap();
+        assert_eq!(
+            identify(&dir.path().join("sub")).unwrap(),
+            Ok(PathKind::DataDir)
+        );
+        assert!(identify(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
     fn lost_found_names_are_recognised() {
         let name = "00000000000000000001.seg.at-5190";
         assert_eq!(lost_found_offset(Path::new(name)), Some(5190));
