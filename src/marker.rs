@@ -25,7 +25,7 @@ use crate::storage::{OpenMode, Storage};
 
 pub(crate) const MARKER_FILE_NAME: &str = "CLEAN";
 const MARKER_MAGIC: &[u8; 8] = b"EVLOGCLN";
-const MARKER_FORMAT_VERSION: u32 = 1;
+pub(crate) const MARKER_FORMAT_VERSION: u32 = 1;
 pub(crate) const MARKER_BYTES: usize = 64;
 const ACTIVE_FIRST_SEQ_AT: usize = 16;
 const LAST_SEQ_AT: usize = 24;

@@ -523,7 +523,7 @@ const READER_COPY_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
 /// Copies the store at `path` into a temporary directory while holding the
 /// lock its engine takes (an exclusive `flock` on its `db` file).
-fn copy_locked_store(path: &Path) -> std::result::Result<tempfile::TempDir, String> {
+pub(crate) fn copy_locked_store(path: &Path) -> std::result::Result<tempfile::TempDir, String> {
     let db = std::fs::File::open(path.join("db"))
         .map_err(|e| format!("{}: {e}", path.join("db").display()))?;
     match db.try_lock() {

@@ -23,6 +23,7 @@ mod common;
 mod concurrency;
 mod crash_loop;
 mod disk_full;
+mod dump_cli;
 mod faults;
 mod fixtures;
 mod fuzz_regressions;

@@ -1,5 +1,23 @@
 //! Inspection and verification of data files without opening the log (no
 //! lock is taken, nothing is written), for `evlog-dump`.
+//!
+//! - `mod.rs`: segments (records, headers, the first problem), the
+//!   pieces of a data directory, what recovery would keep, `verify`;
+//! - `files`: what a path is, and the readers of the other file kinds
+//!   (lost+found copies, the marker, an index alone, `index/`), `--hex`;
+//! - `select`: the filter flags; `stats`: `--stats`.
+
+mod files;
+mod select;
+mod stats;
+
+pub use files::{
+    hex_around, identify, inspect_lost_found, lock_holder, lost_found_offset, read_holds_file,
+    read_lock_pid, read_marker, read_secondary_index, read_seq_index, LostFoundReport, MarkerInfo,
+    PathKind, SecondaryIndexInfo, SeqIndexInfo, HEX_CONTEXT_BYTES,
+};
+pub use select::Selection;
+pub use stats::{DumpStats, FileStats};
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -19,10 +37,13 @@ use crate::storage::OsStorage;
 /// One record as found on disk.
 #[derive(Debug)]
 pub struct RecordInfo {
+    /// Byte offset of the record in its file.
     pub offset: u64,
+    /// Its sequence number.
     pub seq: u64,
+    /// Its length, header and body.
     pub record_bytes: u64,
-    /// Records after this one in its commit group.
+    /// Records after this one in its atomic unit (its append request).
     pub unit_remaining: u32,
     /// Highest sequence number durable when this record was written.
     pub synced_through: u64,
@@ -43,11 +64,20 @@ impl RecordInfo {
     }
 }
 
+/// The `evlog-dump --json` line of an event found at byte `offset` of a
+/// file: [`crate::json::event_to_json`] with `_offset` as a last field.
+pub fn event_json_at(event: &LoggedEvent, offset: u64) -> Box<serde_json::value::RawValue> {
+    crate::json::event_json(event, Some(offset))
+}
+
 /// The first thing wrong in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The file it is in.
     pub file: PathBuf,
+    /// The byte offset where it starts.
     pub offset: u64,
+    /// What is wrong there.
     pub what: String,
 }
 
@@ -66,17 +96,29 @@ impl std::fmt::Display for Problem {
 /// What a segment file holds.
 #[derive(Debug)]
 pub struct SegmentReport {
+    /// The segment file.
     pub path: PathBuf,
+    /// The first seq in its header.
     pub first_seq: u64,
     /// The segment format version in its header.
     pub format_version: u32,
+    /// Its length.
     pub file_bytes: u64,
+    /// Valid records (including those of an incomplete last unit).
     pub records: u64,
     /// End of the last valid record.
     pub end_offset: u64,
     /// Zero bytes after the last record (preallocated space).
     pub zero_tail_bytes: u64,
+    /// The first thing wrong, if anything is.
     pub problem: Option<Problem>,
+}
+
+/// The format version and first sequence number in a segment's header.
+pub fn segment_header(path: &Path) -> Result<(u32, u64)> {
+    let file = crate::storage::os_file(File::open(path).at(path)?);
+    let header = read_segment_header(&*file, path)?;
+    Ok((header.version, header.first_seq))
 }
 
 /// Reads every record of one segment file, calling `on_record` for each
@@ -235,6 +277,164 @@ pub fn segment_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
+/// One piece of a data directory's log: a live segment or an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// The first seq of its range (from its file name).
+    pub first_seq: u64,
+    /// The segment or archive file.
+    pub path: PathBuf,
+    /// An archive (`.evz`) rather than a live segment.
+    pub is_archive: bool,
+}
+
+/// The pieces of a data directory in sequence order, by the catalog's
+/// rule (FORMAT.md, "The catalog"): every archive, and every segment no
+/// archive with the same first seq replaced (that segment is a leftover
+/// of a crash, which the writer's next open removes).
+pub fn pieces(dir: &Path) -> Result<Vec<Piece>> {
+    let storage = OsStorage;
+    let archive_dir = if dir.join(crate::archiver::ARCHIVE_DIR).is_dir() {
+        Some(dir.join(crate::archiver::ARCHIVE_DIR))
+    } else if segment_paths(dir)?.is_empty() {
+        // A copy of `archive/` on its own.
+        Some(dir.to_path_buf())
+    } else {
+        None
+    };
+    let mut pieces = Vec::new();
+    if let Some(archive_dir) = archive_dir {
+        for (first_seq, path) in crate::archive::archive_paths(&storage, &archive_dir)? {
+            pieces.push(Piece {
+                first_seq,
+                path,
+                is_archive: true,
+            });
+        }
+    }
+    let archived: Vec<u64> = pieces.iter().map(|p| p.first_seq).collect();
+    for path in segment_paths(dir)? {
+        let Some(first_seq) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| parse_file_name(n, SEGMENT_SUFFIX))
+        else {
+            continue;
+        };
+        if archived.binary_search(&first_seq).is_err() {
+            pieces.push(Piece {
+                first_seq,
+                path,
+                is_archive: false,
+            });
+        }
+    }
+    pieces.sort_by_key(|p| p.first_seq);
+    Ok(pieces)
+}
+
+/// What the writer's next open would do to the active segment of a data
+/// directory whose writer stopped (crashed or was killed): keep every
+/// complete unit, cut the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryPreview {
+    /// The active segment.
+    pub segment: PathBuf,
+    /// A clean close vouched for the segment (nothing would be scanned).
+    pub closed_cleanly: bool,
+    /// Records kept.
+    pub kept_records: u64,
+    /// The end of the last record kept.
+    pub kept_end: u64,
+    /// The torn tail, if any: where it starts, how many bytes, the seqs
+    /// of the readable records in it, and why it is not kept.
+    pub cut: Option<PreviewCut>,
+}
+
+/// The bytes the next open would cut (and copy to `lost+found/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewCut {
+    /// Where the cut starts: the end of the last complete unit.
+    pub offset: u64,
+    /// How many bytes it removes (up to the last non-zero byte).
+    pub bytes: u64,
+    /// The seqs of the readable records among them.
+    pub dropped_seqs: Vec<u64>,
+    /// Why they are not kept.
+    pub reason: String,
+}
+
+impl std::fmt::Display for PreviewCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: a torn tail of {} bytes at byte offset {} that the next open cuts (copying it to lost+found)",
+            self.reason, self.bytes, self.offset
+        )?;
+        match (self.dropped_seqs.first(), self.dropped_seqs.last()) {
+            (Some(first), Some(last)) => write!(
+                f,
+                ", dropping {} record(s), seq {first}..={last}",
+                self.dropped_seqs.len()
+            ),
+            _ => write!(f, ", dropping no readable record"),
+        }
+    }
+}
+
+/// Judges the active (last) segment of a data directory as the writer's
+/// next open would, with the same code, without changing a byte.
+/// `None` when the directory has no segment.
+pub fn recovery_preview(dir: &Path) -> Result<Option<RecoveryPreview>> {
+    let storage = OsStorage;
+    let Some(path) = segment_paths(dir)?.pop() else {
+        return Ok(None);
+    };
+    let Some(first_seq) = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| parse_file_name(n, SEGMENT_SUFFIX))
+    else {
+        return Ok(None);
+    };
+    let segments_dir = path.parent().unwrap_or(dir).to_path_buf();
+    let marker = match crate::marker::read(&storage, &segments_dir) {
+        Ok(Some(marker)) if marker.active_first_seq == first_seq => Some(marker),
+        _ => None,
+    };
+    let found = Segment::inspect_active(
+        &storage,
+        &path,
+        first_seq,
+        marker.as_ref(),
+        RECORD_BYTES_LIMIT,
+        0,
+        Access::Verify,
+    )?;
+    Ok(Some(RecoveryPreview {
+        segment: path,
+        closed_cleanly: found.closed_cleanly,
+        // A clean close's segment is trusted without a scan: the marker
+        // says how many records it holds.
+        kept_records: match &marker {
+            Some(marker) if found.closed_cleanly && found.offsets.is_empty() => {
+                (marker.last_seq + 1).saturating_sub(first_seq)
+            }
+            _ => found.offsets.len() as u64,
+        },
+        kept_end: found.complete_end,
+        cut: found.torn.as_ref().map(|torn| PreviewCut {
+            offset: torn.offset,
+            bytes: torn.bytes.len() as u64,
+            dropped_seqs: torn.dropped_seqs.clone(),
+            reason: torn
+                .reason
+                .as_ref()
+                .map_or("an incomplete append".to_string(), ToString::to_string),
+        }),
+    }))
+}
+
 /// Verifies a segment file or a whole data directory and returns the
 /// first problem. A directory is judged by the same code as opening it
 /// (the same rules, files and offsets), plus what opening leaves to reads:
@@ -383,8 +583,21 @@ fn verify_dir(dir: &Path) -> Result<Option<Problem>> {
                     }));
                 }
                 // What a clean close vouched for is checked record by record.
-                if let Some(problem) = report.problem.filter(|p| p.offset < found.complete_end) {
+                if let Some(problem) = report
+                    .problem
+                    .clone()
+                    .filter(|p| p.offset < found.complete_end)
+                {
                     return Ok(Some(problem));
+                }
+                // So is the index it vouched for: every entry it holds names
+                // its record (a writer that reopened may have grown it with
+                // zero entries, which are not checked).
+                let index_path = path.with_extension(&INDEX_SUFFIX[1..]);
+                if found.closed_cleanly && index_path.exists() {
+                    if let Some(problem) = check_index(&index_path, &report, &offsets, false)? {
+                        return Ok(Some(problem));
+                    }
                 }
             }
         }
