@@ -430,6 +430,7 @@ impl<'a> Dumper<'a> {
             PathKind::SecondaryIndex => self.secondary_index()?,
             PathKind::Lock => self.lock(false)?,
             PathKind::Config => self.config(false)?,
+            PathKind::RuleStats => self.rule_stats(false)?,
         }
         if self.args.stats {
             self.print_stats()?;
@@ -1111,6 +1112,39 @@ impl<'a> Dumper<'a> {
         Ok(())
     }
 
+    fn rule_stats(&mut self, verify: bool) -> Result<()> {
+        let path = self.args.path.clone();
+        let stats = match evlog::rules::read_stats_path(&path) {
+            Ok(stats) => stats,
+            Err(e) => return self.fail(verify, &e.to_string(), None),
+        };
+        if verify {
+            println!("ok: {} is valid (rule {})", path.display(), stats.rule);
+        } else if self.args.json {
+            writeln!(self.out, "{}", serde_json::to_string(&stats)?)?;
+        } else {
+            writeln!(
+                self.out,
+                "rule statistics file {} (format {}): rule {}, position {}, {} evaluations, {} firings, {} failures, {} skipped, {} depth stops, breaker {:?} (opened {} times)",
+                path.display(),
+                stats.format,
+                stats.rule,
+                stats.position,
+                stats.evaluations,
+                stats.firings,
+                stats.failures,
+                stats.skipped,
+                stats.depth_stops,
+                stats.breaker,
+                stats.breaker_opens
+            )?;
+            if let Some(error) = &stats.last_error {
+                writeln!(self.out, "  last error: {error}")?;
+            }
+        }
+        Ok(())
+    }
+
     fn secondary_index(&mut self) -> Result<()> {
         let path = self.args.path.clone();
         let info = match evlog::dump::read_secondary_index(&path) {
@@ -1243,6 +1277,7 @@ impl<'a> Dumper<'a> {
             PathKind::SecondaryIndex => self.verify_secondary_index()?,
             PathKind::Lock => self.lock(true)?,
             PathKind::Config => self.config(true)?,
+            PathKind::RuleStats => self.rule_stats(true)?,
             PathKind::LostFound => {
                 let path = self.args.path.clone();
                 println!(

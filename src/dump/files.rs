@@ -48,6 +48,8 @@ pub enum PathKind {
     Lock,
     /// `DIR/evlog.toml`, written by people.
     Config,
+    /// `DIR/rules/<rule>.json`: an automation rule's counts.
+    RuleStats,
 }
 
 impl PathKind {
@@ -66,6 +68,7 @@ impl PathKind {
             PathKind::LostFound => "lost+found copy",
             PathKind::Lock => "lock file",
             PathKind::Config => "configuration file",
+            PathKind::RuleStats => "rule statistics file",
         }
     }
 }
@@ -147,6 +150,13 @@ pub fn identify(path: &Path) -> Result<std::result::Result<PathKind, String>> {
         Some(PathKind::Lock)
     } else if name == crate::config::CONFIG_FILE {
         Some(PathKind::Config)
+    } else if name.ends_with(".json")
+        && path
+            .parent()
+            .and_then(|dir| dir.file_name())
+            .is_some_and(|dir| dir == crate::rules::RULES_DIR)
+    {
+        Some(PathKind::RuleStats)
     } else {
         None
     };

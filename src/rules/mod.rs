@@ -812,20 +812,35 @@ pub(crate) fn read_stats(shared: &Shared) -> Result<Vec<RuleStats>> {
         if !name.ends_with(".json") {
             continue; // a temporary file of a write in progress
         }
-        if let Some(stats) = read_stats_file(shared, &dir.join(&name))? {
+        if let Some(stats) = read_stats_file(&*shared.storage, &dir.join(&name))? {
             all.push(stats);
         }
     }
     Ok(all)
 }
 
+/// Reads one rule's statistics file (`DIR/rules/<rule>.json`, FORMAT.md)
+/// without a log: what `evlog-dump` shows.
+pub fn read_stats_path(path: &Path) -> Result<RuleStats> {
+    match read_stats_file(&crate::storage::OsStorage, path)? {
+        Some(stats) => Ok(stats),
+        None => Err(Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        }),
+    }
+}
+
 /// One statistics file; `None` when it does not exist.
-fn read_stats_file(shared: &Shared, path: &Path) -> Result<Option<RuleStats>> {
-    if !shared.storage.exists(path) {
+fn read_stats_file(
+    storage: &dyn crate::storage::Storage,
+    path: &Path,
+) -> Result<Option<RuleStats>> {
+    if !storage.exists(path) {
         return Ok(None);
     }
     let path = path.to_path_buf();
-    let file = shared.storage.open(&path, OpenMode::Read).at(&path)?;
+    let file = storage.open(&path, OpenMode::Read).at(&path)?;
     let len = file.size_bytes().at(&path)?;
     if len > STATS_FILE_BYTES_MAX {
         return Err(Error::Corrupt {
@@ -994,8 +1009,10 @@ impl Rules {
         }
         // Counts go on from the last run's; the breaker starts closed (its
         // cool-down was a moment of the process that stopped).
-        let earlier = match read_stats_file(&self.shared, &stats_path(&self.shared.dir, &rule.name))
-        {
+        let earlier = match read_stats_file(
+            &*self.shared.storage,
+            &stats_path(&self.shared.dir, &rule.name),
+        ) {
             Ok(earlier) => earlier,
             Err(e) => {
                 // The counts are informative (positions are authoritative

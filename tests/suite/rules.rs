@@ -620,12 +620,33 @@ fn cli_lists_rules_and_replays_a_correlation_with_dry_run_rules() {
         "evlog rules and replay --dry-run-rules",
     );
 
-    // A damaged statistics file: `rules` names it and the line's offset;
-    // the engine counts from zero and runs on.
+    // evlog-dump reads a statistics file, and the data directory holding it.
     let stats_file = dir
         .path()
         .join("rules")
         .join(format!("{}.json", orchestration::SPRINT_COMPLETION));
+    let dump = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_evlog-dump"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run evlog-dump")
+    };
+    let output = dump(&[stats_file.as_os_str()]);
+    assert_eq!(output.status.code(), Some(0), "{}", said(&output));
+    let printed = text(&output.stdout);
+    assert!(
+        printed.contains("rule sprint-completion") && printed.contains("1 firings"),
+        "{printed}"
+    );
+    let output = dump(&[stats_file.as_os_str(), "--verify".as_ref()]);
+    assert_eq!(output.status.code(), Some(0), "{}", said(&output));
+    let output = dump(&[dir.path().as_os_str(), "--verify".as_ref()]);
+    assert_eq!(output.status.code(), Some(0), "{}", said(&output));
+    assert_unchanged(&before, &tree(dir.path()), "evlog-dump");
+
+    // A damaged statistics file: `rules` names it and the line's offset;
+    // the engine counts from zero and runs on.
     std::fs::write(&stats_file, "{\n  \"format\": 1,\n  oops\n}\n").expect("garble");
     let output = run_cli(dir.path(), &["rules"]);
     assert_eq!(output.status.code(), Some(2), "{}", said(&output));
