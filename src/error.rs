@@ -147,9 +147,12 @@ pub enum Error {
     OverlappingArchives { first: PathBuf, second: PathBuf },
 
     /// A line of JSON is not an event object (syntax, an unknown field, a
-    /// field of the wrong kind); the source says which and where.
-    #[error("not a valid event object")]
-    EventJson(#[source] serde_json::Error),
+    /// field of the wrong kind). The message says which and at what column
+    /// (and line, for text of several lines), with any input it quotes cut
+    /// to a readable length; the parser's own error is kept in the
+    /// variant (not as a `source`, whose message would repeat it whole).
+    #[error("not a valid event object: {}", describe_json_error(.0))]
+    EventJson(serde_json::Error),
 
     /// A payload could not be converted to or from JSON.
     #[error("payload is not valid JSON for this type")]
@@ -206,6 +209,46 @@ pub enum Error {
     /// stream holds contradicts the local log (feature `nats`).
     #[error("NATS: {0}")]
     Nats(String),
+}
+
+/// A `serde_json` error with the input it quotes cut short (an unknown
+/// field or a string of the wrong kind is echoed between quotes) and its
+/// position as a column alone when the text was one line, since the
+/// callers' own line numbers (of stdin, of a file) are the ones that mean
+/// something to a reader.
+fn describe_json_error(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    let message = match text.strip_suffix(&position) {
+        Some(message) => message,
+        None => return shorten_quoted(&text),
+    };
+    if error.line() == 1 {
+        format!("{} at column {}", shorten_quoted(message), error.column())
+    } else {
+        format!("{}{position}", shorten_quoted(message))
+    }
+}
+
+/// `text` with every span between backticks or double quotes that is too
+/// long to read cut down by [`crate::event::shorten_for_message`].
+pub(crate) fn shorten_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(1024));
+    let mut rest = text;
+    while let Some(open) = rest.find(['`', '"']) {
+        let quote = &rest[open..open + 1];
+        let Some(len) = rest[open + 1..].find(quote) else {
+            break;
+        };
+        out.push_str(&rest[..=open]);
+        out.push_str(&crate::event::shorten_for_message(
+            &rest[open + 1..open + 1 + len],
+        ));
+        out.push_str(quote);
+        rest = &rest[open + 1 + len + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn describe_retention_problem(rule: &str, reason: &str) -> String {

@@ -420,9 +420,8 @@ fn parse_entity(text: &str) -> std::result::Result<EntityArg, String> {
             entity_type: entity_type.to_string(),
             entity_id: entity_id.to_string(),
         }),
-        None => Err(format!(
-            "{text:?} is not TYPE/ID (for example task/T-1): it has no '/'"
-        )),
+        // clap quotes the value itself: not again here.
+        None => Err("not TYPE/ID (for example task/T-1): it has no '/'".into()),
     }
 }
 
@@ -430,7 +429,7 @@ fn parse_entity(text: &str) -> std::result::Result<EntityArg, String> {
 /// rather than guessed at (seconds? microseconds?).
 fn parse_time(text: &str) -> std::result::Result<i64, String> {
     evlog::json::parse_timestamp(text)
-        .map_err(|_| format!("{text:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z"))
+        .map_err(|_| "not an RFC 3339 time such as 2026-01-01T00:00:00Z".to_string())
 }
 
 /// Checked here so that a bad pattern is a usage error like any other.
