@@ -56,6 +56,9 @@ pub(crate) struct Shared {
     pub index_commands: Arc<std::sync::Mutex<Vec<crate::index::indexer::Reindex>>>,
     /// Serializes edits of the holds file.
     pub holds_lock: std::sync::Mutex<()>,
+    /// What the writer counts for `Log::metrics` (per commit group, never
+    /// per event).
+    pub counters: crate::metrics::WriterCounters,
 }
 
 impl Shared {
@@ -82,6 +85,7 @@ impl Shared {
             poison: OnceLock::new(),
             open: RwLock::new(true),
             index,
+            counters: crate::metrics::WriterCounters::default(),
         }
     }
 
@@ -404,6 +408,7 @@ impl Log {
         // Before anything changes on disk: a bad configuration file stops
         // the open with the line at fault.
         let policy = crate::archiver::resolve_policy(&options, &dir)?;
+        let open_started = std::time::Instant::now();
         let mut opened = recovery::open(&*storage, &dir, &options, Access::ReadWrite)?;
         let with_indexes = options.secondary_indexes && storage.hosts_secondary_indexes();
         let slot = if with_indexes {
@@ -412,6 +417,7 @@ impl Log {
             crate::index::IndexSlot::unavailable("secondary indexes are off for this log".into())
         };
         let shared = Arc::new(Shared::new(storage, dir, options, &opened, slot));
+        shared.counters.note_open(open_started.elapsed());
         let active = opened
             .pieces
             .last()
@@ -625,6 +631,11 @@ impl Log {
 
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// Requests waiting on the writer's channel now (for metrics).
+    pub(crate) fn writer_queue_requests(&self) -> usize {
+        self.writer.sender().map_or(0, |tx| tx.len())
     }
 
     pub(crate) fn indexer_handle(&self) -> Option<&crate::index::indexer::IndexerHandle> {

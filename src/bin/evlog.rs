@@ -14,6 +14,8 @@ use evlog::{Durability, Event, Log, LogReader, Options};
 
 // In a folder of its own: a file directly in src/bin/ would be taken for
 // another binary.
+#[path = "evlog/metrics_cmd.rs"]
+mod metrics_cmd;
 #[cfg(feature = "nats")]
 #[path = "evlog/nats_cmd.rs"]
 mod nats_cmd;
@@ -206,6 +208,14 @@ enum Command {
     /// consumer committed and lag the number of events after it. Only
     /// reads; prints nothing when there is no consumer.
     Consumers,
+    /// Print the log's figures: events, files, index, archive and
+    /// consumer lags, disk usage by kind, what the last open recovered.
+    /// A table, or with --json one JSON object, or with --prometheus the
+    /// Prometheus text format (metrics `evlog_*`). Only reads (works while
+    /// an application has the log open); what the writer thread counts
+    /// (appends, fsync latency, commit groups) is in that application's
+    /// `Log::metrics`.
+    Metrics(metrics_cmd::MetricsArgs),
     /// Run the archiver once now (opens the log for writing, so not while
     /// an application has it open: use `Log::archive_now` there). Applies
     /// the retention policy of DIR/evlog.toml: archives the sealed segments
@@ -690,6 +700,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reindex => reindex(&cli.dir),
         Command::Tail(args) => tail(&cli.dir, &args),
         Command::Consumers => consumers(&cli.dir),
+        Command::Metrics(args) => metrics_cmd::run(&open_read_only(&cli.dir)?, &args),
         Command::Holds { change } => holds(&cli.dir, change.as_ref()),
         Command::Archive { all } => archive(&cli.dir, all),
         Command::Retention { dry_run, json } => retention(&cli.dir, dry_run, json),
