@@ -35,6 +35,7 @@ mod idempotent;
 mod index_crash;
 mod index_damage;
 mod index_props;
+mod metrics;
 mod model;
 #[cfg(feature = "nats")]
 mod nats_mirror;
