@@ -504,6 +504,13 @@ impl Consumer {
         if position == self.committed {
             return Ok(position);
         }
+        let _span = tracing::debug_span!(
+            "evlog.consumer_commit",
+            consumer = %self.name,
+            from_seq = self.committed,
+            to_seq = position
+        )
+        .entered();
         store_position(&self.shared, &self.name, position)?;
         self.committed = position;
         Ok(position)

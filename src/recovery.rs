@@ -371,6 +371,7 @@ pub(crate) fn open(
     options: &Options,
     access: Access,
 ) -> Result<Opened> {
+    let _span = tracing::info_span!("evlog.recovery", dir = %dir.display(), ?access).entered();
     let (lock, segments_dir) = match access {
         Access::ReadOnly | Access::Verify => (None, check_data_dir(storage, dir)?),
         Access::ReadWrite => {
