@@ -62,6 +62,7 @@ pub struct ArchiveRunReport {
     /// File bytes of the pieces before and after the run (segments count
     /// their sequence index too).
     pub stored_bytes_before: u64,
+    /// File bytes of the pieces after the run.
     pub stored_bytes_after: u64,
 }
 

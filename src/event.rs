@@ -31,10 +31,14 @@ pub const TIMESTAMP_US_MAX: i64 = 253_402_300_799_999_999;
 /// important.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Priority {
+    /// The most important.
     P0,
+    /// Important.
     P1,
+    /// Ordinary (the default).
     #[default]
     P2,
+    /// The least important.
     P3,
 }
 
@@ -85,7 +89,9 @@ impl FromStr for Priority {
 /// The business object an event is about, such as `("task", "T-1")`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Entity {
+    /// The kind of entity, such as `task` or `account`.
     pub entity_type: String,
+    /// The entity's id within its type.
     pub entity_id: String,
 }
 
@@ -290,14 +296,17 @@ impl Event {
         self.timestamp_us = Some(timestamp_us);
         self
     }
+    /// The id of the request or workflow this event belongs to (see [`crate::Log::by_correlation`]).
     pub fn correlation_id(mut self, id: Uuid) -> Event {
         self.correlation_id = Some(id);
         self
     }
+    /// The id of the event that caused this one (see [`crate::Log::causation_chain`]).
     pub fn causation_id(mut self, id: Uuid) -> Event {
         self.causation_id = Some(id);
         self
     }
+    /// The entity this event is about; [`crate::Log::entity_history`] lists an entity's events.
     pub fn entity(mut self, entity_type: impl Into<String>, entity_id: impl Into<String>) -> Event {
         self.entity = Some(Entity {
             entity_type: entity_type.into(),
@@ -305,14 +314,17 @@ impl Event {
         });
         self
     }
+    /// Who or what did it (a user, an agent, a service).
     pub fn actor(mut self, actor: impl Into<String>) -> Event {
         self.actor = Some(actor.into());
         self
     }
+    /// The session it happened in.
     pub fn session(mut self, session: impl Into<String>) -> Event {
         self.session = Some(session.into());
         self
     }
+    /// How much it matters (default [`Priority::P2`]).
     pub fn priority(mut self, priority: Priority) -> Event {
         self.priority = priority;
         self
@@ -482,19 +494,31 @@ impl Event {
 /// An event as stored in the log, with its sequence number.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoggedEvent {
+    /// Its sequence number: gap-free, assigned by the log at append.
     pub seq: u64,
+    /// Its id (UUID v7 unless the caller set another).
     pub id: Uuid,
+    /// Its dotted type name, such as `task.created`.
     pub event_type: String,
     /// Microseconds since the Unix epoch, UTC.
     pub timestamp_us: i64,
+    /// The request or workflow it belongs to.
     pub correlation_id: Option<Uuid>,
+    /// The id of the event that caused it.
     pub causation_id: Option<Uuid>,
+    /// The entity it is about.
     pub entity: Option<Entity>,
+    /// Who or what did it.
     pub actor: Option<String>,
+    /// The session it happened in.
     pub session: Option<String>,
+    /// How much it matters.
     pub priority: Priority,
+    /// The W3C trace-context `traceparent` it was appended with, kept as given.
     pub traceparent: Option<String>,
+    /// Free-form string pairs.
     pub metadata: BTreeMap<String, String>,
+    /// The payload: empty, JSON text, or bytes.
     pub payload: Payload,
 }
 

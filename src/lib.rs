@@ -29,6 +29,7 @@
 //! The on-disk format is described byte by byte in `FORMAT.md`; the
 //! threads, data flow and invariants in `ARCHITECTURE.md`.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod admission;
@@ -39,6 +40,8 @@ mod codec;
 mod compact;
 mod config;
 mod consumer;
+/// Inspection for `evlog-dump`; not part of the API.
+#[doc(hidden)]
 pub mod dump;
 mod error;
 mod event;
@@ -66,6 +69,9 @@ pub mod storage;
 mod subscribe;
 mod sys;
 mod watermark;
+/// The reference workload W1 for the benchmarks, the demo and the tests;
+/// not part of the API.
+#[doc(hidden)]
 pub mod workload;
 mod writer;
 

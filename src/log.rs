@@ -629,6 +629,7 @@ impl Log {
         &self.recovery
     }
 
+    /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }
@@ -1056,6 +1057,7 @@ impl LogReader {
         &self.report
     }
 
+    /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }

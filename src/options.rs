@@ -63,6 +63,7 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The defaults, as [`Options::default`].
     pub fn new() -> Options {
         Options::default()
     }
@@ -156,15 +157,19 @@ impl Options {
         self
     }
 
+    /// The duplicate window, in event ids (see [`Options::dedup_window`]).
     pub fn get_dedup_window(&self) -> usize {
         self.dedup_window_ids
     }
+    /// The durability setting.
     pub fn get_durability(&self) -> Durability {
         self.durability
     }
+    /// The size at which a segment rolls, in bytes.
     pub fn get_segment_bytes_max(&self) -> u64 {
         self.segment_bytes_max
     }
+    /// The largest encoded event accepted, in bytes.
     pub fn get_record_bytes_max(&self) -> u64 {
         self.record_bytes_max
     }

@@ -61,15 +61,19 @@ impl Query {
     pub fn all() -> Query {
         Query::default()
     }
+    /// Events of this correlation id.
     pub fn correlation(id: Uuid) -> Query {
         Query::all().and_correlation(id)
     }
+    /// Events of this entity.
     pub fn entity(entity_type: impl Into<String>, entity_id: impl Into<String>) -> Query {
         Query::all().and_entity(entity_type, entity_id)
     }
+    /// Events of this session.
     pub fn session(session: impl Into<String>) -> Query {
         Query::all().and_session(session)
     }
+    /// Events of this actor.
     pub fn actor(actor: impl Into<String>) -> Query {
         Query::all().and_actor(actor)
     }
@@ -80,12 +84,14 @@ impl Query {
             ..self
         }
     }
+    /// Also require this correlation id.
     pub fn and_correlation(self, id: Uuid) -> Query {
         Query {
             correlation: Some(id),
             ..self
         }
     }
+    /// Also require this entity.
     pub fn and_entity(self, entity_type: impl Into<String>, entity_id: impl Into<String>) -> Query {
         Query {
             entity: Some(Entity {
@@ -95,12 +101,14 @@ impl Query {
             ..self
         }
     }
+    /// Also require this session.
     pub fn and_session(self, session: impl Into<String>) -> Query {
         Query {
             session: Some(session.into()),
             ..self
         }
     }
+    /// Also require this actor.
     pub fn and_actor(self, actor: impl Into<String>) -> Query {
         Query {
             actor: Some(actor.into()),
@@ -414,7 +422,9 @@ impl Iterator for Events {
 /// whose causation id is this event's id, in sequence order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CausationTree {
+    /// The event at this node.
     pub event: LoggedEvent,
+    /// What it caused, each with what that caused.
     pub children: Vec<CausationTree>,
 }
 
@@ -448,9 +458,13 @@ impl CausationTree {
 /// and events not yet indexed, are counted from the events themselves).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Events in the window.
     pub total: u64,
+    /// Events per type name.
     pub by_type: BTreeMap<String, u64>,
+    /// Events per actor (events without one are not counted here).
     pub by_actor: BTreeMap<String, u64>,
+    /// Events per priority.
     pub by_priority: BTreeMap<Priority, u64>,
     /// Events per hour, keyed by the hour's start (microseconds, UTC).
     pub by_hour: BTreeMap<i64, u64>,
@@ -484,12 +498,19 @@ impl Stats {
 /// `{"changes": {field: {"before": x, "after": y}}}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateChange {
+    /// The event that made the change.
     pub seq: u64,
+    /// Its timestamp, in microseconds since the Unix epoch.
     pub timestamp_us: i64,
+    /// Its actor.
     pub actor: Option<String>,
+    /// Its type.
     pub event_type: String,
+    /// The field that changed.
     pub field: String,
+    /// Its value before (`null` when it had none).
     pub before: serde_json::Value,
+    /// Its value after.
     pub after: serde_json::Value,
 }
 
@@ -525,6 +546,7 @@ pub fn apply_changes(mut state: serde_json::Value, event: &LoggedEvent) -> serde
 /// What [`crate::Log::verify`] found. `problems` is empty for a sound log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VerifyReport {
+    /// Events read and checked (CRC, sequence continuity, causes before effects).
     pub events_checked: u64,
     /// Events inside the checked range that retention deleted (accounted
     /// for by its deletion notes: holes that are not lost data).
@@ -537,11 +559,14 @@ pub struct VerifyReport {
     pub causes_not_found: u64,
     /// Index entries compared with the log (0 when no index was available).
     pub index_entries_checked: u64,
+    /// Whether the secondary indexes could be checked too.
     pub index_available: bool,
+    /// What is wrong, one sentence each naming where.
     pub problems: Vec<String>,
 }
 
 impl VerifyReport {
+    /// Whether no problem was found.
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }
@@ -550,12 +575,14 @@ impl VerifyReport {
 /// What [`crate::Log::verify_chain`] found for one correlation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChainReport {
+    /// Events of the correlation.
     pub events: u64,
     /// Events without a causation id.
     pub roots: Vec<u64>,
     /// `(seq, causation id)` of events whose cause is not an earlier event
     /// of the same correlation.
     pub dangling: Vec<(u64, Uuid)>,
+    /// What is wrong, one sentence each.
     pub problems: Vec<String>,
 }
 

@@ -33,6 +33,7 @@ pub struct TailCut {
     /// The byte range cut: from the end of the last complete unit to the
     /// last non-zero byte.
     pub offset_start: u64,
+    /// End of the byte range cut (exclusive).
     pub offset_end: u64,
     /// Where the bytes were copied before the cut.
     pub lost_found: LostFoundCopy,
