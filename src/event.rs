@@ -358,6 +358,28 @@ impl Event {
         serde_json::from_str::<&serde_json::value::RawValue>(&text).map_err(Error::Payload)?;
         Ok(self.json_payload_parsed(text))
     }
+    /// Sets the payload to a JSON value that `serde_json` has already
+    /// parsed as a [`serde_json::value::RawValue`] (a field of a request
+    /// body deserialized as `Box<RawValue>`, say): its text is stored as
+    /// [`Event::json_payload_text`] stores text, without being parsed a
+    /// second time.
+    ///
+    /// ```
+    /// # fn main() -> evlog::Result<()> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Request<'a> {
+    ///     #[serde(borrow)]
+    ///     body: &'a serde_json::value::RawValue,
+    /// }
+    /// let request: Request = serde_json::from_str(r#"{"body": {"amount": 10.50}}"#).unwrap();
+    /// let log = evlog::Log::open_temporary(evlog::Options::default())?;
+    /// let seq = log.append(evlog::Event::new("payment.received").json_payload_raw(request.body))?;
+    /// assert_eq!(log.get(seq)?.payload, evlog::Payload::Json(r#"{"amount":10.50}"#.into()));
+    /// # Ok(()) }
+    /// ```
+    pub fn json_payload_raw(self, value: &serde_json::value::RawValue) -> Event {
+        self.json_payload_parsed(value.get().to_string())
+    }
     /// Sets the payload to JSON text that has already been parsed as one
     /// JSON value (by `serde_json`, for instance as a `RawValue`), compacted.
     pub(crate) fn json_payload_parsed(mut self, text: String) -> Event {

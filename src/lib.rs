@@ -40,7 +40,7 @@ mod codec;
 mod compact;
 mod config;
 mod consumer;
-/// Inspection for `evlog-dump`; not part of the API.
+// Inspection for `evlog-dump`; not part of the API.
 #[doc(hidden)]
 pub mod dump;
 mod error;
@@ -69,8 +69,8 @@ pub mod storage;
 mod subscribe;
 mod sys;
 mod watermark;
-/// The reference workload W1 for the benchmarks, the demo and the tests;
-/// not part of the API.
+// The reference workload W1 for the benchmarks, the demo and the tests;
+// not part of the API.
 #[doc(hidden)]
 pub mod workload;
 mod writer;

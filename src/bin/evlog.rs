@@ -1,8 +1,11 @@
 //! `evlog`: the command-line tool over a data directory.
 //!
 //! Exit codes: 0 success (also when stdout is closed early, so `| head`
-//! works), 1 when a requested event does not exist or a conditional line
-//! of `append` meets another version of its entity, 2 on any error.
+//! works); 1 when what was asked for does not exist (an event, an
+//! entity's events), the log or a file it reads is damaged (`Corrupt`,
+//! whatever the command), `verify` finds a problem, or a conditional line
+//! of `append` meets another version of its entity; 2 on any other error
+//! (usage, I/O, a lock held by another process).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -98,6 +101,12 @@ enum Command {
         /// Only print what would be dropped.
         #[arg(long)]
         dry_run: bool,
+        /// One JSON object instead of the lines: {"dry_run":bool,
+        /// "cuts":[{"file":..,"offset_start":N,"offset_end":N,
+        /// "dropped_seqs":[[first,last],..],"reason":..,"kept_in":PATH|null,
+        /// "bytes_not_kept":N}],"left_alone":[{"file":..,"offset":N,"what":..}]}.
+        #[arg(long)]
+        json: bool,
     },
     /// Append a generated sample workload and show what the log holds.
     Demo {
@@ -471,15 +480,46 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("evlog: {error:#}");
-            if is_version_conflict(&error) {
+            if is_version_conflict(&error) || is_not_found_or_damage(&error) {
                 // Not a failure of the tool: the input's expectation no
-                // longer holds, as `get` of a missing event.
+                // longer holds (as `get` of a missing event), or the data
+                // is damaged, which a script must tell from a usage error.
                 return ExitCode::from(1);
             }
             ExitCode::from(2)
         }
     }
 }
+
+/// Exit 1 rather than 2: what was asked for is not there, or the bytes
+/// read are not what the format says.
+fn is_not_found_or_damage(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.is::<DamagedLog>()
+            || matches!(
+                cause.downcast_ref::<evlog::Error>(),
+                Some(
+                    evlog::Error::Corrupt { .. }
+                        | evlog::Error::NotFound(_)
+                        | evlog::Error::Deleted { .. }
+                        | evlog::Error::UnknownEventId(_)
+                )
+            )
+    })
+}
+
+/// Everything readable was printed, but the open found damaged segments
+/// (and warned about each): exit 1, as for damage met while reading.
+#[derive(Debug)]
+struct DamagedLog;
+
+impl std::fmt::Display for DamagedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the log has damaged segments (see the warnings above)")
+    }
+}
+
+impl std::error::Error for DamagedLog {}
 
 fn is_version_conflict(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
@@ -572,7 +612,7 @@ fn describe_ranges(ranges: &[(u64, u64)]) -> String {
         .join(", ")
 }
 
-fn repair(dir: &Path, dry_run: bool) -> Result<ExitCode> {
+fn repair(dir: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
     let mode = if dry_run {
         evlog::RepairMode::DryRun
     } else {
@@ -580,6 +620,40 @@ fn repair(dir: &Path, dry_run: bool) -> Result<ExitCode> {
     };
     let report =
         evlog::repair(dir, mode).with_context(|| format!("repairing {}", dir.display()))?;
+    if json {
+        let cuts: Vec<serde_json::Value> = report
+            .cuts
+            .iter()
+            .map(|cut| {
+                let (kept_in, bytes_not_kept) = match &cut.lost_found {
+                    Some(copy) => (
+                        copy.path.as_ref().map(|p| p.display().to_string()),
+                        copy.bytes_not_kept,
+                    ),
+                    None => (None, 0),
+                };
+                serde_json::json!({
+                    "file": cut.file.display().to_string(),
+                    "offset_start": cut.offset_start,
+                    "offset_end": cut.offset_end,
+                    "dropped_seqs": cut.dropped_seqs,
+                    "reason": cut.reason,
+                    "kept_in": kept_in,
+                    "bytes_not_kept": bytes_not_kept,
+                })
+            })
+            .collect();
+        let left_alone: Vec<serde_json::Value> = report
+            .left_alone
+            .iter()
+            .map(|(file, offset, what)| {
+                serde_json::json!({"file": file.display().to_string(), "offset": offset, "what": what})
+            })
+            .collect();
+        let line = serde_json::json!({"dry_run": dry_run, "cuts": cuts, "left_alone": left_alone});
+        writeln!(std::io::stdout().lock(), "{line}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let verb = if dry_run { "would drop" } else { "dropped" };
     for cut in &report.cuts {
         let kept = match cut.lost_found.as_ref().map(|c| (&c.path, c.bytes_not_kept)) {
@@ -654,7 +728,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !log.open_report().damaged_segments.is_empty() {
                 // Every event in range was printed, but the files are not
                 // what the format requires: say so in the exit code too.
-                anyhow::bail!("the log has damaged segments (see the warnings above)");
+                return Err(DamagedLog.into());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -685,7 +759,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{info}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Repair { dry_run } => repair(&cli.dir, dry_run),
+        Command::Repair { dry_run, json } => repair(&cli.dir, dry_run, json),
         Command::Demo { events } => demo(&cli.dir, events),
         Command::Query(args) => query(&cli.dir, &args),
         Command::Chain {
@@ -808,7 +882,7 @@ fn tail(dir: &PathBuf, args: &TailArgs) -> Result<ExitCode> {
     if !log.open_report().damaged_segments.is_empty() {
         // As `replay`: everything readable was printed, but the files are
         // not what the format requires.
-        anyhow::bail!("the log has damaged segments (see the warnings above)");
+        return Err(DamagedLog.into());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,7 @@
 mod archive_file;
 mod archive_log;
 mod cli;
+mod cli_errors;
 mod cli_hardening;
 mod cli_holds;
 mod cli_queries;
