@@ -236,6 +236,24 @@ pub fn type_matches(pattern: &str, event_type: &str) -> bool {
 
 /// An event to append. Build it with [`Event::new`] and the setters; the log
 /// assigns the id (UUID v7) and timestamp when they are not set.
+///
+/// ```
+/// use evlog::{Event, Priority, Uuid};
+/// # fn main() -> evlog::Result<()> {
+/// let request = Uuid::now_v7();
+/// let event = Event::new("invoice.paid")
+///     .correlation_id(request)
+///     .entity("invoice", "INV-7")
+///     .actor("billing")
+///     .priority(Priority::P1)
+///     .metadata("region", "eu")
+///     .json_payload(&serde_json::json!({"amount_cents": 1250}))?;
+/// let log = evlog::Log::open_temporary(evlog::Options::default())?;
+/// let stored = log.get(log.append(event)?)?;
+/// assert_eq!(stored.correlation_id, Some(request));
+/// assert_eq!(stored.metadata["region"], "eu");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub(crate) id: Option<Uuid>,
