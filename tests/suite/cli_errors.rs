@@ -195,7 +195,7 @@ fn cli_repair_json() {
     // A flipped byte in the first record, which a clean close vouched
     // for: the open refuses (exit 1: damage), repair cuts from there.
     let segment = segment_files(&dir)[0].clone();
-    let first = records(&segment)[0].clone();
+    let first = records(&segment)[0];
     flip_byte(&segment, first.body_byte(0), 0x01);
     let out = run_cli(&dir, &["replay"]);
     let stderr = fails(&out, 1);
