@@ -721,10 +721,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let start = from.unwrap_or(0);
             let end = to.unwrap_or(u64::MAX);
-            for event in log.iter(start..=end)? {
+            // A bar only when the events go to a file or a pipe: on a
+            // terminal it would be drawn between them.
+            let mut bar = ProgressBar::new("replaying", "event");
+            bar.show &= !std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let first_shown = start.max(log.first_seq().unwrap_or(1));
+            let total = end
+                .min(log.last_seq().unwrap_or(0))
+                .saturating_add(1)
+                .saturating_sub(first_shown);
+            for (done, event) in (1u64..).zip(log.iter(start..=end)?) {
                 writeln!(out, "{}", evlog::json::event_to_json(&event?))?;
+                if done % REPLAY_PROGRESS_EVENTS == 0 {
+                    bar.update(done, total);
+                }
             }
             out.flush()?;
+            bar.update(total, total);
+            bar.finish();
             if !log.open_report().damaged_segments.is_empty() {
                 // Every event in range was printed, but the files are not
                 // what the format requires: say so in the exit code too.
@@ -1291,6 +1305,10 @@ fn verify(dir: &PathBuf) -> Result<ExitCode> {
         ExitCode::from(1)
     })
 }
+
+/// Events `replay` prints between two looks at its progress bar: a
+/// redraw per event would cost more than printing it.
+const REPLAY_PROGRESS_EVENTS: u64 = 4096;
 
 /// Width of the progress bar of `reindex`, in characters.
 const PROGRESS_BAR_CHARS: u64 = 40;
