@@ -220,7 +220,7 @@ pub(crate) fn decode_position(bytes: &[u8], path: &Path) -> Result<u64> {
 
 /// Replaces the consumer's position file durably (creating `consumers/`
 /// on first use).
-fn store_position(shared: &Shared, name: &str, position: u64) -> Result<()> {
+pub(crate) fn store_position(shared: &Shared, name: &str, position: u64) -> Result<()> {
     let dir = consumers_dir(&shared.dir);
     shared.storage.create_dir_all(&dir).at(&dir)?;
     crate::fsutil::write_file_durably(
@@ -231,7 +231,7 @@ fn store_position(shared: &Shared, name: &str, position: u64) -> Result<()> {
 }
 
 /// The position stored in the file, if there is one.
-fn read_position_file(shared: &Shared, name: &str) -> Result<Option<u64>> {
+pub(crate) fn read_position_file(shared: &Shared, name: &str) -> Result<Option<u64>> {
     let path = position_path(&shared.dir, name);
     if !shared.storage.exists(&path) {
         return Ok(None);
@@ -255,7 +255,7 @@ fn read_position_file(shared: &Shared, name: &str) -> Result<Option<u64>> {
 
 /// The position carried by the consumer's latest same-batch commit in the
 /// log, if any.
-fn position_in_log(shared: &Arc<Shared>, name: &str) -> Result<Option<u64>> {
+pub(crate) fn position_in_log(shared: &Arc<Shared>, name: &str) -> Result<Option<u64>> {
     let entity = Entity {
         entity_type: CONSUMER_ENTITY_TYPE.into(),
         entity_id: name.into(),
@@ -394,33 +394,15 @@ impl Consumer {
             return Ok(FailOutcome::Redeliver { attempt });
         }
         self.failures = None;
-        let record = encode_parked(&ParkedEvent {
-            seq,
-            attempts: attempt,
-            reason: reason.to_string(),
-        });
-        let dir = consumers_dir(&self.shared.dir);
-        self.shared.storage.create_dir_all(&dir).at(&dir)?;
-        let path = parked_path(&self.shared.dir, &self.name);
-        let created = !self.shared.storage.exists(&path);
-        let file = self
-            .shared
-            .storage
-            .open(&path, crate::storage::OpenMode::CreateOrOpen)
-            .at(&path)?;
-        let end = file.size_bytes().at(&path)?;
-        // A record torn by a crash is ignored by readers; write after the
-        // last whole one so it does not hide the new one.
-        let mut bytes = vec![0u8; end as usize];
-        file.read_exact_at(&mut bytes, 0).at(&path)?;
-        let (_, whole) = decode_parked(&bytes, &path)?;
-        file.write_all_at(&record, whole as u64).at(&path)?;
-        file.set_len(whole as u64 + record.len() as u64).at(&path)?;
-        file.sync_all().at(&path)?;
-        drop(file);
-        if created {
-            crate::fsutil::sync_dir(&*self.shared.storage, &dir)?;
-        }
+        park(
+            &self.shared,
+            &self.name,
+            &ParkedEvent {
+                seq,
+                attempts: attempt,
+                reason: reason.to_string(),
+            },
+        )?;
         self.acked = self.acked.max(seq);
         Ok(FailOutcome::Parked)
     }
@@ -544,12 +526,7 @@ impl Consumer {
         self.ack(ack_through)?;
         let position = self.position_to_commit();
         let mut batch = events.to_vec();
-        batch.push(
-            Event::new(CONSUMER_COMMIT_TYPE)
-                .entity(CONSUMER_ENTITY_TYPE, self.name.clone())
-                .json_payload(&serde_json::json!({"consumer": self.name, "position": position}))?
-                .bookkeeping(),
-        );
+        batch.push(commit_event(&self.name, position)?);
         let range = log.append_batch(&batch)?;
         self.committed = position;
         // The log holds the position now; the file only saves the lookup.
@@ -560,7 +537,43 @@ impl Consumer {
     }
 }
 
-fn read_parked(shared: &Shared, name: &str) -> Result<Vec<ParkedEvent>> {
+/// Appends `event` to the parked list of consumer `name`, durably.
+pub(crate) fn park(shared: &Shared, name: &str, event: &ParkedEvent) -> Result<()> {
+    let record = encode_parked(event);
+    let dir = consumers_dir(&shared.dir);
+    shared.storage.create_dir_all(&dir).at(&dir)?;
+    let path = parked_path(&shared.dir, name);
+    let created = !shared.storage.exists(&path);
+    let file = shared
+        .storage
+        .open(&path, crate::storage::OpenMode::CreateOrOpen)
+        .at(&path)?;
+    let end = file.size_bytes().at(&path)?;
+    // A record torn by a crash is ignored by readers; write after the
+    // last whole one so it does not hide the new one.
+    let mut bytes = vec![0u8; end as usize];
+    file.read_exact_at(&mut bytes, 0).at(&path)?;
+    let (_, whole) = decode_parked(&bytes, &path)?;
+    file.write_all_at(&record, whole as u64).at(&path)?;
+    file.set_len(whole as u64 + record.len() as u64).at(&path)?;
+    file.sync_all().at(&path)?;
+    drop(file);
+    if created {
+        crate::fsutil::sync_dir(&*shared.storage, &dir)?;
+    }
+    Ok(())
+}
+
+/// The bookkeeping event that carries consumer `name`'s position inside
+/// an atomic batch (a same-batch commit).
+pub(crate) fn commit_event(name: &str, position: u64) -> Result<Event> {
+    Ok(Event::new(CONSUMER_COMMIT_TYPE)
+        .entity(CONSUMER_ENTITY_TYPE, name.to_string())
+        .json_payload(&serde_json::json!({"consumer": name, "position": position}))?
+        .bookkeeping())
+}
+
+pub(crate) fn read_parked(shared: &Shared, name: &str) -> Result<Vec<ParkedEvent>> {
     let path = parked_path(&shared.dir, name);
     if !shared.storage.exists(&path) {
         return Ok(Vec::new());

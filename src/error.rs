@@ -79,6 +79,11 @@ pub enum Error {
     #[error("archiving stopped: {0}")]
     ArchiverStopped(String),
 
+    /// The rules engine stopped on an error (named here); rules can be
+    /// registered again after the log is reopened.
+    #[error("the rules engine stopped: {0}")]
+    RulesStopped(String),
+
     /// No event in the log has this id.
     #[error("no event with id {0}")]
     UnknownEventId(uuid::Uuid),
@@ -363,6 +368,9 @@ pub enum CorruptKind {
     CommitGroup,
     /// The record body passed its checksum but does not decode.
     Decode(String),
+    /// A JSON file (a marker, a rule's statistics) is not the JSON its
+    /// format describes; the text names the line and column.
+    Json(String),
     /// A sequence-index file disagrees with its segment.
     Index(&'static str),
     /// Valid records follow an invalid one, so the damage is not a torn tail.
@@ -411,6 +419,7 @@ impl fmt::Display for CorruptKind {
             }
             CorruptKind::CommitGroup => write!(f, "inconsistent commit group fields"),
             CorruptKind::Decode(msg) => write!(f, "record body does not decode: {msg}"),
+            CorruptKind::Json(msg) => write!(f, "not the JSON its format describes: {msg}"),
             CorruptKind::Index(what) => write!(f, "sequence index: {what}"),
             CorruptKind::MidLog => write!(
                 f,

@@ -64,6 +64,7 @@ mod record;
 mod recovery;
 mod repair;
 mod retention;
+pub mod rules;
 mod segment;
 pub mod storage;
 mod subscribe;
@@ -299,6 +300,7 @@ pub use retention::{
     RetentionRule, WaitingForConsumers, CHECK_INTERVAL_DEFAULT, CHECK_INTERVAL_MIN,
     KEY_COMPACTION_SUPERSEDED_PERCENT_MIN, RETENTION_RULES_MAX, RULE_NAME_BYTES_MAX, SIZE_CAP_RULE,
 };
+pub use rules::{Rule, RuleContext, Rules, Trigger};
 pub use subscribe::{
     Filter, Progress, Start, Subscription, SubscriptionHandle, BOOKKEEPING_TYPE_PREFIX,
 };

@@ -22,6 +22,7 @@ use crate::segment::{Access, Cursor, Segment, Step, SEGMENT_HEADER_BYTES};
 use crate::storage::{OsStorage, Storage};
 use crate::watermark::{WaitOutcome, Watermark, Watermarks};
 use crate::writer::{PreparedBatch, Request, Writer, WriterHandle, WriterStart};
+use crossbeam_channel::Sender;
 
 /// How long `close` waits for the writer to finish its last sync before
 /// giving up on it (the data it has not synced is then not promised).
@@ -326,6 +327,104 @@ impl Shared {
     }
 }
 
+/// Validates, stamps and encodes events in the caller's thread, so the
+/// writer thread only frames and writes.
+fn prepare(shared: &Shared, events: &[Event]) -> Result<PreparedBatch> {
+    let options = &shared.options;
+    // One buffer for the whole batch, sized once: growing it would copy
+    // every body again.
+    let capacity: usize = events
+        .iter()
+        .map(|e| RECORD_HEADER_BYTES + body_bytes_max(e))
+        .sum();
+    let mut batch = PreparedBatch {
+        records: Vec::with_capacity(capacity),
+        record_ends: Vec::with_capacity(events.len()),
+        ids: Vec::with_capacity(events.len()),
+        id_set_by_caller: Vec::with_capacity(events.len()),
+        expected_versions: Vec::new(),
+    };
+    let now_us = now_micros();
+    for (index, event) in events.iter().enumerate() {
+        event.validate()?;
+        let start = batch.records.len();
+        // Room for the header, which the writer fills in.
+        batch.records.resize(start + RECORD_HEADER_BYTES, 0);
+        let id = event.id.unwrap_or_else(Uuid::now_v7);
+        batch.ids.push(id);
+        batch.id_set_by_caller.push(event.id.is_some());
+        if let Some(expected) = event.expected_version {
+            batch.expected_versions.push((index, expected));
+        }
+        encode_body(
+            event,
+            id,
+            event.timestamp_us.unwrap_or(now_us),
+            &mut batch.records,
+        );
+        let record_bytes = (batch.records.len() - start) as u64;
+        if record_bytes > options.record_bytes_max {
+            return Err(Error::RecordTooLarge {
+                size_bytes: record_bytes,
+                max_bytes: options.record_bytes_max,
+            });
+        }
+        batch.record_ends.push(batch.records.len());
+    }
+    batch.check_ids_unique()?;
+    let batch_bytes_max = options.segment_bytes_max - SEGMENT_HEADER_BYTES;
+    if batch.record_bytes() > batch_bytes_max || batch.len() > u64::from(u32::MAX) {
+        return Err(Error::BatchTooLarge {
+            count: batch.len(),
+            size_bytes: batch.record_bytes(),
+            max_count: u64::from(u32::MAX),
+            max_bytes: batch_bytes_max,
+        });
+    }
+    Ok(batch)
+}
+
+fn submit(shared: &Shared, tx: Option<&Sender<Request>>, batch: PreparedBatch) -> Result<u64> {
+    shared.check_poison()?;
+    let tx = tx.ok_or(Error::Closed)?;
+    let (reply, answer) = crossbeam_channel::bounded(1);
+    tx.send(Request::Append {
+        batch,
+        caller: std::thread::current().id(),
+        reply,
+    })
+    .map_err(|_| shared.poisoned_error())?;
+    answer.recv().map_err(|_| shared.poisoned_error())?
+}
+
+fn append_batch(
+    shared: &Shared,
+    tx: Option<&Sender<Request>>,
+    events: &[Event],
+) -> Result<Range<u64>> {
+    if events.is_empty() {
+        let next = shared.marks.last_seq() + 1;
+        return Ok(next..next);
+    }
+    let batch = prepare(shared, events)?;
+    let count = batch.len();
+    let first = submit(shared, tx, batch)?;
+    Ok(first..first + count)
+}
+
+/// Appends through the writer of a log from a thread of the log's own.
+pub(crate) struct Appender {
+    pub shared: Arc<Shared>,
+    tx: Sender<Request>,
+}
+
+impl Appender {
+    /// [`Log::append_batch`].
+    pub fn append_batch(&self, events: &[Event]) -> Result<Range<u64>> {
+        append_batch(&self.shared, Some(&self.tx), events)
+    }
+}
+
 /// An open event log. `Log` is `Send + Sync`: share it (`Arc<Log>` or
 /// `&Log`) between threads; appends from all of them are group-committed.
 ///
@@ -346,6 +445,9 @@ pub struct Log {
     writer: WriterHandle,
     indexer: Option<crate::index::indexer::IndexerHandle>,
     archiver: ArchiverHandle,
+    /// The automation rules; their engine thread appends through the
+    /// writer, so it stops first.
+    rules: crate::rules::Rules,
     recovery: RecoveryReport,
     /// Holds the directory lock for as long as the log is open.
     lock: Option<Box<dyn std::any::Any + Send + Sync>>,
@@ -439,11 +541,19 @@ impl Log {
             None
         };
         let archiver = crate::archiver::spawn(Arc::clone(&shared), policy)?;
+        let rules = crate::rules::Rules::new(
+            Arc::clone(&shared),
+            Appender {
+                shared: Arc::clone(&shared),
+                tx: writer.sender().ok_or(Error::Closed)?.clone(),
+            },
+        );
         Ok(Log {
             shared,
             writer,
             indexer,
             archiver,
+            rules,
             recovery: std::mem::take(&mut opened.report),
             lock: opened.lock.take(),
             temporary: None,
@@ -463,8 +573,8 @@ impl Log {
     /// append fails with [`Error::VersionConflict`] unless its entity has
     /// exactly that many events.
     pub fn append(&self, event: Event) -> Result<u64> {
-        let batch = self.prepare(std::slice::from_ref(&event))?;
-        self.submit(batch)
+        let batch = prepare(&self.shared, std::slice::from_ref(&event))?;
+        submit(&self.shared, self.writer.sender(), batch)
     }
 
     /// Appends events atomically: after a crash either all of them are in
@@ -479,14 +589,13 @@ impl Log {
     /// versions count the batch's earlier events, and one conflict
     /// refuses the whole batch.
     pub fn append_batch(&self, events: &[Event]) -> Result<Range<u64>> {
-        if events.is_empty() {
-            let next = self.shared.marks.last_seq() + 1;
-            return Ok(next..next);
-        }
-        let batch = self.prepare(events)?;
-        let count = batch.len();
-        let first = self.submit(batch)?;
-        Ok(first..first + count)
+        append_batch(&self.shared, self.writer.sender(), events)
+    }
+
+    /// The log's automation rules: register them here. See
+    /// [`crate::rules`].
+    pub fn rules(&self) -> &crate::rules::Rules {
+        &self.rules
     }
 
     /// Syncs everything appended so far, whatever the durability setting.
@@ -496,76 +605,6 @@ impl Log {
         let (reply, answer) = crossbeam_channel::bounded(1);
         tx.send(Request::Sync { reply })
             .map_err(|_| self.shared.poisoned_error())?;
-        answer.recv().map_err(|_| self.shared.poisoned_error())?
-    }
-
-    /// Validates, stamps and encodes events in the caller's thread, so the
-    /// writer thread only frames and writes.
-    fn prepare(&self, events: &[Event]) -> Result<PreparedBatch> {
-        let options = &self.shared.options;
-        // One buffer for the whole batch, sized once: growing it would copy
-        // every body again.
-        let capacity: usize = events
-            .iter()
-            .map(|e| RECORD_HEADER_BYTES + body_bytes_max(e))
-            .sum();
-        let mut batch = PreparedBatch {
-            records: Vec::with_capacity(capacity),
-            record_ends: Vec::with_capacity(events.len()),
-            ids: Vec::with_capacity(events.len()),
-            id_set_by_caller: Vec::with_capacity(events.len()),
-            expected_versions: Vec::new(),
-        };
-        let now_us = now_micros();
-        for (index, event) in events.iter().enumerate() {
-            event.validate()?;
-            let start = batch.records.len();
-            // Room for the header, which the writer fills in.
-            batch.records.resize(start + RECORD_HEADER_BYTES, 0);
-            let id = event.id.unwrap_or_else(Uuid::now_v7);
-            batch.ids.push(id);
-            batch.id_set_by_caller.push(event.id.is_some());
-            if let Some(expected) = event.expected_version {
-                batch.expected_versions.push((index, expected));
-            }
-            encode_body(
-                event,
-                id,
-                event.timestamp_us.unwrap_or(now_us),
-                &mut batch.records,
-            );
-            let record_bytes = (batch.records.len() - start) as u64;
-            if record_bytes > options.record_bytes_max {
-                return Err(Error::RecordTooLarge {
-                    size_bytes: record_bytes,
-                    max_bytes: options.record_bytes_max,
-                });
-            }
-            batch.record_ends.push(batch.records.len());
-        }
-        batch.check_ids_unique()?;
-        let batch_bytes_max = options.segment_bytes_max - SEGMENT_HEADER_BYTES;
-        if batch.record_bytes() > batch_bytes_max || batch.len() > u64::from(u32::MAX) {
-            return Err(Error::BatchTooLarge {
-                count: batch.len(),
-                size_bytes: batch.record_bytes(),
-                max_count: u64::from(u32::MAX),
-                max_bytes: batch_bytes_max,
-            });
-        }
-        Ok(batch)
-    }
-
-    fn submit(&self, batch: PreparedBatch) -> Result<u64> {
-        self.shared.check_poison()?;
-        let tx = self.writer.sender().ok_or(Error::Closed)?;
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        tx.send(Request::Append {
-            batch,
-            caller: std::thread::current().id(),
-            reply,
-        })
-        .map_err(|_| self.shared.poisoned_error())?;
         answer.recv().map_err(|_| self.shared.poisoned_error())?
     }
 
@@ -754,6 +793,9 @@ impl Log {
     }
 
     fn shutdown(&mut self) {
+        // The rules engine appends through the writer and holds a sender
+        // of its channel: it stops before the writer is told to finish.
+        self.rules.shutdown();
         // The archiver first: it reads sealed segments and swaps pieces of
         // the catalog, and finishes the action in progress.
         self.archiver.shutdown();

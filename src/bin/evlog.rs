@@ -17,11 +17,15 @@ use evlog::{Durability, Event, Log, LogReader, Options};
 
 // In a folder of its own: a file directly in src/bin/ would be taken for
 // another binary.
+#[path = "evlog/demo_rules.rs"]
+mod demo_rules;
 #[path = "evlog/metrics_cmd.rs"]
 mod metrics_cmd;
 #[cfg(feature = "nats")]
 #[path = "evlog/nats_cmd.rs"]
 mod nats_cmd;
+#[path = "evlog/rules_cmd.rs"]
+mod rules_cmd;
 
 /// Where `evlog` keeps its data when neither `--dir` nor `EVLOG_DIR` says.
 const DEFAULT_DATA_DIR: &str = "evlog-data";
@@ -90,6 +94,24 @@ enum Command {
         /// else needs to be present. Deleted events are skipped.
         #[arg(long, value_name = "DIR_OR_FILE")]
         archive: Option<PathBuf>,
+        /// Only the events of this correlation (a UUID).
+        #[arg(long, value_name = "UUID")]
+        correlation: Option<evlog::Uuid>,
+        /// With --correlation: instead of the events, print as JSON lines
+        /// what the rules shipped with evlog (evlog::rules::orchestration)
+        /// would do on each of them, and whether the log already holds
+        /// their output. Writes nothing.
+        #[arg(long, requires = "correlation")]
+        dry_run_rules: bool,
+    },
+    /// List the automation rules that ran on this log, with their counts
+    /// of evaluations, firings, failures and skipped triggers, and their
+    /// circuit breaker's state, as their engine last stored them
+    /// (DIR/rules/*.json). Read-only.
+    Rules {
+        /// JSON lines, one per rule, with the fields of DIR/rules/*.json.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the sequence range and the segment and archive counts as JSON.
     Info,
@@ -704,11 +726,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::Replay { from, to, archive } => {
+        Command::Rules { json } => rules_cmd::list(&cli.dir, json),
+        Command::Replay {
+            from,
+            to,
+            archive,
+            correlation,
+            dry_run_rules,
+        } => {
             if let (Some(from), Some(to)) = (from, to) {
                 if from > to {
                     anyhow::bail!("--from {from} is after --to {to} (both are inclusive)");
                 }
+            }
+            if let Some(correlation) = correlation {
+                if archive.is_some() {
+                    anyhow::bail!("--correlation reads a data directory, not --archive");
+                }
+                if dry_run_rules {
+                    return rules_cmd::replay_dry_run(&cli.dir, correlation);
+                }
+                let log = open_read_only(&cli.dir)?;
+                let range = from.unwrap_or(0)..=to.unwrap_or(u64::MAX);
+                print_events(
+                    log.by_correlation(correlation)?
+                        .filter(|e| e.as_ref().map_or(true, |e| range.contains(&e.seq))),
+                )?;
+                return Ok(ExitCode::SUCCESS);
             }
             if let Some(path) = archive {
                 let archive = evlog::Archive::open(&path)
@@ -1604,6 +1648,7 @@ fn demo(dir: &PathBuf, count: u64) -> Result<ExitCode> {
     if last > before {
         demo_queries(&log, &mut out, last)?;
     }
+    demo_rules::demo_rules(&log, &mut out)?;
     let report = log.verify()?;
     writeln!(
         out,

@@ -1188,15 +1188,56 @@ async fn verify(State(app): State<App>, query: QueryString) -> Response {
     .await
 }
 
-/// Not yet: the automation rules it would re-evaluate do not exist in
-/// evlog. The route is reserved so that clients get a clear answer.
-async fn replay() -> Response {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "replay needs the automation rules, which evlog does not have yet; nothing was evaluated"
-            .into(),
-    )
-    .into_response()
+/// The body of `POST /api/replay`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    correlation_id: String,
+    /// Must be true: the API writes nothing.
+    dry_run: bool,
+}
+
+/// Re-evaluates the rules shipped with evlog
+/// ([`crate::rules::orchestration`]) over a correlation's events and says
+/// what each would do ([`crate::rules::DryRunReport::to_json`]); writes
+/// nothing.
+async fn replay(State(app): State<App>, body: axum::body::Bytes) -> Response {
+    let request: ReplayRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return ApiError::bad_request(format!(
+                "the body must be {{\"correlation_id\": UUID, \"dry_run\": true}}: {e}"
+            ))
+            .into_response()
+        }
+    };
+    if !request.dry_run {
+        return ApiError::bad_request(
+            "replay only re-evaluates rules in dry run (\"dry_run\": true): the API writes nothing"
+                .into(),
+        )
+        .into_response();
+    }
+    let correlation = match parse_uuid("correlation_id", &request.correlation_id) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    blocking(&app, move |view| {
+        let triggers: Vec<LoggedEvent> = view
+            .query(&Query::correlation(correlation))?
+            .collect::<crate::Result<_>>()?;
+        let reports = view.dry_run_rules(&crate::rules::orchestration::all(), &triggers)?;
+        let reports: Vec<serde_json::Value> = reports.iter().map(|r| r.to_json()).collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({
+                "correlation_id": correlation.to_string(),
+                "events": triggers.len(),
+                "reports": reports,
+            }),
+        ))
+    })
+    .await
 }
 
 async fn metrics(State(app): State<App>, query: QueryString) -> Response {

@@ -255,6 +255,12 @@ trait View: Send + Sync + 'static {
     fn state_at(&self, entity_type: &str, entity_id: &str, at_us: i64)
         -> Result<serde_json::Value>;
     fn verify(&self) -> Result<VerifyReport>;
+    /// [`crate::Log::dry_run_rules`]: evaluates rules, writes nothing.
+    fn dry_run_rules(
+        &self,
+        rules: &[crate::Rule],
+        triggers: &[LoggedEvent],
+    ) -> Result<Vec<crate::rules::DryRunReport>>;
     fn metrics(&self) -> Result<Metrics>;
     fn index_status(&self) -> IndexStatus;
     fn dir(&self) -> &Path;
@@ -323,6 +329,13 @@ impl View for Log {
     fn refresh(&self) -> Result<()> {
         Ok(())
     }
+    fn dry_run_rules(
+        &self,
+        rules: &[crate::Rule],
+        triggers: &[LoggedEvent],
+    ) -> Result<Vec<crate::rules::DryRunReport>> {
+        self.dry_run_rules(rules, triggers)
+    }
     fn metrics(&self) -> Result<Metrics> {
         Metrics::of_log(self)
     }
@@ -349,6 +362,13 @@ impl View for LogReader {
     }
     fn metrics(&self) -> Result<Metrics> {
         Metrics::of_reader(self)
+    }
+    fn dry_run_rules(
+        &self,
+        rules: &[crate::Rule],
+        triggers: &[LoggedEvent],
+    ) -> Result<Vec<crate::rules::DryRunReport>> {
+        self.dry_run_rules(rules, triggers, crate::rules::DEPTH_LIMIT_DEFAULT)
     }
     fn subscribe(&self, _filter: Filter, _start: Start) -> Option<Result<Subscription>> {
         None

@@ -101,13 +101,13 @@ fn read_marker(dir: &Path) -> Result<Option<Marker>> {
     let marker: Marker = serde_json::from_str(&text).map_err(|e| Error::Corrupt {
         file: path.clone(),
         offset: 0,
-        kind: CorruptKind::Decode(format!("line {} column {}: {e}", e.line(), e.column())),
+        kind: CorruptKind::Json(e.to_string()),
     })?;
     if marker.format != MARKER_FORMAT {
         return Err(Error::Corrupt {
             file: path,
             offset: 0,
-            kind: CorruptKind::Decode(format!(
+            kind: CorruptKind::Json(format!(
                 "format is {:?}, not {MARKER_FORMAT:?}",
                 marker.format
             )),

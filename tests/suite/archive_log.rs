@@ -311,6 +311,41 @@ fn consumer_behind_a_deletion_is_refused() {
     }
 }
 
+// A rule is a durable consumer: one whose triggers retention deleted
+// before it evaluated them is refused with both positions, not resumed
+// past them.
+#[test]
+fn rule_behind_a_deletion_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments().retention(policy());
+    let rule = || evlog::Rule::new("slow", evlog::Trigger::on("*"), |_| Ok(Vec::new()));
+    {
+        let log = Log::open(dir.path(), options.clone()).unwrap();
+        log.rules().register(rule()).unwrap();
+        log.close().unwrap();
+    }
+    let log = Log::open(dir.path(), options).unwrap();
+    for i in 0..2000u64 {
+        log.append(event(i, 400)).unwrap();
+    }
+    for i in 0..10u64 {
+        log.append(event(5000 + i, 1)).unwrap();
+    }
+    log.archive_now().unwrap();
+    match log.rules().register(rule()) {
+        Err(Error::ConsumerBehindLog {
+            name,
+            position,
+            first_seq,
+        }) => {
+            assert_eq!((name.as_str(), position), ("rule.slow", 0));
+            assert!(first_seq > 1, "{first_seq}");
+        }
+        Err(other) => panic!("expected ConsumerBehindLog, got {other}"),
+        Ok(()) => panic!("expected ConsumerBehindLog, the rule was registered"),
+    }
+}
+
 // With `keep_until_consumed`, retention waits for the slowest consumer.
 #[test]
 fn keep_until_consumed_waits_for_the_slowest_consumer() {

@@ -563,7 +563,10 @@ fn cli_new_user_findings() {
         .map(|l| serde_json::from_str::<Value>(l).expect("json")["id"].to_string())
         .collect();
     let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
-    assert_eq!((ids.len(), unique.len()), (3000, 3000));
+    // 3000 workload events, plus each run's sprint for the rules section
+    // and what the rules appended: all ids distinct.
+    assert_eq!(ids.len(), unique.len());
+    assert!(ids.len() > 3000, "{}", ids.len());
 
     let empty = root.path().join("empty");
     std::fs::create_dir(&empty).expect("mkdir");

@@ -797,7 +797,7 @@ fn cli_query_usage_errors_exit_2() {
 // figures that hold: the live subscriber got every matching event, the
 // indexes caught up, verify found the log sound, and a second run goes on.
 #[test]
-fn cli_demo_tours_queries_subscriptions_and_verify() {
+fn cli_demo_tours_queries_subscriptions_rules_and_verify() {
     let root = tempdir();
     let dir = root.path().join("demo");
     for round in 0..2 {
@@ -808,7 +808,19 @@ fn cli_demo_tours_queries_subscriptions_and_verify() {
                 .unwrap_or_else(|| panic!("round {round}: no line starting {prefix:?}:\n{out}"))
                 .to_string()
         };
-        assert!(line("appended 5000 events").contains(&format!("seq {}..=", round * 5000 + 1)));
+        let appended = line("appended 5000 events");
+        if round == 0 {
+            assert!(appended.contains("seq 1..=5000"), "{appended}");
+        } else {
+            // After the first run's events and what its rules appended.
+            let first: u64 = appended
+                .split("seq ")
+                .nth(1)
+                .and_then(|rest| rest.split("..").next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{appended}"));
+            assert!(first > 5001, "{appended}");
+        }
         assert!(line("secondary indexes current").contains("ms after the last append"));
         let subscriber = line("a live subscriber to validation.* received ");
         let counts: Vec<&str> = subscriber
@@ -819,7 +831,34 @@ fn cli_demo_tours_queries_subscriptions_and_verify() {
         assert_eq!(counts[0], counts[1], "{subscriber}");
         assert!(line("correlation ").contains(" events, from "));
         assert!(line("entity ").contains("its state at"));
-        assert!(line("stats of all").contains(&format!("{} events", (round + 1) * 5000)));
+        let stats = line("stats of all ");
+        let total: usize = stats["stats of all ".len()..]
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{stats}"));
+        assert!(total >= (round + 1) * 5000, "{stats}");
+        assert!(
+            line("automation rules (").contains("sprint-completion"),
+            "{out}"
+        );
+        // Each shipped rule fired once on this run's sprint.
+        for (output, rule) in [
+            ("orchestration.session.started", "sprint-session-start"),
+            (
+                "orchestration.notification.task_blocked",
+                "task-blocked-notification",
+            ),
+            ("orchestration.alert.p0_task", "task-p0-alert"),
+            ("orchestration.sprint.status_changed", "sprint-completion"),
+        ] {
+            let by = format!(" {output} by {rule}, from #");
+            assert_eq!(
+                out.lines().filter(|l| l.contains(&by)).count(),
+                1,
+                "{by}:\n{out}"
+            );
+        }
         assert!(line("verify: ").ends_with("sound"), "{out}");
     }
 }

@@ -488,15 +488,34 @@ fn http_bad_parameters_are_json_errors_with_their_status() {
     let url = format!("{}/api/replay", s.base);
     let (status, body) = answer(agent.get(&url).call(), &url);
     assert_eq!(status, 405, "{body}");
-    // Replay is reserved until the automation rules exist.
+    // Replay re-evaluates the shipped rules in dry run only.
+    let (status, body) = answer(
+        agent
+            .post(&url)
+            .send_json(serde_json::json!({"correlation_id": Uuid::from_u128(1), "dry_run": false})),
+        &url,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("dry run"),
+        "{body}"
+    );
+    let (status, body) = answer(
+        agent
+            .post(&url)
+            .send_json(serde_json::json!({"correlation": "x"})),
+        &url,
+    );
+    assert_eq!(status, 400, "{body}");
     let (status, body) = answer(
         agent
             .post(&url)
             .send_json(serde_json::json!({"correlation_id": Uuid::from_u128(1), "dry_run": true})),
         &url,
     );
-    assert_eq!(status, 501, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("automation"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"], 0, "{body}");
+    assert_eq!(body["reports"], serde_json::json!([]), "{body}");
     s.server.shutdown().unwrap();
 }
 

@@ -42,6 +42,7 @@ mod model;
 mod nats_mirror;
 mod queries;
 mod recovery;
+mod rules;
 mod subscription_edges;
 mod subscription_procs;
 mod subscription_props;
