@@ -62,6 +62,7 @@ pub struct ArchiveRunReport {
     /// File bytes of the pieces before and after the run (segments count
     /// their sequence index too).
     pub stored_bytes_before: u64,
+    /// File bytes of the pieces after the run.
     pub stored_bytes_after: u64,
 }
 
@@ -302,6 +303,7 @@ impl Archiver {
         now_us: i64,
         progress: ProgressSender,
     ) -> Result<ArchiveRunReport> {
+        let _span = tracing::info_span!("evlog.archive_run").entered();
         self.shared.check_poison()?;
         let holds = crate::holds::read_holds(&*self.shared.storage, &self.shared.dir)?;
         let hold_set = HoldSet::new(&holds);
@@ -367,6 +369,7 @@ impl Archiver {
     /// Archives every sealed segment, whatever the policy says (the
     /// benchmarks and `evlog archive --all`).
     pub fn archive_all_sealed(&mut self, progress: ProgressSender) -> Result<ArchiveRunReport> {
+        let _span = tracing::info_span!("evlog.archive_run", all_sealed = true).entered();
         self.shared.check_poison()?;
         let pieces = self.shared.catalog.pieces();
         let mut report = ArchiveRunReport::default();
@@ -470,6 +473,13 @@ impl Archiver {
         let archive_dir = self.archive_dir();
         ensure_dir(storage, &self.shared.dir, &archive_dir)?;
         let last_seq = segment.first_seq + segment.record_count() - 1;
+        let _span = tracing::info_span!(
+            "evlog.archive_segment",
+            first_seq = segment.first_seq,
+            last_seq,
+            bytes = segment.committed_bytes()
+        )
+        .entered();
         let mut writer =
             ArchiveWriter::create(storage, &archive_dir, segment.first_seq, ARCHIVE_ZSTD_LEVEL)?;
         let mut yielder = YieldToAppends::new(&self.shared);
@@ -519,6 +529,12 @@ impl Archiver {
         holds: &HoldSet,
         now_us: i64,
     ) -> Result<u64> {
+        let _span = tracing::info_span!(
+            "evlog.archive_rewrite",
+            first_seq = piece.first_seq,
+            rule = %action.rule
+        )
+        .entered();
         let storage = &*self.shared.storage;
         let archive_dir = self.archive_dir();
         ensure_dir(storage, &self.shared.dir, &archive_dir)?;

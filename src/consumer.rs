@@ -51,6 +51,7 @@ const PARKED_HEADER_BYTES: usize = 20;
 /// consumer could move on (see [`Consumer::fail`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParkedEvent {
+    /// Sequence number of the event.
     pub seq: u64,
     /// Deliveries that failed.
     pub attempts: u32,
@@ -62,7 +63,10 @@ pub struct ParkedEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailOutcome {
     /// It will be delivered again next; this was failed delivery `attempt`.
-    Redeliver { attempt: u32 },
+    Redeliver {
+        /// Failed deliveries of the event so far.
+        attempt: u32,
+    },
     /// It reached the limit and was parked; the consumer moved past it.
     Parked,
 }
@@ -70,6 +74,7 @@ pub enum FailOutcome {
 /// A durable consumer as [`crate::Log::consumers`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerInfo {
+    /// The consumer's name (its position file is `consumers/NAME.pos`).
     pub name: String,
     /// Every matching event up to this seq was handled and committed.
     pub position: u64,
@@ -425,6 +430,7 @@ impl Consumer {
         Ok(true)
     }
 
+    /// The consumer's name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -440,6 +446,7 @@ impl Consumer {
         self.reset_from
     }
 
+    /// Where the consumer's subscription stands: next seq to examine and the visible end.
     pub fn progress(&self) -> Progress {
         self.subscription.progress()
     }
@@ -486,6 +493,13 @@ impl Consumer {
         if position == self.committed {
             return Ok(position);
         }
+        let _span = tracing::debug_span!(
+            "evlog.consumer_commit",
+            consumer = %self.name,
+            from_seq = self.committed,
+            to_seq = position
+        )
+        .entered();
         store_position(&self.shared, &self.name, position)?;
         self.committed = position;
         Ok(position)

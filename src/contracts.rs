@@ -48,14 +48,19 @@ pub const CONTRACT_FIELDS_MAX: usize = 256;
 /// A JSON type a required field must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JsonType {
+    /// A JSON string.
     String,
     /// Any number.
     Number,
     /// A number without a fractional part.
     Integer,
+    /// `true` or `false`.
     Boolean,
+    /// A JSON object.
     Object,
+    /// A JSON array.
     Array,
+    /// `null`.
     Null,
 }
 

@@ -15,7 +15,9 @@ pub enum Error {
     /// report that walks the chain does not print them twice.)
     #[error("I/O error on {}", path.display())]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
@@ -25,7 +27,9 @@ pub enum Error {
     /// `Log` accepts appends again.
     #[error("disk full: no space left for {}", path.display())]
     DiskFull {
+        /// The file that could not grow.
         path: PathBuf,
+        /// What the operating system said (ENOSPC or EDQUOT).
         #[source]
         source: std::io::Error,
     },
@@ -33,16 +37,22 @@ pub enum Error {
     /// Bytes on disk are not what the format says they must be.
     #[error("corrupt data in {} at byte offset {offset}: {kind}", file.display())]
     Corrupt {
+        /// The damaged file.
         file: PathBuf,
+        /// Byte offset of the damage in it.
         offset: u64,
+        /// What is wrong there.
         kind: CorruptKind,
     },
 
     /// A file was written by a newer (or unknown) format version.
     #[error("{} has format version {found}; this build reads version {supported}", file.display())]
     UnsupportedVersion {
+        /// The file.
         file: PathBuf,
+        /// The version it has.
         found: u32,
+        /// The version this build reads.
         supported: u32,
     },
 
@@ -56,8 +66,11 @@ pub enum Error {
     /// the first one would skip them silently.
     #[error("consumer {name} is at seq {position} but the log starts at {first_seq}")]
     ConsumerBehindLog {
+        /// The consumer's name.
         name: String,
+        /// Its committed position.
         position: u64,
+        /// The first seq the log holds.
         first_seq: u64,
     },
 
@@ -79,25 +92,42 @@ pub enum Error {
     /// so the cure is a rebuild (`Log::reindex`, `evlog reindex`), never a
     /// loss of events.
     #[error("index error in {}: {message}", path.display())]
-    Index { path: PathBuf, message: String },
+    Index {
+        /// The index directory.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
 
     /// A read-only open found no data directory (or no `segments/` in it).
     #[error("no evlog data directory at {}", path.display())]
-    NoDataDirectory { path: PathBuf },
+    NoDataDirectory {
+        /// The path given.
+        path: PathBuf,
+    },
 
     /// The path given as a data directory is a file.
     #[error("{} is not a directory", path.display())]
-    NotADirectory { path: PathBuf },
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
+    },
 
     /// Another process (or another `Log` in this process) holds the directory.
     #[error("data directory {} is locked by pid {pid}", dir.display())]
-    Locked { dir: PathBuf, pid: String },
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// The process holding it, as written in its lock file.
+        pid: String,
+    },
 
     /// An earlier failure (a failed fsync, a panicked writer thread) made the
     /// in-memory state untrustworthy. Reopen the log to recover from disk.
     /// `source` is that first failure, shared by every later error.
     #[error("the log is poisoned and must be reopened")]
     Poisoned {
+        /// The first failure.
         #[source]
         source: std::sync::Arc<Error>,
     },
@@ -112,7 +142,12 @@ pub enum Error {
 
     /// The event type is not a valid dotted name.
     #[error("invalid event type {name:?}: {reason}")]
-    InvalidEventType { name: String, reason: &'static str },
+    InvalidEventType {
+        /// The name given (cut to a readable length in the message).
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 
     /// The event is not acceptable for a reason other than its type.
     #[error("invalid event: {0}")]
@@ -120,14 +155,23 @@ pub enum Error {
 
     /// An encoded event is larger than `Options::record_bytes_max`.
     #[error("event encodes to {size_bytes} bytes, over the limit of {max_bytes} bytes")]
-    RecordTooLarge { size_bytes: u64, max_bytes: u64 },
+    RecordTooLarge {
+        /// Bytes the event encodes to.
+        size_bytes: u64,
+        /// The limit, in bytes.
+        max_bytes: u64,
+    },
 
     /// An atomic batch does not fit into one segment.
     #[error("batch of {count} events ({size_bytes} bytes) exceeds the atomic batch limit of {max_bytes} bytes / {max_count} events")]
     BatchTooLarge {
+        /// Events in the batch.
         count: u64,
+        /// Bytes the batch encodes to.
         size_bytes: u64,
+        /// The most events one batch may hold.
         max_count: u64,
+        /// The most bytes one batch may encode to.
         max_bytes: u64,
     },
 
@@ -141,20 +185,31 @@ pub enum Error {
     /// lost data.
     #[error("sequence number {seq} was deleted by retention rule {rule:?} at {deleted_at_us} µs since the epoch")]
     Deleted {
+        /// The sequence number asked for.
         seq: u64,
+        /// The rule that deleted it.
         rule: String,
+        /// When, in microseconds since the Unix epoch.
         deleted_at_us: i64,
     },
 
     /// Two archive files cover overlapping sequence ranges, so neither can
     /// be trusted to be the one authoritative copy.
     #[error("archives {} and {} cover overlapping sequence ranges", first.display(), second.display())]
-    OverlappingArchives { first: PathBuf, second: PathBuf },
+    OverlappingArchives {
+        /// One of the two archives.
+        first: PathBuf,
+        /// The other.
+        second: PathBuf,
+    },
 
     /// A line of JSON is not an event object (syntax, an unknown field, a
-    /// field of the wrong kind); the source says which and where.
-    #[error("not a valid event object")]
-    EventJson(#[source] serde_json::Error),
+    /// field of the wrong kind). The message says which and at what column
+    /// (and line, for text of several lines), with any input it quotes cut
+    /// to a readable length; the parser's own error is kept in the
+    /// variant (not as a `source`, whose message would repeat it whole).
+    #[error("not a valid event object: {}", describe_json_error(.0))]
+    EventJson(serde_json::Error),
 
     /// A payload could not be converted to or from JSON.
     #[error("payload is not valid JSON for this type")]
@@ -170,7 +225,12 @@ pub enum Error {
     /// the same events in the same order: the batch is neither a clean
     /// retry nor new, so nothing of it was written.
     #[error("event id {id} is already in the log at sequence number {existing_seq}, but the rest of the batch is not that same earlier batch")]
-    DuplicateInBatch { id: uuid::Uuid, existing_seq: u64 },
+    DuplicateInBatch {
+        /// The id already in the log.
+        id: uuid::Uuid,
+        /// Where it is.
+        existing_seq: u64,
+    },
 
     /// A retention policy is refused (see
     /// [`crate::RetentionPolicyBuilder::build`]); `rule` is the name of the
@@ -179,18 +239,29 @@ pub enum Error {
         "invalid retention policy: {}",
         describe_retention_problem(rule, reason)
     )]
-    InvalidRetention { rule: String, reason: String },
+    InvalidRetention {
+        /// The rule at fault (empty for the whole policy).
+        rule: String,
+        /// What is wrong.
+        reason: String,
+    },
 
     /// A legal hold is refused: a field too long, or too many holds.
     #[error("invalid hold: {reason}")]
-    InvalidHold { reason: String },
+    InvalidHold {
+        /// What is wrong.
+        reason: String,
+    },
 
     /// A configuration file (`DIR/evlog.toml`) is not valid: bad TOML, an
     /// unknown key, a bad value. `line` is 1-based.
     #[error("invalid configuration in {} line {line}: {message}", path.display())]
     Config {
+        /// The configuration file.
         path: PathBuf,
+        /// The line at fault, 1-based.
         line: u64,
+        /// What is wrong there.
         message: String,
     },
 
@@ -201,9 +272,13 @@ pub enum Error {
     /// conditional one in the same request.
     #[error("version conflict on entity {entity_type}/{entity_id}: expected version {expected}, but it is at version {actual}")]
     VersionConflict {
+        /// The entity's type.
         entity_type: String,
+        /// The entity's id.
         entity_id: String,
+        /// The version the append expected.
         expected: u64,
+        /// The version it found.
         actual: u64,
     },
 
@@ -218,9 +293,13 @@ pub enum Error {
     /// caller as long as it may). Nothing of the request was written.
     #[error("event type {event_type:?} is over the rate limit {pattern:?} of {rate_per_s} events/s with a burst of {burst}: refused, nothing of the request was written")]
     RateLimited {
+        /// The type of the first event of the request the limit matched.
         event_type: String,
+        /// The limit's type pattern.
         pattern: String,
+        /// The limit's rate, in events per second.
         rate_per_s: f64,
+        /// The limit's burst, in events.
         burst: u64,
     },
 
@@ -231,10 +310,16 @@ pub enum Error {
     /// is. Nothing of the request was written.
     #[error("event type {event_type:?} violates the contract {pattern:?}: {field} must be {expected}, found {found}")]
     ContractViolation {
+        /// The violating event's type.
         event_type: String,
+        /// The contract's type pattern.
         pattern: String,
+        /// The field at fault (name, JSON pointer, `payload` or
+        /// `metadata.schema_version`).
         field: String,
+        /// What the contract requires of it.
         expected: String,
+        /// What the event has instead.
         found: String,
     },
 
@@ -243,10 +328,53 @@ pub enum Error {
     /// type, a JSON Schema that does not compile).
     #[error("invalid {what} for {pattern:?}: {reason}")]
     InvalidGuard {
+        /// `rate limit` or `contract`.
         what: &'static str,
+        /// Its type pattern.
         pattern: String,
+        /// What is wrong with it.
         reason: String,
     },
+}
+
+/// A `serde_json` error with the input it quotes cut short (an unknown
+/// field or a string of the wrong kind is echoed between quotes) and its
+/// position as a column alone when the text was one line, since the
+/// callers' own line numbers (of stdin, of a file) are the ones that mean
+/// something to a reader.
+fn describe_json_error(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    let message = match text.strip_suffix(&position) {
+        Some(message) => message,
+        None => return shorten_quoted(&text),
+    };
+    if error.line() == 1 {
+        format!("{} at column {}", shorten_quoted(message), error.column())
+    } else {
+        format!("{}{position}", shorten_quoted(message))
+    }
+}
+
+/// `text` with every span between backticks or double quotes that is too
+/// long to read cut down by [`crate::event::shorten_for_message`].
+pub(crate) fn shorten_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(1024));
+    let mut rest = text;
+    while let Some(open) = rest.find(['`', '"']) {
+        let quote = &rest[open..open + 1];
+        let Some(len) = rest[open + 1..].find(quote) else {
+            break;
+        };
+        out.push_str(&rest[..=open]);
+        out.push_str(&crate::event::shorten_for_message(
+            &rest[open + 1..open + 1 + len],
+        ));
+        out.push_str(quote);
+        rest = &rest[open + 1 + len + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn describe_retention_problem(rule: &str, reason: &str) -> String {
@@ -268,13 +396,23 @@ pub enum CorruptKind {
     /// A header field holds an impossible value.
     BadHeader(&'static str),
     /// A record's stored CRC does not match its bytes.
-    RecordChecksum { stored: u32, computed: u32 },
+    RecordChecksum {
+        /// The CRC stored in the header.
+        stored: u32,
+        /// The CRC of the bytes read.
+        computed: u32,
+    },
     /// A record's length field is zero or over the limit.
     RecordLength(u32),
     /// The file ends in the middle of a record or header.
     Truncated,
     /// A record carries a different sequence number than its position implies.
-    Sequence { expected: u64, found: u64 },
+    Sequence {
+        /// The seq the position implies.
+        expected: u64,
+        /// The seq the record carries.
+        found: u64,
+    },
     /// A record's commit-group fields are inconsistent.
     CommitGroup,
     /// The record body passed its checksum but does not decode.
@@ -287,7 +425,12 @@ pub enum CorruptKind {
     /// Valid records follow an invalid one, so the damage is not a torn tail.
     MidLog,
     /// Segment files do not form one gap-free sequence range.
-    Gap { expected: u64, found: u64 },
+    Gap {
+        /// The first seq the next segment should have.
+        expected: u64,
+        /// The first seq it has.
+        found: u64,
+    },
     /// A segment's records end inside an atomic unit (one append request):
     /// in a sealed segment, or in data a clean close vouched for.
     IncompleteUnit,
@@ -296,7 +439,12 @@ pub enum CorruptKind {
     /// Damage to a record that a clean close vouched for (so it was
     /// acknowledged and durable): reported, never cut away on open. `seq`
     /// is the sequence number that record should have.
-    Vouched { seq: u64, damage: Box<CorruptKind> },
+    Vouched {
+        /// The sequence number the damaged record should have.
+        seq: u64,
+        /// What is wrong with it.
+        damage: Box<CorruptKind>,
+    },
     /// An archive file (`.evz`) is not what FORMAT.md says: a metadata
     /// frame disagrees with another, a data frame does not decompress to
     /// what its index entry promises.

@@ -35,10 +35,14 @@ pub const SCHEMA_VERSION_KEY: &str = "schema_version";
 /// important.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Priority {
+    /// The most important.
     P0,
+    /// Important.
     P1,
+    /// Ordinary (the default).
     #[default]
     P2,
+    /// The least important.
     P3,
 }
 
@@ -89,7 +93,9 @@ impl FromStr for Priority {
 /// The business object an event is about, such as `("task", "T-1")`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Entity {
+    /// The kind of entity, such as `task` or `account`.
     pub entity_type: String,
+    /// The entity's id within its type.
     pub entity_id: String,
 }
 
@@ -234,6 +240,24 @@ pub fn type_matches(pattern: &str, event_type: &str) -> bool {
 
 /// An event to append. Build it with [`Event::new`] and the setters; the log
 /// assigns the id (UUID v7) and timestamp when they are not set.
+///
+/// ```
+/// use evlog::{Event, Priority, Uuid};
+/// # fn main() -> evlog::Result<()> {
+/// let request = Uuid::now_v7();
+/// let event = Event::new("invoice.paid")
+///     .correlation_id(request)
+///     .entity("invoice", "INV-7")
+///     .actor("billing")
+///     .priority(Priority::P1)
+///     .metadata("region", "eu")
+///     .json_payload(&serde_json::json!({"amount_cents": 1250}))?;
+/// let log = evlog::Log::open_temporary(evlog::Options::default())?;
+/// let stored = log.get(log.append(event)?)?;
+/// assert_eq!(stored.correlation_id, Some(request));
+/// assert_eq!(stored.metadata["region"], "eu");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub(crate) id: Option<Uuid>,
@@ -294,14 +318,17 @@ impl Event {
         self.timestamp_us = Some(timestamp_us);
         self
     }
+    /// The id of the request or workflow this event belongs to (see [`crate::Log::by_correlation`]).
     pub fn correlation_id(mut self, id: Uuid) -> Event {
         self.correlation_id = Some(id);
         self
     }
+    /// The id of the event that caused this one (see [`crate::Log::causation_chain`]).
     pub fn causation_id(mut self, id: Uuid) -> Event {
         self.causation_id = Some(id);
         self
     }
+    /// The entity this event is about; [`crate::Log::entity_history`] lists an entity's events.
     pub fn entity(mut self, entity_type: impl Into<String>, entity_id: impl Into<String>) -> Event {
         self.entity = Some(Entity {
             entity_type: entity_type.into(),
@@ -309,14 +336,17 @@ impl Event {
         });
         self
     }
+    /// Who or what did it (a user, an agent, a service).
     pub fn actor(mut self, actor: impl Into<String>) -> Event {
         self.actor = Some(actor.into());
         self
     }
+    /// The session it happened in.
     pub fn session(mut self, session: impl Into<String>) -> Event {
         self.session = Some(session.into());
         self
     }
+    /// How much it matters (default [`Priority::P2`]).
     pub fn priority(mut self, priority: Priority) -> Event {
         self.priority = priority;
         self
@@ -356,6 +386,28 @@ impl Event {
         let text = text.into();
         serde_json::from_str::<&serde_json::value::RawValue>(&text).map_err(Error::Payload)?;
         Ok(self.json_payload_parsed(text))
+    }
+    /// Sets the payload to a JSON value that `serde_json` has already
+    /// parsed as a [`serde_json::value::RawValue`] (a field of a request
+    /// body deserialized as `Box<RawValue>`, say): its text is stored as
+    /// [`Event::json_payload_text`] stores text, without being parsed a
+    /// second time.
+    ///
+    /// ```
+    /// # fn main() -> evlog::Result<()> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Request<'a> {
+    ///     #[serde(borrow)]
+    ///     body: &'a serde_json::value::RawValue,
+    /// }
+    /// let request: Request = serde_json::from_str(r#"{"body": {"amount": 10.50}}"#).unwrap();
+    /// let log = evlog::Log::open_temporary(evlog::Options::default())?;
+    /// let seq = log.append(evlog::Event::new("payment.received").json_payload_raw(request.body))?;
+    /// assert_eq!(log.get(seq)?.payload, evlog::Payload::Json(r#"{"amount":10.50}"#.into()));
+    /// # Ok(()) }
+    /// ```
+    pub fn json_payload_raw(self, value: &serde_json::value::RawValue) -> Event {
+        self.json_payload_parsed(value.get().to_string())
     }
     /// Sets the payload to JSON text that has already been parsed as one
     /// JSON value (by `serde_json`, for instance as a `RawValue`), compacted.
@@ -499,19 +551,31 @@ impl Event {
 /// An event as stored in the log, with its sequence number.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoggedEvent {
+    /// Its sequence number: gap-free, assigned by the log at append.
     pub seq: u64,
+    /// Its id (UUID v7 unless the caller set another).
     pub id: Uuid,
+    /// Its dotted type name, such as `task.created`.
     pub event_type: String,
     /// Microseconds since the Unix epoch, UTC.
     pub timestamp_us: i64,
+    /// The request or workflow it belongs to.
     pub correlation_id: Option<Uuid>,
+    /// The id of the event that caused it.
     pub causation_id: Option<Uuid>,
+    /// The entity it is about.
     pub entity: Option<Entity>,
+    /// Who or what did it.
     pub actor: Option<String>,
+    /// The session it happened in.
     pub session: Option<String>,
+    /// How much it matters.
     pub priority: Priority,
+    /// The W3C trace-context `traceparent` it was appended with, kept as given.
     pub traceparent: Option<String>,
+    /// Free-form string pairs.
     pub metadata: BTreeMap<String, String>,
+    /// The payload: empty, JSON text, or bytes.
     pub payload: Payload,
 }
 

@@ -81,7 +81,10 @@ pub enum StormPolicy {
     Refuse,
     /// Make the caller wait for the tokens, at most `max_wait_ms`
     /// milliseconds; then refuse it.
-    Delay { max_wait_ms: u64 },
+    Delay {
+        /// The longest a caller waits, in milliseconds.
+        max_wait_ms: u64,
+    },
     /// Accept it and mark the events over the limit (see
     /// [`RATE_LIMITED_KEY`]).
     Flag,
@@ -155,18 +158,23 @@ impl RateLimit {
         self
     }
 
+    /// The type pattern it limits.
     pub fn pattern(&self) -> &str {
         &self.pattern
     }
+    /// Its rate, in events per second.
     pub fn rate_per_s(&self) -> f64 {
         self.rate_per_s
     }
+    /// Its burst, in events.
     pub fn burst(&self) -> u64 {
         self.burst
     }
+    /// What it does to a request over the limit.
     pub fn get_policy(&self) -> StormPolicy {
         self.policy
     }
+    /// How long without a shortfall ends a storm, in milliseconds.
     pub fn storm_quiet_ms(&self) -> u64 {
         self.storm_quiet_ms
     }
@@ -198,6 +206,7 @@ impl RateLimit {
 /// What a rate limit did since the log was opened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitStats {
+    /// The limit these figures are of.
     pub limit: RateLimit,
     /// Storms started (one `evlog.storm.detected` event each).
     pub storms: u64,

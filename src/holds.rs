@@ -55,7 +55,9 @@ pub enum HoldTarget {
     Correlation(Uuid),
     /// Every event of this entity.
     Entity {
+        /// The entity's type.
         entity_type: String,
+        /// The entity's id.
         entity_id: String,
     },
 }
@@ -75,6 +77,7 @@ impl fmt::Display for HoldTarget {
 /// A legal hold: its events are never deleted while it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hold {
+    /// What the hold covers.
     pub target: HoldTarget,
     /// Why (a case number, a ticket): at most [`HOLD_REASON_BYTES_MAX`].
     pub reason: String,

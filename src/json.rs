@@ -133,8 +133,12 @@ pub fn format_timestamp(timestamp_us: i64) -> String {
 /// Parses an RFC 3339 timestamp (any offset) into microseconds since the
 /// epoch, UTC.
 pub fn parse_timestamp(text: &str) -> Result<i64> {
-    let t = OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|e| Error::InvalidEvent(format!("timestamp {text:?} is not RFC 3339: {e}")))?;
+    let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {
+        Error::InvalidEvent(format!(
+            "timestamp {:?} is not RFC 3339: {e}",
+            crate::event::shorten_for_message(text)
+        ))
+    })?;
     Ok((t.unix_timestamp_nanos() / 1000) as i64)
 }
 
@@ -225,7 +229,8 @@ pub(crate) fn event_from_json_unchecked(text: &str) -> Result<Event> {
         }
         Some(other) => {
             return Err(Error::InvalidEvent(format!(
-                "timestamp must be an RFC 3339 string such as 2026-01-01T00:00:00Z, not {other}"
+                "timestamp must be an RFC 3339 string such as 2026-01-01T00:00:00Z, not {}",
+                crate::event::shorten_for_message(&other.to_string())
             )))
         }
     }
@@ -342,6 +347,42 @@ mod tests {
             event_from_json(r#"{"type":"a.b","expected_version":0}"#),
             Err(Error::InvalidEvent(m)) if m.contains("without an entity")
         ));
+    }
+
+    // A 100 KB mistake is quoted in the message by its start and its
+    // length, wherever it is, and a one-line input's position is a column.
+    #[test]
+    fn json_errors_cut_long_input_and_give_the_column() {
+        let long = "z".repeat(100_000);
+        for line in [
+            format!(r#"{{"type":"{long}"}}"#),
+            format!(r#"{{"type":"a.b","{long}":1}}"#),
+            format!(r#"{{"type":"a.b","timestamp":"{long}"}}"#),
+            format!(r#"{{"type":"a.b","timestamp":["{long}"]}}"#),
+            format!(
+                r#"{{"type":"a.b","entity":{{"type":"t","id":"x"}},"expected_version":"{long}"}}"#
+            ),
+        ] {
+            let message = event_from_json(&line).unwrap_err().to_string();
+            assert!(
+                message.len() < 400,
+                "{} bytes: {}",
+                message.len(),
+                &message[..400]
+            );
+            assert!(message.contains("... (1000"), "{message}");
+        }
+        let message = event_from_json(r#"{"type":"a.b"} junk"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "not a valid event object: trailing characters at column 16"
+        );
+        let message = event_from_json("{\"type\":\n\"a.b\",,}")
+            .unwrap_err()
+            .to_string();
+        assert!(message.ends_with(" at line 2 column 7"), "{message}");
     }
 
     #[test]

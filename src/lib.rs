@@ -36,6 +36,7 @@
 //! The on-disk format is described byte by byte in `FORMAT.md`; the
 //! threads, data flow and invariants in `ARCHITECTURE.md`.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod admission;
@@ -47,6 +48,8 @@ mod compact;
 mod config;
 mod consumer;
 mod contracts;
+// Inspection for `evlog-dump`; not part of the API.
+#[doc(hidden)]
 pub mod dump;
 mod error;
 mod event;
@@ -76,6 +79,9 @@ pub mod storage;
 mod subscribe;
 mod sys;
 mod watermark;
+// The reference workload W1 for the benchmarks, the demo and the tests;
+// not part of the API.
+#[doc(hidden)]
 pub mod workload;
 mod writer;
 

@@ -57,6 +57,9 @@ pub(crate) struct Shared {
     pub index_commands: Arc<std::sync::Mutex<Vec<crate::index::indexer::Reindex>>>,
     /// Serializes edits of the holds file.
     pub holds_lock: std::sync::Mutex<()>,
+    /// What the writer counts for `Log::metrics` (per commit group, never
+    /// per event).
+    pub counters: crate::metrics::WriterCounters,
 }
 
 impl Shared {
@@ -83,6 +86,7 @@ impl Shared {
             poison: OnceLock::new(),
             open: RwLock::new(true),
             index,
+            counters: crate::metrics::WriterCounters::default(),
         }
     }
 
@@ -524,6 +528,7 @@ impl Log {
         // Before anything changes on disk: a bad configuration file stops
         // the open with the line at fault.
         let policy = crate::archiver::resolve_policy(&options, &dir)?;
+        let open_started = std::time::Instant::now();
         let gate = Arc::new(crate::guard::Gate::resolve(&options, &dir, &*storage)?);
         let mut opened = recovery::open(&*storage, &dir, &options, Access::ReadWrite)?;
         let with_indexes = options.secondary_indexes && storage.hosts_secondary_indexes();
@@ -533,6 +538,7 @@ impl Log {
             crate::index::IndexSlot::unavailable("secondary indexes are off for this log".into())
         };
         let shared = Arc::new(Shared::new(storage, dir, options, &opened, slot));
+        shared.counters.note_open(open_started.elapsed());
         let active = opened
             .pieces
             .last()
@@ -688,8 +694,14 @@ impl Log {
         &self.recovery
     }
 
+    /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// Requests waiting on the writer's channel now (for metrics).
+    pub(crate) fn writer_queue_requests(&self) -> usize {
+        self.writer.sender().map_or(0, |tx| tx.len())
     }
 
     pub(crate) fn indexer_handle(&self) -> Option<&crate::index::indexer::IndexerHandle> {
@@ -1113,6 +1125,7 @@ impl LogReader {
         &self.report
     }
 
+    /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }

@@ -33,6 +33,22 @@ pub enum Durability {
 }
 
 /// Options for [`crate::Log::open`].
+///
+/// ```
+/// use std::time::Duration;
+/// use evlog::{Durability, Options};
+/// # fn main() -> evlog::Result<()> {
+/// // Sync at least every 10 ms instead of before every acknowledgement,
+/// // in segments of 64 MiB, with a duplicate window of 10 000 ids.
+/// let options = Options::default()
+///     .durability(Durability::Interval(Duration::from_millis(10)))
+///     .segment_bytes_max(64 * 1024 * 1024)
+///     .dedup_window(10_000);
+/// assert_eq!(options.get_segment_bytes_max(), 64 * 1024 * 1024);
+/// let log = evlog::Log::open_temporary(options)?;
+/// log.append(evlog::Event::new("app.started"))?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Options {
     pub(crate) durability: Durability,
@@ -67,6 +83,7 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The defaults, as [`Options::default`].
     pub fn new() -> Options {
         Options::default()
     }
@@ -191,15 +208,19 @@ impl Options {
         &self.contracts
     }
 
+    /// The duplicate window, in event ids (see [`Options::dedup_window`]).
     pub fn get_dedup_window(&self) -> usize {
         self.dedup_window_ids
     }
+    /// The durability setting.
     pub fn get_durability(&self) -> Durability {
         self.durability
     }
+    /// The size at which a segment rolls, in bytes.
     pub fn get_segment_bytes_max(&self) -> u64 {
         self.segment_bytes_max
     }
+    /// The largest encoded event accepted, in bytes.
     pub fn get_record_bytes_max(&self) -> u64 {
         self.record_bytes_max
     }

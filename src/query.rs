@@ -61,15 +61,19 @@ impl Query {
     pub fn all() -> Query {
         Query::default()
     }
+    /// Events of this correlation id.
     pub fn correlation(id: Uuid) -> Query {
         Query::all().and_correlation(id)
     }
+    /// Events of this entity.
     pub fn entity(entity_type: impl Into<String>, entity_id: impl Into<String>) -> Query {
         Query::all().and_entity(entity_type, entity_id)
     }
+    /// Events of this session.
     pub fn session(session: impl Into<String>) -> Query {
         Query::all().and_session(session)
     }
+    /// Events of this actor.
     pub fn actor(actor: impl Into<String>) -> Query {
         Query::all().and_actor(actor)
     }
@@ -80,12 +84,14 @@ impl Query {
             ..self
         }
     }
+    /// Also require this correlation id.
     pub fn and_correlation(self, id: Uuid) -> Query {
         Query {
             correlation: Some(id),
             ..self
         }
     }
+    /// Also require this entity.
     pub fn and_entity(self, entity_type: impl Into<String>, entity_id: impl Into<String>) -> Query {
         Query {
             entity: Some(Entity {
@@ -95,12 +101,14 @@ impl Query {
             ..self
         }
     }
+    /// Also require this session.
     pub fn and_session(self, session: impl Into<String>) -> Query {
         Query {
             session: Some(session.into()),
             ..self
         }
     }
+    /// Also require this actor.
     pub fn and_actor(self, actor: impl Into<String>) -> Query {
         Query {
             actor: Some(actor.into()),
@@ -414,7 +422,9 @@ impl Iterator for Events {
 /// whose causation id is this event's id, in sequence order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CausationTree {
+    /// The event at this node.
     pub event: LoggedEvent,
+    /// What it caused, each with what that caused.
     pub children: Vec<CausationTree>,
 }
 
@@ -448,9 +458,13 @@ impl CausationTree {
 /// and events not yet indexed, are counted from the events themselves).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Events in the window.
     pub total: u64,
+    /// Events per type name.
     pub by_type: BTreeMap<String, u64>,
+    /// Events per actor (events without one are not counted here).
     pub by_actor: BTreeMap<String, u64>,
+    /// Events per priority.
     pub by_priority: BTreeMap<Priority, u64>,
     /// Events per hour, keyed by the hour's start (microseconds, UTC).
     pub by_hour: BTreeMap<i64, u64>,
@@ -484,12 +498,19 @@ impl Stats {
 /// `{"changes": {field: {"before": x, "after": y}}}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateChange {
+    /// The event that made the change.
     pub seq: u64,
+    /// Its timestamp, in microseconds since the Unix epoch.
     pub timestamp_us: i64,
+    /// Its actor.
     pub actor: Option<String>,
+    /// Its type.
     pub event_type: String,
+    /// The field that changed.
     pub field: String,
+    /// Its value before (`null` when it had none).
     pub before: serde_json::Value,
+    /// Its value after.
     pub after: serde_json::Value,
 }
 
@@ -525,6 +546,7 @@ pub fn apply_changes(mut state: serde_json::Value, event: &LoggedEvent) -> serde
 /// What [`crate::Log::verify`] found. `problems` is empty for a sound log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VerifyReport {
+    /// Events read and checked (CRC, sequence continuity, causes before effects).
     pub events_checked: u64,
     /// Events inside the checked range that retention deleted (accounted
     /// for by its deletion notes: holes that are not lost data).
@@ -537,11 +559,14 @@ pub struct VerifyReport {
     pub causes_not_found: u64,
     /// Index entries compared with the log (0 when no index was available).
     pub index_entries_checked: u64,
+    /// Whether the secondary indexes could be checked too.
     pub index_available: bool,
+    /// What is wrong, one sentence each naming where.
     pub problems: Vec<String>,
 }
 
 impl VerifyReport {
+    /// Whether no problem was found.
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }
@@ -550,12 +575,14 @@ impl VerifyReport {
 /// What [`crate::Log::verify_chain`] found for one correlation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChainReport {
+    /// Events of the correlation.
     pub events: u64,
     /// Events without a causation id.
     pub roots: Vec<u64>,
     /// `(seq, causation id)` of events whose cause is not an earlier event
     /// of the same correlation.
     pub dangling: Vec<(u64, Uuid)>,
+    /// What is wrong, one sentence each.
     pub problems: Vec<String>,
 }
 
@@ -1402,26 +1429,301 @@ pub fn validate_pattern(pattern: &str) -> Result<()> {
     }
 }
 
-/// The query methods, the same on [`crate::Log`] and [`crate::LogReader`].
+/// Runnable examples of the query methods, put in the docs of [`crate::Log`]'s
+/// copy of each (not again in [`crate::LogReader`]'s, to build each once).
+macro_rules! query_example {
+    (with, query) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+log.append(Event::new("task.created").entity("task", "T-1").actor("ana"))?;
+log.append(Event::new("task.assigned").entity("task", "T-1").actor("bob"))?;
+log.append(Event::new("task.created").entity("task", "T-2").actor("ana"))?;
+let query = evlog::Query::entity("task", "T-1").and_actor("bob").event_type("task.*");
+let types: Vec<String> = log.query(&query)?
+    .map(|e| e.map(|e| e.event_type))
+    .collect::<evlog::Result<_>>()?;
+assert_eq!(types, ["task.assigned"]);
+# Ok(()) }
+```"#
+    };
+    (with, by_correlation) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+let request = Uuid::now_v7();
+log.append(Event::new("order.placed").correlation_id(request))?;
+log.append(Event::new("mail.sent"))?;
+log.append(Event::new("order.paid").correlation_id(request))?;
+let types: Vec<String> = log.by_correlation(request)?
+    .map(|e| e.map(|e| e.event_type))
+    .collect::<evlog::Result<_>>()?;
+assert_eq!(types, ["order.placed", "order.paid"]);
+# Ok(()) }
+```"#
+    };
+    (with, by_session) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+log.append(Event::new("page.viewed").session("s-1"))?;
+log.append(Event::new("page.viewed").session("s-2"))?;
+assert_eq!(log.by_session("s-1")?.count(), 1);
+# Ok(()) }
+```"#
+    };
+    (with, by_actor) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+log.append(Event::new("task.created").actor("agent-7"))?;
+log.append(Event::new("task.created").actor("agent-8"))?;
+assert_eq!(log.by_actor("agent-7")?.count(), 1);
+# Ok(()) }
+```"#
+    };
+    (with, by_type) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+log.append(Event::new("validation.passed"))?;
+log.append(Event::new("validation.failed"))?;
+log.append(Event::new("task.created"))?;
+assert_eq!(log.by_type("validation.*", ..)?.count(), 2);
+# Ok(()) }
+```"#
+    };
+    (with, between) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+let noon_us = 1_767_268_800_000_000; // 2026-01-01T12:00:00Z
+log.append(Event::new("a.b").timestamp_us(noon_us - 1))?;
+log.append(Event::new("a.b").timestamp_us(noon_us))?;
+log.append(Event::new("a.b").timestamp_us(noon_us + 3_600_000_000))?;
+// From noon (inclusive) to one o'clock (exclusive).
+assert_eq!(log.between(noon_us..noon_us + 3_600_000_000)?.count(), 1);
+# Ok(()) }
+```"#
+    };
+    (with, entity_history) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+log.append(Event::new("account.opened").entity("account", "A-1"))?;
+log.append(Event::new("account.opened").entity("account", "A-2"))?;
+log.append(Event::new("account.closed").entity("account", "A-1"))?;
+let types: Vec<String> = log.entity_history("account", "A-1", ..)?
+    .map(|e| e.map(|e| e.event_type))
+    .collect::<evlog::Result<_>>()?;
+assert_eq!(types, ["account.opened", "account.closed"]);
+# Ok(()) }
+```"#
+    };
+    (with, entity_chain) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+log.append(Event::new("sprint.started").entity("sprint", "S-1"))?;
+log.append(Event::new("task.created").entity("task", "T-1").metadata("link.sprint", "S-1"))?;
+// The task's chain holds the sprint's events, and the sprint's the task's.
+assert_eq!(log.entity_chain("task", "T-1")?.count(), 2);
+assert_eq!(log.entity_chain("sprint", "S-1")?.count(), 2);
+# Ok(()) }
+```"#
+    };
+    (with, latest) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+log.append(Event::new("price.set").entity("sku", "X").json_payload(&10)?)?;
+log.append(Event::new("price.set").entity("sku", "X").json_payload(&12)?)?;
+let latest = log.latest("sku", "X")?.expect("an event");
+assert_eq!(latest.payload_as::<u32>()?, 12);
+assert!(log.latest("sku", "nope")?.is_none());
+# Ok(()) }
+```"#
+    };
+    (with, find_by_id) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+let id = Uuid::now_v7();
+let seq = log.append(Event::new("a.b").id(id))?;
+assert_eq!(log.find_by_id(id)?.map(|e| e.seq), Some(seq));
+assert!(log.find_by_id(Uuid::now_v7())?.is_none());
+# Ok(()) }
+```"#
+    };
+    (with, causation_chain) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+let root = log.get(log.append(Event::new("request.received"))?)?.id;
+let middle = log.get(log.append(Event::new("job.started").causation_id(root))?)?.id;
+let last = log.get(log.append(Event::new("job.failed").causation_id(middle))?)?.id;
+let chain: Vec<String> = log.causation_chain(last)?.into_iter().map(|e| e.event_type).collect();
+assert_eq!(chain, ["request.received", "job.started", "job.failed"]);
+# Ok(()) }
+```"#
+    };
+    (with, descendants) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+let root = log.get(log.append(Event::new("request.received"))?)?.id;
+log.append(Event::new("job.started").causation_id(root))?;
+log.append(Event::new("mail.sent").causation_id(root))?;
+let tree = log.descendants(root)?;
+assert_eq!(tree.children.len(), 2);
+assert_eq!(tree.walk().len(), 3); // (depth, event), the root first
+# Ok(()) }
+```"#
+    };
+    (with, stats) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+log.append(Event::new("task.created").actor("ana"))?;
+log.append(Event::new("task.created").actor("bob"))?;
+log.append(Event::new("task.closed").actor("ana"))?;
+let stats = log.stats(..)?;
+assert_eq!(stats.total, 3);
+assert_eq!(stats.by_type["task.created"], 2);
+assert_eq!(stats.by_actor["ana"], 2);
+# Ok(()) }
+```"#
+    };
+    (with, reconstruct) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+for cents in [500, -200, 300] {
+    log.append(Event::new("account.moved").entity("account", "A-1").json_payload(&cents)?)?;
+}
+let balance = log.reconstruct("account", "A-1", i64::MAX, 0i64, |sum, event| {
+    sum + event.payload_as::<i64>().unwrap_or(0)
+})?;
+assert_eq!(balance, 600);
+# Ok(()) }
+```"#
+    };
+    (with, state_at) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+let change = |before: &str, after: &str| {
+    serde_json::json!({"changes": {"status": {"before": before, "after": after}}})
+};
+let t0 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+log.append(Event::new("task.updated").entity("task", "T-1").timestamp_us(t0)
+    .json_payload(&change("", "open"))?)?;
+log.append(Event::new("task.updated").entity("task", "T-1").timestamp_us(t0 + 60_000_000)
+    .json_payload(&change("open", "done"))?)?;
+assert_eq!(log.state_at("task", "T-1", t0 + 1)?, serde_json::json!({"status": "open"}));
+assert_eq!(log.state_at("task", "T-1", i64::MAX)?, serde_json::json!({"status": "done"}));
+# Ok(()) }
+```"#
+    };
+    (with, history) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+log.append(Event::new("task.updated").entity("task", "T-1").actor("ana")
+    .json_payload(&serde_json::json!({"changes": {"owner": {"before": null, "after": "ana"}}}))?)?;
+let changes = log.history("task", "T-1")?;
+assert_eq!(changes.len(), 1);
+assert_eq!((changes[0].field.as_str(), changes[0].actor.as_deref()), ("owner", Some("ana")));
+# Ok(()) }
+```"#
+    };
+    (with, verify) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+log.append(Event::new("a.b"))?;
+let report = log.verify()?;
+assert!(report.is_ok(), "{:?}", report.problems);
+assert_eq!(report.events_checked, 1);
+# Ok(()) }
+```"#
+    };
+    (with, verify_chain) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::{Event, Uuid};
+let request = Uuid::now_v7();
+let root = log.get(log.append(Event::new("a.started").correlation_id(request))?)?.id;
+log.append(Event::new("a.done").correlation_id(request).causation_id(root))?;
+let report = log.verify_chain(request)?;
+assert_eq!((report.events, report.roots.len()), (2, 1));
+assert!(report.problems.is_empty());
+# Ok(()) }
+```"#
+    };
+}
+
+/// The query methods, the same on [`crate::Log`] and [`crate::LogReader`]
+/// (`with`: with the examples of [`query_example`]).
 macro_rules! query_methods {
-    ($owner:ty) => {
+    ($owner:ty $(, $with:ident)?) => {
         impl $owner {
             /// The events that answer `query`, in sequence order, streamed.
+            $(#[doc = query_example!($with, query)])?
             pub fn query(&self, query: &Query) -> Result<Events> {
                 self.shared.query(query)
             }
 
             /// Every event of a correlation (for example one request).
+            $(#[doc = query_example!($with, by_correlation)])?
             pub fn by_correlation(&self, correlation_id: Uuid) -> Result<Events> {
                 self.shared.query(&Query::correlation(correlation_id))
             }
 
             /// Every event of a session.
+            $(#[doc = query_example!($with, by_session)])?
             pub fn by_session(&self, session: &str) -> Result<Events> {
                 self.shared.query(&Query::session(session))
             }
 
             /// Every event of an actor.
+            $(#[doc = query_example!($with, by_actor)])?
             pub fn by_actor(&self, actor: &str) -> Result<Events> {
                 self.shared.query(&Query::actor(actor))
             }
@@ -1429,6 +1731,7 @@ macro_rules! query_methods {
             /// The events whose type matches a dotted pattern, in a time
             /// window (`..` for all time). Pattern rules: see
             /// [`crate::type_matches`].
+            $(#[doc = query_example!($with, by_type)])?
             pub fn by_type(&self, pattern: &str, window: impl RangeBounds<i64>) -> Result<Events> {
                 self.shared
                     .query(&Query::all().event_type(pattern).during(window))
@@ -1439,11 +1742,13 @@ macro_rules! query_methods {
             /// sequence number; fast when they mostly do (the indexes keep
             /// each block of 1024 events' time range and skip the blocks
             /// outside the window).
+            $(#[doc = query_example!($with, between)])?
             pub fn between(&self, window: impl RangeBounds<i64>) -> Result<Events> {
                 self.shared.query(&Query::all().during(window))
             }
 
             /// The events of one entity in a time window (`..` for all).
+            $(#[doc = query_example!($with, entity_history)])?
             pub fn entity_history(
                 &self,
                 entity_type: &str,
@@ -1460,12 +1765,14 @@ macro_rules! query_methods {
             /// sprint with `link.sprint = S-1`); links go both ways, so the
             /// sprint's chain holds its tasks' events and each task's chain
             /// the sprint's.
+            $(#[doc = query_example!($with, entity_chain)])?
             pub fn entity_chain(&self, entity_type: &str, entity_id: &str) -> Result<Events> {
                 self.shared
                     .query(&Query::entity(entity_type, entity_id).with_linked_entities())
             }
 
             /// The last event of an entity (the key-value view of the log).
+            $(#[doc = query_example!($with, latest)])?
             pub fn latest(
                 &self,
                 entity_type: &str,
@@ -1478,29 +1785,34 @@ macro_rules! query_methods {
             }
 
             /// The event with this id, if the log holds it.
+            $(#[doc = query_example!($with, find_by_id)])?
             pub fn find_by_id(&self, id: Uuid) -> Result<Option<LoggedEvent>> {
                 self.shared.find_by_id(id)
             }
 
             /// The causation chain of an event: its root cause first, the
             /// event last. The walk stops at a cause the log does not hold.
+            $(#[doc = query_example!($with, causation_chain)])?
             pub fn causation_chain(&self, event_id: Uuid) -> Result<Vec<LoggedEvent>> {
                 self.shared.causation_chain(event_id)
             }
 
             /// Everything an event caused, directly or not, as a tree.
+            $(#[doc = query_example!($with, descendants)])?
             pub fn descendants(&self, event_id: Uuid) -> Result<CausationTree> {
                 self.shared.descendants(event_id)
             }
 
             /// Counts by type, actor, priority, hour and day over a time
             /// window (`..` for all time).
+            $(#[doc = query_example!($with, stats)])?
             pub fn stats(&self, window: impl RangeBounds<i64>) -> Result<Stats> {
                 self.shared.stats(crate::query::window(window))
             }
 
             /// Folds an entity's events with timestamps up to and including
             /// `at_us`, in sequence order, from `init`.
+            $(#[doc = query_example!($with, reconstruct)])?
             pub fn reconstruct<S>(
                 &self,
                 entity_type: &str,
@@ -1518,6 +1830,7 @@ macro_rules! query_methods {
 
             /// The entity as it was at `at_us`: its events' `changes`
             /// applied in order to an empty JSON object ([`apply_changes`]).
+            $(#[doc = query_example!($with, state_at)])?
             pub fn state_at(
                 &self,
                 entity_type: &str,
@@ -1534,6 +1847,7 @@ macro_rules! query_methods {
             }
 
             /// Every field change of an entity, with time and actor.
+            $(#[doc = query_example!($with, history)])?
             pub fn history(&self, entity_type: &str, entity_id: &str) -> Result<Vec<StateChange>> {
                 let mut changes = Vec::new();
                 for event in self.entity_history(entity_type, entity_id, ..)? {
@@ -1569,6 +1883,7 @@ macro_rules! query_methods {
             /// every causation id names an earlier event, and that the
             /// indexes agree with the log. Problems are reported, not
             /// raised; `Err` only when reading fails outright.
+            $(#[doc = query_example!($with, verify)])?
             pub fn verify(&self) -> Result<VerifyReport> {
                 self.shared.verify()
             }
@@ -1576,6 +1891,7 @@ macro_rules! query_methods {
             /// Checks that the events of one correlation form a causation
             /// tree: one root, every cause an earlier event of the same
             /// correlation.
+            $(#[doc = query_example!($with, verify_chain)])?
             pub fn verify_chain(&self, correlation_id: Uuid) -> Result<ChainReport> {
                 self.shared.verify_chain(correlation_id)
             }
@@ -1613,7 +1929,7 @@ macro_rules! query_methods {
     };
 }
 
-query_methods!(crate::log::Log);
+query_methods!(crate::log::Log, with);
 query_methods!(crate::log::LogReader);
 
 impl crate::log::LogReader {

@@ -33,6 +33,7 @@ pub struct TailCut {
     /// The byte range cut: from the end of the last complete unit to the
     /// last non-zero byte.
     pub offset_start: u64,
+    /// End of the byte range cut (exclusive).
     pub offset_end: u64,
     /// Where the bytes were copied before the cut.
     pub lost_found: LostFoundCopy,
@@ -371,6 +372,7 @@ pub(crate) fn open(
     options: &Options,
     access: Access,
 ) -> Result<Opened> {
+    let _span = tracing::info_span!("evlog.recovery", dir = %dir.display(), ?access).entered();
     let (lock, segments_dir) = match access {
         Access::ReadOnly | Access::Verify => (None, check_data_dir(storage, dir)?),
         Access::ReadWrite => {

@@ -32,9 +32,11 @@ pub enum RepairMode {
 /// One cut: bytes of one file that leave the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepairCut {
+    /// The file the bytes are cut from (or that is moved away whole).
     pub file: PathBuf,
     /// The byte range dropped (the whole file when `offset_start` is 0).
     pub offset_start: u64,
+    /// End of the byte range dropped (exclusive).
     pub offset_end: u64,
     /// The sequence numbers dropped with it, as inclusive ranges (records
     /// whose headers are unreadable are counted in the range they belong to).
@@ -48,6 +50,7 @@ pub struct RepairCut {
 /// What `repair` did (or would do).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepairReport {
+    /// The cuts, in log order.
     pub cuts: Vec<RepairCut>,
     /// Damage left as it is, as (file, offset, what).
     pub left_alone: Vec<(PathBuf, u64, String)>,

@@ -152,21 +152,25 @@ impl RetentionRule {
         self
     }
 
+    /// Archive (compress into `archive/`) sealed segments once this rule's newest event in them is older than `age`.
     pub fn archive_after(mut self, age: Duration) -> RetentionRule {
         self.archive_after = Some(age);
         self
     }
 
+    /// Delete this rule's events once they are older than `age` (the rest of a piece stays; holds are kept).
     pub fn delete_after(mut self, age: Duration) -> RetentionRule {
         self.delete_after = Some(age);
         self
     }
 
+    /// Never delete this rule's events, whatever a later rule or the size cap says.
     pub fn keep_forever(mut self) -> RetentionRule {
         self.keep_forever = true;
         self
     }
 
+    /// Delete this rule's events only once every durable consumer has passed them.
     pub fn keep_until_consumed(mut self) -> RetentionRule {
         self.keep_until_consumed = true;
         self
@@ -374,6 +378,7 @@ impl RetentionPolicyBuilder {
 }
 
 impl RetentionPolicy {
+    /// A builder for a policy, with no rules, no size cap and the default check interval.
     pub fn builder() -> RetentionPolicyBuilder {
         RetentionPolicyBuilder {
             rules: Vec::new(),
@@ -387,10 +392,12 @@ impl RetentionPolicy {
         &self.rules
     }
 
+    /// The size cap on the stored bytes of the log, if any.
     pub fn size_cap_bytes(&self) -> Option<u64> {
         self.size_cap_bytes
     }
 
+    /// How often the archiver applies the policy.
     pub fn check_interval(&self) -> Duration {
         self.check_interval
     }
@@ -446,6 +453,7 @@ pub enum PieceKind {
 /// Counts of one class (the events of one rule, or of no rule) in a piece.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ClassStats {
+    /// Events of the class in the piece.
     pub events: u64,
     /// Events under a legal hold (never dropped); at most `events`.
     pub held_events: u64,
@@ -456,11 +464,13 @@ pub struct ClassStats {
     /// Smallest and largest event timestamp; meaningless when `events`
     /// is 0 (`i64::MAX` and `i64::MIN` then).
     pub min_timestamp_us: i64,
+    /// Largest event timestamp (see `min_timestamp_us`).
     pub max_timestamp_us: i64,
     /// Rules with `keep_latest_per_entity` only: events not held whose
     /// entity has a later event of the same rule (anywhere in the log),
     /// and their encoded bytes. 0 for other rules.
     pub superseded_events: u64,
+    /// Encoded bytes of the `superseded_events`.
     pub superseded_encoded_bytes: u64,
 }
 
@@ -495,10 +505,12 @@ impl ClassStats {
 /// the policy or of the holds invalidates the cache.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PieceSummary {
+    /// The first sequence number of the piece's range.
     pub first_seq: u64,
     /// The last sequence number of the piece's range (a compacted archive
     /// holds fewer events than its range).
     pub last_seq: u64,
+    /// Live segment, archive, or the active segment.
     pub kind: PieceKind,
     /// Bytes of the piece's files on disk.
     pub stored_bytes: u64,
@@ -612,8 +624,11 @@ impl RetentionActionKind {
 /// One thing the archiver is to do to one piece.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RetentionAction {
+    /// First sequence number of the piece acted on.
     pub piece_first_seq: u64,
+    /// Last sequence number of the piece acted on.
     pub piece_last_seq: u64,
+    /// Archive, compact or delete.
     pub kind: RetentionActionKind,
     /// The rule that caused it ([`SIZE_CAP_RULE`] for the size cap).
     pub rule: String,
@@ -629,6 +644,7 @@ pub struct RetentionAction {
     /// ("(no rule)" for the last slot), for people and `--json` readers
     /// who do not have the policy at hand.
     pub dropped_from: Vec<String>,
+    /// Events the action drops.
     pub events_dropped: u64,
     /// Encoded record bytes of the dropped events.
     pub bytes_dropped: u64,
@@ -636,6 +652,7 @@ pub struct RetentionAction {
     /// its stored bytes in proportion to the encoded bytes dropped for
     /// `Compact`, 0 for `Archive` (whose compression is not guessed).
     pub stored_bytes_freed: u64,
+    /// Events the piece keeps.
     pub events_kept: u64,
     /// Why, in words, for people.
     pub reason: String,
@@ -655,14 +672,18 @@ impl RetentionAction {
 /// Events that are due for deletion but wait for durable consumers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WaitingForConsumers {
+    /// First sequence number of the piece.
     pub piece_first_seq: u64,
+    /// Last sequence number of the piece.
     pub piece_last_seq: u64,
     /// The rule whose events wait (the class's rule, also when the size
     /// cap wants them).
     pub rule: String,
     /// The rule or cap that wants them gone.
     pub wanted_by: String,
+    /// Events that wait.
     pub events: u64,
+    /// The slowest durable consumer's position: they go once it passes them.
     pub consumers_min_position: u64,
 }
 
@@ -670,11 +691,15 @@ pub struct WaitingForConsumers {
 /// waits for consumers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RetentionPlan {
+    /// The time the plan was made for, in microseconds since the Unix epoch.
     pub now_us: i64,
+    /// What to do, in sequence order.
     pub actions: Vec<RetentionAction>,
+    /// Events due for deletion that wait for durable consumers.
     pub waiting: Vec<WaitingForConsumers>,
     /// Stored bytes of all pieces before, and estimated after, the actions.
     pub stored_bytes_before: u64,
+    /// Stored bytes estimated after the actions.
     pub stored_bytes_after_estimate: u64,
 }
 

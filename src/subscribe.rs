@@ -53,6 +53,7 @@ impl Filter {
         self
     }
 
+    /// Only events of this entity.
     pub fn entity(
         mut self,
         entity_type: impl Into<String>,
@@ -65,6 +66,7 @@ impl Filter {
         self
     }
 
+    /// Only events of this correlation id.
     pub fn correlation(mut self, id: Uuid) -> Filter {
         self.correlation = Some(id);
         self

@@ -407,6 +407,7 @@ impl Writer {
         if !self.unsynced {
             return Ok(());
         }
+        let span = tracing::trace_span!("evlog.fsync", through_seq = self.written_seq).entered();
         let started = Instant::now();
         if let Err(e) = self.active.file.sync_data() {
             return Err(self.poison(crate::error::io_error(&self.active.path, e)));
@@ -415,6 +416,8 @@ impl Writer {
         self.durable_seq = self.written_seq;
         self.last_sync = Instant::now();
         self.last_sync_duration = self.last_sync - started;
+        self.shared.counters.note_fsync(self.last_sync_duration);
+        drop(span);
         Ok(())
     }
 
@@ -595,6 +598,15 @@ impl Writer {
     fn write_group(&mut self, group: &mut Group, group_bytes: u64) -> Result<Vec<u64>> {
         self.shared.check_poison()?;
         let count: u64 = group.iter().map(|(b, _, _)| b.len()).sum();
+        // One span per group (never per event); free without a subscriber.
+        let _span = tracing::trace_span!(
+            "evlog.commit_group",
+            first_seq = self.next_seq,
+            events = count,
+            bytes = group_bytes,
+            requests = group.len()
+        )
+        .entered();
         // Index entries and segment space come first, so that a full disk
         // fails the append before any record is written.
         if !self.active.index.reserve(count)? {
@@ -682,6 +694,7 @@ impl Writer {
         self.next_seq = seq;
         let changed = self.shared.marks.publish_quietly(seq - 1, self.durable_seq);
         self.wake_after_reply = changed;
+        self.shared.counters.note_group(count, group_bytes);
         Ok(first_seqs)
     }
 
@@ -743,6 +756,13 @@ impl Writer {
     /// so the same log can retry the roll once space is freed.
     fn roll(&mut self) -> Result<()> {
         let sealed = Arc::clone(&self.active);
+        let _span = tracing::debug_span!(
+            "evlog.roll",
+            sealed_first_seq = sealed.first_seq,
+            sealed_bytes = self.data_bytes,
+            next_seq = self.next_seq
+        )
+        .entered();
         // 1. Everything in the old segment durable (a failure poisons).
         self.unsynced = true;
         self.sync()?;
@@ -797,6 +817,7 @@ impl Writer {
         self.allocated_bytes = SEGMENT_HEADER_BYTES;
         self.unsynced = false;
         self.preallocate_bytes = self.shared.options.preallocate_bytes;
+        self.shared.counters.note_roll();
         Ok(())
     }
 

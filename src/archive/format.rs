@@ -130,10 +130,15 @@ pub(crate) const NOTES_BYTES_MAX: usize =
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeletionNote {
+    /// First sequence number of the range the note covers.
     pub first_seq: u64,
+    /// Last sequence number of the range the note covers (inclusive).
     pub last_seq: u64,
+    /// Events deleted from that range.
     pub count: u64,
+    /// The retention rule that deleted them (several, merged, separated by commas).
     pub rule: String,
+    /// When they were deleted, in microseconds since the Unix epoch.
     pub deleted_at_us: i64,
 }
 

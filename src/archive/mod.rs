@@ -39,13 +39,19 @@ const OFFLINE_CACHE_BYTES: u64 = crate::options::ARCHIVE_CACHE_BYTES_DEFAULT;
 pub struct ArchiveFrameInfo {
     /// Offset of the zstd frame in the file.
     pub offset: u64,
+    /// Bytes of the zstd frame in the file.
     pub compressed_bytes: u32,
+    /// Bytes of the records once decompressed.
     pub decompressed_bytes: u32,
+    /// Sequence number of the frame's first record.
     pub first_seq: u64,
+    /// Sequence number of the frame's last record.
     pub last_seq: u64,
+    /// Records in the frame.
     pub record_count: u32,
     /// CRC-32 of the decompressed bytes, and of the compressed ones.
     pub crc: u32,
+    /// CRC-32 of the compressed frame bytes.
     pub compressed_crc: u32,
 }
 
@@ -53,12 +59,17 @@ pub struct ArchiveFrameInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ArchiveInfo {
+    /// The archive file.
     pub path: PathBuf,
+    /// Its size in bytes.
     pub file_bytes: u64,
+    /// The format version its header names.
     pub format_version: u32,
     /// The covered range: every seq in it is present or was deleted.
     pub range_first_seq: u64,
+    /// Last sequence number of the covered range (inclusive).
     pub range_last_seq: u64,
+    /// Events present in the file.
     pub event_count: u64,
     /// First and last seq present (`None` for an archive of deletions only).
     pub present_seqs: Option<(u64, u64)>,
@@ -66,8 +77,11 @@ pub struct ArchiveInfo {
     pub timestamps_us: Option<(i64, i64)>,
     /// Bytes of the records uncompressed, and their CRC-32.
     pub content_bytes: u64,
+    /// CRC-32 of the uncompressed records (`content_bytes` of them).
     pub content_crc: u32,
+    /// The data frames, in sequence order.
     pub frames: Vec<ArchiveFrameInfo>,
+    /// What retention deleted from the covered range.
     pub deletions: Vec<DeletionNote>,
 }
 
@@ -78,10 +92,16 @@ pub struct ArchiveRecordInfo {
     /// Number of the data frame holding it, and its offset in the
     /// decompressed frame.
     pub frame: u32,
+    /// Offset of the record in the decompressed frame (see `frame`).
     pub offset_in_frame: u64,
+    /// The record's sequence number.
     pub seq: u64,
+    /// Bytes of the record, header and body.
     pub record_bytes: u64,
+    /// Records after this one in its atomic unit (0: the unit's last).
     pub unit_remaining: u32,
+    /// The highest seq that was durable when the record was written (its
+    /// header's seq minus `synced_delta`).
     pub synced_through: u64,
     /// The decoded event, or why its body does not decode.
     pub event: std::result::Result<LoggedEvent, CorruptKind>,

@@ -39,7 +39,9 @@ thread_local! {
 pub struct ArchiveVerifyReport {
     /// Archive files checked.
     pub files: u64,
+    /// Data frames checked (decompressed, CRCs compared with the index).
     pub frames: u64,
+    /// Events read and decoded.
     pub events: u64,
     /// Uncompressed bytes of the records.
     pub content_bytes: u64,

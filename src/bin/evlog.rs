@@ -1,8 +1,11 @@
 //! `evlog`: the command-line tool over a data directory.
 //!
 //! Exit codes: 0 success (also when stdout is closed early, so `| head`
-//! works), 1 when a requested event does not exist or a conditional line
-//! of `append` meets another version of its entity, 2 on any error.
+//! works); 1 when what was asked for does not exist (an event, an
+//! entity's events), the log or a file it reads is damaged (`Corrupt`,
+//! whatever the command), `verify` finds a problem, or a conditional line
+//! of `append` meets another version of its entity; 2 on any other error
+//! (usage, I/O, a lock held by another process).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -18,6 +21,8 @@ use evlog::{Durability, Event, Log, LogReader, Options};
 mod contracts_cmd;
 #[path = "evlog/demo_rules.rs"]
 mod demo_rules;
+#[path = "evlog/metrics_cmd.rs"]
+mod metrics_cmd;
 #[cfg(feature = "nats")]
 #[path = "evlog/nats_cmd.rs"]
 mod nats_cmd;
@@ -120,6 +125,12 @@ enum Command {
         /// Only print what would be dropped.
         #[arg(long)]
         dry_run: bool,
+        /// One JSON object instead of the lines: {"dry_run":bool,
+        /// "cuts":[{"file":..,"offset_start":N,"offset_end":N,
+        /// "dropped_seqs":[[first,last],..],"reason":..,"kept_in":PATH|null,
+        /// "bytes_not_kept":N}],"left_alone":[{"file":..,"offset":N,"what":..}]}.
+        #[arg(long)]
+        json: bool,
     },
     /// Append a generated sample workload and show what the log holds.
     Demo {
@@ -230,6 +241,14 @@ enum Command {
     /// consumer committed and lag the number of events after it. Only
     /// reads; prints nothing when there is no consumer.
     Consumers,
+    /// Print the log's figures: events, files, index, archive and
+    /// consumer lags, disk usage by kind, what the last open recovered.
+    /// A table, or with --json one JSON object, or with --prometheus the
+    /// Prometheus text format (metrics `evlog_*`). Only reads (works while
+    /// an application has the log open); what the writer thread counts
+    /// (appends, fsync latency, commit groups) is in that application's
+    /// `Log::metrics`.
+    Metrics(metrics_cmd::MetricsArgs),
     /// Run the archiver once now (opens the log for writing, so not while
     /// an application has it open: use `Log::archive_now` there). Applies
     /// the retention policy of DIR/evlog.toml: archives the sealed segments
@@ -449,9 +468,8 @@ fn parse_entity(text: &str) -> std::result::Result<EntityArg, String> {
             entity_type: entity_type.to_string(),
             entity_id: entity_id.to_string(),
         }),
-        None => Err(format!(
-            "{text:?} is not TYPE/ID (for example task/T-1): it has no '/'"
-        )),
+        // clap quotes the value itself: not again here.
+        None => Err("not TYPE/ID (for example task/T-1): it has no '/'".into()),
     }
 }
 
@@ -459,7 +477,7 @@ fn parse_entity(text: &str) -> std::result::Result<EntityArg, String> {
 /// rather than guessed at (seconds? microseconds?).
 fn parse_time(text: &str) -> std::result::Result<i64, String> {
     evlog::json::parse_timestamp(text)
-        .map_err(|_| format!("{text:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z"))
+        .map_err(|_| "not an RFC 3339 time such as 2026-01-01T00:00:00Z".to_string())
 }
 
 /// Checked here so that a bad pattern is a usage error like any other.
@@ -491,15 +509,46 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("evlog: {error:#}");
-            if is_version_conflict(&error) {
+            if is_version_conflict(&error) || is_not_found_or_damage(&error) {
                 // Not a failure of the tool: the input's expectation no
-                // longer holds, as `get` of a missing event.
+                // longer holds (as `get` of a missing event), or the data
+                // is damaged, which a script must tell from a usage error.
                 return ExitCode::from(1);
             }
             ExitCode::from(2)
         }
     }
 }
+
+/// Exit 1 rather than 2: what was asked for is not there, or the bytes
+/// read are not what the format says.
+fn is_not_found_or_damage(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.is::<DamagedLog>()
+            || matches!(
+                cause.downcast_ref::<evlog::Error>(),
+                Some(
+                    evlog::Error::Corrupt { .. }
+                        | evlog::Error::NotFound(_)
+                        | evlog::Error::Deleted { .. }
+                        | evlog::Error::UnknownEventId(_)
+                )
+            )
+    })
+}
+
+/// Everything readable was printed, but the open found damaged segments
+/// (and warned about each): exit 1, as for damage met while reading.
+#[derive(Debug)]
+struct DamagedLog;
+
+impl std::fmt::Display for DamagedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the log has damaged segments (see the warnings above)")
+    }
+}
+
+impl std::error::Error for DamagedLog {}
 
 fn is_version_conflict(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
@@ -592,7 +641,7 @@ fn describe_ranges(ranges: &[(u64, u64)]) -> String {
         .join(", ")
 }
 
-fn repair(dir: &Path, dry_run: bool) -> Result<ExitCode> {
+fn repair(dir: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
     let mode = if dry_run {
         evlog::RepairMode::DryRun
     } else {
@@ -600,6 +649,40 @@ fn repair(dir: &Path, dry_run: bool) -> Result<ExitCode> {
     };
     let report =
         evlog::repair(dir, mode).with_context(|| format!("repairing {}", dir.display()))?;
+    if json {
+        let cuts: Vec<serde_json::Value> = report
+            .cuts
+            .iter()
+            .map(|cut| {
+                let (kept_in, bytes_not_kept) = match &cut.lost_found {
+                    Some(copy) => (
+                        copy.path.as_ref().map(|p| p.display().to_string()),
+                        copy.bytes_not_kept,
+                    ),
+                    None => (None, 0),
+                };
+                serde_json::json!({
+                    "file": cut.file.display().to_string(),
+                    "offset_start": cut.offset_start,
+                    "offset_end": cut.offset_end,
+                    "dropped_seqs": cut.dropped_seqs,
+                    "reason": cut.reason,
+                    "kept_in": kept_in,
+                    "bytes_not_kept": bytes_not_kept,
+                })
+            })
+            .collect();
+        let left_alone: Vec<serde_json::Value> = report
+            .left_alone
+            .iter()
+            .map(|(file, offset, what)| {
+                serde_json::json!({"file": file.display().to_string(), "offset": offset, "what": what})
+            })
+            .collect();
+        let line = serde_json::json!({"dry_run": dry_run, "cuts": cuts, "left_alone": left_alone});
+        writeln!(std::io::stdout().lock(), "{line}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let verb = if dry_run { "would drop" } else { "dropped" };
     for cut in &report.cuts {
         let kept = match cut.lost_found.as_ref().map(|c| (&c.path, c.bytes_not_kept)) {
@@ -689,14 +772,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let start = from.unwrap_or(0);
             let end = to.unwrap_or(u64::MAX);
-            for event in log.iter(start..=end)? {
+            // A bar only when the events go to a file or a pipe: on a
+            // terminal it would be drawn between them.
+            let mut bar = ProgressBar::new("replaying", "event");
+            bar.show &= !std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let first_shown = start.max(log.first_seq().unwrap_or(1));
+            let total = end
+                .min(log.last_seq().unwrap_or(0))
+                .saturating_add(1)
+                .saturating_sub(first_shown);
+            for (done, event) in (1u64..).zip(log.iter(start..=end)?) {
                 writeln!(out, "{}", evlog::json::event_to_json(&event?))?;
+                if done % REPLAY_PROGRESS_EVENTS == 0 {
+                    bar.update(done, total);
+                }
             }
             out.flush()?;
+            bar.update(total, total);
+            bar.finish();
             if !log.open_report().damaged_segments.is_empty() {
                 // Every event in range was printed, but the files are not
                 // what the format requires: say so in the exit code too.
-                anyhow::bail!("the log has damaged segments (see the warnings above)");
+                return Err(DamagedLog.into());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -727,7 +824,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{info}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Repair { dry_run } => repair(&cli.dir, dry_run),
+        Command::Repair { dry_run, json } => repair(&cli.dir, dry_run, json),
         Command::Demo { events } => demo(&cli.dir, events),
         Command::Query(args) => query(&cli.dir, &args),
         Command::Chain {
@@ -742,6 +839,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reindex => reindex(&cli.dir),
         Command::Tail(args) => tail(&cli.dir, &args),
         Command::Consumers => consumers(&cli.dir),
+        Command::Metrics(args) => metrics_cmd::run(&open_read_only(&cli.dir)?, &args),
         Command::Holds { change } => holds(&cli.dir, change.as_ref()),
         Command::Archive { all } => archive(&cli.dir, all),
         Command::Retention { dry_run, json } => retention(&cli.dir, dry_run, json),
@@ -850,7 +948,7 @@ fn tail(dir: &PathBuf, args: &TailArgs) -> Result<ExitCode> {
     if !log.open_report().damaged_segments.is_empty() {
         // As `replay`: everything readable was printed, but the files are
         // not what the format requires.
-        anyhow::bail!("the log has damaged segments (see the warnings above)");
+        return Err(DamagedLog.into());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1259,6 +1357,10 @@ fn verify(dir: &PathBuf) -> Result<ExitCode> {
         ExitCode::from(1)
     })
 }
+
+/// Events `replay` prints between two looks at its progress bar: a
+/// redraw per event would cost more than printing it.
+const REPLAY_PROGRESS_EVENTS: u64 = 4096;
 
 /// Width of the progress bar of `reindex`, in characters.
 const PROGRESS_BAR_CHARS: u64 = 40;

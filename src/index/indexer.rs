@@ -265,6 +265,11 @@ impl Indexer {
 
     /// Indexes events `from..=through` in one atomic store batch.
     pub fn index_range(&mut self, from: u64, through: u64) -> Result<()> {
+        // One span per store batch (up to 32 768 events), on the indexer's
+        // thread, never the writer's.
+        let _span =
+            tracing::debug_span!("evlog.index_batch", from_seq = from, through_seq = through)
+                .entered();
         let mut postings: HashMap<Vec<u8>, Vec<u64>> = HashMap::new();
         let mut links: HashMap<Vec<u8>, Vec<(u64, u64)>> = HashMap::new();
         let mut id_pairs: Vec<([u8; 16], u64)> = Vec::with_capacity((through - from + 1) as usize);

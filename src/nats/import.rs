@@ -34,6 +34,7 @@ pub struct ImportConfig {
 }
 
 impl ImportConfig {
+    /// Import from `stream` on the NATS server at `server` (such as `nats://127.0.0.1:4222`), with the other settings at their defaults.
     pub fn new(server: impl Into<String>, stream: impl Into<String>) -> ImportConfig {
         ImportConfig {
             server: server.into(),

@@ -32,6 +32,7 @@ pub struct VerifyConfig {
 }
 
 impl VerifyConfig {
+    /// Compare with `stream` on the NATS server at `server`, with the other settings at their defaults.
     pub fn new(server: impl Into<String>, stream: impl Into<String>) -> VerifyConfig {
         VerifyConfig {
             server: server.into(),
@@ -79,10 +80,15 @@ impl VerifyConfig {
 pub struct RangeDifference {
     /// The range's seqs, both inclusive.
     pub first_seq: u64,
+    /// Last seq of the range (inclusive).
     pub last_seq: u64,
+    /// Events of the range in the local log.
     pub local_count: u64,
+    /// Messages of the range in the stream.
     pub stream_count: u64,
+    /// Hash of the local events of the range.
     pub local_hash: u64,
+    /// Hash of the stream's messages of the range.
     pub stream_hash: u64,
 }
 
@@ -98,6 +104,7 @@ pub struct VerifyReport {
     pub stream_last_evlog_seq: u64,
     /// Local events and stream messages compared.
     pub local_events: u64,
+    /// Stream messages compared.
     pub stream_messages: u64,
     /// Ranges compared.
     pub ranges: u64,

@@ -224,7 +224,9 @@ pub struct BreakerPolicy {
 /// A failure ratio over a window of evaluations.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FailureRate {
+    /// The share of failed evaluations (0 to 1) that opens the breaker.
     pub ratio: f64,
+    /// How many of the last evaluations the ratio is taken over.
     pub window_evaluations: u32,
 }
 
@@ -301,10 +303,12 @@ impl Rule {
         self
     }
 
+    /// The rule's name (its consumer is `rule.<name>`).
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// What the rule reacts to.
     pub fn trigger(&self) -> &Trigger {
         &self.trigger
     }
@@ -460,6 +464,7 @@ impl RuleContext<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
+    /// Triggers are evaluated (the normal state).
     #[default]
     Closed,
     /// Triggers are skipped until the cool-down ends.
@@ -475,6 +480,7 @@ pub enum BreakerState {
 pub struct RuleStats {
     /// The file's format version (1).
     pub format: u32,
+    /// The rule's name.
     pub rule: String,
     /// Every trigger up to this seq was handled.
     pub position: u64,
@@ -489,11 +495,13 @@ pub struct RuleStats {
     pub skipped: u64,
     /// Outputs replaced by a depth-exceeded event.
     pub depth_stops: u64,
+    /// The circuit breaker's state.
     pub breaker: BreakerState,
     /// Times the breaker opened.
     pub breaker_opens: u64,
     /// When it last opened, microseconds since the Unix epoch.
     pub breaker_opened_at_us: Option<i64>,
+    /// Whether the rule runs in dry run (evaluates, appends nothing).
     pub dry_run: bool,
     /// The last failure's message (at most 1 KiB).
     pub last_error: Option<String>,
@@ -504,8 +512,11 @@ pub struct RuleStats {
 /// An event a dry-run evaluation would have appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WouldAppend {
+    /// The id the event would get (UUID v5 of rule and trigger).
     pub id: Uuid,
+    /// Its type.
     pub event_type: String,
+    /// Its entity.
     pub entity: Option<Entity>,
     /// The payload as JSON text (`null` when it has none, a string of
     /// hex digits for bytes).
@@ -523,7 +534,12 @@ pub enum DryRunOutcome {
     /// The action returned these events.
     WouldAppend(Vec<WouldAppend>),
     /// The output would be deeper than the depth limit.
-    DepthExceeded { depth: u32, limit: u32 },
+    DepthExceeded {
+        /// How deep the output would be.
+        depth: u32,
+        /// The limit it passes.
+        limit: u32,
+    },
     /// The action failed.
     Failed(String),
     /// The rule's breaker is open: it would not be evaluated.
@@ -533,10 +549,15 @@ pub enum DryRunOutcome {
 /// One rule evaluated on one trigger in dry run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DryRunReport {
+    /// The rule evaluated.
     pub rule: String,
+    /// The trigger's sequence number.
     pub trigger_seq: u64,
+    /// The trigger's id.
     pub trigger_id: Uuid,
+    /// The trigger's type.
     pub trigger_type: String,
+    /// What the evaluation found.
     pub outcome: DryRunOutcome,
 }
 

@@ -42,6 +42,7 @@ pub trait StorageFile: Send + Sync {
     fn sync_data(&self) -> io::Result<()>;
     /// Makes the file's data and metadata durable.
     fn sync_all(&self) -> io::Result<()>;
+    /// Sets the file size, cutting or extending with zeros.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The file size in bytes.
     fn size_bytes(&self) -> io::Result<u64>;
@@ -54,15 +55,19 @@ pub trait StorageFile: Send + Sync {
 
 /// A file system.
 pub trait Storage: Send + Sync {
+    /// Opens (or, per `mode`, creates) a file.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>>;
     /// Atomically replaces `to` with `from`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Creates a directory and its missing parents.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Names of the entries of a directory.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Whether a file or directory exists at `path`.
     fn exists(&self, path: &Path) -> bool;
     /// Takes the exclusive lock on a data directory; the lock is held until
     /// the returned guard is dropped.

@@ -24,13 +24,21 @@ const PAGE_BYTES: u64 = 4096;
 /// Kinds of operations a fault can target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OpKind {
+    /// Every kind of operation.
     Any,
+    /// Writes to a file.
     Write,
+    /// Syncs of a file.
     Sync,
+    /// Size changes of a file.
     SetLen,
+    /// File creations.
     Create,
+    /// Renames.
     Rename,
+    /// File removals.
     Remove,
+    /// Syncs of a directory.
     SyncDir,
 }
 
@@ -52,8 +60,11 @@ pub enum FaultKind {
 /// Fail the `nth` (1-based) operation of kind `op`.
 #[derive(Debug, Clone, Copy)]
 pub struct Fault {
+    /// The kind of operation that fails.
     pub op: OpKind,
+    /// Which one of them fails (1-based).
     pub nth: u64,
+    /// How it fails.
     pub kind: FaultKind,
     /// Keep failing every later operation of that kind.
     pub sticky: bool,
@@ -159,6 +170,7 @@ impl std::fmt::Debug for SimStorage {
 }
 
 impl SimStorage {
+    /// An empty simulated disk with no faults.
     pub fn new() -> SimStorage {
         SimStorage::default()
     }

@@ -193,7 +193,7 @@ fn cli_each_append_is_its_own_unit() {
     assert_eq!(events[11]["payload"], payload(13));
 }
 
-// Proves that a cut into a record a clean close vouched for is refused (replay and append exit 2 naming file and sequence 12, append writes nothing) until `repair`, whose dry run changes nothing and whose real run keeps the cut bytes in lost+found and makes replay work again.
+// Proves that a cut into a record a clean close vouched for is refused (replay and append exit 1, damage, naming file and sequence 12, append writes nothing) until `repair`, whose dry run changes nothing and whose real run keeps the cut bytes in lost+found and makes replay work again.
 #[test]
 fn cli_damage_after_clean_close_is_refused_then_repaired() {
     let root = tempdir();
@@ -208,7 +208,7 @@ fn cli_damage_after_clean_close_is_refused_then_repaired() {
 
     let before = tree_but_lock_pid(&dir);
     let replay = run_cli(&dir, &["replay"]);
-    assert_eq!(replay.status.code(), Some(2), "{}", said(&replay));
+    assert_eq!(replay.status.code(), Some(1), "{}", said(&replay));
     let stderr = text(&replay.stderr);
     assert!(stderr.contains(&segment_name), "no file named: {stderr}");
     assert!(
@@ -217,7 +217,7 @@ fn cli_damage_after_clean_close_is_refused_then_repaired() {
     );
 
     let output = append(&dir, &(line(13) + "\n"));
-    assert_eq!(output.status.code(), Some(2), "{}", said(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", said(&output));
     assert!(output.stdout.is_empty(), "{}", said(&output));
     let stderr = text(&output.stderr);
     assert!(stderr.contains(&segment_name), "no file named: {stderr}");

@@ -99,7 +99,7 @@ fn cli_holds_add_list_release() {
 }
 
 // Proves that a damaged holds file is an error naming the file and offset
-// (exit 2), and a missing data directory is refused without creating it.
+// (exit 1: damage), and a missing data directory is refused without creating it.
 #[test]
 fn cli_holds_damaged_file_and_missing_directory() {
     let dir = tempdir();
@@ -116,7 +116,7 @@ fn cli_holds_damaged_file_and_missing_directory() {
     bytes.truncate(bytes.len() - 1);
     std::fs::write(&path, &bytes).unwrap();
     let out = run_cli(dir.path(), &["holds"]);
-    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("holds") && stderr.contains("byte offset"),

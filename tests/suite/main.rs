@@ -15,6 +15,7 @@
 mod archive_file;
 mod archive_log;
 mod cli;
+mod cli_errors;
 mod cli_hardening;
 mod cli_holds;
 mod cli_queries;
@@ -37,6 +38,7 @@ mod idempotent;
 mod index_crash;
 mod index_damage;
 mod index_props;
+mod metrics;
 mod model;
 #[cfg(feature = "nats")]
 mod nats_mirror;

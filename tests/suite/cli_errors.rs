@@ -1,0 +1,225 @@
+//! The command line's answers to bad input, word for word, with their
+//! exit codes (0 success, 1 not found or damaged, 2 any other error):
+//! what a new user trying `evlog` meets first.
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// Stderr of a command that must exit with `code`.
+fn fails(output: &std::process::Output, code: i32) -> String {
+    assert_eq!(output.status.code(), Some(code), "{}", said(output));
+    text(&output.stderr)
+}
+
+// Proves that `append` names the input line, says how many events went in
+// before it, quotes no misleading "payload" prefix, and gives the column
+// (not serde's "line 1") of a line-level JSON error.
+#[test]
+fn cli_append_bad_lines_exact_messages() {
+    let root = tempdir();
+    let dir = root.path().join("d");
+    let out = run_cli_append(&dir, "{\"type\":\"a.b\"}\n{\"type\":\"a.b\",\"bogus\":1}\n");
+    assert_eq!(
+        fails(&out, 2),
+        "evlog: line 2; 1 event was appended before it: not a valid event object: \
+         unknown field `bogus`, expected one of `seq`, `id`, `type`, `timestamp`, \
+         `correlation_id`, `causation_id`, `entity`, `actor`, `session`, `priority`, \
+         `traceparent`, `metadata`, `payload`, `payload_hex`, `expected_version` at column 21\n"
+    );
+    assert_eq!(text(&out.stdout).lines().count(), 1);
+
+    let out = run_cli_append(&dir, "{\"type\":\"a.b\"} junk\n");
+    assert_eq!(
+        fails(&out, 2),
+        "evlog: line 1; no event was appended: not a valid event object: trailing characters at column 16\n"
+    );
+    let out = run_cli_append(&dir, "{\"type\":\"a.b\"}\n\n{\"type\":\"a.b\",\n");
+    assert_eq!(
+        fails(&out, 2),
+        "evlog: line 3; 1 event was appended before it: not a valid event object: EOF while parsing a value at column 14\n"
+    );
+    let out = run_cli_append(&dir, "{\"type\":\"a.b\",\"timestamp\":1700000000}\n");
+    assert_eq!(
+        fails(&out, 2),
+        "evlog: line 1; no event was appended: invalid event: timestamp must be an RFC 3339 string such as 2026-01-01T00:00:00Z, not a number\n"
+    );
+    let out = run_cli_append(&dir, "{\"type\":\"a.b\",\"payload\":{\"a\":}}\n");
+    let stderr = fails(&out, 2);
+    assert!(!stderr.contains("payload is not valid JSON"), "{stderr}");
+    assert_eq!(
+        stderr,
+        "evlog: line 1; no event was appended: not a valid event object: expected value at column 30\n"
+    );
+
+    // A "seq" is accepted and ignored: the log numbers events.
+    let out = run_cli_append(&dir, "{\"type\":\"a.b\",\"seq\":99}\n");
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let ack: Value = serde_json::from_slice(&out.stdout).expect("ack");
+    let seq = ack["seq"].as_u64().expect("seq");
+    assert!(seq < 10, "{ack}");
+}
+
+// Proves that a 100 000-byte mistake is echoed as its first 64 bytes and
+// its length, wherever it is in the line.
+#[test]
+fn cli_append_long_input_is_cut_in_messages() {
+    let root = tempdir();
+    let dir = root.path().join("d");
+    let long = "a".repeat(100_000);
+    let out = run_cli_append(&dir, &format!("{{\"type\":\"{long}\"}}\n"));
+    assert_eq!(
+        fails(&out, 2),
+        format!(
+            "evlog: line 1; no event was appended: invalid event type \"{}... (100000 bytes)\": longer than 255 bytes\n",
+            &long[..64]
+        )
+    );
+    for line in [
+        format!("{{\"type\":\"a.b\",\"{long}\":1}}"),
+        format!("{{\"type\":\"a.b\",\"timestamp\":\"{long}\"}}"),
+        format!("{{\"type\":\"a.b\",\"entity\":{{\"type\":\"t\",\"id\":\"x\"}},\"expected_version\":\"{long}\"}}"),
+    ] {
+        let out = run_cli_append(&dir, &(line + "\n"));
+        let stderr = fails(&out, 2);
+        assert!(stderr.len() < 500, "{} bytes", stderr.len());
+        assert!(stderr.contains("... (100000 bytes)"), "{stderr}");
+    }
+}
+
+// Proves the usage errors of the read commands: reversed bounds, a data
+// directory that is a file (said once, as "not a directory"), a malformed
+// TYPE/ID, each exit 2; and that missing things exit 1.
+#[test]
+fn cli_usage_errors_and_missing_things() {
+    let root = tempdir();
+    let dir = root.path().join("d");
+    let out = run_cli_append(&dir, "{\"type\":\"a.b\"}\n");
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+
+    assert_eq!(
+        fails(&run_cli(&dir, &["replay", "--from", "10", "--to", "5"]), 2),
+        "evlog: --from 10 is after --to 5 (both are inclusive)\n"
+    );
+    assert_eq!(
+        fails(&run_cli(&dir, &["get", "100"]), 1),
+        "evlog: no event with sequence number 100\n"
+    );
+    assert_eq!(
+        fails(&run_cli(&dir, &["latest", "task/T-9"]), 1),
+        "evlog: entity task/T-9 has no events\n"
+    );
+    let unknown = "019b76da-a8e0-72c3-9e5c-3a760a948f5c";
+    assert_eq!(
+        fails(&run_cli(&dir, &["chain", unknown]), 1),
+        format!("evlog: no event with id {unknown}\n")
+    );
+    let stderr = fails(&run_cli(&dir, &["latest", "no-slash"]), 2);
+    assert!(
+        stderr.starts_with(
+            "error: invalid value 'no-slash' for '<TYPE/ID>': not TYPE/ID (for example task/T-1): it has no '/'"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("no-slash").count(), 1, "{stderr}");
+
+    let file = root.path().join("a-file");
+    std::fs::write(&file, b"not a log").expect("write");
+    let shown = file.display().to_string();
+    for (args, verb) in [
+        (&["info"][..], "reading"),
+        (&["get", "1"][..], "reading"),
+        (&["replay"][..], "reading"),
+        (&["metrics"][..], "reading"),
+        (&["append"][..], "opening"),
+    ] {
+        let out = run_cli(&file, args);
+        assert_eq!(
+            fails(&out, 2),
+            format!("evlog: {verb} {shown}: {shown} is not a directory\n"),
+            "{args:?}"
+        );
+    }
+    assert_eq!(std::fs::read(&file).expect("read"), b"not a log");
+}
+
+// Proves that the help says what a new user needs: the input fields of
+// `append`, and that `replay`'s bounds are inclusive.
+#[test]
+fn cli_help_lists_fields_and_inclusive_bounds() {
+    let root = tempdir();
+    let help = cli_ok(root.path(), &["append", "--help"]);
+    for field in [
+        "\"type\"",
+        "\"id\"",
+        "\"timestamp\"",
+        "\"correlation_id\"",
+        "\"causation_id\"",
+        "\"entity\"",
+        "\"actor\"",
+        "\"session\"",
+        "\"priority\"",
+        "\"traceparent\"",
+        "\"metadata\"",
+        "\"payload\"",
+        "\"payload_hex\"",
+        "\"seq\"",
+        "\"expected_version\"",
+    ] {
+        assert!(help.contains(field), "append --help lacks {field}");
+    }
+    assert!(help.contains("RFC 3339"), "{help}");
+    let help = cli_ok(root.path(), &["replay", "--help"]);
+    assert!(
+        help.contains("First sequence number to print (inclusive")
+            && help.contains("Last sequence number to print (inclusive"),
+        "{help}"
+    );
+    assert!(!root.path().join("evlog-data").exists());
+}
+
+// Proves `repair --json` on a sound log and on a torn one: one object
+// naming the cut, its seqs and where the bytes were kept.
+#[test]
+fn cli_repair_json() {
+    let root = tempdir();
+    let dir = root.path().join("d");
+    let out = run_cli_append(&dir, "{\"type\":\"a.b\"}\n{\"type\":\"a.b\"}\n");
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let report: Value =
+        serde_json::from_str(&cli_ok(&dir, &["repair", "--dry-run", "--json"])).expect("json");
+    assert_eq!(
+        report,
+        serde_json::json!({"dry_run": true, "cuts": [], "left_alone": []})
+    );
+    // A flipped byte in the first record, which a clean close vouched
+    // for: the open refuses (exit 1: damage), repair cuts from there.
+    let segment = segment_files(&dir)[0].clone();
+    let first = records(&segment)[0];
+    flip_byte(&segment, first.body_byte(0), 0x01);
+    let out = run_cli(&dir, &["replay"]);
+    let stderr = fails(&out, 1);
+    assert!(
+        stderr.starts_with(&format!(
+            "evlog: corrupt data in {} at byte offset {}: record checksum mismatch",
+            segment.display(),
+            first.offset
+        )),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_str(&cli_ok(&dir, &["repair", "--json"])).expect("json");
+    assert_eq!(report["dry_run"], false, "{report}");
+    let cut = &report["cuts"][0];
+    assert_eq!(cut["dropped_seqs"], serde_json::json!([[1, 2]]), "{report}");
+    assert_eq!(cut["file"], segment.display().to_string(), "{report}");
+    assert!(
+        cut["kept_in"]
+            .as_str()
+            .is_some_and(|p| p.contains("lost+found")),
+        "{report}"
+    );
+    assert_eq!(cut["bytes_not_kept"], 0, "{report}");
+    let out = run_cli(&dir, &["replay"]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert!(out.stdout.is_empty());
+}
