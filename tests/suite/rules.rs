@@ -442,6 +442,56 @@ fn the_breaker_opens_after_consecutive_failures_skips_and_closes_after_the_cool_
 }
 
 #[test]
+fn the_breaker_opens_on_a_failure_rate_over_its_window() {
+    let dir = tempdir();
+    let log = open(dir.path());
+    log.rules()
+        .register(
+            Rule::new("half-fails", Trigger::on("work.*"), |context| {
+                if context.trigger().event_type == "work.bad" {
+                    return Err("bad work".into());
+                }
+                Ok(Vec::new())
+            })
+            .breaker(BreakerPolicy {
+                consecutive_failures: 0,
+                failure_rate: Some(evlog::rules::FailureRate {
+                    ratio: 0.5,
+                    window_evaluations: 4,
+                }),
+                cool_down: Duration::from_secs(60),
+            }),
+        )
+        .expect("register");
+    // Never two failures in a row, but half of the last four failed.
+    for event_type in ["work.good", "work.bad", "work.good"] {
+        log.append(Event::new(event_type)).expect("append");
+    }
+    wait_rules(&log);
+    assert_eq!(
+        log.rules().list()[0].breaker,
+        BreakerState::Closed,
+        "window not full yet"
+    );
+    for event_type in ["work.bad", "work.good", "work.good"] {
+        log.append(Event::new(event_type)).expect("append");
+    }
+    wait_rules(&log);
+    let opened = of_type(&log, "evlog.rule.breaker_opened");
+    assert_eq!(opened.len(), 1);
+    let payload: serde_json::Value = opened[0].payload_as().expect("json");
+    assert_eq!(payload["reason"], "failure rate");
+    assert_eq!(payload["trigger_seq"], 4);
+    let stats = &log.rules().list()[0];
+    assert_eq!(
+        (stats.evaluations, stats.failures, stats.skipped),
+        (4, 2, 2),
+        "{stats:?}"
+    );
+    log.close().expect("close");
+}
+
+#[test]
 fn a_panicking_action_counts_as_a_failure_and_the_log_goes_on() {
     let dir = tempdir();
     let log = open(dir.path());
