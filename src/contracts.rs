@@ -149,8 +149,9 @@ fn describe(value: &Value) -> String {
     }
 }
 
-/// What the events of some types must hold: see the [module
-/// docs](self).
+/// What the events of some types must hold: checked at append, in the
+/// caller's thread, before anything is written (see README.md, "Storm
+/// guard and contracts").
 ///
 /// ```
 /// # fn main() -> evlog::Result<()> {

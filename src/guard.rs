@@ -101,8 +101,9 @@ impl StormPolicy {
     }
 }
 
-/// A rate limit on the event types a pattern matches: see the [module
-/// docs](self).
+/// A rate limit on the event types a pattern matches: a token bucket
+/// checked at append, in the caller's thread (see README.md, "Storm guard
+/// and contracts").
 ///
 /// ```
 /// # fn main() -> evlog::Result<()> {
