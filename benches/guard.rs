@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo bench --bench guard                       # criterion, then the interleaved A2 table
-//! EVLOG_BENCH_ROUNDS=9 cargo bench --bench guard  # more interleaved rounds (default 5)
+//! EVLOG_BENCH_ROUNDS=31 cargo bench --bench guard # more interleaved rounds (default 15)
+//! EVLOG_BENCH_ONLY=interleaved cargo bench --bench guard  # the interleaved A2 table only
 //! ```
 //!
 //! Settings compared, each on a fresh log:
@@ -29,8 +30,9 @@
 //! path is most of the time, so the guard's share is largest). Then,
 //! because a shared machine drifts between criterion's sequential runs,
 //! the A2 settings are measured again interleaved: `ROUNDS` rounds, each
-//! timing `BATCHES_PER_ROUND` durable batches of every setting in turn
-//! (each round starting with the next setting);
+//! timing the same `BATCHES_PER_ROUND` durable batches on every setting
+//! in turn (each round starting with the next setting), with secondary
+//! indexes off so that no log's indexer runs while another is timed;
 //! the medians and their ratios to `no_limits` are printed. Duplicate
 //! detection is off (`dedup_window(0)`) so that appending the same W1
 //! events again writes them again. Stores live under `target/bench-tmp`.
@@ -182,27 +184,33 @@ fn interleaved_a2(events: &[Event]) {
         .unwrap_or(ROUNDS_DEFAULT)
         .max(1);
     let root = bench_root();
+    // Secondary indexes off: with four logs open, each one's indexer would
+    // still be catching up while the next setting is timed, and the
+    // settings would measure each other's indexing instead of the checks.
     let logs: Vec<Log> = SETTINGS
         .iter()
         .map(|setting| {
             Log::open(
                 root.path().join(setting.name()),
-                setting.options(Durability::Always),
+                setting.options(Durability::Always).secondary_indexes(false),
             )
             .expect("open log")
         })
         .collect();
     let mut per_event_us: Vec<Vec<f64>> = vec![Vec::new(); SETTINGS.len()];
-    let mut chunks = events.chunks(BATCH).cycle();
+    let chunks: Vec<&[Event]> = events.chunks(BATCH).collect();
     for round in 0..rounds {
+        // The same batches for every setting of a round.
+        let round_chunks: Vec<&[Event]> = (0..BATCHES_PER_ROUND)
+            .map(|i| chunks[(round * BATCHES_PER_ROUND + i) % chunks.len()])
+            .collect();
         // Each round starts with the next setting, so that none is always
         // first (after the previous round's last fsync) or last.
         for step in 0..logs.len() {
             let index = (round + step) % logs.len();
             let log = &logs[index];
             let started = Instant::now();
-            for _ in 0..BATCHES_PER_ROUND {
-                let chunk = chunks.next().unwrap_or(&[]);
+            for chunk in &round_chunks {
                 log.append_batch(chunk).expect("append_batch");
             }
             let elapsed: Duration = started.elapsed();
@@ -236,8 +244,11 @@ fn main() {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
-    gate_benches(&mut criterion, &events);
-    criterion_benches(&mut criterion, &events);
-    criterion.final_summary();
+    // `EVLOG_BENCH_ONLY=interleaved` skips criterion's runs.
+    if std::env::var("EVLOG_BENCH_ONLY").as_deref() != Ok("interleaved") {
+        gate_benches(&mut criterion, &events);
+        criterion_benches(&mut criterion, &events);
+        criterion.final_summary();
+    }
     interleaved_a2(&events);
 }
