@@ -411,6 +411,30 @@ impl StormGuard {
         on_storm: &mut dyn FnMut(&RateLimit, &str, u64),
     ) -> Result<Vec<u64>> {
         let masks = self.matches(events);
+        self.admit_masks(events, &masks, on_storm)
+    }
+
+    /// The limits `event` counts against, one bit per limit.
+    fn mask_of(&self, event: &Event) -> u64 {
+        if event.is_bookkeeping() {
+            return 0;
+        }
+        let mut mask = 0u64;
+        for (index, state) in self.limits.iter().enumerate() {
+            if state.pattern.matches(&event.event_type) {
+                mask |= 1 << index;
+            }
+        }
+        mask
+    }
+
+    /// [`StormGuard::admit`] with the events' masks already computed.
+    fn admit_masks(
+        &self,
+        events: &[Event],
+        masks: &[u64],
+        on_storm: &mut dyn FnMut(&RateLimit, &str, u64),
+    ) -> Result<Vec<u64>> {
         let mut needs = vec![0u64; self.limits.len()];
         // The first event of each limit, to name its type in messages.
         let mut first_event = vec![usize::MAX; self.limits.len()];
@@ -613,6 +637,56 @@ impl Gate {
     /// the error that refuses the whole request.
     /// Checks contracts and rate limits on `events` (see the module
     /// docs), calling `on_storm` for each storm started.
+    /// Whether any rate limit is configured (the append path then
+    /// computes each event's mask while it validates and encodes it).
+    pub(crate) fn has_limits(&self) -> bool {
+        !self.storm.is_empty()
+    }
+
+    /// Checks the contracts of every event (no-op without contracts).
+    pub(crate) fn check_contracts(&self, events: &[Event]) -> Result<()> {
+        if !self.contracts.is_empty() {
+            for event in events {
+                self.contracts.check_event(event)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rate limits `event` counts against, one bit per limit.
+    pub(crate) fn limit_mask(&self, event: &Event) -> u64 {
+        self.storm.mask_of(event)
+    }
+
+    /// Takes the tokens of events whose masks are `masks` (from
+    /// [`Gate::limit_mask`]), waiting or refusing as the policies say.
+    /// Returns the events marked with [`RATE_LIMITED_KEY`] when the Flag
+    /// policy flagged some (they must be encoded again), else `None`.
+    pub(crate) fn admit_limits(
+        &self,
+        events: &[Event],
+        masks: &[u64],
+        on_storm: &mut dyn FnMut(&RateLimit, &str, u64),
+    ) -> Result<Option<Vec<Event>>> {
+        let flags = self.storm.admit_masks(events, masks, on_storm)?;
+        if flags.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.mark(events, &flags)))
+    }
+
+    fn mark(&self, events: &[Event], flags: &[u64]) -> Vec<Event> {
+        let mut marked = events.to_vec();
+        for (event, &mask) in marked.iter_mut().zip(flags) {
+            if mask != 0 {
+                let index = mask.trailing_zeros() as usize;
+                let pattern = self.storm.limits[index].limit.pattern.clone();
+                event.metadata.insert(RATE_LIMITED_KEY.to_string(), pattern);
+            }
+        }
+        marked
+    }
+
     pub(crate) fn admit_with<'e>(
         &self,
         events: &'e [Event],
@@ -633,15 +707,7 @@ impl Gate {
         if flags.is_empty() {
             return Ok(Cow::Borrowed(events));
         }
-        let mut marked = events.to_vec();
-        for (event, mask) in marked.iter_mut().zip(flags) {
-            if mask != 0 {
-                let index = mask.trailing_zeros() as usize;
-                let pattern = self.storm.limits[index].limit.pattern.clone();
-                event.metadata.insert(RATE_LIMITED_KEY.to_string(), pattern);
-            }
-        }
-        Ok(Cow::Owned(marked))
+        Ok(Cow::Owned(self.mark(events, &flags)))
     }
 }
 
