@@ -523,18 +523,35 @@ const READER_COPY_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
 /// Copies the store at `path` into a temporary directory while holding the
 /// lock its engine takes (an exclusive `flock` on its `db` file).
+/// Tries of sled's lock before a reader decides a writer holds it.
+const LOCK_TRIES: u32 = 5;
+/// Pause between two of those tries.
+const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 pub(crate) fn copy_locked_store(path: &Path) -> std::result::Result<tempfile::TempDir, String> {
     let db = std::fs::File::open(path.join("db"))
         .map_err(|e| format!("{}: {e}", path.join("db").display()))?;
-    match db.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(format!(
-                "{} is in use by the process that has the log open",
-                path.display()
-            ))
+    // A lock can be held for an instant by a process that does not own
+    // the store (for example a child forked by the writer's process,
+    // which shares the open file, and its lock, until its exec closes
+    // it). A few short tries tell that from a writer that has the log
+    // open, at the cost of 50 ms for a reader beside a live writer.
+    let mut tries_left = LOCK_TRIES;
+    loop {
+        match db.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if tries_left > 1 => {
+                tries_left -= 1;
+                std::thread::sleep(LOCK_RETRY_PAUSE);
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "{} is in use by the process that has the log open",
+                    path.display()
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(format!("{}: {e}", path.display())),
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(format!("{}: {e}", path.display())),
     }
     let mut files = Vec::new();
     let mut total_bytes = 0u64;
