@@ -796,13 +796,8 @@ impl<'a> Dumper<'a> {
 
     fn seq_index(&mut self, verify: bool) -> Result<()> {
         let path = self.args.path.clone();
-        let info = match evlog::dump::read_seq_index(&path) {
-            Ok(info) => info,
-            Err(e) if is_damage(&e) => {
-                let at = corrupt_offset(&e);
-                return self.fail(verify, &e.to_string(), at.map(|o| (path.as_path(), o)));
-            }
-            Err(e) => return Err(e.into()),
+        let Some(info) = self.read_or_fail(verify, evlog::dump::read_seq_index)? else {
+            return Ok(());
         };
         if info.entries_crc_ok == Some(false) {
             let problem = format!(
@@ -881,6 +876,25 @@ impl<'a> Dumper<'a> {
 
     /// A file that is not intact: `corrupt:` on stdout in --verify, and
     /// damage on stderr in every mode.
+    /// Reads the file at the dumped path with `read`. Damage is reported
+    /// as [`Self::fail`] does and gives `None`; other errors are errors.
+    fn read_or_fail<T>(
+        &mut self,
+        verify: bool,
+        read: impl FnOnce(&Path) -> evlog::Result<T>,
+    ) -> Result<Option<T>> {
+        let path = self.args.path.clone();
+        match read(&path) {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if is_damage(&e) => {
+                let at = corrupt_offset(&e);
+                self.fail(verify, &e.to_string(), at.map(|o| (path.as_path(), o)))?;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn fail(&mut self, verify: bool, problem: &str, at: Option<(&Path, u64)>) -> Result<()> {
         let problem = with_frame(problem, at);
         if verify {
@@ -891,13 +905,8 @@ impl<'a> Dumper<'a> {
 
     fn marker(&mut self, verify: bool) -> Result<()> {
         let path = self.args.path.clone();
-        let marker = match evlog::dump::read_marker(&path) {
-            Ok(marker) => marker,
-            Err(e) if is_damage(&e) => {
-                let at = corrupt_offset(&e);
-                return self.fail(verify, &e.to_string(), at.map(|o| (path.as_path(), o)));
-            }
-            Err(e) => return Err(e.into()),
+        let Some(marker) = self.read_or_fail(verify, evlog::dump::read_marker)? else {
+            return Ok(());
         };
         if verify {
             println!(
@@ -964,13 +973,8 @@ impl<'a> Dumper<'a> {
     fn parked_list(&mut self, verify: bool) -> Result<()> {
         let path = self.args.path.clone();
         let name = file_stem(&path);
-        let parked = match evlog::dump::read_parked_list(&path) {
-            Ok(parked) => parked,
-            Err(e) if is_damage(&e) => {
-                let at = corrupt_offset(&e);
-                return self.fail(verify, &e.to_string(), at.map(|o| (path.as_path(), o)));
-            }
-            Err(e) => return Err(e.into()),
+        let Some(parked) = self.read_or_fail(verify, evlog::dump::read_parked_list)? else {
+            return Ok(());
         };
         if verify {
             println!(
@@ -1008,13 +1012,8 @@ impl<'a> Dumper<'a> {
 
     fn holds(&mut self, verify: bool) -> Result<()> {
         let path = self.args.path.clone();
-        let holds = match evlog::dump::read_holds_file(&path) {
-            Ok(holds) => holds,
-            Err(e) if is_damage(&e) => {
-                let at = corrupt_offset(&e);
-                return self.fail(verify, &e.to_string(), at.map(|o| (path.as_path(), o)));
-            }
-            Err(e) => return Err(e.into()),
+        let Some(holds) = self.read_or_fail(verify, evlog::dump::read_holds_file)? else {
+            return Ok(());
         };
         if verify {
             println!("ok: {} is intact ({} holds)", path.display(), holds.len());
@@ -1056,13 +1055,8 @@ impl<'a> Dumper<'a> {
 
     fn lock(&mut self, verify: bool) -> Result<()> {
         let path = self.args.path.clone();
-        let pid = match evlog::dump::read_lock_pid(&path) {
-            Ok(pid) => pid,
-            Err(e) if is_damage(&e) => {
-                let at = corrupt_offset(&e);
-                return self.fail(verify, &e.to_string(), at.map(|o| (path.as_path(), o)));
-            }
-            Err(e) => return Err(e.into()),
+        let Some(pid) = self.read_or_fail(verify, evlog::dump::read_lock_pid)? else {
+            return Ok(());
         };
         if verify {
             println!("ok: {} is intact (pid {pid})", path.display());
@@ -1114,9 +1108,8 @@ impl<'a> Dumper<'a> {
 
     fn rule_stats(&mut self, verify: bool) -> Result<()> {
         let path = self.args.path.clone();
-        let stats = match evlog::rules::read_stats_path(&path) {
-            Ok(stats) => stats,
-            Err(e) => return self.fail(verify, &e.to_string(), None),
+        let Some(stats) = self.read_or_fail(verify, evlog::rules::read_stats_path)? else {
+            return Ok(());
         };
         if verify {
             println!("ok: {} is valid (rule {})", path.display(), stats.rule);
@@ -1308,13 +1301,8 @@ impl<'a> Dumper<'a> {
 
     fn verify_archive(&mut self) -> Result<()> {
         let path = self.args.path.clone();
-        let archive = match evlog::Archive::open(&path) {
-            Ok(archive) => archive,
-            Err(e) if is_damage(&e) => {
-                let at = corrupt_offset(&e);
-                return self.fail(true, &e.to_string(), at.map(|o| (path.as_path(), o)));
-            }
-            Err(e) => return Err(e.into()),
+        let Some(archive) = self.read_or_fail(true, |path| evlog::Archive::open(path))? else {
+            return Ok(());
         };
         match archive.verify() {
             Ok(report) if report.unexplained_missing > 0 => {
