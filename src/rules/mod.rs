@@ -56,7 +56,7 @@
 
 pub mod orchestration;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -947,7 +947,7 @@ pub struct Rules {
     commands: Mutex<Option<Sender<Command>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Names registered, so that a name is used once.
-    names: Mutex<HashMap<String, ()>>,
+    names: Mutex<HashSet<String>>,
 }
 
 impl Rules {
@@ -968,7 +968,7 @@ impl Rules {
             appender: Mutex::new(Some(appender)),
             commands: Mutex::new(None),
             thread: Mutex::new(None),
-            names: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashSet::new()),
         }
     }
 
@@ -983,13 +983,13 @@ impl Rules {
         }
         {
             let mut names = lock(&self.names);
-            if names.contains_key(&rule.name) {
+            if names.contains(&rule.name) {
                 return Err(Error::InvalidEvent(format!(
                     "rule {} is already registered",
                     rule.name
                 )));
             }
-            names.insert(rule.name.clone(), ());
+            names.insert(rule.name.clone());
         }
         let dry_run = rule.dry_run || self.engine.dry_run_all.load(Ordering::Acquire);
         let consumer = rule.consumer_name();
@@ -1090,7 +1090,7 @@ impl Rules {
 
     /// Closes a rule's breaker now (by command, before its cool-down).
     pub fn close_breaker(&self, rule: &str) -> Result<()> {
-        if !lock(&self.names).contains_key(rule) {
+        if !lock(&self.names).contains(rule) {
             return Err(Error::InvalidEvent(format!(
                 "no rule named {rule} is registered"
             )));

@@ -289,24 +289,21 @@ fn a_new_rule_starts_at_the_end_unless_told_to_start_at_the_beginning() {
     log.rules()
         .register(orchestration::p0_alert())
         .expect("register");
-    let rename = |rule: Rule, name: &str| {
-        // The same trigger and action under another name, from the start.
-        let trigger = rule.trigger().clone();
-        let _ = rule;
-        Rule::new(name, trigger, |context| {
-            Ok(vec![context.event("history.alert").entity(
-                "task",
-                context
-                    .trigger()
-                    .entity
-                    .as_ref()
-                    .map(|e| e.entity_id.clone())
-                    .unwrap_or_default(),
-            )])
-        })
-    };
+    // The same trigger under another name, from the start of the log.
     log.rules()
-        .register(rename(orchestration::p0_alert(), "from-the-start").start(RuleStart::Beginning))
+        .register(
+            Rule::new(
+                "from-the-start",
+                orchestration::p0_alert().trigger().clone(),
+                |context| {
+                    let task = context.trigger().entity.clone().expect("task");
+                    Ok(vec![context
+                        .event("history.alert")
+                        .entity("task", task.entity_id)])
+                },
+            )
+            .start(RuleStart::Beginning),
+        )
         .expect("register");
     log.append(p0("new")).expect("append");
     wait_rules(&log);
