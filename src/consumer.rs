@@ -277,6 +277,69 @@ pub(crate) fn position_in_log(shared: &Arc<Shared>, name: &str) -> Result<Option
     }
 }
 
+/// Where consumer `name` resumes: the larger of its file's position and
+/// its latest same-batch commit's in the log. One never seen before gets
+/// `new_position` (stored at once when `store`). A position past the end
+/// of the log (a power cut lost events it had read) is moved back to the
+/// end (stored when `store`) and the old one returned beside it; one
+/// below what retention kept is `ConsumerBehindLog`, never a silent skip.
+/// Durable consumers and automation rules both resume through here.
+pub(crate) fn resume_position(
+    shared: &Arc<Shared>,
+    name: &str,
+    new_position: u64,
+    store: bool,
+) -> Result<(u64, Option<u64>)> {
+    let stored_in_file = read_position_file(shared, name)?;
+    let stored_in_log = position_in_log(shared, name)?;
+    let mut position = match (stored_in_file, stored_in_log) {
+        (None, None) => {
+            if store {
+                store_position(shared, name, new_position)?;
+            }
+            new_position
+        }
+        (file, log) => file.unwrap_or(0).max(log.unwrap_or(0)),
+    };
+    let last = shared.marks.last_seq();
+    let mut reset_from = None;
+    if position > last {
+        tracing::warn!(
+            consumer = name,
+            position,
+            log_end = last,
+            "the consumer's position is past the end of the log (events were lost, \
+             for example in a power cut); it restarts from the end"
+        );
+        reset_from = Some(position);
+        position = last;
+        // Stored at once: left in the file, the old position would be
+        // trusted again once the log grows past it, and the events in
+        // between would never be delivered.
+        if store {
+            store_position(shared, name, position)?;
+        }
+    }
+    let first = shared
+        .first_seq
+        .load(std::sync::atomic::Ordering::Acquire)
+        .max(1);
+    // Retention deleted events this consumer has not read (a rule without
+    // `keep_until_consumed`): resuming would skip them.
+    let kept_from = shared
+        .catalog
+        .deleted_through()
+        .map_or(first, |deleted| first.max(deleted + 1));
+    if position + 1 < kept_from {
+        return Err(Error::ConsumerBehindLog {
+            name: name.to_string(),
+            position,
+            first_seq: kept_from,
+        });
+    }
+    Ok((position, reset_from))
+}
+
 /// A durable named consumer; see the module docs and
 /// [`crate::Log::consumer`].
 pub struct Consumer {
@@ -300,56 +363,14 @@ pub struct Consumer {
 impl Consumer {
     pub(crate) fn open(shared: Arc<Shared>, name: &str, filter: Filter) -> Result<Consumer> {
         validate_consumer_name(name)?;
-        let stored_in_file = read_position_file(&shared, name)?;
-        let stored_in_log = position_in_log(&shared, name)?;
+        // A new consumer starts at the start of the log, and exists from
+        // now on: its position file pins what retention rules with
+        // `keep_until_consumed` keep for it.
         let first = shared
             .first_seq
             .load(std::sync::atomic::Ordering::Acquire)
             .max(1);
-        if stored_in_file.is_none() && stored_in_log.is_none() {
-            // A new consumer starts at the start of the log, and exists
-            // from now on: its position file pins what retention rules
-            // with `keep_until_consumed` keep for it.
-            store_position(&shared, name, first - 1)?;
-        }
-        let from_file = stored_in_file.unwrap_or(first - 1);
-        let from_log = stored_in_log.unwrap_or(0);
-        let mut committed = from_file.max(from_log);
-        let last = shared.marks.last_seq();
-        let mut reset_from = None;
-        if committed > last {
-            tracing::warn!(
-                consumer = name,
-                position = committed,
-                log_end = last,
-                "the consumer's position is past the end of the log (events were lost, \
-                 for example in a power cut); it restarts from the end"
-            );
-            reset_from = Some(committed);
-            committed = last;
-            // Stored at once: left in the file, the old position would be
-            // trusted again once the log grows past it, and the events in
-            // between would never be delivered.
-            store_position(&shared, name, committed)?;
-        }
-        if committed + 1 < first {
-            return Err(Error::ConsumerBehindLog {
-                name: name.to_string(),
-                position: committed,
-                first_seq: first,
-            });
-        }
-        // Retention deleted events this consumer has not read (a rule
-        // without `keep_until_consumed`): resuming would skip them.
-        if let Some(deleted) = shared.catalog.deleted_through() {
-            if committed < deleted {
-                return Err(Error::ConsumerBehindLog {
-                    name: name.to_string(),
-                    position: committed,
-                    first_seq: deleted + 1,
-                });
-            }
-        }
+        let (committed, reset_from) = resume_position(&shared, name, first - 1, true)?;
         let subscription =
             Subscription::new(Arc::clone(&shared), filter, Start::Seq(committed + 1))?;
         Ok(Consumer {

@@ -993,41 +993,22 @@ impl Rules {
         }
         let dry_run = rule.dry_run || self.engine.dry_run_all.load(Ordering::Acquire);
         let consumer = rule.consumer_name();
-        let from_file = consumer::read_position_file(&self.shared, &consumer)?;
-        let from_log = consumer::position_in_log(&self.shared, &consumer)?;
-        let position = match (from_file, from_log) {
-            (None, None) => {
-                let position = match rule.start {
-                    RuleStart::End => self.shared.marks.last_seq(),
-                    RuleStart::Beginning => {
-                        self.shared.first_seq.load(Ordering::Acquire).max(1) - 1
-                    }
-                };
-                if !dry_run {
-                    // From now on the rule exists: a restart resumes here.
-                    consumer::store_position(&self.shared, &consumer, position)?;
-                }
-                position
-            }
-            (file, log) => file.unwrap_or(0).max(log.unwrap_or(0)),
+        let new_position = match rule.start {
+            RuleStart::End => self.shared.marks.last_seq(),
+            RuleStart::Beginning => self.shared.first_seq.load(Ordering::Acquire).max(1) - 1,
         };
-        // Retention deleted triggers this rule has not evaluated: resuming
-        // would skip them silently. As for any durable consumer, an error
-        // naming both positions.
-        let first = self.shared.first_seq.load(Ordering::Acquire).max(1);
-        let kept_from = self
-            .shared
-            .catalog
-            .deleted_through()
-            .map_or(first, |deleted| first.max(deleted + 1));
-        if position + 1 < kept_from {
-            lock(&self.names).remove(&rule.name);
-            return Err(Error::ConsumerBehindLog {
-                name: consumer,
-                position,
-                first_seq: kept_from,
-            });
-        }
+        // As any durable consumer: a new rule exists from now on (a
+        // restart resumes here), a position past the end after a power cut
+        // goes back to the end, one behind retention's deletions is
+        // `ConsumerBehindLog`. A dry-run rule stores nothing.
+        let position =
+            match consumer::resume_position(&self.shared, &consumer, new_position, !dry_run) {
+                Ok((position, _)) => position,
+                Err(e) => {
+                    lock(&self.names).remove(&rule.name);
+                    return Err(e);
+                }
+            };
         // Counts go on from the last run's; the breaker starts closed (its
         // cool-down was a moment of the process that stopped).
         let earlier = match read_stats_file(

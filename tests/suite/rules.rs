@@ -877,3 +877,49 @@ fn http_replay_reports_what_the_shipped_rules_would_do_and_writes_nothing() {
     server.shutdown().expect("shutdown");
     assert_unchanged(&before, &tree(dir.path()), "POST /api/replay");
 }
+
+// A rule is a durable consumer: a stored position past the end of the log
+// (a power cut under `OsBuffered` lost events it had read; here the
+// position file of a longer log) goes back to the end, so the next
+// triggers are evaluated, not skipped until the log grows past it.
+#[test]
+fn a_rule_position_past_the_end_of_the_log_goes_back_to_the_end() {
+    let rule = || {
+        Rule::new("counts", Trigger::on("x.*"), |context| {
+            Ok(vec![context.event("counted.x")])
+        })
+    };
+    let longer = tempdir();
+    {
+        let log = open(longer.path());
+        for _ in 0..10 {
+            log.append(Event::new("warmup.a")).expect("append");
+        }
+        log.rules().register(rule()).expect("register");
+        log.close().expect("close");
+    }
+    let shorter = tempdir();
+    {
+        let log = open(shorter.path());
+        for _ in 0..3 {
+            log.append(Event::new("warmup.a")).expect("append");
+        }
+        log.close().expect("close");
+    }
+    std::fs::create_dir_all(shorter.path().join("consumers")).expect("mkdir");
+    std::fs::copy(
+        longer.path().join("consumers/rule.counts.pos"),
+        shorter.path().join("consumers/rule.counts.pos"),
+    )
+    .expect("copy the position file");
+    let log = open(shorter.path());
+    log.rules().register(rule()).expect("register");
+    log.append(Event::new("x.first")).expect("append");
+    wait_rules(&log);
+    assert_eq!(
+        of_type(&log, "counted.x").len(),
+        1,
+        "the trigger at seq 4 fired"
+    );
+    log.close().expect("close");
+}
