@@ -60,6 +60,12 @@
 //!   `archive_all_sealed()` every 5 ms (each segment archived once sealed),
 //!   against A2 into a fresh log without it, in the same run: medians of 3
 //!   rounds of each, alternating which goes first.
+//! - A2 variants (evlog only): A2 serial again, A2 with two batches in
+//!   flight (`Log::submit_batch`, so the next batch is encoded while the
+//!   previous one is written and synced; every batch is still durable
+//!   before its `wait` returns), and both with the secondary indexes off
+//!   (the log alone, whose indexer otherwise takes CPU beside the
+//!   appender): 3 rounds, order rotated, medians; ratios against L2.
 //! - `EVLOG_BENCH_ONLY=evlog` skips SQLite and sled.
 //! - L1, L2, L3: the raw-disk limits on the same encoded bytes (evlog's
 //!   record framing around a bincode body, as evlog writes them): `write` +
@@ -1347,6 +1353,66 @@ impl Bench {
         }
     }
 
+    /// evlog only: A2's batches with two in flight (`Log::submit_batch`),
+    /// and both ways with the secondary indexes off (the log alone), each
+    /// against the serial A2 in the same rounds. Four variants, `A2_VARIANT_ROUNDS`
+    /// rounds, the order rotated each round, medians reported; each run
+    /// appends the same N events into a fresh log.
+    fn a2_variants(&mut self) {
+        let name = Evlog::NAME;
+        let n = self.truth.n();
+        let inputs: Vec<Event> = self.truth.events.iter().map(Evlog::input).collect();
+        // (figure key, indexes on, batches in flight)
+        const VARIANTS: [(&str, bool, usize); 4] = [
+            ("A2 serial", true, 1),
+            ("A2 pipelined", true, A2_IN_FLIGHT),
+            ("A2 log only", false, 1),
+            ("A2 log only pipelined", false, A2_IN_FLIGHT),
+        ];
+        let mut rates: [Vec<f64>; 4] = Default::default();
+        for round in 0..A2_VARIANT_ROUNDS {
+            for k in 0..VARIANTS.len() {
+                let which = (k + round) % VARIANTS.len();
+                let (key, indexes, in_flight_max) = VARIANTS[which];
+                self.progress(&format!("{name}: {key}, round {}", round + 1));
+                let dir = self.fresh_dir("evlog-a2-variant");
+                let options = Options::default()
+                    .durability(Durability::Always)
+                    .secondary_indexes(indexes);
+                let log = Log::open(&dir, options).expect("open evlog");
+                let mut in_flight = std::collections::VecDeque::with_capacity(in_flight_max);
+                let mut next_first = 1u64;
+                let mut check = |pending: (u64, evlog::PendingAppend)| {
+                    let range = pending.1.wait().expect("append");
+                    assert_eq!(range.start, pending.0, "{name} {key}: wrong seqs");
+                };
+                let started = Instant::now();
+                for batch in inputs.chunks(BATCH_EVENTS) {
+                    if in_flight.len() == in_flight_max {
+                        check(in_flight.pop_front().expect("one in flight"));
+                    }
+                    in_flight.push_back((next_first, log.submit_batch(batch).expect("submit")));
+                    next_first += batch.len() as u64;
+                }
+                in_flight.into_iter().for_each(&mut check);
+                let elapsed = started.elapsed();
+                assert_eq!(log.durable_seq(), n as u64, "{name} {key}: not all durable");
+                log.close().expect("close");
+                std::fs::remove_dir_all(&dir).expect("remove bench dir");
+                rates[which].push(per_second(n, elapsed));
+            }
+        }
+        let raw = self.figures.get("A2", "raw");
+        for (which, (key, _, _)) in VARIANTS.iter().enumerate() {
+            let rounds = &mut rates[which];
+            rounds.sort_by(f64::total_cmp);
+            self.figures.set(key, name, rounds[rounds.len() / 2]);
+            if let Some(raw) = raw {
+                self.figures.set(key, "raw", raw);
+            }
+        }
+    }
+
     /// evlog only: I1, indexing a log appended without indexes, from the
     /// open that turns them on until they are current; I2, `reindex()` of
     /// the same log.
@@ -1567,6 +1633,11 @@ fn archive_options() -> Options {
 const ARCHIVE_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 /// Rounds of A2 with and without the archiver (medians are reported).
 const A2_ARCHIVING_ROUNDS: usize = 3;
+/// Rounds of the A2 variants (medians are reported).
+const A2_VARIANT_ROUNDS: usize = 3;
+/// Batches a pipelined A2 keeps in flight: one being written and synced
+/// while the next is encoded.
+const A2_IN_FLIGHT: usize = 2;
 
 /// (key, operation, unit) of each table row, in order.
 const ROWS: &[(&str, &str, &str)] = &[
@@ -1639,6 +1710,26 @@ const ROWS: &[(&str, &str, &str)] = &[
     ),
     ("Z get p50", "archived get, frame cache off, p50", "µs"),
     ("Z get p99", "archived get, frame cache off, p99", "µs"),
+    (
+        "A2 serial",
+        "A2 again, serial (same rounds as the next three; median of 3)",
+        "events/s",
+    ),
+    (
+        "A2 pipelined",
+        "A2 with 2 batches in flight (`submit_batch`), each durable before its wait returns",
+        "events/s",
+    ),
+    (
+        "A2 log only",
+        "A2, secondary indexes off (the log alone), serial",
+        "events/s",
+    ),
+    (
+        "A2 log only pipelined",
+        "A2, secondary indexes off, 2 batches in flight",
+        "events/s",
+    ),
     (
         "A2 same run",
         "A2 into a fresh log, no archiver (same run as the next row; median of 3)",
@@ -1773,6 +1864,7 @@ fn main() {
     bench.run_engine::<Evlog>();
     bench.index_catch_up();
     bench.archive();
+    bench.a2_variants();
     // EVLOG_BENCH_ONLY=evlog skips the peers (for a quick look at evlog's
     // own rows; the ratios against them then read "–").
     if std::env::var("EVLOG_BENCH_ONLY").map_or(true, |only| only != "evlog") {

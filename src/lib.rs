@@ -315,7 +315,7 @@ pub use holds::{
 };
 pub use index::indexer::LINK_METADATA_PREFIX;
 pub use index::IndexStatus;
-pub use log::{Iter, Log, LogReader};
+pub use log::{Iter, Log, LogReader, PendingAppend};
 pub use lost_found::{LostFoundCopy, LOST_FOUND_BYTES_MAX};
 pub use options::{
     Durability, Options, ARCHIVE_CACHE_BYTES_DEFAULT, DEDUP_WINDOW_IDS_DEFAULT, RECORD_BYTES_LIMIT,

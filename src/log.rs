@@ -22,7 +22,7 @@ use crate::segment::{Access, Cursor, Segment, Step, SEGMENT_HEADER_BYTES};
 use crate::storage::{OsStorage, Storage};
 use crate::watermark::{WaitOutcome, Watermark, Watermarks};
 use crate::writer::{PreparedBatch, Request, Writer, WriterHandle, WriterStart};
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
 /// How long `close` waits for the writer to finish its last sync before
 /// giving up on it (the data it has not synced is then not promised).
@@ -427,6 +427,17 @@ fn encode_batch(
 }
 
 fn submit(shared: &Shared, tx: Option<&Sender<Request>>, batch: PreparedBatch) -> Result<u64> {
+    let answer = hand_over(shared, tx, batch)?;
+    answer.recv().map_err(|_| shared.poisoned_error())?
+}
+
+/// Hands a prepared batch to the writer; the answer (the batch's first
+/// seq, once durable as the options say) comes on the returned channel.
+fn hand_over(
+    shared: &Shared,
+    tx: Option<&Sender<Request>>,
+    batch: PreparedBatch,
+) -> Result<Receiver<Result<u64>>> {
     shared.check_poison()?;
     let tx = tx.ok_or(Error::Closed)?;
     let (reply, answer) = crossbeam_channel::bounded(1);
@@ -436,7 +447,62 @@ fn submit(shared: &Shared, tx: Option<&Sender<Request>>, batch: PreparedBatch) -
         reply,
     })
     .map_err(|_| shared.poisoned_error())?;
-    answer.recv().map_err(|_| shared.poisoned_error())?
+    Ok(answer)
+}
+
+/// An `append_batch` handed to the writer whose outcome is not known yet,
+/// from [`Log::submit_batch`]. [`PendingAppend::wait`] returns what
+/// `append_batch` would have: the batch's sequence numbers once it is as
+/// durable as the options say.
+///
+/// Dropping it without waiting does not cancel the append: the batch is
+/// written (or refused) all the same; only its outcome is not learnt. An
+/// event counts as acknowledged only once `wait` returned `Ok`.
+#[must_use = "the outcome of the append, and its durability, is only known through wait()"]
+pub struct PendingAppend {
+    state: PendingState,
+}
+
+enum PendingState {
+    /// An empty batch: nothing was sent.
+    Ready(Range<u64>),
+    Sent {
+        answer: Receiver<Result<u64>>,
+        count: u64,
+        shared: Arc<Shared>,
+    },
+}
+
+impl PendingAppend {
+    /// Waits until the batch is durable as the options say (or refused)
+    /// and returns its sequence numbers, as [`Log::append_batch`] does.
+    pub fn wait(self) -> Result<Range<u64>> {
+        match self.state {
+            PendingState::Ready(range) => Ok(range),
+            PendingState::Sent {
+                answer,
+                count,
+                shared,
+            } => {
+                let first = answer.recv().map_err(|_| shared.poisoned_error())??;
+                Ok(first..first + count)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for PendingAppend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.state {
+            PendingState::Ready(range) => {
+                f.debug_tuple("PendingAppend::Ready").field(range).finish()
+            }
+            PendingState::Sent { count, .. } => f
+                .debug_struct("PendingAppend::Sent")
+                .field("count", count)
+                .finish(),
+        }
+    }
 }
 
 fn append_batch(
@@ -644,6 +710,61 @@ impl Log {
     /// refuses the whole batch.
     pub fn append_batch(&self, events: &[Event]) -> Result<Range<u64>> {
         append_batch(&self.shared, &self.gate, self.writer.sender(), events)
+    }
+
+    /// [`Log::append_batch`] without waiting for the write: validates and
+    /// encodes `events` in this thread, hands them to the writer and
+    /// returns; [`PendingAppend::wait`] then gives the outcome. The batch
+    /// is the same atomic unit, with the same duplicate, version and
+    /// contract checks (a batch refused before it reaches the writer is
+    /// refused here, as an `Err`).
+    ///
+    /// This lets one thread prepare its next batch while the previous one
+    /// is written and synced, instead of leaving the disk idle while it
+    /// encodes: batches submitted from one thread get increasing sequence
+    /// numbers in submission order, and the writer may commit several of
+    /// them with one fsync. Keep a bounded number in flight: each holds
+    /// its encoded records until the writer takes them.
+    ///
+    /// ```
+    /// # fn main() -> evlog::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = evlog::Log::open(dir.path(), evlog::Options::default())?;
+    /// let batches: Vec<Vec<evlog::Event>> = (0..4)
+    ///     .map(|_| vec![evlog::Event::new("sensor.read"); 10])
+    ///     .collect();
+    /// let mut in_flight = std::collections::VecDeque::new();
+    /// for batch in &batches {
+    ///     if in_flight.len() == 2 {
+    ///         let pending: evlog::PendingAppend = in_flight.pop_front().unwrap();
+    ///         pending.wait()?;
+    ///     }
+    ///     in_flight.push_back(log.submit_batch(batch)?);
+    /// }
+    /// for pending in in_flight {
+    ///     pending.wait()?;
+    /// }
+    /// assert_eq!(log.last_seq(), Some(40));
+    /// # Ok(()) }
+    /// ```
+    pub fn submit_batch(&self, events: &[Event]) -> Result<PendingAppend> {
+        if events.is_empty() {
+            let next = self.shared.marks.last_seq() + 1;
+            return Ok(PendingAppend {
+                state: PendingState::Ready(next..next),
+            });
+        }
+        let tx = self.writer.sender();
+        let batch = prepare(&self.shared, &self.gate, tx, events)?;
+        let count = batch.len();
+        let answer = hand_over(&self.shared, tx, batch)?;
+        Ok(PendingAppend {
+            state: PendingState::Sent {
+                answer,
+                count,
+                shared: Arc::clone(&self.shared),
+            },
+        })
     }
 
     /// The log's automation rules: register them here. See

@@ -42,6 +42,7 @@ mod metrics;
 mod model;
 #[cfg(feature = "nats")]
 mod nats_mirror;
+mod pipelined;
 mod queries;
 mod recovery;
 mod rules;
