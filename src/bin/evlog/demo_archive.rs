@@ -245,7 +245,7 @@ fn describe_rule(rule: &RetentionRule) -> String {
 fn describe_duration(duration: Duration) -> String {
     let secs = duration.as_secs();
     for (unit_secs, unit) in [(604_800, "w"), (86_400, "d"), (3_600, "h"), (60, "m")] {
-        if secs > 0 && secs % unit_secs == 0 {
+        if secs > 0 && secs.is_multiple_of(unit_secs) {
             return format!("{}{unit}", secs / unit_secs);
         }
     }
@@ -302,10 +302,10 @@ fn describe_plan(plan: &RetentionPlan) -> String {
 /// events of its correlation (or entity) through a query, counting how
 /// many of the answers come from archives.
 fn read_back(log: &Log, out: &mut impl Write) -> Result<()> {
-    let archive_dir = log.dir().join("archive");
     if log.archive_count() == 0 {
         return Ok(());
     }
+    let archive_dir = log.dir().join("archive");
     // Opened separately from the log: archives are immutable once named,
     // and the footers say which sequence numbers each one holds.
     let archives = evlog::Archive::open(&archive_dir)
