@@ -298,8 +298,8 @@ fn describe_plan(plan: &RetentionPlan) -> String {
     )
 }
 
-/// Reads back the newest archived event by its sequence number, and the
-/// events of its correlation (or entity) through a query, counting how
+/// Reads back an event of the newest archive by its sequence number, and
+/// the events of its correlation (or entity) through a query, counting how
 /// many of the answers come from archives.
 fn read_back(log: &Log, out: &mut impl Write) -> Result<()> {
     if log.archive_count() == 0 {
@@ -314,13 +314,33 @@ fn read_back(log: &Log, out: &mut impl Write) -> Result<()> {
     // After `archive --all` every piece but the active segment is an
     // archive, so everything through the last archive's range is archived.
     let archived_through = infos.iter().map(|i| i.range_last_seq).max().unwrap_or(0);
-    let Some((newest, seq)) = infos
+    let Some(newest) = infos
         .iter()
-        .filter_map(|info| info.present_seqs.map(|(_, last)| (info, last)))
-        .max_by_key(|(_, last)| *last)
+        .filter(|info| info.present_seqs.is_some())
+        .max_by_key(|info| info.range_first_seq)
     else {
         return Ok(());
     };
+    let Some((first_present, last_present)) = newest.present_seqs else {
+        return Ok(());
+    };
+    // An application event of the newest archive, preferably one with a
+    // correlation to query; the log's own bookkeeping (consumers' commits)
+    // says little.
+    let mut chosen = None;
+    for event in log.iter(first_present..=last_present)? {
+        let event = event?;
+        if event.event_type.starts_with(evlog::BOOKKEEPING_TYPE_PREFIX) {
+            continue;
+        }
+        let has_correlation = event.correlation_id.is_some();
+        chosen.get_or_insert(event.seq);
+        if has_correlation {
+            chosen = Some(event.seq);
+            break;
+        }
+    }
+    let seq = chosen.unwrap_or(first_present);
     let event = log.get(seq)?;
     let source = newest
         .path
