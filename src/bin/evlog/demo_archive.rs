@@ -33,12 +33,14 @@ const DEMO_CONFIG_MARKER: &str = "# evlog demo:";
 /// The configuration the demo writes into a directory it makes. The
 /// reference workload's events are dated from 2026-01-01, so its sealed
 /// segments are due at once; the rule archives, never deletes.
-const DEMO_CONFIG: &str = "\
-# evlog demo: `evlog demo` made this directory. It opens it with segments of
-# 512 KiB (the library's default is 64 MiB) so that its tour has sealed
+fn demo_config() -> String {
+    format!(
+        "\
+{DEMO_CONFIG_MARKER} `evlog demo` made this directory. It opens it with segments of
+# {} KiB (the library's default is 64 MiB) so that its tour has sealed
 # segments to archive. Other commands use the default size. Edit this file as
-# you like; once this first line changes, the demo treats the directory as any
-# other.
+# you like; once it no longer starts with \"{DEMO_CONFIG_MARKER}\", the demo treats the
+# directory as any other.
 #
 # The retention policy, applied by the log's archiver every 10 minutes and by
 # `evlog archive`; `evlog retention --dry-run` shows what it would do now.
@@ -48,7 +50,10 @@ const DEMO_CONFIG: &str = "\
 [[retention.rule]]
 name = \"archive-after-30d\"
 archive_after = \"30d\"
-";
+",
+        DEMO_SEGMENT_BYTES_MAX / 1024
+    )
+}
 
 /// What [`prepare`] found out about the demo's directory.
 pub struct DemoDir {
@@ -71,7 +76,11 @@ pub fn prepare(dir: &Path) -> Result<DemoDir> {
     let config_path = dir.join(evlog::CONFIG_FILE);
     if fresh {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(&config_path, DEMO_CONFIG)
+        // Whole or not at all: a torn file would stop every later open
+        // with a configuration error.
+        let temporary = dir.join(format!("{}.tmp", evlog::CONFIG_FILE));
+        std::fs::write(&temporary, demo_config())
+            .and_then(|()| std::fs::rename(&temporary, &config_path))
             .with_context(|| format!("writing {}", config_path.display()))?;
     }
     // Only the first line is compared: a person may edit the rest.
