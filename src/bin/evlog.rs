@@ -19,6 +19,8 @@ use evlog::{Durability, Event, Log, LogReader, Options};
 // another binary.
 #[path = "evlog/contracts_cmd.rs"]
 mod contracts_cmd;
+#[path = "evlog/demo_archive.rs"]
+mod demo_archive;
 #[path = "evlog/demo_rules.rs"]
 mod demo_rules;
 #[path = "evlog/metrics_cmd.rs"]
@@ -568,8 +570,11 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 fn open(dir: &PathBuf) -> Result<Log> {
-    let log = Log::open(dir, Options::default().durability(Durability::Always))
-        .with_context(|| format!("opening {}", dir.display()))?;
+    open_with(dir, Options::default().durability(Durability::Always))
+}
+
+fn open_with(dir: &PathBuf, options: Options) -> Result<Log> {
+    let log = Log::open(dir, options).with_context(|| format!("opening {}", dir.display()))?;
     // Recovery repairs are worth telling the operator about; the library
     // reports them through `tracing` and the report.
     let report = log.recovery_report();
@@ -1578,7 +1583,8 @@ impl std::fmt::Display for StdoutClosed {
 impl std::error::Error for StdoutClosed {}
 
 fn demo(dir: &PathBuf, count: u64) -> Result<ExitCode> {
-    let log = open(dir)?;
+    let demo_dir = demo_archive::prepare(dir)?;
+    let log = open_with(dir, demo_dir.options.clone())?;
     // Written through a handle, not `println!`, so that a closed pipe
     // (`evlog demo | head`) ends the demo quietly instead of panicking.
     let mut out = std::io::stdout().lock();
@@ -1610,16 +1616,22 @@ fn demo(dir: &PathBuf, count: u64) -> Result<ExitCode> {
     let workload = evlog::workload::Workload::new(config);
     let mut batch = Vec::with_capacity(DEMO_BATCH_EVENTS);
     let mut validations = 0u64;
+    let mut bar = ProgressBar::new("appending", "event");
+    let mut appended = 0u64;
     for generated in workload {
         validations += u64::from(generated.event_type.starts_with("validation."));
         batch.push(generated.event());
         if batch.len() == DEMO_BATCH_EVENTS {
             log.append_batch(&batch)?;
+            appended += batch.len() as u64;
+            bar.update(appended, count);
             batch.clear();
         }
     }
     log.append_batch(&batch)?;
+    bar.update(count, count);
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    bar.finish();
     let last = log.last_seq().unwrap_or(0);
     writeln!(
         out,
@@ -1657,6 +1669,7 @@ fn demo(dir: &PathBuf, count: u64) -> Result<ExitCode> {
         demo_queries(&log, &mut out, last)?;
     }
     demo_rules::demo_rules(&log, &mut out)?;
+    let archive = demo_archive::demo_retention_and_archive(&log, &demo_dir, &mut out)?;
     let report = log.verify()?;
     writeln!(
         out,
@@ -1673,22 +1686,22 @@ fn demo(dir: &PathBuf, count: u64) -> Result<ExitCode> {
             )
         }
     )?;
-    let bytes_on_disk = dir_bytes(&dir.join("segments")) + dir_bytes(&dir.join("index"));
-    writeln!(
-        out,
-        "data directory {} holds {} segment file(s) and the indexes: {:.0} bytes per event on disk",
-        dir.display(),
-        log.segment_count(),
-        bytes_on_disk as f64 / last.max(1) as f64
-    )?;
-    writeln!(
-        out,
-        "try: cargo run --release -- --dir {0} replay --from {1} | head; ... stats; ... tail --type 'validation.*'\n\
-         (or `cargo install --path .` and run `evlog --dir {0} ...`)",
-        dir.display(),
-        last.saturating_sub(4).max(1)
-    )?;
+    let last_seq = log.last_seq().unwrap_or(0);
+    // The summary measures the files once the log is closed, without the
+    // active segment's preallocated tail.
     log.close()?;
+    demo_archive::demo_summary(
+        &demo_archive::Summary {
+            dir,
+            events_appended: last - before,
+            append_events_per_s: (last - before) as f64 / elapsed,
+            batch_events: DEMO_BATCH_EVENTS,
+            events_present: report.events_checked,
+            archive,
+            last_seq,
+        },
+        &mut out,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -793,13 +793,32 @@ fn cli_query_usage_errors_exit_2() {
     );
 }
 
+/// The number that follows `before` in `line` (digits and a dot).
+fn number_after(line: &str, before: &str) -> f64 {
+    line.split(before)
+        .nth(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect::<String>()
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {before:?} in {line}"))
+}
+
 // Proves that the demo shows every capability that has landed, each with
 // figures that hold: the live subscriber got every matching event, the
-// indexes caught up, verify found the log sound, and a second run goes on.
+// indexes caught up, the retention rules the demo wrote are in force and
+// their dry run plans archives, the archive run archived sealed segments
+// at a ratio below 1 and an archived event reads back as `replay` shows
+// it, verify (the demo's and evlog-dump's) found the log sound, the
+// summary repeats the measured figures, and a second run goes on with new
+// sequence numbers and ids and archives again.
 #[test]
 fn cli_demo_tours_queries_subscriptions_rules_and_verify() {
     let root = tempdir();
     let dir = root.path().join("demo");
+    let mut last_seq_before = 0u64;
     for round in 0..2 {
         let out = cli_ok(&dir, &["demo", "--events", "5000"]);
         let line = |prefix: &str| {
@@ -860,6 +879,107 @@ fn cli_demo_tours_queries_subscriptions_rules_and_verify() {
             );
         }
         assert!(line("verify: ").ends_with("sound"), "{out}");
+
+        // Retention: the rule of the evlog.toml the demo wrote, and a plan.
+        assert!(
+            line("retention rules in force, from ").contains("(the demo wrote it"),
+            "{out}"
+        );
+        assert!(line("  archive-after-30d: ").contains("30d old"), "{out}");
+        let plan = line("retention dry run (nothing changes): archive ");
+        assert!(number_after(&plan, "archive ") >= 1.0, "{plan}");
+        assert!(plan.contains("by rule archive-after-30d"), "{plan}");
+        // The archive run, with figures that hold together.
+        let run = line("archive run (");
+        let pieces = number_after(&run, "archived ");
+        assert!(pieces >= 1.0, "{run}");
+        let live_bytes: f64 = run
+            .split(" live bytes")
+            .next()
+            .and_then(|before| before.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{run}"));
+        let archive_bytes = number_after(&run, " into ");
+        let ratio = number_after(&run, "compression ratio ");
+        assert!(ratio > 0.0 && ratio < 1.0, "{run}");
+        assert!(
+            (archive_bytes / live_bytes - ratio).abs() < 0.001,
+            "ratio {ratio} is not {archive_bytes} / {live_bytes}: {run}"
+        );
+        assert!(number_after(&run, " s, ") > 0.0, "{run}");
+        // The archived event the demo read back is the one replay reads.
+        let read_back = line("an archived event reads back: get(");
+        let seq = number_after(&read_back, "get(") as u64;
+        let event_type = read_back
+            .split(") is ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .unwrap_or_else(|| panic!("{read_back}"));
+        let seq_text = seq.to_string();
+        let replayed = cli_ok(&dir, &["replay", "--from", &seq_text, "--to", &seq_text]);
+        let replayed: Value = serde_json::from_str(replayed.trim()).expect("one event");
+        assert_eq!(replayed["seq"], json!(seq), "{read_back}");
+        assert_eq!(replayed["type"], json!(event_type), "{read_back}");
+        let archive_name = format!("{:020}.evz", seq);
+        let archived_files: Vec<String> = std::fs::read_dir(dir.join("archive"))
+            .expect("archive dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        let source = read_back
+            .split("from archive/")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .unwrap_or_else(|| panic!("{read_back}"));
+        assert!(
+            archived_files.iter().any(|f| f == source) && source <= archive_name.as_str(),
+            "{read_back}: {archived_files:?}"
+        );
+        assert!(
+            number_after(&read_back, "events, ") >= 1.0,
+            "the event itself answers its query from an archive: {read_back}"
+        );
+        // The summary repeats what the run measured.
+        assert!(number_after(&line("  append: "), "append: ") > 0.0, "{out}");
+        let on_disk = line("  on disk after close: ");
+        assert!(number_after(&on_disk, "close: ") > 0.0, "{on_disk}");
+        if round == 0 {
+            // Every archive was written by this run.
+            let archives = format!("archives {} bytes", archive_bytes as u64);
+            assert!(on_disk.contains(&archives), "{on_disk}");
+        }
+        let summary_ratio = number_after(
+            &line("  compression ratio of this run's archive run: "),
+            "run: ",
+        );
+        assert_eq!(format!("{summary_ratio:.3}"), format!("{ratio:.3}"));
+        assert!(line("try: ").contains("replay --from"), "{out}");
+        assert!(out.contains("retention --dry-run") && out.contains("--verify"));
+
+        // The directory is sound for the offline inspector too.
+        let dump = std::process::Command::new(env!("CARGO_BIN_EXE_evlog-dump"))
+            .arg(&dir)
+            .arg("--verify")
+            .output()
+            .expect("run evlog-dump");
+        assert_eq!(dump.status.code(), Some(0), "{}", said(&dump));
+        // Every event of the log once: ids unique, this run's seqs new.
+        let replayed = cli_ok(&dir, &["replay"]);
+        let mut ids = std::collections::HashSet::new();
+        let mut last_seq = 0u64;
+        for event_line in replayed.lines() {
+            let event: Value = serde_json::from_str(event_line).expect("event json");
+            let id = event["id"].as_str().expect("id").to_string();
+            assert!(ids.insert(id.clone()), "round {round}: id {id} twice");
+            last_seq = event["seq"].as_u64().expect("seq");
+        }
+        assert!(last_seq > last_seq_before, "round {round}");
+        if round == 1 {
+            assert!(
+                appended.contains(&format!("seq {}..=", last_seq_before + 1)),
+                "the second run starts after the first: {appended}"
+            );
+        }
+        last_seq_before = last_seq;
     }
 }
 
