@@ -17,6 +17,58 @@ use crate::archive::ArchiveFile;
 use crate::error::{Error, Result};
 use crate::segment::Segment;
 
+/// Where each piece starts, from file names alone: the rule every reader
+/// of a directory applies (recovery, the read-only view's refresh,
+/// `repair`, `evlog-dump --verify`), written once.
+///
+/// A segment that starts where an archive starts is superseded by it (a
+/// crash between the archive's rename and the segment's removal leaves
+/// both; the archive is the authoritative copy). A sealed segment's
+/// records end where the next piece starts, live or archived.
+pub(crate) struct PieceStarts {
+    /// Live segments not superseded by an archive, in order.
+    segments: Vec<u64>,
+    /// Every piece's first seq: those segments and the archives, in order.
+    starts: Vec<u64>,
+}
+
+impl PieceStarts {
+    pub fn new(
+        segment_seqs: impl IntoIterator<Item = u64>,
+        archive_seqs: impl IntoIterator<Item = u64>,
+    ) -> PieceStarts {
+        let mut archives: Vec<u64> = archive_seqs.into_iter().collect();
+        archives.sort_unstable();
+        let mut segments: Vec<u64> = segment_seqs
+            .into_iter()
+            .filter(|seq| archives.binary_search(seq).is_err())
+            .collect();
+        segments.sort_unstable();
+        let mut starts: Vec<u64> = segments.iter().chain(&archives).copied().collect();
+        starts.sort_unstable();
+        PieceStarts { segments, starts }
+    }
+
+    /// Live segments not superseded by an archive, in order.
+    pub fn segments(&self) -> &[u64] {
+        &self.segments
+    }
+
+    /// Every piece's first seq, in order.
+    pub fn starts(&self) -> &[u64] {
+        &self.starts
+    }
+
+    /// The first seq of the piece after the one that starts at
+    /// `first_seq`: where a sealed segment's records must end. `None` for
+    /// the last piece.
+    pub fn successor(&self, first_seq: u64) -> Option<u64> {
+        self.starts
+            .get(self.starts.partition_point(|&s| s <= first_seq))
+            .copied()
+    }
+}
+
 /// What holds a piece of the log.
 #[derive(Clone)]
 pub(crate) enum Holder {
@@ -172,4 +224,27 @@ pub(crate) fn first_held_seq(pieces: &[Piece], next_seq: u64) -> u64 {
         }
     }
     next_seq
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PieceStarts;
+
+    #[test]
+    fn piece_starts_drop_segments_an_archive_replaced_and_chain_successors() {
+        // Archives at 1 and 201; a segment left beside the archive at 201
+        // (a crash before its removal); live segments at 101, 301 and 401
+        // (the active one).
+        let pieces = PieceStarts::new([401, 201, 101, 301], [201, 1]);
+        assert_eq!(pieces.segments(), &[101, 301, 401]);
+        assert_eq!(pieces.starts(), &[1, 101, 201, 301, 401]);
+        // A sealed segment ends where the next piece starts, archive or not.
+        assert_eq!(pieces.successor(101), Some(201));
+        assert_eq!(pieces.successor(301), Some(401));
+        assert_eq!(pieces.successor(1), Some(101));
+        assert_eq!(pieces.successor(401), None);
+        let empty = PieceStarts::new([], []);
+        assert!(empty.starts().is_empty());
+        assert_eq!(empty.successor(1), None);
+    }
 }

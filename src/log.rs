@@ -1168,23 +1168,16 @@ impl LogReader {
             .map_or(1, |piece| crate::archiver::piece_last_seq(&piece) + 1);
         // New pieces after the last known one: archives win over a segment
         // of the same start (the writer has not removed it yet).
+        let is_new = |seq: &u64| last_known.is_none_or(|last| *seq > last);
         let newer_archives: Vec<&(u64, PathBuf)> = archive_names
             .iter()
-            .filter(|(seq, _)| last_known.is_none_or(|last| *seq > last))
+            .filter(|(seq, _)| is_new(seq))
             .collect();
-        let newer_segments: Vec<u64> = segment_seqs
-            .iter()
-            .copied()
-            .filter(|seq| last_known.is_none_or(|last| *seq > last))
-            .filter(|seq| !archive_names.iter().any(|(a, _)| a == seq))
-            .collect();
-        let mut starts: Vec<u64> = newer_segments
-            .iter()
-            .copied()
-            .chain(newer_archives.iter().map(|(seq, _)| *seq))
-            .collect();
-        starts.sort_unstable();
-        if let Some(&first_new) = starts.first() {
+        let pieces = crate::catalog::PieceStarts::new(
+            segment_seqs.iter().copied().filter(is_new),
+            newer_archives.iter().map(|(seq, _)| *seq),
+        );
+        if let Some(&first_new) = pieces.starts().first() {
             if known.last().is_some() && first_new != next {
                 return Err(Error::Corrupt {
                     file: shared
@@ -1198,8 +1191,8 @@ impl LogReader {
                 });
             }
         }
-        let active_seq = newer_segments.last().copied();
-        for &first in &starts {
+        let active_seq = pieces.segments().last().copied();
+        for &first in pieces.starts() {
             if let Some((_, path)) = newer_archives.iter().find(|(seq, _)| *seq == first) {
                 let archive = Arc::new(crate::archive::open_named(storage, path)?);
                 shared.catalog.push(Piece::archive(archive));
@@ -1222,8 +1215,7 @@ impl LogReader {
             } else {
                 // A sealed segment: its record count comes from the start
                 // of the piece after it.
-                let i = starts.partition_point(|&s| s <= first);
-                let successor = starts.get(i).copied().unwrap_or(first + 1);
+                let successor = pieces.successor(first).unwrap_or(first + 1);
                 let sealed = recovery::open_sealed_segments(
                     storage,
                     &shared.segments_dir,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::archive::ArchiveFile;
-use crate::catalog::Piece;
+use crate::catalog::{Piece, PieceStarts};
 use crate::error::{CorruptKind, Error, IoContext, Result};
 use crate::fsutil::{sync_dir, TMP_SUFFIX};
 use crate::lost_found::{self, LostFoundCopy};
@@ -298,16 +298,13 @@ fn plan_pieces(
     segment_seqs: &[u64],
     archives: &[Arc<ArchiveFile>],
 ) -> Result<Vec<(u64, u64)>> {
-    let mut starts: Vec<u64> = segment_seqs
-        .iter()
-        .copied()
-        .chain(archives.iter().map(|a| a.range_first_seq()))
-        .collect();
-    starts.sort_unstable();
+    let pieces = PieceStarts::new(
+        segment_seqs.iter().copied(),
+        archives.iter().map(|a| a.range_first_seq()),
+    );
     for archive in archives {
         let first = archive.range_first_seq();
-        let i = starts.partition_point(|&s| s <= first);
-        if let Some(&next) = starts.get(i) {
+        if let Some(next) = pieces.successor(first) {
             if archive.range_last_seq() + 1 != next {
                 return Err(Error::Corrupt {
                     file: archive.path().to_path_buf(),
@@ -331,11 +328,10 @@ fn plan_pieces(
     }
     // Sealed segments: every segment but the last, with the start of the
     // piece that follows it.
-    let mut sealed = Vec::new();
-    for pair in segment_seqs.windows(2) {
-        let i = starts.partition_point(|&s| s <= pair[0]);
-        sealed.push((pair[0], starts.get(i).copied().unwrap_or(pair[1])));
-    }
+    let sealed = segment_seqs
+        .windows(2)
+        .map(|pair| (pair[0], pieces.successor(pair[0]).unwrap_or(pair[1])))
+        .collect();
     Ok(sealed)
 }
 

@@ -96,15 +96,9 @@ pub(crate) fn repair_with_storage(
     } else {
         Vec::new()
     };
-    seqs.retain(|seq| archive_starts.binary_search(seq).is_err());
-    seqs.sort_unstable();
-    let mut starts: Vec<u64> = seqs.iter().chain(&archive_starts).copied().collect();
-    starts.sort_unstable();
-    let successor = |first_seq: u64| {
-        starts
-            .get(starts.partition_point(|&s| s <= first_seq))
-            .copied()
-    };
+    let pieces = crate::catalog::PieceStarts::new(seqs, archive_starts);
+    let seqs = pieces.segments();
+    let successor = |first_seq: u64| pieces.successor(first_seq);
     let mut report = RepairReport::default();
     // The first segment whose records end before its successor's name says
     // (damage cut there, or a missing segment): everything after it goes.

@@ -505,28 +505,23 @@ fn verify_dir(dir: &Path) -> Result<Option<Problem>> {
             archive_starts.push(first);
         }
     }
-    let seqs: Vec<u64> = segment_paths(dir)?
+    let segment_seqs: Vec<u64> = segment_paths(dir)?
         .iter()
         .filter_map(|p| {
             p.file_name()?
                 .to_str()
                 .and_then(|n| parse_file_name(n, SEGMENT_SUFFIX))
         })
-        .filter(|seq| archive_starts.binary_search(seq).is_err())
         .collect();
-    let mut starts: Vec<u64> = seqs.iter().chain(&archive_starts).copied().collect();
-    starts.sort_unstable();
+    let pieces = crate::catalog::PieceStarts::new(segment_seqs, archive_starts.iter().copied());
+    let seqs = pieces.segments();
     for (i, &first_seq) in seqs.iter().enumerate() {
         let path = segments_dir.join(crate::segment::segment_file_name(first_seq));
         let mut offsets = Vec::new();
         let report = inspect_segment(&path, |r| offsets.push(r.offset))?;
         // A sealed segment's successor is the next piece, live or archived.
         let successor = (i + 1 < seqs.len())
-            .then(|| {
-                starts
-                    .get(starts.partition_point(|&s| s <= first_seq))
-                    .copied()
-            })
+            .then(|| pieces.successor(first_seq))
             .flatten();
         match successor {
             Some(next) => {
