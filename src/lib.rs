@@ -68,6 +68,7 @@ mod mmap;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod options;
+mod otel;
 mod query;
 mod record;
 mod recovery;

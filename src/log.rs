@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::event::{Entity, Event, LoggedEvent};
 use crate::holds::{Hold, HoldTarget};
 use crate::options::Options;
-use crate::record::{body_bytes_max, encode_body, RECORD_HEADER_BYTES};
+use crate::record::{body_bytes_max, encode_body_with_traceparent, RECORD_HEADER_BYTES};
 use crate::recovery::{self, Opened, RecoveryReport};
 use crate::retention::RetentionPlan;
 use crate::segment::{Access, Cursor, Segment, Step, SEGMENT_HEADER_BYTES};
@@ -370,11 +370,22 @@ fn encode_batch(
     mut masks: Option<(&crate::guard::Gate, &mut Vec<u64>)>,
 ) -> Result<PreparedBatch> {
     let options = &shared.options;
+    // What the events without a traceparent store instead (feature
+    // `opentelemetry`): read here, in the caller's thread, where the
+    // thread-local context is; `None` without the feature.
+    let context_traceparent = crate::otel::context_traceparent(options, events);
+    let context_traceparent = context_traceparent.as_deref();
+    // An event's own traceparent is never replaced.
+    fn stored_traceparent<'a>(event: &'a Event, from_context: Option<&'a str>) -> Option<&'a str> {
+        event.traceparent.as_deref().or(from_context)
+    }
     // One buffer for the whole batch, sized once: growing it would copy
     // every body again.
     let capacity: usize = events
         .iter()
-        .map(|e| RECORD_HEADER_BYTES + body_bytes_max(e))
+        .map(|e| {
+            RECORD_HEADER_BYTES + body_bytes_max(e, stored_traceparent(e, context_traceparent))
+        })
         .sum();
     let mut batch = PreparedBatch {
         records: Vec::with_capacity(capacity),
@@ -398,10 +409,11 @@ fn encode_batch(
         if let Some(expected) = event.expected_version {
             batch.expected_versions.push((index, expected));
         }
-        encode_body(
+        encode_body_with_traceparent(
             event,
             id,
             event.timestamp_us.unwrap_or(now_us),
+            stored_traceparent(event, context_traceparent),
             &mut batch.records,
         );
         let record_bytes = (batch.records.len() - start) as u64;

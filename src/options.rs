@@ -62,6 +62,8 @@ pub struct Options {
     pub(crate) archive_cache_bytes: u64,
     pub(crate) rate_limits: Vec<crate::guard::RateLimit>,
     pub(crate) contracts: Vec<crate::contracts::Contract>,
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) traceparent_from_context: bool,
 }
 
 impl Default for Options {
@@ -78,6 +80,8 @@ impl Default for Options {
             archive_cache_bytes: ARCHIVE_CACHE_BYTES_DEFAULT,
             rate_limits: Vec::new(),
             contracts: Vec::new(),
+            #[cfg(feature = "opentelemetry")]
+            traceparent_from_context: false,
         }
     }
 }
@@ -196,6 +200,54 @@ impl Options {
     pub fn contract(mut self, contract: crate::contracts::Contract) -> Options {
         self.contracts.push(contract);
         self
+    }
+
+    /// Whether an event appended without a traceparent
+    /// ([`crate::Event::traceparent`]) takes the W3C `traceparent` of the
+    /// current OpenTelemetry span (feature `opentelemetry`; default
+    /// `false`). The span is the appending thread's current one
+    /// (`opentelemetry::Context::current()`), read in that thread when
+    /// the batch is encoded; outside any span, or when its span context is
+    /// invalid, the event has none. An event's own traceparent is never
+    /// replaced, and the events evlog appends in that thread for a call
+    /// (a storm's notice, a consumer's same-batch commit) take it too.
+    ///
+    /// It is a switch of the log, not the mere presence of the feature,
+    /// because cargo unifies features: another crate of the build may turn
+    /// `opentelemetry` on, and that alone must not change what this log
+    /// stores (56 bytes more per event).
+    ///
+    /// ```
+    /// # fn main() -> evlog::Result<()> {
+    /// use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+    /// let log = evlog::Log::open_temporary(evlog::Options::default().traceparent_from_context(true))?;
+    /// // What a propagator attaches for an incoming request (an
+    /// // application's own spans work the same way).
+    /// let parent = SpanContext::new(
+    ///     TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+    ///     SpanId::from(0x00f0_67aa_0ba9_02b7),
+    ///     TraceFlags::SAMPLED,
+    ///     true,
+    ///     TraceState::default(),
+    /// );
+    /// let _attached = opentelemetry::Context::new().with_remote_span_context(parent).attach();
+    /// let seq = log.append(evlog::Event::new("invoice.paid"))?;
+    /// assert_eq!(
+    ///     log.get(seq)?.traceparent.as_deref(),
+    ///     Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    /// );
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "opentelemetry")]
+    pub fn traceparent_from_context(mut self, enabled: bool) -> Options {
+        self.traceparent_from_context = enabled;
+        self
+    }
+
+    /// Whether [`Options::traceparent_from_context`] is on.
+    #[cfg(feature = "opentelemetry")]
+    pub fn get_traceparent_from_context(&self) -> bool {
+        self.traceparent_from_context
     }
 
     /// The rate limits given with [`Options::rate_limit`].

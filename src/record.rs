@@ -63,8 +63,22 @@ const VARINT_TAG_U64: u8 = 253;
 /// events), without serde's per-field calls or the temporary list of
 /// metadata pairs, and with a single reservation of the exact size.
 pub(crate) fn encode_body(event: &Event, id: Uuid, timestamp_us: i64, out: &mut Vec<u8>) {
+    encode_body_with_traceparent(event, id, timestamp_us, event.traceparent.as_deref(), out);
+}
+
+/// [`encode_body`] storing `traceparent` as the event's traceparent: the
+/// log passes the event's own, or, for an event that has none, the one it
+/// took from the OpenTelemetry context (feature `opentelemetry`), so that
+/// the event itself is neither cloned nor changed.
+pub(crate) fn encode_body_with_traceparent(
+    event: &Event,
+    id: Uuid,
+    timestamp_us: i64,
+    traceparent: Option<&str>,
+    out: &mut Vec<u8>,
+) {
     let timestamp = zigzag(timestamp_us);
-    out.reserve(body_len(event, timestamp));
+    out.reserve(body_len(event, traceparent, timestamp));
     out.extend_from_slice(id.as_bytes());
     put_varint(out, timestamp);
     put_str(out, &event.event_type);
@@ -81,7 +95,7 @@ pub(crate) fn encode_body(event: &Event, id: Uuid, timestamp_us: i64, out: &mut 
     put_option(out, event.actor.as_deref(), put_str);
     put_option(out, event.session.as_deref(), put_str);
     out.push(event.priority.as_u8());
-    put_option(out, event.traceparent.as_deref(), put_str);
+    put_option(out, traceparent, put_str);
     put_varint(out, event.metadata.len() as u64);
     for (key, value) in &event.metadata {
         put_str(out, key);
@@ -101,9 +115,9 @@ fn payload_parts(payload: &Payload) -> (u8, &[u8]) {
     }
 }
 
-/// The exact length of the body [`encode_body`] writes, given the zigzag
-/// form of the timestamp.
-fn body_len(event: &Event, timestamp_zigzag: u64) -> usize {
+/// The exact length of the body [`encode_body_with_traceparent`] writes,
+/// given the traceparent it stores and the zigzag form of the timestamp.
+fn body_len(event: &Event, traceparent: Option<&str>, timestamp_zigzag: u64) -> usize {
     let str_len = |s: &str| varint_len(s.len() as u64) + s.len();
     // An absent option is its tag byte; a present one adds the value.
     let option_len = |s: Option<&str>| 1 + s.map_or(0, str_len);
@@ -127,7 +141,7 @@ fn body_len(event: &Event, timestamp_zigzag: u64) -> usize {
         + option_len(event.actor.as_deref())
         + option_len(event.session.as_deref())
         + 1
-        + option_len(event.traceparent.as_deref())
+        + option_len(traceparent)
         + metadata_len
         + 1
         + varint_len(payload.len() as u64)
@@ -651,10 +665,11 @@ pub(crate) fn encode_record(
     frame_record_in_place(&mut out[start..], seq, unit_remaining, synced_delta);
 }
 
-/// An upper bound on the body length of `event` whatever its timestamp:
-/// lets a caller size one buffer for a whole batch.
-pub(crate) fn body_bytes_max(event: &Event) -> usize {
-    body_len(event, u64::MAX)
+/// An upper bound on the body length of `event`, stored with
+/// `traceparent`, whatever its timestamp: lets a caller size one buffer
+/// for a whole batch.
+pub(crate) fn body_bytes_max(event: &Event, traceparent: Option<&str>) -> usize {
+    body_len(event, traceparent, u64::MAX)
 }
 
 /// Fills in the header of `record`, whose first `RECORD_HEADER_BYTES` are
@@ -850,6 +865,29 @@ mod tests {
         }
     }
 
+    // The traceparent the log passes for an event that has none (taken
+    // from the OpenTelemetry context) is stored exactly as if the event
+    // had been given it, and the batch buffer's size bound counts it.
+    #[test]
+    fn traceparent_passed_in_is_stored_as_the_events_own() {
+        const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let bare = sample();
+        let mut passed = Vec::new();
+        encode_body_with_traceparent(&bare, Uuid::from_u128(1), 9, Some(TRACEPARENT), &mut passed);
+        let mut own = Vec::new();
+        encode_body(
+            &sample().traceparent(TRACEPARENT),
+            Uuid::from_u128(1),
+            9,
+            &mut own,
+        );
+        assert_eq!(passed, own);
+        assert!(passed.len() <= body_bytes_max(&bare, Some(TRACEPARENT)));
+        assert!(passed.len() > body_bytes_max(&bare, None));
+        let decoded = decode_body(1, &passed).unwrap();
+        assert_eq!(decoded.traceparent.as_deref(), Some(TRACEPARENT));
+    }
+
     /// Encodes `event` with both encoders after a non-empty prefix (bodies
     /// are appended to a batch buffer) and checks they agree byte for byte,
     /// that the reserved length was exact, and that the body decodes back.
@@ -864,7 +902,10 @@ mod tests {
             "encoders disagree for {event:?} at timestamp {timestamp_us}"
         );
         let body = &by_hand[prefix.len()..];
-        assert_eq!(body.len(), body_len(event, zigzag(timestamp_us)));
+        assert_eq!(
+            body.len(),
+            body_len(event, event.traceparent.as_deref(), zigzag(timestamp_us))
+        );
         let decoded = decode_body(5, body).unwrap();
         assert_eq!(decoded.id, id);
         assert_eq!(decoded.timestamp_us, timestamp_us);

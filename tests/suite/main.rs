@@ -42,6 +42,8 @@ mod metrics;
 mod model;
 #[cfg(feature = "nats")]
 mod nats_mirror;
+#[cfg(feature = "opentelemetry")]
+mod otel_context;
 mod pipelined;
 mod queries;
 mod recovery;
