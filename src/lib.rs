@@ -130,6 +130,28 @@ pub mod bench_api {
         }
     }
 
+    /// Counters like the writer's (benches/metrics.rs): the same calls it
+    /// makes per commit group, fsync and roll, on counters of their own.
+    #[derive(Default)]
+    pub struct WriterCounters(crate::metrics::WriterCounters);
+
+    impl WriterCounters {
+        /// What the writer calls once per commit group.
+        pub fn note_group(&self, events: u64, record_bytes: u64) {
+            self.0.note_group(events, record_bytes)
+        }
+
+        /// What the writer calls once per fsync of the active segment.
+        pub fn note_fsync(&self, took: std::time::Duration) {
+            self.0.note_fsync(took)
+        }
+
+        /// What `Log::metrics` reads of them.
+        pub fn snapshot(&self) -> crate::metrics::AppendMetrics {
+            self.0.snapshot(0)
+        }
+    }
+
     /// Encodes an event body (id and timestamp as given or zero).
     pub fn encode_body(event: &Event, out: &mut Vec<u8>) {
         crate::record::encode_body(

