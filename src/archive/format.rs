@@ -52,8 +52,8 @@ pub(crate) const SEEK_TABLE_ENTRY_BYTES: usize = 8;
 /// The notes, index and footer frames: always present, always in this order.
 pub(crate) const METADATA_FRAME_COUNT: u32 = 3;
 
-/// Most data frames in one archive. A 64 MiB segment in frames of 128 KiB
-/// needs about five hundred; the bound keeps the index a reader allocates at
+/// Most data frames in one archive. A 64 MiB segment in frames of 256 KiB
+/// needs about two hundred and fifty; the bound keeps the index a reader allocates at
 /// open (44 bytes a frame) under 44 MiB whatever a damaged count claims,
 /// and is far below the seekable format's own limit (0x8000000 frames).
 pub(crate) const FRAMES_MAX: u32 = 1 << 20;
@@ -64,14 +64,15 @@ pub(crate) const FRAMES_MAX: u32 = 1 << 20;
 pub(crate) const FRAME_DECOMPRESSED_BYTES_MAX: u64 = crate::options::RECORD_BYTES_LIMIT;
 /// The default bound on the records of one frame (a larger record gets a
 /// frame of its own). Measured with benches/archive.rs on the reference
-/// workload (N = 100 000, level 3, 2 loaded cores): archived bytes per
-/// event 0.332x the live size with 16 KiB frames, 0.300x at 32 KiB,
-/// 0.278x at 64 KiB, 0.265x at 128 KiB, 0.256x at 256 KiB (each frame
-/// pays again for the first occurrence of every type name, key and word);
-/// the cold point read's p50 grows with the frame: 21, 36, 62, 111 and
-/// 220 µs. 128 KiB keeps the p50 under a quarter of its 0.5 ms budget and
-/// takes most of the gain.
-pub(crate) const FRAME_RECORD_BYTES_DEFAULT: usize = 128 * 1024;
+/// workload: each frame pays again for the first occurrence of every type
+/// name, key and word, so larger frames compress better (at level 3:
+/// 0.332x the live size with 16 KiB frames, 0.265x at 128 KiB, 0.256x at
+/// 256 KiB), and a cold point read decompresses a whole frame (p50 21 µs
+/// at 16 KiB, 111 µs at 128 KiB, 220 µs at 256 KiB, under load). At level
+/// 5, 256 KiB frames give 0.244x, 512 KiB 0.240x; the cold read's p50 is
+/// 207 and 407 µs: 256 KiB brings the archive under 0.25x the live bytes
+/// with the read under half its 0.5 ms budget.
+pub(crate) const FRAME_RECORD_BYTES_DEFAULT: usize = 256 * 1024;
 
 // ---- footer: content of the footer frame (after its 8-byte header) ----
 pub(crate) const FOOTER_MAGIC: &[u8; 8] = b"EVLOGARC";
