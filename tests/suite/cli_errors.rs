@@ -2,7 +2,7 @@
 //! exit codes (0 success, 1 not found or damaged, 2 any other error):
 //! what a new user trying `evlog` meets first.
 
-use evlog::{Event, Log};
+use evlog::{Event, Log, Options};
 use serde_json::Value;
 
 use crate::common::*;
@@ -368,4 +368,43 @@ fn cli_long_commands_draw_no_bar_on_a_pipe() {
         .output()
         .expect("run evlog-dump");
     assert_eq!(stderr_without_bar(&output, "evlog-dump --verify"), "");
+}
+
+// Proves the other half: on a terminal (a pseudo-terminal made by
+// util-linux's `script`, in Debian's essential packages), `verify` draws
+// its bar on stderr, ends at 100% and ends the bar's line, while its
+// report still goes to stdout alone.
+#[test]
+fn cli_verify_draws_a_bar_on_a_terminal() {
+    let root = tempdir();
+    let dir = root.path().join("d");
+    let log = Log::open(
+        &dir,
+        Options::default().durability(evlog::Durability::OsBuffered),
+    )
+    .expect("open");
+    let events: Vec<Event> = Spec::many(10_000, 50).iter().map(Spec::event).collect();
+    log.append_batch(&events).expect("append");
+    log.close().expect("close");
+    let report = root.path().join("report.json");
+    let shell = format!(
+        "stty cols 120 2>/dev/null; '{}' --dir '{}' verify > '{}'",
+        env!("CARGO_BIN_EXE_evlog"),
+        dir.display(),
+        report.display()
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &shell, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script(1) from util-linux");
+    assert_eq!(output.status.code(), Some(0), "{}", said(&output));
+    let terminal = text(&output.stdout);
+    assert!(terminal.contains("verifying ["), "{terminal:?}");
+    assert!(terminal.contains("100% (check "), "{terminal:?}");
+    assert!(terminal.ends_with("\r\n"), "{terminal:?}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("read the report")).expect("json");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["events_checked"], 10_000, "{report}");
 }
