@@ -160,7 +160,7 @@ pub fn validate_event_type(name: &str) -> Result<()> {
 
 /// Input echoed in an error message: whole when short, else its start and
 /// its length, so that a 100 KB mistake does not flood the terminal.
-pub(crate) fn shorten_for_message(text: &str) -> String {
+pub fn shorten_for_message(text: &str) -> String {
     const SHOWN_BYTES_MAX: usize = 64;
     if text.len() <= SHOWN_BYTES_MAX {
         return text.to_string();

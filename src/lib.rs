@@ -48,6 +48,13 @@ mod compact;
 mod config;
 mod consumer;
 mod contracts;
+/// What the command-line tools share with the library's own messages, so
+/// that input echoed in an error is cut the same way everywhere. For
+/// `evlog` and `evlog-dump`; not part of the API.
+#[doc(hidden)]
+pub mod cli_support {
+    pub use crate::event::shorten_for_message;
+}
 // Inspection for `evlog-dump`; not part of the API.
 #[doc(hidden)]
 pub mod dump;

@@ -596,6 +596,43 @@ impl ChainReport {
 /// Most problems a report lists; past this it says how many more.
 const PROBLEMS_LISTED_MAX: usize = 100;
 
+/// Checks `verify` does between two calls of its progress callback: a call
+/// per event would cost a progress bar more than the check itself, and
+/// this is still many calls a second.
+const VERIFY_PROGRESS_INTERVAL_CHECKS: u64 = 4096;
+
+/// The progress callback of `verify`, called with 0 first, then at most
+/// once every [`VERIFY_PROGRESS_INTERVAL_CHECKS`], then with `total`;
+/// `done` never decreases and never passes `total`.
+struct VerifyProgress<'a> {
+    report: &'a mut dyn FnMut(u64, u64),
+    total: u64,
+    reported: u64,
+}
+
+impl<'a> VerifyProgress<'a> {
+    fn start(report: &'a mut dyn FnMut(u64, u64), total: u64) -> VerifyProgress<'a> {
+        report(0, total);
+        VerifyProgress {
+            report,
+            total,
+            reported: 0,
+        }
+    }
+
+    fn advance(&mut self, done: u64) {
+        let done = done.min(self.total);
+        if done >= self.reported + VERIFY_PROGRESS_INTERVAL_CHECKS {
+            self.reported = done;
+            (self.report)(done, self.total);
+        }
+    }
+
+    fn finish(self) {
+        (self.report)(self.total, self.total);
+    }
+}
+
 fn note(problems: &mut Vec<String>, extra: &mut u64, problem: String) {
     if problems.len() < PROBLEMS_LISTED_MAX {
         problems.push(problem);
@@ -1131,7 +1168,10 @@ impl Shared {
         Ok(stats)
     }
 
-    pub(crate) fn verify(self: &Arc<Self>) -> Result<VerifyReport> {
+    pub(crate) fn verify(
+        self: &Arc<Self>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut extra = 0u64;
         let last = self.marks.last_seq();
@@ -1139,6 +1179,12 @@ impl Shared {
         let mark = mark.min(last);
         report.index_available = index.is_some();
         let first = self.first_readable();
+        // The work in checks: each sequence number of the log (pass 1),
+        // then each indexed one twice (its postings, then its id).
+        let log_checks = (last + 1).saturating_sub(first);
+        let indexed = mark.saturating_sub(first.saturating_sub(1));
+        let index_checks = if index.is_some() { 2 * indexed } else { 0 };
+        let mut progress = VerifyProgress::start(progress, log_checks + index_checks);
         let report_deletions_exist = self.catalog.deleted_through().is_some();
         report.deletions = self.deletion_notes();
         // Pass 1: the log itself: continuity (the iterator checks each
@@ -1173,6 +1219,7 @@ impl Shared {
                 }
                 previous = Some(event.seq);
                 report.events_checked += 1;
+                progress.advance((event.seq + 1).saturating_sub(first));
                 let mut cause_indexed = false;
                 if let Some(cause) = event.causation_id {
                     match self.seq_of_id(cause)? {
@@ -1203,6 +1250,17 @@ impl Shared {
         // Pass 2: every index entry names an event that has that key, and
         // there are exactly as many as the log implies.
         if let Some(index) = &index {
+            // The postings are visited in key order, not seq order: their
+            // share of the checks advances with the entries found out of
+            // those the log implies.
+            let postings_done = |found_entries: u64| -> u64 {
+                if expected_entries == 0 {
+                    return indexed;
+                }
+                let scaled =
+                    u128::from(found_entries) * u128::from(indexed) / u128::from(expected_entries);
+                u64::try_from(scaled).map_or(indexed, |scaled| scaled.min(indexed))
+            };
             let mut found_entries = 0u64;
             let mut checked = 0u64;
             let mut problems = Vec::new();
@@ -1231,6 +1289,7 @@ impl Shared {
                             }
                             found_entries += 1;
                             checked += 1;
+                            progress.advance(log_checks + postings_done(found_entries));
                             let linked = match (self.get(child), self.get(parent)) {
                                 (Ok(child_event), Ok(parent_event)) => {
                                     parent < child
@@ -1257,6 +1316,7 @@ impl Shared {
                         }
                         found_entries += 1;
                         checked += 1;
+                        progress.advance(log_checks + postings_done(found_entries));
                         let event = match self.get(seq) {
                             Ok(event) => event,
                             Err(e) => {
@@ -1295,6 +1355,7 @@ impl Shared {
                     }
                     ids += 1;
                     checked += 1;
+                    progress.advance(log_checks + indexed + ids.min(indexed));
                     match self.get(seq) {
                         Ok(event) if event.id.as_bytes() == &id => {}
                         _ => note(
@@ -1305,7 +1366,6 @@ impl Shared {
                     }
                 }
             }
-            let indexed = mark.saturating_sub(first.saturating_sub(1));
             if ids != indexed {
                 note(
                     &mut report.problems,
@@ -1320,6 +1380,7 @@ impl Shared {
                 .problems
                 .push(format!("... and {extra} more problems"));
         }
+        progress.finish();
         Ok(report)
     }
 
@@ -1410,8 +1471,18 @@ fn event_has_posting(event: &LoggedEvent, kind: u8, key: &[u8]) -> bool {
     }
 }
 
-/// Checks a dotted type pattern: segments of `[A-Za-z0-9_-]` or `*`.
+/// Checks a dotted type pattern: segments of `[A-Za-z0-9_-]` or `*`, at
+/// most [`crate::EVENT_TYPE_BYTES_MAX`] bytes. Each segment of a pattern
+/// matches one segment of a type, of at least one byte, so a longer
+/// pattern could match no type: it is a mistake, not a query.
 pub fn validate_pattern(pattern: &str) -> Result<()> {
+    if pattern.len() > crate::event::EVENT_TYPE_BYTES_MAX {
+        return Err(Error::InvalidEvent(format!(
+            "type pattern {:?}: longer than {} bytes, the longest type name, so it can match nothing",
+            crate::event::shorten_for_message(pattern),
+            crate::event::EVENT_TYPE_BYTES_MAX
+        )));
+    }
     let valid = !pattern.is_empty()
         && pattern.split('.').all(|segment| {
             segment == "*"
@@ -1424,7 +1495,8 @@ pub fn validate_pattern(pattern: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::InvalidEvent(format!(
-            "type pattern {pattern:?}: segments must be names ([A-Za-z0-9_-]) or '*', separated by single dots"
+            "type pattern {:?}: segments must be names ([A-Za-z0-9_-]) or '*', separated by single dots",
+            crate::event::shorten_for_message(pattern)
         )))
     }
 }
@@ -1682,6 +1754,21 @@ assert_eq!(report.events_checked, 1);
 # Ok(()) }
 ```"#
     };
+    (with, verify_with_progress) => {
+        r#"
+```
+# fn main() -> evlog::Result<()> {
+# let log = evlog::Log::open_temporary(evlog::Options::default())?;
+use evlog::Event;
+log.append(Event::new("a.b"))?;
+let mut seen = Vec::new();
+let report = log.verify_with_progress(|done, total| seen.push((done, total)))?;
+assert!(report.is_ok(), "{:?}", report.problems);
+let (done, total) = *seen.last().unwrap();
+assert_eq!(done, total);
+# Ok(()) }
+```"#
+    };
     (with, verify_chain) => {
         r#"
 ```
@@ -1885,7 +1972,25 @@ macro_rules! query_methods {
             /// raised; `Err` only when reading fails outright.
             $(#[doc = query_example!($with, verify)])?
             pub fn verify(&self) -> Result<VerifyReport> {
-                self.shared.verify()
+                self.shared.verify(&mut |_, _| {})
+            }
+
+            /// [`Self::verify`], calling `progress(checks done, checks to
+            /// do)` as it goes, for a progress bar. A check is one sequence
+            /// number of the log read, or, when the indexes are available,
+            /// one indexed event's postings or its id compared with the
+            /// log (so `checks to do` is the log's span plus twice the
+            /// indexed span). `progress` is called with 0 first, then at
+            /// most once every few thousand checks (never per event), and,
+            /// unless reading fails outright (`Err`), last with `done ==
+            /// total`; `total` is the same in every call and `done` never
+            /// decreases.
+            $(#[doc = query_example!($with, verify_with_progress)])?
+            pub fn verify_with_progress(
+                &self,
+                mut progress: impl FnMut(u64, u64),
+            ) -> Result<VerifyReport> {
+                self.shared.verify(&mut progress)
             }
 
             /// Checks that the events of one correlation form a causation

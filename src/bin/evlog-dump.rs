@@ -25,6 +25,15 @@ use anyhow::Result;
 use clap::Parser;
 use evlog::dump::{PathKind, Selection};
 
+// Shared with `evlog` (whose folder they live in): the same bar and the
+// same cutting of echoed input in both tools.
+#[path = "evlog/echo.rs"]
+mod echo;
+// evlog-dump's one bar is on stderr: `unless_stdout_is_terminal` is `replay`'s.
+#[allow(dead_code)]
+#[path = "evlog/progress.rs"]
+mod progress;
+
 #[derive(Parser)]
 #[command(
     name = "evlog-dump",
@@ -67,7 +76,7 @@ struct Args {
     follow: bool,
     /// Records whose type matches this dotted pattern (`*` is one
     /// segment, or as the last one or more); may be repeated: any of them.
-    #[arg(long, value_name = "PATTERN", value_parser = parse_pattern)]
+    #[arg(long, value_name = "PATTERN", value_parser = echo::parse_pattern)]
     filter_type: Vec<String>,
     /// Records of this correlation id (UUID).
     #[arg(long, value_name = "UUID")]
@@ -107,12 +116,6 @@ fn parse_entity(text: &str) -> std::result::Result<(String, String), String> {
 fn parse_time(text: &str) -> std::result::Result<i64, String> {
     evlog::json::parse_timestamp(text)
         .map_err(|_| format!("{text:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z"))
-}
-
-fn parse_pattern(text: &str) -> std::result::Result<String, String> {
-    evlog::validate_pattern(text)
-        .map(|()| text.to_string())
-        .map_err(|e| e.to_string())
 }
 
 /// How often `--follow` looks for new records.
@@ -168,27 +171,37 @@ impl Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = match echo::parse_args() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    // Messages that quote the command line (its PATH, a filter) cut what
+    // they echo of it to a readable length.
+    let command_line: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let shorten = |message: String| echo::shorten_echoed(&message, &command_line);
     if let Err(usage) = args.check() {
-        eprintln!("evlog-dump: {usage}");
+        eprintln!("evlog-dump: {}", shorten(usage));
         return ExitCode::from(2);
     }
     let kind = match evlog::dump::identify(&args.path) {
         Ok(Ok(kind)) => kind,
         Ok(Err(why)) => {
             if args.verify {
-                println!("nothing to verify: {why}");
+                println!("nothing to verify: {}", shorten(why));
             } else {
-                eprintln!("evlog-dump: nothing to read: {why}");
+                eprintln!("evlog-dump: nothing to read: {}", shorten(why));
             }
             return ExitCode::from(1);
         }
         Err(evlog::Error::Io { path, source }) => {
-            eprintln!("evlog-dump: cannot read {}: {source}", path.display());
+            eprintln!(
+                "evlog-dump: {}",
+                shorten(format!("cannot read {}: {source}", path.display()))
+            );
             return ExitCode::from(2);
         }
         Err(error) => {
-            eprintln!("evlog-dump: {error}");
+            eprintln!("evlog-dump: {}", shorten(error.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -198,17 +211,23 @@ fn main() -> ExitCode {
     );
     if args.works_on_records() && !has_records {
         eprintln!(
-            "evlog-dump: filters, --limit and --stats apply to records; {} is a {}",
-            args.path.display(),
-            kind.name()
+            "evlog-dump: {}",
+            shorten(format!(
+                "filters, --limit and --stats apply to records; {} is a {}",
+                args.path.display(),
+                kind.name()
+            ))
         );
         return ExitCode::from(2);
     }
     if args.follow && kind != PathKind::DataDir {
         eprintln!(
-            "evlog-dump: --follow follows a data directory; {} is a {}",
-            args.path.display(),
-            kind.name()
+            "evlog-dump: {}",
+            shorten(format!(
+                "--follow follows a data directory; {} is a {}",
+                args.path.display(),
+                kind.name()
+            ))
         );
         return ExitCode::from(2);
     }
@@ -235,7 +254,7 @@ fn main() -> ExitCode {
             if broken_pipe {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("evlog-dump: {error:#}");
+            eprintln!("evlog-dump: {}", shorten(format!("{error:#}")));
             ExitCode::from(2)
         }
     }
@@ -1396,7 +1415,9 @@ impl<'a> Dumper<'a> {
             Err(e) if is_damage(&e) => return self.fail(true, &e.to_string(), None),
             Err(e) => return Err(e.into()),
         };
-        let report = reader.verify()?;
+        let mut bar = progress::ProgressBar::new("verifying", "check");
+        let report = reader.verify_with_progress(|done, total| bar.update(done, total))?;
+        bar.finish();
         let status = reader.index_status();
         if !report.is_ok() {
             for problem in report.problems.iter().take(PROBLEMS_SHOWN_MAX) {

@@ -23,13 +23,19 @@ mod contracts_cmd;
 mod demo_archive;
 #[path = "evlog/demo_rules.rs"]
 mod demo_rules;
+#[path = "evlog/echo.rs"]
+mod echo;
 #[path = "evlog/metrics_cmd.rs"]
 mod metrics_cmd;
 #[cfg(feature = "nats")]
 #[path = "evlog/nats_cmd.rs"]
 mod nats_cmd;
+#[path = "evlog/progress.rs"]
+mod progress;
 #[path = "evlog/rules_cmd.rs"]
 mod rules_cmd;
+
+use progress::ProgressBar;
 
 /// Where `evlog` keeps its data when neither `--dir` nor `EVLOG_DIR` says.
 const DEFAULT_DATA_DIR: &str = "evlog-data";
@@ -354,7 +360,7 @@ impl HoldTargetArgs {
 struct TailArgs {
     /// Events whose type matches this dotted pattern (`*` is one segment,
     /// or as the last one or more); may be repeated: any of them.
-    #[arg(long = "type", value_name = "PATTERN", value_parser = parse_pattern)]
+    #[arg(long = "type", value_name = "PATTERN", value_parser = echo::parse_pattern)]
     event_types: Vec<String>,
     /// Events of this entity, as TYPE/ID (split at the first '/').
     #[arg(long, value_name = "TYPE/ID", value_parser = parse_entity)]
@@ -421,7 +427,7 @@ struct QueryArgs {
     actor: Option<String>,
     /// Events whose type matches a dotted pattern: `*` stands for one
     /// segment, or as the last segment for one or more (`validation.*`).
-    #[arg(long = "type", value_name = "PATTERN", value_parser = parse_pattern)]
+    #[arg(long = "type", value_name = "PATTERN", value_parser = echo::parse_pattern)]
     event_type: Option<String>,
     #[command(flatten)]
     window: WindowArgs,
@@ -482,13 +488,6 @@ fn parse_time(text: &str) -> std::result::Result<i64, String> {
         .map_err(|_| "not an RFC 3339 time such as 2026-01-01T00:00:00Z".to_string())
 }
 
-/// Checked here so that a bad pattern is a usage error like any other.
-fn parse_pattern(text: &str) -> std::result::Result<String, String> {
-    evlog::validate_pattern(text)
-        .map(|()| text.to_string())
-        .map_err(|e| e.to_string())
-}
-
 fn parse_priority(text: &str) -> std::result::Result<evlog::Priority, String> {
     text.parse().map_err(|e: evlog::Error| e.to_string())
 }
@@ -503,14 +502,21 @@ enum Breakdown {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match echo::parse_args::<Cli>() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
             if is_broken_pipe(&error) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("evlog: {error:#}");
+            let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+            eprintln!(
+                "evlog: {}",
+                echo::shorten_echoed(&format!("{error:#}"), &args)
+            );
             if is_version_conflict(&error) || is_not_found_or_damage(&error) {
                 // Not a failure of the tool: the input's expectation no
                 // longer holds (as `get` of a missing event), or the data
@@ -779,8 +785,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let end = to.unwrap_or(u64::MAX);
             // A bar only when the events go to a file or a pipe: on a
             // terminal it would be drawn between them.
-            let mut bar = ProgressBar::new("replaying", "event");
-            bar.show &= !std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let mut bar = ProgressBar::unless_stdout_is_terminal("replaying", "event");
             let first_shown = start.max(log.first_seq().unwrap_or(1));
             let total = end
                 .min(log.last_seq().unwrap_or(0))
@@ -1334,7 +1339,9 @@ fn state_at(dir: &PathBuf, entity: &EntityArg, at_us: i64) -> Result<ExitCode> {
 
 fn verify(dir: &PathBuf) -> Result<ExitCode> {
     let log = open_for_queries(dir)?;
-    let report = log.verify()?;
+    let mut bar = ProgressBar::new("verifying", "check");
+    let report = log.verify_with_progress(|done, total| bar.update(done, total))?;
+    bar.finish();
     let mut problems = report.problems.clone();
     // Damage that the open itself found (and warned about) is a problem
     // even where reading the events did not run into it.
@@ -1366,63 +1373,6 @@ fn verify(dir: &PathBuf) -> Result<ExitCode> {
 /// Events `replay` prints between two looks at its progress bar: a
 /// redraw per event would cost more than printing it.
 const REPLAY_PROGRESS_EVENTS: u64 = 4096;
-
-/// Width of the progress bar of `reindex`, in characters.
-const PROGRESS_BAR_CHARS: u64 = 40;
-
-/// A one-line progress bar on stderr: drawn only on a terminal, and
-/// redrawn only when it moves.
-struct ProgressBar {
-    label: &'static str,
-    unit: &'static str,
-    show: bool,
-    last_drawn_permille: Option<u64>,
-}
-
-impl ProgressBar {
-    fn new(label: &'static str, unit: &'static str) -> ProgressBar {
-        use std::io::IsTerminal;
-        ProgressBar {
-            label,
-            unit,
-            show: std::io::stderr().is_terminal(),
-            last_drawn_permille: None,
-        }
-    }
-
-    fn update(&mut self, done: u64, total: u64) {
-        if !self.show || total == 0 {
-            return;
-        }
-        let permille = (done.min(total) * 1000).checked_div(total).unwrap_or(1000);
-        if self.last_drawn_permille == Some(permille) {
-            return;
-        }
-        self.last_drawn_permille = Some(permille);
-        let filled = permille * PROGRESS_BAR_CHARS / 1000;
-        let bar = format!(
-            "{}{}",
-            "#".repeat(filled as usize),
-            ".".repeat((PROGRESS_BAR_CHARS - filled) as usize)
-        );
-        let mut err = std::io::stderr().lock();
-        // A failed progress write is no reason to fail the work.
-        let _ = write!(
-            err,
-            "\r{} [{bar}] {:>5.1}% ({} {done} of {total})",
-            self.label,
-            permille as f64 / 10.0,
-            self.unit
-        );
-        let _ = err.flush();
-    }
-
-    fn finish(&self) {
-        if self.show && self.last_drawn_permille.is_some() {
-            eprintln!();
-        }
-    }
-}
 
 fn reindex(dir: &PathBuf) -> Result<ExitCode> {
     let log = open(dir)?;

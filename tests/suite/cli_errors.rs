@@ -2,6 +2,7 @@
 //! exit codes (0 success, 1 not found or damaged, 2 any other error):
 //! what a new user trying `evlog` meets first.
 
+use evlog::{Event, Log, Options};
 use serde_json::Value;
 
 use crate::common::*;
@@ -222,4 +223,188 @@ fn cli_repair_json() {
     let out = run_cli(&dir, &["replay"]);
     assert_eq!(out.status.code(), Some(0), "{}", said(&out));
     assert!(out.stdout.is_empty());
+}
+
+/// clap's error for a 100 000-byte argument: exit 2, the value echoed as
+/// its first 64 bytes and its length, the flag named, clap's hint kept,
+/// and the whole message short.
+fn assert_long_argument_refused(output: &std::process::Output, names: &str) {
+    let stderr = fails(output, 2);
+    assert!(stderr.len() < 300, "{} bytes: {stderr}", stderr.len());
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(names), "{stderr}");
+    assert!(stderr.contains("... (100000 bytes)"), "{stderr}");
+    assert!(
+        stderr.ends_with("For more information, try '--help'.\n"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "{}", said(output));
+}
+
+// Proves that a 100 000-byte invalid argument, rejected by clap or by a
+// value parser, in `--flag VALUE`, `--flag=VALUE` or positional form, or
+// as an unknown flag, gives exit 2 and a message of a few lines that
+// still names the flag, in `evlog` and in `evlog-dump`.
+#[test]
+fn cli_long_invalid_argument_is_cut_in_clap_errors() {
+    let root = tempdir();
+    let dir = root.path().join("d");
+    let pattern = "a".repeat(100_000);
+    let number = "x".repeat(100_000);
+    let output = run_cli(&dir, &["tail", "--type", &pattern]);
+    assert_long_argument_refused(&output, "'--type <PATTERN>'");
+    assert_eq!(
+        fails(&output, 2),
+        format!(
+            "error: invalid value '{}... (100000 bytes)' for '--type <PATTERN>': \
+             longer than 255 bytes, the longest type name, so it can match nothing\n\n\
+             For more information, try '--help'.\n",
+            &pattern[..64]
+        )
+    );
+    let output = run_cli(&dir, &["tail", &format!("--type={pattern}")]);
+    assert_long_argument_refused(&output, "'--type <PATTERN>'");
+    let output = run_cli(&dir, &["replay", "--from", &number]);
+    assert_long_argument_refused(&output, "'--from <FROM>'");
+    let output = run_cli(&dir, &["get", &number]);
+    assert_long_argument_refused(&output, "'<SEQ>'");
+    let output = run_cli(&dir, &["latest", &pattern]);
+    assert_long_argument_refused(&output, "'<TYPE/ID>'");
+    // An unknown flag: clap's usage line is kept too.
+    let output = run_cli(&dir, &[&format!("--{}", &pattern[2..])]);
+    assert_long_argument_refused(&output, "unexpected argument '--aaaa");
+    assert!(
+        fails(&output, 2).contains("Usage: evlog"),
+        "{}",
+        said(&output)
+    );
+    assert!(!dir.exists(), "a refused command created {}", dir.display());
+
+    let dump = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_evlog-dump"))
+            .args(args)
+            .output()
+            .expect("run evlog-dump")
+    };
+    let shown = dir.display().to_string();
+    let output = dump(&["--from-seq", &number, &shown]);
+    assert_long_argument_refused(&output, "'--from-seq <SEQ>'");
+    let output = dump(&["--filter-type", &pattern, &shown]);
+    assert_long_argument_refused(&output, "'--filter-type <PATTERN>'");
+    // The value once: the parser's reason does not quote it again.
+    assert_eq!(fails(&output, 2).matches(&pattern[..64]).count(), 1);
+}
+
+// Proves that errors after parsing cut a long argument too: a 100 000-byte
+// path is named in a few lines by `evlog` and `evlog-dump`.
+#[test]
+fn cli_long_path_is_cut_in_errors() {
+    let root = tempdir();
+    let long = root.path().join("p".repeat(100_000));
+    let output = run_cli(&long, &["info"]);
+    let stderr = fails(&output, 2);
+    assert!(stderr.len() < 400, "{} bytes: {stderr}", stderr.len());
+    assert!(stderr.starts_with("evlog: reading "), "{stderr}");
+    assert!(stderr.contains(" bytes)"), "{stderr}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_evlog-dump"))
+        .arg("--verify")
+        .arg(&long)
+        .output()
+        .expect("run evlog-dump");
+    let stderr = fails(&output, 2);
+    assert!(stderr.len() < 300, "{} bytes: {stderr}", stderr.len());
+    assert!(stderr.starts_with("evlog-dump: cannot read "), "{stderr}");
+    assert!(stderr.contains(" bytes)"), "{stderr}");
+}
+
+/// Stderr of a command that must succeed, checked to hold no progress
+/// bar: no carriage return and no escape sequence.
+fn stderr_without_bar(output: &std::process::Output, what: &str) -> String {
+    assert_eq!(output.status.code(), Some(0), "{what}: {}", said(output));
+    let stderr = text(&output.stderr);
+    assert!(!stderr.contains('\r'), "{what} drew on a pipe: {stderr:?}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "{what} drew on a pipe: {stderr:?}"
+    );
+    stderr
+}
+
+// Proves that the long commands draw no progress bar when stderr is a
+// pipe: `verify`, `reindex`, `archive --all`, `replay` and `evlog-dump
+// --verify`, on a log large enough that each would report progress many
+// times, leave stderr empty.
+#[test]
+fn cli_long_commands_draw_no_bar_on_a_pipe() {
+    let root = tempdir();
+    let dir = root.path().join("d");
+    let specs = Spec::many(20_000, 100);
+    let log = Log::open(
+        &dir,
+        rolling_options().durability(evlog::Durability::OsBuffered),
+    )
+    .expect("open");
+    // A batch fits in one 64 KiB segment.
+    for chunk in specs.chunks(200) {
+        let events: Vec<Event> = chunk.iter().map(Spec::event).collect();
+        log.append_batch(&events).expect("append");
+    }
+    log.close().expect("close");
+    assert!(segment_files(&dir).len() > 10);
+    for args in [
+        &["verify"][..],
+        &["reindex"],
+        &["archive", "--all"],
+        &["replay"],
+    ] {
+        let stderr = stderr_without_bar(&run_cli(&dir, args), &args.join(" "));
+        assert_eq!(stderr, "", "{args:?}");
+    }
+    let report: Value = serde_json::from_str(&cli_ok(&dir, &["verify"])).expect("json");
+    assert_eq!(report["events_checked"], 20_000, "{report}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_evlog-dump"))
+        .arg("--verify")
+        .arg(&dir)
+        .output()
+        .expect("run evlog-dump");
+    assert_eq!(stderr_without_bar(&output, "evlog-dump --verify"), "");
+}
+
+// Proves the other half: on a terminal (a pseudo-terminal made by
+// util-linux's `script`, in Debian's essential packages), `verify` draws
+// its bar on stderr, ends at 100% and ends the bar's line, while its
+// report still goes to stdout alone.
+#[test]
+fn cli_verify_draws_a_bar_on_a_terminal() {
+    let root = tempdir();
+    let dir = root.path().join("d");
+    let log = Log::open(
+        &dir,
+        Options::default().durability(evlog::Durability::OsBuffered),
+    )
+    .expect("open");
+    let events: Vec<Event> = Spec::many(10_000, 50).iter().map(Spec::event).collect();
+    log.append_batch(&events).expect("append");
+    log.close().expect("close");
+    let report = root.path().join("report.json");
+    let shell = format!(
+        "stty cols 120 2>/dev/null; '{}' --dir '{}' verify > '{}'",
+        env!("CARGO_BIN_EXE_evlog"),
+        dir.display(),
+        report.display()
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &shell, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script(1) from util-linux");
+    assert_eq!(output.status.code(), Some(0), "{}", said(&output));
+    let terminal = text(&output.stdout);
+    assert!(terminal.contains("verifying ["), "{terminal:?}");
+    assert!(terminal.contains("100% (check "), "{terminal:?}");
+    assert!(terminal.ends_with("\r\n"), "{terminal:?}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("read the report")).expect("json");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["events_checked"], 10_000, "{report}");
 }

@@ -360,3 +360,69 @@ fn after_seq_pages_every_query_without_gap_or_repeat() {
         }
     }
 }
+
+/// The calls `verify_with_progress` made, checked against its contract:
+/// 0 first, then `done` never decreasing and never past a `total` that
+/// stays the same, the last call at `total`, and no call per event.
+fn check_verify_progress(calls: &[(u64, u64)], events: u64) {
+    assert!(calls.len() >= 3, "{calls:?}");
+    let total = calls[0].1;
+    assert!(total >= events, "{total} checks for {events} events");
+    assert_eq!(calls[0].0, 0, "{calls:?}");
+    assert_eq!(*calls.last().unwrap(), (total, total));
+    for pair in calls.windows(2) {
+        assert_eq!(pair[1].1, total, "{calls:?}");
+        assert!(pair[0].0 <= pair[1].0, "done went back: {pair:?}");
+    }
+    // Rate-limited: far fewer calls than checks.
+    assert!(
+        (calls.len() as u64) <= total / 1000 + 2,
+        "{} calls for {total} checks",
+        calls.len()
+    );
+}
+
+// Proves that `verify_with_progress`, on `Log` and on `LogReader`, reports
+// a monotonic count of checks that ends at its total, a few thousand
+// checks apart rather than per event, and returns the same report as
+// `verify`.
+#[test]
+fn verify_progress_is_monotonic_and_ends_at_total() {
+    let dir = tempdir();
+    let log = Log::open(dir.path(), options()).unwrap();
+    let generated: Vec<_> = Workload::new(WorkloadConfig::new(20_000)).collect();
+    for chunk in generated.chunks(1000) {
+        let events: Vec<Event> = chunk.iter().map(|g| g.event()).collect();
+        log.append_batch(&events).unwrap();
+    }
+    wait_indexed(&log);
+    let mut calls = Vec::new();
+    let report = log
+        .verify_with_progress(|done, total| calls.push((done, total)))
+        .unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert!(report.index_available);
+    assert_eq!(report, log.verify().unwrap());
+    check_verify_progress(&calls, 20_000);
+    // The indexes are checked too: their share of the work is counted.
+    assert!(calls[0].1 > 20_000, "{calls:?}");
+    log.close().unwrap();
+
+    let reader = Log::open_read_only(dir.path()).unwrap();
+    let mut calls = Vec::new();
+    let report = reader
+        .verify_with_progress(|done, total| calls.push((done, total)))
+        .unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.events_checked, 20_000);
+    check_verify_progress(&calls, 20_000);
+
+    // An empty log: one call at 0 of 0 and one at the end, both 0 of 0.
+    let empty = tempdir();
+    let log = Log::open(empty.path(), options()).unwrap();
+    let mut calls = Vec::new();
+    log.verify_with_progress(|done, total| calls.push((done, total)))
+        .unwrap();
+    assert_eq!(calls, [(0, 0), (0, 0)]);
+    log.close().unwrap();
+}
