@@ -1620,7 +1620,9 @@ fn demo(dir: &PathBuf, count: u64) -> Result<ExitCode> {
     }
     demo_rules::demo_rules(&log, &mut out)?;
     let archive = demo_archive::demo_retention_and_archive(&log, &demo_dir, &mut out)?;
-    let report = log.verify()?;
+    let mut bar = ProgressBar::new("verifying", "check");
+    let report = log.verify_with_progress(|done, total| bar.update(done, total))?;
+    bar.finish();
     writeln!(
         out,
         "verify: {} events, {} index entries checked: {}",
