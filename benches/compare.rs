@@ -1721,7 +1721,7 @@ const ROWS: &[(&str, &str, &str)] = &[
     ("I2 rate", "I2 reindex rate", "events/s"),
     (
         "Z1",
-        "Z1 archive all sealed segments (zstd level 3), input",
+        "Z1 archive all sealed segments (the archiver's zstd level, 5), input",
         "MB/s",
     ),
     ("Z1 bytes", "Z1 archived bytes per event", "bytes"),

@@ -628,11 +628,11 @@ impl Archiver {
 const YIELD_EVERY_BYTES: usize = 256 * 1024;
 /// While appends are flowing, the archiver sleeps this many times as long
 /// as its last stretch of work took (wall time), so it takes at most
-/// about a fifth of one core and the writer and the callers the rest;
+/// about a tenth of one core and the writer and the callers the rest;
 /// archiving is never urgent, and with no appends it runs at full speed.
 /// Measured in wall time, a stretch the scheduler slowed (the cores were
 /// busy) earns a longer pause: the busier the machine, the more it yields.
-const PAUSE_PER_WORK: u32 = 4;
+const PAUSE_PER_WORK: u32 = 9;
 /// The longest single pause, so a stretch stalled for another reason (a
 /// slow disk) does not park archiving for long.
 const PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(50);
