@@ -173,7 +173,7 @@ impl Options {
 
     /// Most bytes of decompressed archive frames kept in memory for
     /// repeated reads of archived events (default
-    /// [`ARCHIVE_CACHE_BYTES_DEFAULT`], 32 MiB). A frame holds at most 128 KiB of records
+    /// [`ARCHIVE_CACHE_BYTES_DEFAULT`], 32 MiB). A frame the archiver writes holds at most 256 KiB of records
     /// unless one event is larger; 0 turns the cache off, so that every
     /// archived read decompresses its frame.
     pub fn archive_cache_bytes(mut self, bytes: u64) -> Options {

@@ -426,7 +426,7 @@ pub struct ArchiveIter<'a> {
 
 /// Decompressed frames the read-ahead thread may hold ready: enough to
 /// keep a second core busy, few enough to bound memory (a frame holds at
-/// most 128 KiB of records unless one record is larger).
+/// most 256 KiB of records unless one record is larger).
 const READ_AHEAD_FRAMES: usize = 2;
 
 /// One frame from the read-ahead thread: the file, the frame number, and
