@@ -1259,6 +1259,15 @@ impl Bench {
             .set("R2 live", name, live_rates[live_rates.len() / 2]);
 
         // Z1: every sealed segment into an archive, on the archiver thread.
+        // The archiver waits for the indexes to cover a segment before it
+        // archives it; they are made current first so Z1 times compression.
+        assert!(
+            matches!(
+                log.wait_for_index(n as u64, Duration::from_secs(600)),
+                evlog::WaitOutcome::Reached(_)
+            ),
+            "{name}: indexes not current before Z1"
+        );
         self.progress(&format!("{name}: Z1 archive all sealed segments"));
         let started = Instant::now();
         let report = log.archive_all_sealed().expect("archive_all_sealed");

@@ -208,7 +208,7 @@ fn run(
     status: Arc<Mutex<ArchiverStatus>>,
 ) {
     crate::sys::lower_this_thread_priority();
-    let mut archiver = Archiver::new(shared, policy);
+    let mut archiver = Archiver::stoppable(shared, policy, Arc::clone(&stop));
     let interval = archiver.policy.check_interval();
     loop {
         let command = match commands.recv_timeout(interval) {
@@ -276,15 +276,52 @@ pub(crate) struct Archiver {
     summaries: HashMap<(u64, u64), PieceSummary>,
     /// The holds the cached summaries counted.
     summarised_holds: Vec<Hold>,
+    /// Set when the log closes: ends a wait for the indexes early.
+    stop: Arc<AtomicBool>,
 }
 
 impl Archiver {
     pub fn new(shared: Arc<Shared>, policy: RetentionPolicy) -> Archiver {
+        Archiver::stoppable(shared, policy, Arc::new(AtomicBool::new(false)))
+    }
+
+    fn stoppable(shared: Arc<Shared>, policy: RetentionPolicy, stop: Arc<AtomicBool>) -> Archiver {
         Archiver {
             shared,
             policy,
             summaries: HashMap::new(),
             summarised_holds: Vec::new(),
+            stop,
+        }
+    }
+
+    /// Waits, up to `INDEX_WAIT_MAX`, until the secondary indexes cover
+    /// `last_seq`. The indexer reads what it indexes through the catalog,
+    /// so a segment archived before the indexer reached it would be read
+    /// back by decompressing its frames, on the second core the appenders
+    /// need (with every segment archived once sealed, that cost A2 about a
+    /// fifth). Past the bound (indexes stopped, or far behind) it goes on:
+    /// reads through archives stay correct, only slower. Returns early
+    /// when the log closes.
+    fn wait_for_indexes(&self, last_seq: u64) {
+        let Some(index) = self.shared.index.get() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + INDEX_WAIT_MAX;
+        while !self.stop.load(Ordering::Acquire) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                tracing::debug!(last_seq, "archiving a segment the indexes have not reached");
+                return;
+            }
+            match index.indexed.wait(
+                crate::Watermark::Published,
+                last_seq,
+                left.min(INDEX_WAIT_SLICE),
+            ) {
+                crate::WaitOutcome::TimedOut(_) => continue,
+                crate::WaitOutcome::Reached(_) | crate::WaitOutcome::Stopped(_) => return,
+            }
         }
     }
 
@@ -477,6 +514,7 @@ impl Archiver {
         let archive_dir = self.archive_dir();
         ensure_dir(storage, &self.shared.dir, &archive_dir)?;
         let last_seq = segment.first_seq + segment.record_count() - 1;
+        self.wait_for_indexes(last_seq);
         let _span = tracing::info_span!(
             "evlog.archive_segment",
             first_seq = segment.first_seq,
@@ -633,6 +671,11 @@ const YIELD_EVERY_BYTES: usize = 256 * 1024;
 /// Measured in wall time, a stretch the scheduler slowed (the cores were
 /// busy) earns a longer pause: the busier the machine, the more it yields.
 const PAUSE_PER_WORK: u32 = 9;
+/// How long the archiver waits for the secondary indexes to cover a
+/// segment before it archives the segment anyway.
+const INDEX_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+/// Slices of that wait, between looks at whether the log is closing.
+const INDEX_WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
 /// The longest single pause, so a stretch stalled for another reason (a
 /// slow disk) does not park archiving for long.
 const PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(50);

@@ -40,6 +40,15 @@ pub trait StorageFile: Send + Sync {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes the file's data (and its size) durable.
     fn sync_data(&self) -> io::Result<()>;
+    /// Asks the operating system to start writing `len` bytes at `offset`
+    /// to the device now, without waiting: a hint that spreads a file's
+    /// writeback over the time it is written, so that its final sync has
+    /// little left to flush at once (and holds the device, and the file
+    /// system's journal, for less time). Promises nothing about
+    /// durability; storage without such a call does nothing.
+    fn start_writeback(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
     /// Makes the file's data and metadata durable.
     fn sync_all(&self) -> io::Result<()>;
     /// Sets the file size, cutting or extending with zeros.

@@ -30,6 +30,9 @@ impl StorageFile for OsFile {
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
     }
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        crate::sys::start_writeback(&self.0, offset, len)
+    }
     fn sync_all(&self) -> io::Result<()> {
         self.0.sync_all()
     }
