@@ -426,8 +426,11 @@ pub struct ArchiveIter<'a> {
 
 /// Decompressed frames the read-ahead thread may hold ready: enough to
 /// keep a second core busy, few enough to bound memory (a frame holds at
-/// most 256 KiB of records unless one record is larger).
-const READ_AHEAD_FRAMES: usize = 2;
+/// most 256 KiB of records unless one record is larger, so about 1 MiB).
+/// With two, the comparison bench's Z2 (replay from archives) fell to
+/// half its usual rate in some runs (0.46x R2 once), as if the reader
+/// waited on the decompressor; with four it did not in three runs.
+const READ_AHEAD_FRAMES: usize = 4;
 
 /// One frame from the read-ahead thread: the file, the frame number, and
 /// its bytes or why they could not be read.
