@@ -570,7 +570,7 @@ pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String
 
 /// The shortest text `parse_duration` reads back as `duration` (whole
 /// seconds; finer durations are printed as Rust does).
-pub(crate) fn format_duration(duration: Duration) -> String {
+pub fn format_duration(duration: Duration) -> String {
     if duration.subsec_nanos() != 0 {
         return format!("{duration:?}");
     }

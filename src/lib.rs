@@ -53,6 +53,7 @@ mod contracts;
 /// `evlog` and `evlog-dump`; not part of the API.
 #[doc(hidden)]
 pub mod cli_support {
+    pub use crate::config::format_duration;
     pub use crate::event::shorten_for_message;
 }
 // Inspection for `evlog-dump`; not part of the API.

@@ -13,7 +13,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use evlog::{Log, Options, RetentionActionKind, RetentionPlan, RetentionPolicy, RetentionRule};
@@ -229,11 +229,11 @@ fn describe_rule(rule: &RetentionRule) -> String {
     if let Some(age) = rule.archive_after {
         does.push(format!(
             "archive a sealed segment once its newest such event is {} old",
-            describe_duration(age)
+            evlog::cli_support::format_duration(age)
         ));
     }
     if let Some(age) = rule.delete_after {
-        does.push(format!("delete once {} old", describe_duration(age)));
+        does.push(format!("delete once {} old", evlog::cli_support::format_duration(age)));
     }
     if rule.keep_forever {
         does.push("never delete".into());
@@ -248,17 +248,6 @@ fn describe_rule(rule: &RetentionRule) -> String {
         does.push("keep live".into());
     }
     format!("{matches}; {}", does.join("; "))
-}
-
-/// A duration in the largest unit of `evlog.toml` that divides it.
-fn describe_duration(duration: Duration) -> String {
-    let secs = duration.as_secs();
-    for (unit_secs, unit) in [(604_800, "w"), (86_400, "d"), (3_600, "h"), (60, "m")] {
-        if secs > 0 && secs.is_multiple_of(unit_secs) {
-            return format!("{}{unit}", secs / unit_secs);
-        }
-    }
-    format!("{secs}s")
 }
 
 /// The plan in one line: per kind of action, how many pieces, which
