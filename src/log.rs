@@ -330,7 +330,7 @@ impl Shared {
 /// Validates, stamps and encodes events in the caller's thread, so the
 /// writer thread only frames and writes.
 fn prepare(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     gate: &crate::guard::Gate,
     tx: Option<&Sender<Request>>,
     events: &[Event],
@@ -438,11 +438,6 @@ fn encode_batch(
     Ok(batch)
 }
 
-fn submit(shared: &Shared, tx: Option<&Sender<Request>>, batch: PreparedBatch) -> Result<u64> {
-    let answer = hand_over(shared, tx, batch)?;
-    answer.recv().map_err(|_| shared.poisoned_error())?
-}
-
 /// Hands a prepared batch to the writer; the answer (the batch's first
 /// seq, once durable as the options say) comes on the returned channel.
 fn hand_over(
@@ -517,20 +512,40 @@ impl std::fmt::Debug for PendingAppend {
     }
 }
 
+/// Validates and encodes `events` in this thread and hands them to the
+/// writer as one atomic unit; the outcome comes through the returned
+/// [`PendingAppend`]. Every append goes through here.
+fn submit_batch(
+    shared: &Arc<Shared>,
+    gate: &crate::guard::Gate,
+    tx: Option<&Sender<Request>>,
+    events: &[Event],
+) -> Result<PendingAppend> {
+    if events.is_empty() {
+        let next = shared.marks.last_seq() + 1;
+        return Ok(PendingAppend {
+            state: PendingState::Ready(next..next),
+        });
+    }
+    let batch = prepare(shared, gate, tx, events)?;
+    let count = batch.len();
+    let answer = hand_over(shared, tx, batch)?;
+    Ok(PendingAppend {
+        state: PendingState::Sent {
+            answer,
+            count,
+            shared: Arc::clone(shared),
+        },
+    })
+}
+
 fn append_batch(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     gate: &crate::guard::Gate,
     tx: Option<&Sender<Request>>,
     events: &[Event],
 ) -> Result<Range<u64>> {
-    if events.is_empty() {
-        let next = shared.marks.last_seq() + 1;
-        return Ok(next..next);
-    }
-    let batch = prepare(shared, gate, tx, events)?;
-    let count = batch.len();
-    let first = submit(shared, tx, batch)?;
-    Ok(first..first + count)
+    submit_batch(shared, gate, tx, events)?.wait()
 }
 
 /// Appends through the writer of a log from a thread of the log's own.
@@ -700,13 +715,8 @@ impl Log {
     /// append fails with [`Error::VersionConflict`] unless its entity has
     /// exactly that many events.
     pub fn append(&self, event: Event) -> Result<u64> {
-        let batch = prepare(
-            &self.shared,
-            &self.gate,
-            self.writer.sender(),
-            std::slice::from_ref(&event),
-        )?;
-        submit(&self.shared, self.writer.sender(), batch)
+        let seqs = self.append_batch(std::slice::from_ref(&event))?;
+        Ok(seqs.start)
     }
 
     /// Appends events atomically: after a crash either all of them are in
@@ -760,23 +770,7 @@ impl Log {
     /// # Ok(()) }
     /// ```
     pub fn submit_batch(&self, events: &[Event]) -> Result<PendingAppend> {
-        if events.is_empty() {
-            let next = self.shared.marks.last_seq() + 1;
-            return Ok(PendingAppend {
-                state: PendingState::Ready(next..next),
-            });
-        }
-        let tx = self.writer.sender();
-        let batch = prepare(&self.shared, &self.gate, tx, events)?;
-        let count = batch.len();
-        let answer = hand_over(&self.shared, tx, batch)?;
-        Ok(PendingAppend {
-            state: PendingState::Sent {
-                answer,
-                count,
-                shared: Arc::clone(&self.shared),
-            },
-        })
+        submit_batch(&self.shared, &self.gate, self.writer.sender(), events)
     }
 
     /// The log's automation rules: register them here. See

@@ -233,7 +233,10 @@ fn describe_rule(rule: &RetentionRule) -> String {
         ));
     }
     if let Some(age) = rule.delete_after {
-        does.push(format!("delete once {} old", evlog::cli_support::format_duration(age)));
+        does.push(format!(
+            "delete once {} old",
+            evlog::cli_support::format_duration(age)
+        ));
     }
     if rule.keep_forever {
         does.push("never delete".into());
