@@ -869,6 +869,13 @@ fn per_second(count: usize, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
 }
 
+/// The median of the rounds of one measurement (the upper one of an even
+/// count).
+fn median(mut rounds: Vec<f64>) -> f64 {
+    rounds.sort_by(f64::total_cmp);
+    rounds[rounds.len() / 2]
+}
+
 fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
     let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[at].as_secs_f64() * 1e6
@@ -1221,6 +1228,28 @@ impl Bench {
         }
     }
 
+    /// Events/s of `SCAN_ROUNDS` scans of `events()` (the median), each
+    /// checked against the truth: `indices` are the truth's indices of
+    /// the events in the order the scan yields them.
+    fn median_scan_rate<I>(&self, what: &str, indices: &[u64], mut events: impl FnMut() -> I) -> f64
+    where
+        I: Iterator<Item = evlog::Result<LoggedEvent>>,
+    {
+        let rates = (0..SCAN_ROUNDS)
+            .map(|_| {
+                let mut digests = Vec::with_capacity(indices.len());
+                let started = Instant::now();
+                for event in events() {
+                    digests.push(row_of_logged(event.expect(what)).digest());
+                }
+                let rate = per_second(indices.len(), started.elapsed());
+                check_digests(what, &self.truth, &digests, indices);
+                rate
+            })
+            .collect();
+        median(rates)
+    }
+
     /// evlog only: Z1, Z2, archived point reads, archived bytes per event,
     /// and A2 while the archiver runs (see the module docs).
     fn archive(&mut self) {
@@ -1239,24 +1268,10 @@ impl Bench {
         // sides are medians of `SCAN_ROUNDS` scans.
         self.progress(&format!("{name}: R2 of the log to be archived"));
         let all: Vec<u64> = (0..n as u64).collect();
-        let mut live_rates = Vec::with_capacity(SCAN_ROUNDS);
-        for _ in 0..SCAN_ROUNDS {
-            let mut digests = Vec::with_capacity(n);
-            let started = Instant::now();
-            for event in log.iter(..).expect("iter") {
-                digests.push(row_of_logged(event.expect("live event")).digest());
-            }
-            live_rates.push(per_second(n, started.elapsed()));
-            check_digests(
-                &format!("{name} R2 before archiving"),
-                &self.truth,
-                &digests,
-                &all,
-            );
-        }
-        live_rates.sort_by(f64::total_cmp);
-        self.figures
-            .set("R2 live", name, live_rates[live_rates.len() / 2]);
+        let live_rate = self.median_scan_rate(&format!("{name} R2 before archiving"), &all, || {
+            log.iter(..).expect("iter")
+        });
+        self.figures.set("R2 live", name, live_rate);
 
         // Z1: every sealed segment into an archive, on the archiver thread.
         // The archiver waits for the indexes to cover a segment before it
@@ -1294,19 +1309,12 @@ impl Bench {
         self.progress(&format!("{name}: Z2 replay from archives"));
         let offline = evlog::Archive::open(&archive_dir).expect("open archives");
         let indices: Vec<u64> = (0..archived).collect();
-        let mut archived_rates = Vec::with_capacity(SCAN_ROUNDS);
-        for _ in 0..SCAN_ROUNDS {
-            let mut digests = Vec::with_capacity(archived as usize);
-            let started = Instant::now();
-            for event in offline.iter(..).expect("archive iter") {
-                digests.push(row_of_logged(event.expect("archived event")).digest());
-            }
-            archived_rates.push(per_second(archived as usize, started.elapsed()));
-            check_digests(&format!("{name} Z2"), &self.truth, &digests, &indices);
-        }
-        archived_rates.sort_by(f64::total_cmp);
+        let archived_rate = self.median_scan_rate(&format!("{name} Z2"), &indices, || {
+            offline.iter(..).expect("archive iter")
+        });
+        self.figures.set("Z2", name, archived_rate);
         self.figures
-            .set("Z2", name, archived_rates[archived_rates.len() / 2]);
+            .set("Z2/R2 live", name, archived_rate / live_rate);
         drop(offline);
 
         // Archived point reads with a cold frame cache (cache off: every
@@ -1385,11 +1393,10 @@ impl Bench {
                 rates[usize::from(archiving)].push(per_second(n, elapsed));
             }
         }
-        for (archiving, label) in [(false, "A2 same run"), (true, "A2 archiving")] {
-            let rounds = &mut rates[usize::from(archiving)];
-            rounds.sort_by(f64::total_cmp);
-            self.figures.set(label, name, rounds[rounds.len() / 2]);
-        }
+        let [without, with] = rates.map(median);
+        self.figures.set("A2 same run", name, without);
+        self.figures.set("A2 archiving", name, with);
+        self.figures.set("A2 archiving ratio", name, with / without);
     }
 
     /// evlog only: A2's batches with two in flight (`Log::submit_batch`),
@@ -1460,9 +1467,8 @@ impl Bench {
         }
         let raw = self.figures.get("A2", "raw");
         for (which, &(key, _, _, fsyncs_key)) in VARIANTS.iter().enumerate() {
-            let rounds = &mut rates[which];
-            rounds.sort_by(f64::total_cmp);
-            self.figures.set(key, name, rounds[rounds.len() / 2]);
+            self.figures
+                .set(key, name, median(std::mem::take(&mut rates[which])));
             if let Some(raw) = raw {
                 self.figures.set(key, "raw", raw);
             }
@@ -1782,6 +1788,11 @@ const ROWS: &[(&str, &str, &str)] = &[
         "R2 scan of the same log before it was archived (median of 3)",
         "events/s",
     ),
+    (
+        "Z2/R2 live",
+        "Z2 / R2 of the same log (the two rows above)",
+        "ratio",
+    ),
     ("Z get p50", "archived get, frame cache off, p50", "µs"),
     ("Z get p99", "archived get, frame cache off, p99", "µs"),
     (
@@ -1824,6 +1835,11 @@ const ROWS: &[(&str, &str, &str)] = &[
         "A2 while a thread archives each segment once sealed (median of 5)",
         "events/s",
     ),
+    (
+        "A2 archiving ratio",
+        "A2 while archiving / A2 without (the two rows above)",
+        "ratio",
+    ),
 ];
 
 fn format_figure(value: Option<f64>) -> String {
@@ -1854,9 +1870,14 @@ fn markdown_table(figures: &Figures) -> String {
             None => "–".to_string(),
             Some(_) => format_figure(raw),
         };
+        // Ratios are compared with targets such as 0.25 or 0.5: two
+        // decimals would print 0.2495 as 0.25.
+        let evlog_text = match evlog {
+            Some(v) if unit == "ratio" => format!("{v:.4}"),
+            _ => format_figure(evlog),
+        };
         out.push_str(&format!(
-            "| {label} | {unit} | {raw_text} | {} | {} | {} | {} | {} | {} |\n",
-            format_figure(evlog),
+            "| {label} | {unit} | {raw_text} | {evlog_text} | {} | {} | {} | {} | {} |\n",
             format_figure(figures.get(key, "SQLite")),
             format_figure(figures.get(key, "sled")),
             format_ratio(evlog, raw),
