@@ -429,8 +429,8 @@ pub struct ArchiveIter<'a> {
 /// most 256 KiB of records unless one record is larger, so about 1 MiB).
 /// With two, the comparison bench's Z2 (replay from archives) fell to
 /// half its usual rate in some runs (0.46x R2 once), as if the reader
-/// waited on the decompressor; with four it did not in the four runs
-/// since (0.57x to 1.48x).
+/// waited on the decompressor; with four it still did once in eight runs
+/// (0.47x), so that was not the whole cause.
 const READ_AHEAD_FRAMES: usize = 4;
 
 /// One frame from the read-ahead thread: the file, the frame number, and
