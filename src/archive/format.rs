@@ -69,9 +69,10 @@ pub(crate) const FRAME_DECOMPRESSED_BYTES_MAX: u64 = crate::options::RECORD_BYTE
 /// 0.332x the live size with 16 KiB frames, 0.265x at 128 KiB, 0.256x at
 /// 256 KiB), and a cold point read decompresses a whole frame (p50 21 µs
 /// at 16 KiB, 111 µs at 128 KiB, 220 µs at 256 KiB, under load). At level
-/// 5, 256 KiB frames give 0.244x, 512 KiB 0.240x; the cold read's p50 is
-/// 207 and 407 µs: 256 KiB brings the archive under 0.25x the live bytes
-/// with the read under half its 0.5 ms budget.
+/// 5, 128 KiB frames give 0.263x, 256 KiB 0.244x and 512 KiB 0.253x (zstd
+/// picks other parameters for inputs over 256 KiB); the cold read's p50
+/// is 119, 207 and 447 µs: 256 KiB brings the archive under 0.25x the
+/// live bytes with the read under half its 0.5 ms budget.
 pub(crate) const FRAME_RECORD_BYTES_DEFAULT: usize = 256 * 1024;
 
 // ---- footer: content of the footer frame (after its 8-byte header) ----
