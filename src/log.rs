@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     /// What the writer counts for `Log::metrics` (per commit group, never
     /// per event).
     pub counters: crate::metrics::WriterCounters,
+    /// Record buffers the writer hands back for the next batches.
+    pub record_buffers: crate::writer::RecordBuffers,
 }
 
 impl Shared {
@@ -87,6 +89,7 @@ impl Shared {
             open: RwLock::new(true),
             index,
             counters: crate::metrics::WriterCounters::default(),
+            record_buffers: crate::writer::RecordBuffers::default(),
         }
     }
 
@@ -388,7 +391,7 @@ fn encode_batch(
         })
         .sum();
     let mut batch = PreparedBatch {
-        records: Vec::with_capacity(capacity),
+        records: shared.record_buffers.take(capacity),
         record_ends: Vec::with_capacity(events.len()),
         ids: Vec::with_capacity(events.len()),
         id_set_by_caller: Vec::with_capacity(events.len()),

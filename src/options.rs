@@ -9,8 +9,9 @@ pub const RECORD_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
 /// files, a directory fsync per roll) dominates.
 pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 
-/// Default of [`Options::dedup_window`]: about 5 MB of memory once the
-/// window is in use (an id, a sequence number and the FIFO slot per event).
+/// Default of [`Options::dedup_window`]: at most about 7 MB of memory once
+/// the window is in use (a hash table of ids and sequence numbers that
+/// holds up to twice the window before it drops the stale entries).
 pub const DEDUP_WINDOW_IDS_DEFAULT: usize = 100_000;
 
 /// Default of [`Options::archive_cache_bytes`].
