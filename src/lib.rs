@@ -86,6 +86,7 @@ pub mod rules;
 mod segment;
 pub mod storage;
 mod subscribe;
+mod syncer;
 mod sys;
 mod watermark;
 // The reference workload W1 for the benchmarks, the demo and the tests;

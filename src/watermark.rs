@@ -103,13 +103,31 @@ impl Watermarks {
         }
     }
 
+    /// Moves the durable position forward to `durable_seq` (never back:
+    /// the syncer thread and the writer both publish it) without waking
+    /// anyone; the caller wakes with the result.
+    pub fn publish_durable_quietly(&self, durable_seq: u64) -> Changed {
+        let before = self.durable_seq.fetch_max(durable_seq, Ordering::SeqCst);
+        Changed {
+            published: false,
+            durable: before < durable_seq,
+        }
+    }
+
+    /// Publishes the written position alone, leaving the durable one to
+    /// the syncer thread; wakes nobody (the caller wakes with the result).
+    pub fn publish_last_quietly(&self, last_seq: u64) -> Changed {
+        let before = self.last_seq.swap(last_seq, Ordering::SeqCst);
+        Changed {
+            published: before != last_seq,
+            durable: false,
+        }
+    }
+
     /// Publishes a new durable position only.
     pub fn publish_durable(&self, durable_seq: u64) {
-        let before = self.durable_seq.swap(durable_seq, Ordering::SeqCst);
-        self.wake(Changed {
-            published: false,
-            durable: before != durable_seq,
-        });
+        let changed = self.publish_durable_quietly(durable_seq);
+        self.wake(changed);
     }
 
     /// Whether [`Watermarks::stop`] was called (the log closed or was

@@ -3,10 +3,13 @@
 //! Appends from any number of threads arrive on one bounded channel. The
 //! writer takes the first waiting request, then every request already
 //! queued behind it (up to `GROUP_BYTES_MAX`), frames them as one commit
-//! group, writes the group with one `pwrite`, syncs once, publishes the new
-//! records to readers, and only then answers each caller. Concurrent appends
-//! therefore share one fsync (group commit), and a caller's `Ok` always
-//! means its events are as durable as `Durability` promises.
+//! group, writes the group with one `pwrite`, publishes the new records to
+//! readers, and has the group synced and answered: under
+//! `Durability::Always` by the syncer thread (`crate::syncer`), whose fsync
+//! overlaps this thread's work on the next group, otherwise here, when the
+//! durability asks for a sync. Concurrent appends therefore share one fsync
+//! (group commit), and a caller's `Ok` always means its events are as
+//! durable as `Durability` promises.
 
 use std::sync::Arc;
 use std::thread::{JoinHandle, ThreadId};
@@ -22,6 +25,7 @@ use crate::marker::CleanClose;
 use crate::options::Durability;
 use crate::record::{frame_record_in_place, RECORD_HEADER_BYTES};
 use crate::segment::{Segment, SEGMENT_HEADER_BYTES};
+use crate::syncer::{SyncJob, Syncer};
 
 /// Most bytes one commit group carries (unless one batch alone is larger):
 /// bounds the write buffer and how long early callers wait for late ones.
@@ -263,6 +267,9 @@ pub(crate) struct Writer {
     preallocate_bytes: u64,
     /// The duplicate window and the entity versions of conditional appends.
     admission: Admission,
+    /// Under `Durability::Always`, the thread that syncs and answers while
+    /// this one writes the next group.
+    syncer: Option<Syncer>,
 }
 
 pub(crate) type Group = Vec<(PreparedBatch, ThreadId, Sender<Result<u64>>)>;
@@ -296,6 +303,10 @@ impl Writer {
             preallocate_bytes: shared.options.preallocate_bytes,
             wake_after_reply: crate::watermark::Changed::default(),
             admission: Admission::new(shared.options.dedup_window_ids),
+            syncer: match shared.options.durability {
+                Durability::Always => Some(Syncer::spawn(Arc::clone(&shared), last_seq)?),
+                Durability::Interval(_) | Durability::OsBuffered => None,
+            },
         };
         let dir = shared.dir.clone();
         let thread = std::thread::Builder::new()
@@ -451,6 +462,7 @@ impl Writer {
 
     /// `sync` without publishing the durable position (the caller does).
     fn sync_unpublished(&mut self) -> Result<()> {
+        self.settle_syncer();
         self.shared.check_poison()?;
         if !self.unsynced {
             return Ok(());
@@ -467,6 +479,14 @@ impl Writer {
         self.shared.counters.note_fsync(self.last_sync_duration);
         drop(span);
         Ok(())
+    }
+
+    /// Waits until the syncer thread has synced and answered every group
+    /// handed to it, so that this thread can sync, roll or close by itself.
+    fn settle_syncer(&mut self) {
+        if let Some(syncer) = &self.syncer {
+            self.durable_seq = self.durable_seq.max(syncer.settle());
+        }
     }
 
     /// Poisons the log with `cause` and returns the error callers get.
@@ -564,17 +584,35 @@ impl Writer {
         // must not come before that write's.
         match written {
             Ok(first_seqs) => {
+                let mut answers = Vec::with_capacity(writes.len() + decided.len());
                 for ((batch, _, reply), first_seq) in writes.into_iter().zip(first_seqs) {
-                    let _ = reply.send(Ok(first_seq));
+                    answers.push((reply, Ok(first_seq)));
+                    // Its records are in the page cache now.
                     self.shared.record_buffers.give_back(batch.records);
                 }
                 for (reply, verdict) in decided {
-                    let _ = reply.send(verdict.answer());
+                    answers.push((reply, verdict.answer()));
+                }
+                let wake = std::mem::take(&mut self.wake_after_reply);
+                match &self.syncer {
+                    Some(syncer) => {
+                        // Answered once synced, retries of earlier groups
+                        // included (those may not be durable yet either).
+                        syncer.submit(SyncJob {
+                            segment: Arc::clone(&self.active),
+                            through_seq: self.written_seq,
+                            answers,
+                        });
+                        self.unsynced = false;
+                    }
+                    None => {
+                        for (reply, answer) in answers {
+                            let _ = reply.send(answer);
+                        }
+                    }
                 }
                 // Waiters (subscribers, the indexer) after the callers.
-                self.shared
-                    .marks
-                    .wake(std::mem::take(&mut self.wake_after_reply));
+                self.shared.marks.wake(wake);
                 Ok(())
             }
             Err(e) => {
@@ -603,7 +641,11 @@ impl Writer {
         if self.shared.options.durability != Durability::Always {
             return None;
         }
-        let linger = (self.last_sync_duration / LINGER_FSYNC_DIVISOR).min(LINGER_MAX);
+        let last_sync_duration = match &self.syncer {
+            Some(syncer) => syncer.last_sync_duration(),
+            None => self.last_sync_duration,
+        };
+        let linger = (last_sync_duration / LINGER_FSYNC_DIVISOR).min(LINGER_MAX);
         Some(Instant::now() + linger)
     }
 
@@ -670,6 +712,9 @@ impl Writer {
         }
         self.preallocate(self.data_bytes + group_bytes)?;
 
+        // What the syncer thread made durable since (a lower bound either
+        // way, as `synced_delta` needs).
+        self.durable_seq = self.durable_seq.max(self.shared.marks.durable_seq());
         self.offsets.clear();
         let mut seq = self.next_seq;
         let mut first_seqs = Vec::with_capacity(group.len());
@@ -725,6 +770,8 @@ impl Writer {
         // records: published earlier, it would name records readers cannot
         // read yet.
         match self.shared.options.durability {
+            // The syncer thread syncs this group (see `commit`).
+            Durability::Always if self.syncer.is_some() => {}
             Durability::Always => self.sync_unpublished()?,
             Durability::Interval(interval) => {
                 if self.last_sync.elapsed() >= interval {
@@ -741,7 +788,11 @@ impl Writer {
         self.data_bytes += group_bytes;
         self.active.publish(self.data_bytes);
         self.next_seq = seq;
-        let changed = self.shared.marks.publish_quietly(seq - 1, self.durable_seq);
+        let changed = if self.syncer.is_some() {
+            self.shared.marks.publish_last_quietly(seq - 1)
+        } else {
+            self.shared.marks.publish_quietly(seq - 1, self.durable_seq)
+        };
         self.wake_after_reply = changed;
         self.shared.counters.note_group(count, group_bytes);
         Ok(first_seqs)
