@@ -47,7 +47,8 @@ struct State {
     busy: bool,
     /// Highest sequence number this thread synced.
     synced_through: u64,
-    last_sync_duration: Duration,
+    /// The last fsync's duration and when it ended.
+    last_sync: Option<(Duration, Instant)>,
     stop: bool,
 }
 
@@ -119,9 +120,16 @@ impl Syncer {
         state.synced_through
     }
 
-    /// How long the last fsync took (zero before the first).
-    pub fn last_sync_duration(&self) -> Duration {
-        self.inner.lock().last_sync_duration
+    /// Whether a job is waiting or being synced. Only the writer submits,
+    /// so an idle syncer stays idle until the writer's next `submit`.
+    pub fn is_busy(&self) -> bool {
+        let state = self.inner.lock();
+        state.busy || !state.jobs.is_empty()
+    }
+
+    /// How long this thread's last fsync took, and when it ended.
+    pub fn last_sync(&self) -> Option<(Duration, Instant)> {
+        self.inner.lock().last_sync
     }
 
     fn stop(&mut self) {
@@ -207,7 +215,7 @@ fn run(shared: &Shared, inner: &Inner) {
             state.synced_through = state.synced_through.max(through_seq);
         }
         if let Some(took) = took {
-            state.last_sync_duration = took;
+            state.last_sync = Some((took, Instant::now()));
         }
         drop(state);
         inner.changed.notify_all();

@@ -52,6 +52,10 @@ const LINGER_FSYNC_DIVISOR: u32 = 2;
 /// Commit groups at least this large are written without zeroing space
 /// ahead of them (see `Writer::preallocate`).
 const PREALLOCATE_SKIP_GROUP_BYTES: u64 = 64 * 1024;
+/// Under `Durability::Always`, a commit group at least this large (or any
+/// group while the syncer is busy) is synced by the syncer thread while
+/// this one writes the next; a smaller one is synced here.
+const HAND_OVER_GROUP_BYTES: u64 = 64 * 1024;
 /// Below this step, a preallocation that does not fit is dropped rather
 /// than shrunk further.
 const PREALLOCATE_STEP_MIN_BYTES: u64 = 64 * 1024;
@@ -593,17 +597,38 @@ impl Writer {
                 for (reply, verdict) in decided {
                     answers.push((reply, verdict.answer()));
                 }
-                let wake = std::mem::take(&mut self.wake_after_reply);
+                let mut wake = std::mem::take(&mut self.wake_after_reply);
                 match &self.syncer {
-                    Some(syncer) => {
-                        // Answered once synced, retries of earlier groups
-                        // included (those may not be durable yet either).
+                    // Answered once synced, retries of earlier groups
+                    // included (those may not be durable yet either).
+                    Some(syncer) if group_bytes >= HAND_OVER_GROUP_BYTES || syncer.is_busy() => {
                         syncer.submit(SyncJob {
                             segment: Arc::clone(&self.active),
                             through_seq: self.written_seq,
                             answers,
                         });
                         self.unsynced = false;
+                    }
+                    // A small group while the syncer is idle is synced
+                    // here: handing it over adds a thread wake-up to every
+                    // append's latency, and its fsync has little writing
+                    // to overlap (4 threads appending one event at a time
+                    // ran 20-25 % slower when every group was handed over).
+                    Some(_) => {
+                        let synced = self.sync_unpublished();
+                        let durable = self.shared.marks.publish_durable_quietly(self.durable_seq);
+                        wake.durable |= durable.durable;
+                        for (reply, answer) in answers {
+                            let answer = match &synced {
+                                Ok(()) => answer,
+                                Err(e) => Err(e.duplicate()),
+                            };
+                            let _ = reply.send(answer);
+                        }
+                        if synced.is_err() {
+                            self.shared.marks.wake(wake);
+                            return Err(());
+                        }
                     }
                     None => {
                         for (reply, answer) in answers {
@@ -641,9 +666,10 @@ impl Writer {
         if self.shared.options.durability != Durability::Always {
             return None;
         }
-        let last_sync_duration = match &self.syncer {
-            Some(syncer) => syncer.last_sync_duration(),
-            None => self.last_sync_duration,
+        // The latest fsync's duration, whichever thread ran it.
+        let last_sync_duration = match self.syncer.as_ref().and_then(Syncer::last_sync) {
+            Some((took, ended)) if ended > self.last_sync => took,
+            _ => self.last_sync_duration,
         };
         let linger = (last_sync_duration / LINGER_FSYNC_DIVISOR).min(LINGER_MAX);
         Some(Instant::now() + linger)

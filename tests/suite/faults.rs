@@ -406,6 +406,12 @@ fn faults_seeded_power_cuts_without_fsync_per_append() {
 fn faults_failed_fsync_under_pipelined_appends_keeps_every_acknowledged_event() {
     for seed in 0..12u64 {
         let disk = SimStorage::new();
+        // Batches over 64 KiB, which the writer hands to the syncer thread;
+        // segments of 1 MiB, so that rolls come between them.
+        let options = options_with(Durability::Always).segment_bytes_max(1024 * 1024);
+        let open = |disk: &SimStorage| {
+            Log::open_with_storage(Path::new(DIR), options.clone(), Arc::new(disk.clone()))
+        };
         let log = Arc::new(open(&disk).expect("open"));
         disk.set_fault(Some(Fault {
             op: OpKind::Sync,
@@ -413,24 +419,32 @@ fn faults_failed_fsync_under_pipelined_appends_keeps_every_acknowledged_event() 
             kind: FaultKind::Io,
             sticky: false,
         }));
+        // The first error anywhere stops every thread (a failed fsync
+        // poisons the log; a failed directory sync during a roll does not).
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads: Vec<_> = (0..3u64)
             .map(|thread| {
                 let log = Arc::clone(&log);
+                let failed = Arc::clone(&failed);
                 std::thread::spawn(move || {
                     let mut rng = Rng::new(seed * 10 + thread);
                     let mut acked = Vec::new();
                     let mut in_flight = std::collections::VecDeque::new();
-                    // Until the failed fsync poisons the log.
-                    for _ in 0..10_000 {
-                        let count = 1 + rng.below(20) as usize;
+                    while !failed.load(std::sync::atomic::Ordering::SeqCst) {
+                        let count = 14 + rng.below(8) as usize;
                         let ids: Vec<Uuid> = (0..count)
                             .map(|_| Uuid::from_u128(u128::from(rng.next_u64()) << 1 | 1))
                             .collect();
                         let events: Vec<Event> = ids
                             .iter()
-                            .map(|&id| Event::new("sync.pipelined").id(id))
+                            .map(|&id| {
+                                Event::new("sync.pipelined")
+                                    .id(id)
+                                    .payload(Payload::Bytes(rng.bytes(5_000)))
+                            })
                             .collect();
                         let Ok(pending) = log.submit_batch(&events) else {
+                            failed.store(true, std::sync::atomic::Ordering::SeqCst);
                             break;
                         };
                         in_flight.push_back((pending, ids));
@@ -438,7 +452,10 @@ fn faults_failed_fsync_under_pipelined_appends_keeps_every_acknowledged_event() 
                             let (pending, ids) = in_flight.pop_front().expect("in flight");
                             match pending.wait() {
                                 Ok(range) => acked.push((range, ids)),
-                                Err(_) => break,
+                                Err(_) => {
+                                    failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                                    break;
+                                }
                             }
                         }
                     }
