@@ -33,9 +33,11 @@
 //!   `ROUNDS` times, interleaved, and the median reported: the VM's speed
 //!   drifts, and interleaving spreads the drift over all three.
 //! - A2 (N events in batches of 1 000, durable per batch) into a fresh
-//!   log with no subscriber and with 16 live subscribers, each a thread
-//!   draining with `next_timeout`; `ROUNDS` times each, interleaved,
-//!   median reported. The clock stops when the last batch is durable, as
+//!   log with no subscriber, with 16 live subscribers (`Filter::all()`),
+//!   and with 16 live subscribers of one type pattern each
+//!   (`A2_FILTER_PATTERNS`), each a thread draining with `next_timeout`
+//!   and checking it gets exactly the seqs its pattern matches; `ROUNDS`
+//!   times each, interleaved, median reported. The clock stops when the last batch is durable, as
 //!   in A2; the time until every subscriber has received every event is
 //!   reported beside it.
 //!
@@ -74,6 +76,26 @@ const WAIT_STEP: Duration = Duration::from_millis(100);
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(300);
 /// The filtered catch-up subscriber's pattern.
 const FILTER_PATTERN: &str = "validation.*";
+/// The filtered A2 row's subscribers: one pattern each, over the whole of
+/// W1's types (some overlap, as real subscribers' interests do).
+const A2_FILTER_PATTERNS: [&str; 16] = [
+    "validation.*",
+    "*.error.*",
+    "orchestration.task.*",
+    "agent.heartbeat",
+    "performance.metric.*",
+    "session.*",
+    "contract.*",
+    "signal.*",
+    "sprint.*",
+    "orchestration.plan.*",
+    "agent.tool.call.*",
+    "validation.check.failed",
+    "validation.schema.violation.detected",
+    "performance.memory.sampled",
+    "orchestration.task.completed",
+    "agent.error.raised",
+];
 
 /// What a subscriber received, in order.
 struct Delivered {
@@ -83,30 +105,31 @@ struct Delivered {
     last_arrival: Instant,
 }
 
-/// Receives `count` events (seqs `first_seq..`, all of them: the filter is
-/// `Filter::all()`) on `subscription`, panicking on a gap or a stall.
-/// Subscribes `subscribers` threads at the end of `log`, starts them
-/// together, lets them settle in `next_timeout`, runs `appends`, and waits
-/// until each has drained `count` events.
+/// Subscribes one thread per `(filter, expected seqs)` at the end of
+/// `log`, starts them together, lets them settle in `next_timeout`, runs
+/// `appends`, and waits until each has received exactly its expected seqs.
 fn with_live_subscribers<R: Send>(
     log: &Log,
-    subscribers: usize,
-    count: usize,
+    subscribers: Vec<(Filter, Arc<[u64]>)>,
     keep_arrivals: bool,
     appends: impl FnOnce() -> R + Send,
 ) -> (R, Vec<Delivered>) {
-    let subscriptions: Vec<Subscription> = (0..subscribers)
-        .map(|_| log.subscribe(Filter::all(), Start::End).expect("subscribe"))
+    let subscriptions: Vec<(Subscription, Arc<[u64]>)> = subscribers
+        .into_iter()
+        .map(|(filter, expected)| {
+            let subscription = log.subscribe(filter, Start::End).expect("subscribe");
+            (subscription, expected)
+        })
         .collect();
-    let ready = Barrier::new(subscribers + 1);
+    let ready = Barrier::new(subscriptions.len() + 1);
     std::thread::scope(|scope| {
         let threads: Vec<_> = subscriptions
             .into_iter()
-            .map(|subscription| {
+            .map(|(subscription, expected)| {
                 let ready = &ready;
                 scope.spawn(move || {
                     ready.wait();
-                    drain(subscription, 1, count, keep_arrivals)
+                    drain(subscription, &expected, keep_arrivals)
                 })
             })
             .collect();
@@ -121,29 +144,39 @@ fn with_live_subscribers<R: Send>(
     })
 }
 
-fn drain(
-    mut subscription: Subscription,
-    first_seq: u64,
-    count: usize,
-    keep_arrivals: bool,
-) -> Delivered {
-    let mut arrivals = Vec::with_capacity(if keep_arrivals { count } else { 0 });
+/// `subscribers` subscriptions with `Filter::all()`, each expecting seqs
+/// `1..=count`.
+fn unfiltered(subscribers: usize, count: usize) -> Vec<(Filter, Arc<[u64]>)> {
+    let expected: Arc<[u64]> = (1..=count as u64).collect();
+    (0..subscribers)
+        .map(|_| (Filter::all(), Arc::clone(&expected)))
+        .collect()
+}
+
+/// Receives exactly the seqs `expected`, in order, on `subscription`,
+/// panicking on a gap, an extra event or a stall.
+fn drain(mut subscription: Subscription, expected: &[u64], keep_arrivals: bool) -> Delivered {
+    let mut arrivals = Vec::with_capacity(if keep_arrivals { expected.len() } else { 0 });
     let mut last_arrival = Instant::now();
-    let mut expected_seq = first_seq;
     let started = Instant::now();
-    while expected_seq < first_seq + count as u64 {
+    let mut next = 0;
+    while next < expected.len() {
         match subscription.next_timeout(WAIT_STEP).expect("next_timeout") {
             Some(event) => {
                 last_arrival = Instant::now();
-                assert_eq!(event.seq, expected_seq, "subscriber: gap or reorder");
-                expected_seq += 1;
+                assert_eq!(
+                    event.seq, expected[next],
+                    "subscriber: gap, reorder or extra event"
+                );
+                next += 1;
                 if keep_arrivals {
                     arrivals.push(last_arrival);
                 }
             }
             None => assert!(
                 started.elapsed() < DELIVERY_DEADLINE,
-                "subscriber stalled at seq {expected_seq}: {:?}",
+                "subscriber stalled before seq {}: {:?}",
+                expected[next],
                 subscription.progress()
             ),
         }
@@ -263,9 +296,10 @@ impl Bench {
         };
         let received: Vec<Vec<Instant>> = match delivery {
             Delivery::NextTimeout => {
-                let ((), delivered) = with_live_subscribers(&log, subscribers, count, true, || {
-                    append_all(&mut appends)
-                });
+                let ((), delivered) =
+                    with_live_subscribers(&log, unfiltered(subscribers, count), true, || {
+                        append_all(&mut appends)
+                    });
                 delivered.into_iter().map(|d| d.arrivals).collect()
             }
             Delivery::Handler => {
@@ -364,7 +398,7 @@ impl Bench {
         let (appended, delivered) = std::thread::scope(|scope| {
             let subscriber = scope.spawn(|| {
                 ready.wait();
-                drain(subscription, 1, n, false)
+                drain(subscription, &(1..=n as u64).collect::<Vec<u64>>(), false)
             });
             ready.wait();
             std::thread::sleep(SETTLE);
@@ -453,17 +487,19 @@ impl Bench {
         (median(r2), median(all), median(filtered))
     }
 
-    /// A2 with `subscribers` live subscribers; returns (seconds until the
-    /// last batch was durable, seconds until every subscriber had it all).
-    fn a2_with(&self, subscribers: usize, round: usize) -> (Duration, Duration) {
-        self.progress(&format!(
-            "A2 with {subscribers} subscribers, round {}",
-            round + 1
-        ));
-        let n = self.n();
-        let (log, _) = self.fresh_log(&format!("a2-{subscribers}-{round}"), Durability::Always);
+    /// A2 with live `subscribers`; returns (seconds until the last batch
+    /// was durable, seconds until every subscriber had all it expects).
+    fn a2_with(
+        &self,
+        label: &str,
+        subscribers: Vec<(Filter, Arc<[u64]>)>,
+        round: usize,
+    ) -> (Duration, Duration) {
+        self.progress(&format!("A2 with {label}, round {}", round + 1));
+        let dir_name = format!("a2-{}-{round}", label.replace(' ', "-"));
+        let (log, _) = self.fresh_log(&dir_name, Durability::Always);
         let ((started, appended), delivered) =
-            with_live_subscribers(&log, subscribers, n, false, || {
+            with_live_subscribers(&log, subscribers, false, || {
                 let started = Instant::now();
                 for batch in self.events.chunks(BATCH_EVENTS) {
                     log.append_batch(batch).expect("append_batch");
@@ -544,6 +580,21 @@ fn main() {
         started,
         figures: serde_json::Map::new(),
     };
+    // Sixteen subscribers as the applications of the issue run them: each
+    // follows its own part of the log by one type pattern.
+    let filtered_subscribers: Vec<(Filter, Arc<[u64]>)> = A2_FILTER_PATTERNS
+        .iter()
+        .map(|pattern| {
+            let expected: Arc<[u64]> = generated
+                .iter()
+                .zip(1u64..)
+                .filter(|(g, _)| evlog::type_matches(pattern, g.event_type))
+                .map(|(_, seq)| seq)
+                .collect();
+            assert!(!expected.is_empty(), "{pattern} matches no event of W1");
+            (Filter::all().event_type(*pattern), expected)
+        })
+        .collect();
     drop(generated);
 
     let mut latency_rows = Vec::new();
@@ -556,14 +607,25 @@ fn main() {
     let (live_always, append_always) = bench.caught_up(Durability::Always);
     let (r2, catch_up, catch_up_filtered) = bench.catch_up();
     let (mut a2_none, mut a2_subs, mut drained_subs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut a2_filtered, mut drained_filtered) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let (appended, _) = bench.a2_with(0, round);
+        let (appended, _) = bench.a2_with("no subscriber", Vec::new(), round);
         a2_none.push(per_second(n, appended));
-        let (appended, drained) = bench.a2_with(A2_SUBSCRIBERS, round);
+        let (appended, drained) =
+            bench.a2_with("16 subscribers", unfiltered(A2_SUBSCRIBERS, n), round);
         a2_subs.push(per_second(n, appended));
         drained_subs.push(per_second(n, drained));
+        let (appended, drained) = bench.a2_with(
+            "16 filtered subscribers",
+            filtered_subscribers.clone(),
+            round,
+        );
+        a2_filtered.push(per_second(n, appended));
+        drained_filtered.push(per_second(n, drained));
     }
     let (a2_none, a2_subs, drained_subs) = (median(a2_none), median(a2_subs), median(drained_subs));
+    let (a2_filtered, drained_filtered) = (median(a2_filtered), median(drained_filtered));
+    let filtered_deliveries: usize = filtered_subscribers.iter().map(|(_, e)| e.len()).sum();
     let wall = started.elapsed();
 
     let cores = std::thread::available_parallelism().map_or(0, |c| c.get());
@@ -607,7 +669,8 @@ fn main() {
         "| operation | unit | figure | against | ratio | target |\n\
          |---|---|---:|---:|---:|---|"
     );
-    let rows: [(String, f64, String, String); 8] = [
+    let a2_filtered_ratio = a2_filtered / a2_none;
+    let rows: [(String, f64, String, String); 10] = [
         (
             "caught-up subscriber, batches of 1 000, OsBuffered: first append to last delivery"
                 .into(),
@@ -657,6 +720,25 @@ fn main() {
             format!("{} (no subscriber)", format_figure(a2_none)),
             format!("{:.2}×", drained_subs / a2_none),
         ),
+        (
+            format!(
+                "A2 with {} live subscribers, one type pattern each ({:.2} deliveries per event)",
+                A2_FILTER_PATTERNS.len(),
+                filtered_deliveries as f64 / n as f64
+            ),
+            a2_filtered,
+            format!("{} (no subscriber)", format_figure(a2_none)),
+            format!("{a2_filtered_ratio:.2}×"),
+        ),
+        (
+            format!(
+                "A2 with {} filtered subscribers, until all have their events",
+                A2_FILTER_PATTERNS.len()
+            ),
+            drained_filtered,
+            format!("{} (no subscriber)", format_figure(a2_none)),
+            format!("{:.2}×", drained_filtered / a2_none),
+        ),
     ];
     let targets = [
         String::new(),
@@ -666,6 +748,8 @@ fn main() {
         String::new(),
         String::new(),
         format!("≥ 0.9×: {}", verdict(a2_ratio >= 0.9)),
+        String::new(),
+        format!("≥ 0.9×: {}", verdict(a2_filtered_ratio >= 0.9)),
         String::new(),
     ];
     for ((label, figure, against, ratio), target) in rows.iter().zip(&targets) {
@@ -712,6 +796,11 @@ fn main() {
         ("a2_no_subscriber_events_per_s", a2_none),
         ("a2_16_subscribers_events_per_s", a2_subs),
         ("a2_16_subscribers_drained_events_per_s", drained_subs),
+        ("a2_16_filtered_subscribers_events_per_s", a2_filtered),
+        (
+            "a2_16_filtered_subscribers_drained_events_per_s",
+            drained_filtered,
+        ),
     ] {
         bench.figures.insert(key.into(), json!(value));
     }

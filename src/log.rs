@@ -1341,10 +1341,40 @@ enum Place {
     },
 }
 
+/// Which records an [`Iter`] step decodes: `Ok(false)` skips one unread.
+pub(crate) type BodyFilter<'a> =
+    dyn FnMut(&[u8]) -> std::result::Result<bool, crate::error::CorruptKind> + 'a;
+
 impl Iter {
     fn step(&mut self) -> Result<Option<LoggedEvent>> {
         let shared = Arc::clone(&self.shared);
-        shared.while_open(|| self.step_open())
+        shared.while_open(|| self.step_open(&mut |_| Ok(true)))
+    }
+
+    /// The next event whose encoded body `wanted` accepts; the others are
+    /// passed without being decoded (a subscriber's filter looks at the
+    /// type, entity, correlation and priority, never at the payload).
+    pub(crate) fn next_matching(
+        &mut self,
+        wanted: &mut BodyFilter<'_>,
+    ) -> Option<Result<LoggedEvent>> {
+        if self.failed {
+            return None;
+        }
+        let shared = Arc::clone(&self.shared);
+        match shared.while_open(|| self.step_open(wanted)) {
+            Ok(Some(event)) => Some(Ok(event)),
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// The next sequence number this iterator would examine.
+    pub(crate) fn next_seq_to_examine(&self) -> u64 {
+        self.next_seq
     }
 
     fn place(&mut self) -> Result<()> {
@@ -1375,7 +1405,7 @@ impl Iter {
         Ok(())
     }
 
-    fn step_open(&mut self) -> Result<Option<LoggedEvent>> {
+    fn step_open(&mut self, wanted: &mut BodyFilter<'_>) -> Result<Option<LoggedEvent>> {
         loop {
             if self.next_seq > self.last_seq {
                 return Ok(None);
@@ -1419,12 +1449,15 @@ impl Iter {
                                     },
                                 ));
                             }
-                            let event = crate::record::decode_body(
-                                header.seq,
-                                &bytes[RECORD_HEADER_BYTES..],
-                            )
-                            .map_err(|kind| corrupt(offset + RECORD_HEADER_BYTES as u64, kind))?;
+                            let body = &bytes[RECORD_HEADER_BYTES..];
+                            let body_corrupt =
+                                |kind| corrupt(offset + RECORD_HEADER_BYTES as u64, kind);
                             self.next_seq += 1;
+                            if !wanted(body).map_err(body_corrupt)? {
+                                continue;
+                            }
+                            let event = crate::record::decode_body(header.seq, body)
+                                .map_err(body_corrupt)?;
                             return Ok(Some(event));
                         }
                         Step::End { offset } => {
@@ -1471,10 +1504,12 @@ impl Iter {
                             if seq < self.next_seq {
                                 continue;
                             }
-                            let event =
-                                crate::record::decode_body(seq, &record[RECORD_HEADER_BYTES..])
-                                    .map_err(corrupt)?;
+                            let body = &record[RECORD_HEADER_BYTES..];
                             self.next_seq = seq + 1;
+                            if !wanted(body).map_err(corrupt)? {
+                                continue;
+                            }
+                            let event = crate::record::decode_body(seq, body).map_err(corrupt)?;
                             return Ok(Some(event));
                         }
                         None => {

@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::{CorruptKind, Error, Result};
 use crate::event::{type_matches, Entity, LoggedEvent, Priority};
 use crate::log::{Iter, Shared};
 use crate::options::Durability;
 use crate::query::{validate_pattern, Query};
+use crate::record::body_retention_fields;
 use crate::watermark::{WaitOutcome, Watermark};
 
 /// Event types under this prefix are the log's own bookkeeping (durable
@@ -84,7 +85,38 @@ impl Filter {
 
     /// Whether `event` passes the filter.
     pub fn matches(&self, event: &LoggedEvent) -> bool {
-        if event.event_type.starts_with(BOOKKEEPING_TYPE_PREFIX)
+        self.matches_fields(
+            &event.event_type,
+            event
+                .entity
+                .as_ref()
+                .map(|e| (e.entity_type.as_str(), e.entity_id.as_str())),
+            event.correlation_id,
+            event.priority,
+        )
+    }
+
+    /// Whether the event encoded in `body` passes the filter, read without
+    /// decoding (or allocating) its payload: a subscriber examines every
+    /// event of the log and decodes only those it delivers.
+    pub(crate) fn matches_body(&self, body: &[u8]) -> std::result::Result<bool, CorruptKind> {
+        let fields = body_retention_fields(body)?;
+        Ok(self.matches_fields(
+            fields.event_type,
+            fields.entity,
+            fields.correlation_id,
+            fields.priority,
+        ))
+    }
+
+    fn matches_fields(
+        &self,
+        event_type: &str,
+        entity: Option<(&str, &str)>,
+        correlation_id: Option<Uuid>,
+        priority: Priority,
+    ) -> bool {
+        if event_type.starts_with(BOOKKEEPING_TYPE_PREFIX)
             && !self
                 .patterns
                 .iter()
@@ -92,21 +124,18 @@ impl Filter {
         {
             return false;
         }
-        if !self.patterns.is_empty()
-            && !self
-                .patterns
-                .iter()
-                .any(|p| type_matches(p, &event.event_type))
-        {
+        if !self.patterns.is_empty() && !self.patterns.iter().any(|p| type_matches(p, event_type)) {
             return false;
         }
-        if self.entity.is_some() && event.entity != self.entity {
+        if let Some(wanted) = &self.entity {
+            if entity != Some((wanted.entity_type.as_str(), wanted.entity_id.as_str())) {
+                return false;
+            }
+        }
+        if self.correlation.is_some() && correlation_id != self.correlation {
             return false;
         }
-        if self.correlation.is_some() && event.correlation_id != self.correlation {
-            return false;
-        }
-        self.min_priority.is_none_or(|min| event.priority <= min)
+        self.min_priority.is_none_or(|min| priority <= min)
     }
 }
 
@@ -253,19 +282,21 @@ impl Subscription {
                 return self.shared.get(seq).map(Some);
             }
             if let Some(iter) = self.iter.as_mut() {
-                match iter.next() {
+                let filter = &self.filter;
+                match iter.next_matching(&mut |body| filter.matches_body(body)) {
                     Some(Ok(event)) => {
                         self.next_seq = event.seq + 1;
-                        if self.filter.matches(&event) {
-                            return Ok(Some(event));
-                        }
-                        continue;
+                        return Ok(Some(event));
                     }
                     Some(Err(e)) => {
                         self.iter = None;
                         return Err(e);
                     }
-                    None => self.iter = None,
+                    None => {
+                        // Past every event it examined, matching or not.
+                        self.next_seq = self.next_seq.max(iter.next_seq_to_examine());
+                        self.iter = None;
+                    }
                 }
             }
             let end = self.log_end();
@@ -404,4 +435,80 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use proptest::prelude::*;
+
+    const TYPES: [&str; 5] = [
+        "validation.check.failed",
+        "agent.error.raised",
+        "evlog.consumer.commit",
+        "session.opened",
+        "a",
+    ];
+    const PATTERNS: [&str; 6] = [
+        "validation.*",
+        "*.error.*",
+        "evlog.*",
+        "session.opened",
+        "a",
+        "*",
+    ];
+
+    fn priority(index: u8) -> Priority {
+        [Priority::P0, Priority::P1, Priority::P2, Priority::P3][usize::from(index % 4)]
+    }
+
+    // A subscriber decides on the encoded body what it would decide on the
+    // decoded event, for every kind of condition and their mixes.
+    proptest! {
+        #[test]
+        fn matches_body_agrees_with_matches(
+            type_index in 0usize..TYPES.len(),
+            entity in proptest::option::of((0u8..2, 0u8..2)),
+            correlation in proptest::option::of(0u8..2),
+            event_priority in 0u8..4,
+            patterns in proptest::collection::vec(0usize..PATTERNS.len(), 0..3),
+            wanted_entity in proptest::option::of((0u8..2, 0u8..2)),
+            wanted_correlation in proptest::option::of(0u8..2),
+            min_priority in proptest::option::of(0u8..4),
+        ) {
+            let mut event = Event::new(TYPES[type_index]).priority(priority(event_priority));
+            if let Some((kind, id)) = entity {
+                event = event.entity(format!("kind{kind}"), format!("id{id}"));
+            }
+            if let Some(c) = correlation {
+                event = event.correlation_id(Uuid::from_u128(u128::from(c) + 1));
+            }
+            let mut filter = Filter::all();
+            for p in patterns {
+                filter = filter.event_type(PATTERNS[p]);
+            }
+            if let Some((kind, id)) = wanted_entity {
+                filter = filter.entity(format!("kind{kind}"), format!("id{id}"));
+            }
+            if let Some(c) = wanted_correlation {
+                filter = filter.correlation(Uuid::from_u128(u128::from(c) + 1));
+            }
+            if let Some(p) = min_priority {
+                filter = filter.min_priority(priority(p));
+            }
+            let mut body = Vec::new();
+            crate::record::encode_body(&event, Uuid::from_u128(7), 1_000, &mut body);
+            let decoded = crate::record::decode_body(1, &body).expect("decode");
+            prop_assert_eq!(filter.matches_body(&body).expect("fields"), filter.matches(&decoded));
+        }
+    }
+
+    // A damaged body is an error, never a silent "no match".
+    #[test]
+    fn matches_body_refuses_a_truncated_body() {
+        let mut body = Vec::new();
+        crate::record::encode_body(&Event::new("a.b"), Uuid::from_u128(7), 1, &mut body);
+        assert!(Filter::all().matches_body(&body[..10]).is_err());
+    }
 }
