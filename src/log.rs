@@ -1574,6 +1574,41 @@ pub(crate) fn now_micros() -> i64 {
 mod tests {
     use super::*;
 
+    // A panic in the syncer thread poisons the log like one in the writer:
+    // the batch it was syncing is answered with `Poisoned`, never `Ok`, no
+    // caller hangs, later calls fail, close returns, and a reopen keeps
+    // what was durable.
+    #[test]
+    fn log_syncer_panic_poisons_until_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), Options::default()).unwrap();
+        let seq = log.append(Event::new("before.panic")).unwrap();
+        log.writer
+            .sender()
+            .unwrap()
+            .send(Request::PanicSyncer)
+            .unwrap();
+        // Over 64 KiB, so that the writer hands it to the syncer.
+        let batch: Vec<Event> = (0..40)
+            .map(|_| Event::new("handed.over").payload(crate::Payload::Bytes(vec![7; 4096])))
+            .collect();
+        match log.append_batch(&batch) {
+            Err(Error::Poisoned { source }) => assert!(
+                matches!(&*source, Error::WriterPanicked(m) if m.contains("injected syncer panic")),
+                "{source:?}"
+            ),
+            other => panic!("expected Poisoned, got {other:?}"),
+        }
+        assert!(log.shared.is_poisoned());
+        assert!(matches!(
+            log.append(Event::new("after.panic")),
+            Err(Error::Poisoned { .. })
+        ));
+        assert!(matches!(log.close(), Err(Error::Poisoned { .. })));
+        let reopened = Log::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(reopened.get(seq).unwrap().event_type, "before.panic");
+    }
+
     // A panic in the writer thread poisons the log: later calls fail with
     // `Poisoned` naming the panic, and a reopen recovers what was durable.
     #[test]

@@ -38,6 +38,9 @@ pub(crate) struct SyncJob {
     pub through_seq: u64,
     /// Each caller's answer, sent once `through_seq` is durable.
     pub answers: Vec<(Sender<Result<u64>>, Result<u64>)>,
+    /// Makes the syncer thread panic on this job, to test poisoning.
+    #[cfg(test)]
+    pub panic: bool,
 }
 
 #[derive(Default)]
@@ -50,6 +53,9 @@ struct State {
     /// The last fsync's duration and when it ended.
     last_sync: Option<(Duration, Instant)>,
     stop: bool,
+    /// The thread panicked (the log is poisoned): jobs are answered with
+    /// the poisoning error as they come, and nothing waits for it.
+    dead: bool,
 }
 
 struct Inner {
@@ -68,6 +74,7 @@ impl Inner {
 /// The writer's handle on the syncer thread; stopping it (also by drop,
 /// when the writer unwinds) finishes the queue first.
 pub(crate) struct Syncer {
+    shared: Arc<Shared>,
     inner: Arc<Inner>,
     thread: Option<JoinHandle<()>>,
 }
@@ -83,15 +90,36 @@ impl Syncer {
             changed: Condvar::new(),
         });
         let thread_inner = Arc::clone(&inner);
+        let thread_shared = Arc::clone(&shared);
         let dir = shared.dir.clone();
         let thread = std::thread::Builder::new()
             .name("evlog:syncer".into())
-            .spawn(move || run(&shared, &thread_inner))
+            .spawn(move || {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(&shared, &thread_inner)
+                }));
+                if let Err(panic) = outcome {
+                    // Like a panic in the writer: the log is poisoned and
+                    // no caller waits forever on an answer that will not
+                    // come.
+                    let message = crate::subscribe::panic_message(&*panic);
+                    shared.poison(Error::WriterPanicked(format!("evlog:syncer: {message}")));
+                    let jobs = {
+                        let mut state = thread_inner.lock();
+                        state.dead = true;
+                        state.busy = false;
+                        std::mem::take(&mut state.jobs)
+                    };
+                    thread_inner.changed.notify_all();
+                    answer_poisoned(&shared, jobs);
+                }
+            })
             .map_err(|e| Error::Io {
                 path: dir,
                 source: e,
             })?;
         Ok(Syncer {
+            shared: thread_shared,
             inner,
             thread: Some(thread),
         })
@@ -100,6 +128,11 @@ impl Syncer {
     /// Queues `job`: its records are written (not yet synced).
     pub fn submit(&self, job: SyncJob) {
         let mut state = self.inner.lock();
+        if state.dead {
+            drop(state);
+            answer_poisoned(&self.shared, vec![job]);
+            return;
+        }
         state.jobs.push(job);
         drop(state);
         self.inner.changed.notify_all();
@@ -110,7 +143,7 @@ impl Syncer {
     /// failed: the caller checks).
     pub fn settle(&self) -> u64 {
         let mut state = self.inner.lock();
-        while state.busy || !state.jobs.is_empty() {
+        while !state.dead && (state.busy || !state.jobs.is_empty()) {
             state = self
                 .inner
                 .changed
@@ -163,6 +196,13 @@ fn run(shared: &Shared, inner: &Inner) {
             state.busy = true;
             (std::mem::take(&mut state.jobs), state.synced_through)
         };
+        #[cfg(test)]
+        if jobs.iter().any(|job| job.panic) {
+            // The jobs go back to the queue, as if taken by a thread that
+            // panicked before answering; the handler answers them.
+            inner.lock().jobs.extend(jobs);
+            panic!("injected syncer panic");
+        }
         let through_seq = jobs.iter().map(|job| job.through_seq).max().unwrap_or(0);
         let mut took = None;
         let outcome = if shared.is_poisoned() {
@@ -219,5 +259,14 @@ fn run(shared: &Shared, inner: &Inner) {
         }
         drop(state);
         inner.changed.notify_all();
+    }
+}
+
+/// Answers every caller of `jobs` with the poisoning error.
+fn answer_poisoned(shared: &Shared, jobs: Vec<SyncJob>) {
+    for job in jobs {
+        for (reply, _) in job.answers {
+            let _ = reply.send(Err(shared.poisoned_error()));
+        }
     }
 }

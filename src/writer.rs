@@ -179,7 +179,7 @@ fn reject(request: Request, error: Error) {
             let _ = reply.send(Err(error));
         }
         #[cfg(test)]
-        Request::Panic => {}
+        Request::Panic | Request::PanicSyncer => {}
     }
 }
 
@@ -195,6 +195,9 @@ pub(crate) enum Request {
     /// Makes the writer panic, to test poisoning.
     #[cfg(test)]
     Panic,
+    /// Makes the syncer thread panic on the next group handed to it.
+    #[cfg(test)]
+    PanicSyncer,
 }
 
 /// What the writer starts from: the state recovery left.
@@ -274,6 +277,9 @@ pub(crate) struct Writer {
     /// Under `Durability::Always`, the thread that syncs and answers while
     /// this one writes the next group.
     syncer: Option<Syncer>,
+    /// The next group handed to the syncer makes it panic (tests).
+    #[cfg(test)]
+    panic_syncer_next: bool,
 }
 
 pub(crate) type Group = Vec<(PreparedBatch, ThreadId, Sender<Result<u64>>)>;
@@ -311,6 +317,8 @@ impl Writer {
                 Durability::Always => Some(Syncer::spawn(Arc::clone(&shared), last_seq)?),
                 Durability::Interval(_) | Durability::OsBuffered => None,
             },
+            #[cfg(test)]
+            panic_syncer_next: false,
         };
         let dir = shared.dir.clone();
         let thread = std::thread::Builder::new()
@@ -369,6 +377,11 @@ impl Writer {
                 } => self.commit(batch, caller, reply),
                 #[cfg(test)]
                 Request::Panic => panic!("injected writer panic"),
+                #[cfg(test)]
+                Request::PanicSyncer => {
+                    self.panic_syncer_next = true;
+                    Ok(())
+                }
             };
             if outcome.is_err() {
                 self.shared.marks.stop();
@@ -606,6 +619,8 @@ impl Writer {
                             segment: Arc::clone(&self.active),
                             through_seq: self.written_seq,
                             answers,
+                            #[cfg(test)]
+                            panic: std::mem::take(&mut self.panic_syncer_next),
                         });
                         self.unsynced = false;
                     }
