@@ -122,6 +122,9 @@ impl IdWindow {
         });
         match result {
             Ok(()) => {
+                // The window ends after the log's last event, whether or
+                // not retention left events to read before it.
+                self.end_seq = last_seq + 1;
                 self.loaded = true;
                 Ok(())
             }

@@ -14,9 +14,9 @@
 //!   were written (`submit` comes after the `pwrite`);
 //! - the durable watermark only moves forward, and never past the
 //!   published one (the writer publishes before it submits);
-//! - every job submitted is answered, also after a failed fsync (with the
-//!   poisoning error) and when the writer stops (the queue is finished
-//!   before the thread exits);
+//! - every job submitted is answered, also after a failed fsync or a
+//!   panic in this thread (with the poisoning error) and when the writer
+//!   stops (the queue is finished before the thread exits);
 //! - all jobs waiting at one time belong to one segment: the writer
 //!   settles the syncer before it rolls or syncs by itself.
 
