@@ -62,6 +62,10 @@ pub(crate) struct Shared {
     pub counters: crate::metrics::WriterCounters,
     /// Record buffers the writer hands back for the next batches.
     pub record_buffers: crate::writer::RecordBuffers,
+    /// The last sequence number the writer wrote to a segment and indexed
+    /// (at or past `marks.last_seq()`: under `Always` a group is published
+    /// once synced). Only `scan_bodies` reads it.
+    pub written_seq: AtomicU64,
 }
 
 impl Shared {
@@ -90,6 +94,7 @@ impl Shared {
             index,
             counters: crate::metrics::WriterCounters::default(),
             record_buffers: crate::writer::RecordBuffers::default(),
+            written_seq: AtomicU64::new(last_seq),
         }
     }
 
@@ -253,8 +258,12 @@ impl Shared {
         })
     }
 
-    /// Calls `each` with the sequence number and body of every published
+    /// Calls `each` with the sequence number and body of every written
     /// event in `from_seq..=through_seq`, in order, every CRC checked.
+    /// Written, not only published: under `Durability::Always` a group
+    /// whose fsync is in flight is published only once synced, and the
+    /// writer's own reads (its duplicate window, entity versions) must see
+    /// it; other callers bound `through_seq` by `last_seq` themselves.
     pub(crate) fn scan_bodies(
         &self,
         from_seq: u64,
@@ -263,7 +272,11 @@ impl Shared {
     ) -> Result<()> {
         self.check_poison()?;
         let from_seq = from_seq.max(self.first_seq.load(Ordering::Acquire));
-        let through_seq = through_seq.min(self.marks.last_seq());
+        let written = self
+            .written_seq
+            .load(Ordering::Acquire)
+            .max(self.marks.last_seq());
+        let through_seq = through_seq.min(written);
         if from_seq > through_seq {
             return Ok(());
         }

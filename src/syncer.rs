@@ -12,8 +12,10 @@
 //! What must hold:
 //! - an answer is sent only after an fsync that began after its records
 //!   were written (`submit` comes after the `pwrite`);
-//! - the durable watermark only moves forward, and never past the
-//!   published one (the writer publishes before it submits);
+//! - a handed-over group becomes readable (`last_seq`) and durable
+//!   together, once synced, as a group the writer syncs itself does: no
+//!   reader sees an event that a power cut could still take back; both
+//!   positions only move forward;
 //! - every job submitted is answered, also after a failed fsync or a
 //!   panic in this thread (with the poisoning error) and when the writer
 //!   stops (the queue is finished before the thread exits);
@@ -234,7 +236,7 @@ fn run(shared: &Shared, inner: &Inner) {
                 if let Some(took) = took {
                     shared.counters.note_fsync(took);
                 }
-                shared.marks.publish_durable_quietly(through_seq)
+                shared.marks.publish_synced_quietly(through_seq)
             }
             Err(()) => Default::default(),
         };

@@ -114,13 +114,18 @@ impl Watermarks {
         }
     }
 
-    /// Publishes the written position alone, leaving the durable one to
-    /// the syncer thread; wakes nobody (the caller wakes with the result).
-    pub fn publish_last_quietly(&self, last_seq: u64) -> Changed {
-        let before = self.last_seq.swap(last_seq, Ordering::SeqCst);
+    /// Publishes `seq` as both readable and durable, never moving either
+    /// back (the writer and the syncer thread both publish under
+    /// `Durability::Always`); wakes nobody (the caller wakes with the
+    /// result).
+    pub fn publish_synced_quietly(&self, seq: u64) -> Changed {
+        // Readable first: the durable position never names a record that
+        // readers cannot read yet.
+        let last_before = self.last_seq.fetch_max(seq, Ordering::SeqCst);
+        let durable_before = self.durable_seq.fetch_max(seq, Ordering::SeqCst);
         Changed {
-            published: before != last_seq,
-            durable: false,
+            published: last_before < seq,
+            durable: durable_before < seq,
         }
     }
 

@@ -11,6 +11,7 @@
 //! (group commit), and a caller's `Ok` always means its events are as
 //! durable as `Durability` promises.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -631,8 +632,12 @@ impl Writer {
                     // ran 20-25 % slower when every group was handed over).
                     Some(_) => {
                         let synced = self.sync_unpublished();
-                        let durable = self.shared.marks.publish_durable_quietly(self.durable_seq);
-                        wake.durable |= durable.durable;
+                        if synced.is_ok() {
+                            let published =
+                                self.shared.marks.publish_synced_quietly(self.durable_seq);
+                            wake.published |= published.published;
+                            wake.durable |= published.durable;
+                        }
                         for (reply, answer) in answers {
                             let answer = match &synced {
                                 Ok(()) => answer,
@@ -829,12 +834,14 @@ impl Writer {
         self.data_bytes += group_bytes;
         self.active.publish(self.data_bytes);
         self.next_seq = seq;
-        let changed = if self.syncer.is_some() {
-            self.shared.marks.publish_last_quietly(seq - 1)
-        } else {
-            self.shared.marks.publish_quietly(seq - 1, self.durable_seq)
-        };
-        self.wake_after_reply = changed;
+        self.shared.written_seq.store(seq - 1, Ordering::Release);
+        // Under `Always` the group is published once synced (by the syncer
+        // thread or in `commit`), so no reader sees an event a power cut
+        // could still take back.
+        if self.syncer.is_none() {
+            let changed = self.shared.marks.publish_quietly(seq - 1, self.durable_seq);
+            self.wake_after_reply = changed;
+        }
         self.shared.counters.note_group(count, group_bytes);
         Ok(first_seqs)
     }

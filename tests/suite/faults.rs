@@ -400,7 +400,8 @@ fn faults_seeded_power_cuts_without_fsync_per_append() {
 // the next groups. With several threads keeping batches in flight, an
 // fsync that fails (the Nth) and then a power cut that keeps a random part
 // of the unsynced writes: every event whose `wait` returned `Ok` is there,
-// with its own id, at the position it was given. An answer sent before its
+// with its own id, at the position it was given, and so is every event a
+// reader could see. An answer sent, or a group made readable, before its
 // fsync returned would lose some of them.
 #[test]
 fn faults_failed_fsync_under_pipelined_appends_keeps_every_acknowledged_event() {
@@ -468,16 +469,37 @@ fn faults_failed_fsync_under_pipelined_appends_keeps_every_acknowledged_event() 
                 })
             })
             .collect();
+        // A reader polling the readable end meanwhile: under `Always` no
+        // event becomes readable before it is durable, so whatever it saw
+        // survives the power cut.
+        let reader = {
+            let (log, failed) = (Arc::clone(&log), Arc::clone(&failed));
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                while !failed.load(std::sync::atomic::Ordering::SeqCst) {
+                    seen = seen.max(log.last_seq().unwrap_or(0));
+                    std::hint::spin_loop();
+                }
+                seen
+            })
+        };
         let acked: Vec<_> = threads
             .into_iter()
             .flat_map(|thread| thread.join().expect("appender"))
             .collect();
+        failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let seen = reader.join().expect("reader");
         assert!(
             disk.fault_fired(),
             "seed {seed}: the fsync fault never fired"
         );
         assert!(!acked.is_empty(), "seed {seed}: nothing acknowledged");
         let reopened = open(&disk.crash(Some(seed))).expect("reopen after the power cut");
+        assert!(
+            reopened.last_seq().unwrap_or(0) >= seen,
+            "seed {seed}: a reader saw seq {seen}, gone after the power cut (last {:?})",
+            reopened.last_seq()
+        );
         for (range, ids) in &acked {
             for (seq, id) in range.clone().zip(ids) {
                 let event = reopened
