@@ -24,6 +24,8 @@
 //! `archive/z1_one_segment` for its own statistics. Files live under
 //! `target/bench-tmp`.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -46,15 +48,6 @@ const FRAME_BOUNDS: [usize; 6] = [
     256 << 10,
     512 << 10,
 ];
-
-fn bench_root() -> tempfile::TempDir {
-    let parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp");
-    std::fs::create_dir_all(&parent).expect("create target/bench-tmp");
-    tempfile::Builder::new()
-        .prefix("archive-")
-        .tempdir_in(parent)
-        .expect("create bench dir")
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -109,7 +102,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let root = bench_root();
+    let root = common::bench_root("archive-");
     let log_dir = root.path().join("log");
     eprintln!(
         "appending {n} W1 events (seed 42) in batches of {BATCH}, {SEGMENT_BYTES}-byte segments"

@@ -84,6 +84,8 @@
 //! the other's) and a JSON file with the machine, N, the durability
 //! settings and every figure.
 
+mod common;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -1948,12 +1950,7 @@ fn main() {
         |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/compare.json"),
         PathBuf::from,
     );
-    let tmp_parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp");
-    std::fs::create_dir_all(&tmp_parent).expect("create target/bench-tmp");
-    let tmp = tempfile::Builder::new()
-        .prefix("compare-")
-        .tempdir_in(&tmp_parent)
-        .expect("create bench dir");
+    let tmp = common::bench_root("compare-");
 
     let started = Instant::now();
     let config = WorkloadConfig::new(n);

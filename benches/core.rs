@@ -25,13 +25,15 @@
 //! live under `target/bench-tmp`. Sample counts are small so that
 //! `cargo bench --bench core` takes well under three minutes.
 
+mod common;
+
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use evlog::workload::{Rng, Workload, WorkloadConfig};
+use evlog::workload::Rng;
 use evlog::{Durability, Event, Log, Options};
 
 /// Events generated once, appended over and over.
@@ -42,28 +44,13 @@ const THREADS: u64 = 4;
 /// Size of one raw record: about the mean encoded W1 event.
 const RAW_RECORD_BYTES: usize = 350;
 
-fn events() -> Vec<Event> {
-    Workload::new(WorkloadConfig::new(EVENTS))
-        .map(|g| g.event())
-        .collect()
-}
-
-fn bench_root() -> tempfile::TempDir {
-    let parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp");
-    std::fs::create_dir_all(&parent).expect("create target/bench-tmp");
-    tempfile::Builder::new()
-        .prefix("core-")
-        .tempdir_in(parent)
-        .expect("create bench dir")
-}
-
 fn open(dir: PathBuf, durability: Durability) -> Log {
     Log::open(dir, Options::default().durability(durability)).expect("open log")
 }
 
 fn appends(c: &mut Criterion) {
-    let root = bench_root();
-    let events = events();
+    let root = common::bench_root("core-");
+    let events = common::workload_events(EVENTS);
     let mut group = c.benchmark_group("append");
     group.throughput(Throughput::Elements(1));
     for (name, durability) in [
@@ -119,9 +106,9 @@ fn appends(c: &mut Criterion) {
 }
 
 fn reads(c: &mut Criterion) {
-    let root = bench_root();
+    let root = common::bench_root("core-");
     let log = open(root.path().join("reads"), Durability::OsBuffered);
-    for chunk in events().chunks(BATCH) {
+    for chunk in common::workload_events(EVENTS).chunks(BATCH) {
         log.append_batch(chunk).expect("fill");
     }
     let mut group = c.benchmark_group("read");
@@ -145,7 +132,7 @@ fn reads(c: &mut Criterion) {
 }
 
 fn raw(c: &mut Criterion) {
-    let root = bench_root();
+    let root = common::bench_root("core-");
     let record = vec![0x5a_u8; RAW_RECORD_BYTES];
     let chunk = record.repeat(BATCH);
     let mut group = c.benchmark_group("raw");
@@ -205,7 +192,7 @@ fn raw(c: &mut Criterion) {
 }
 
 fn records(c: &mut Criterion) {
-    let events = events();
+    let events = common::workload_events(EVENTS);
     let mut group = c.benchmark_group("record");
     group.throughput(Throughput::Elements(1));
     let mut body = Vec::new();

@@ -37,11 +37,11 @@
 //! detection is off (`dedup_window(0)`) so that appending the same W1
 //! events again writes them again. Stores live under `target/bench-tmp`.
 
-use std::path::Path;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use evlog::workload::{Workload, WorkloadConfig};
 use evlog::{Contract, Durability, Event, JsonType, Log, Options, RateLimit};
 
 const EVENTS: u64 = 20_000;
@@ -110,23 +110,8 @@ impl Setting {
     }
 }
 
-fn events() -> Vec<Event> {
-    Workload::new(WorkloadConfig::new(EVENTS))
-        .map(|g| g.event())
-        .collect()
-}
-
-fn bench_root() -> tempfile::TempDir {
-    let parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp");
-    std::fs::create_dir_all(&parent).expect("create target/bench-tmp");
-    tempfile::Builder::new()
-        .prefix("guard-")
-        .tempdir_in(parent)
-        .expect("create bench dir")
-}
-
 fn criterion_benches(c: &mut Criterion, events: &[Event]) {
-    let root = bench_root();
+    let root = common::bench_root("guard-");
     for (group_name, durability) in [("a2", Durability::Always), ("cpu", Durability::OsBuffered)] {
         let mut group = c.benchmark_group(group_name);
         group.throughput(Throughput::Elements(BATCH as u64));
@@ -183,7 +168,7 @@ fn interleaved_a2(events: &[Event]) {
         .and_then(|text| text.parse().ok())
         .unwrap_or(ROUNDS_DEFAULT)
         .max(1);
-    let root = bench_root();
+    let root = common::bench_root("guard-");
     // Secondary indexes off: with four logs open, each one's indexer would
     // still be catching up while the next setting is timed, and the
     // settings would measure each other's indexing instead of the checks.
@@ -238,7 +223,7 @@ fn interleaved_a2(events: &[Event]) {
 }
 
 fn main() {
-    let events = events();
+    let events = common::workload_events(EVENTS);
     let mut criterion = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))

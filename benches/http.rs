@@ -36,6 +36,8 @@
 //!
 //! Stores live under `target/bench-tmp`.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -327,12 +329,7 @@ fn main() {
     let secs = env_number("EVLOG_HTTP_BENCH_SECS", 5);
     let clients = env_number("EVLOG_HTTP_BENCH_CLIENTS", 4) as usize;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let tmp_parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp");
-    std::fs::create_dir_all(&tmp_parent).expect("create target/bench-tmp");
-    let tmp = tempfile::Builder::new()
-        .prefix("http-")
-        .tempdir_in(&tmp_parent)
-        .expect("create bench dir");
+    let tmp = common::bench_root("http-");
     let dir = tmp.path().join("log");
 
     let started = Instant::now();

@@ -36,6 +36,8 @@
 //! appending the same W1 events again writes them again. Stores live under
 //! `target/bench-tmp`.
 
+mod common;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,7 +45,6 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use evlog::bench_api::WriterCounters;
-use evlog::workload::{Workload, WorkloadConfig};
 use evlog::{Durability, Event, Log, Options};
 
 /// W1 events generated once, appended over and over.
@@ -63,21 +64,6 @@ const SINGLES_PER_ROUND: usize = 2_000;
 /// so that the bucket search is not always the shortest.
 const GROUP_EVENTS: [u64; 8] = [1, 3, 17, 200, 1_000, 1_000, 5_000, 20_000];
 const FSYNC_US: [u64; 8] = [80, 300, 900, 2_000, 4_000, 20_000, 300_000, 2_000_000];
-
-fn events() -> Vec<Event> {
-    Workload::new(WorkloadConfig::new(EVENTS))
-        .map(|g| g.event())
-        .collect()
-}
-
-fn bench_root() -> tempfile::TempDir {
-    let parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp");
-    std::fs::create_dir_all(&parent).expect("create target/bench-tmp");
-    tempfile::Builder::new()
-        .prefix("metrics-")
-        .tempdir_in(parent)
-        .expect("create bench dir")
-}
 
 fn options() -> Options {
     Options::default()
@@ -146,7 +132,7 @@ fn counter_benches(c: &mut Criterion) {
 }
 
 fn log_benches(c: &mut Criterion, events: &[Event]) {
-    let root = bench_root();
+    let root = common::bench_root("metrics-");
     let mut group = c.benchmark_group("log");
     let log = Log::open(root.path().join("batch"), options()).expect("open log");
     let mut chunks = events.chunks(BATCH).cycle();
@@ -251,7 +237,7 @@ fn summary(events: &[Event]) {
         .and_then(|text| text.parse().ok())
         .unwrap_or(ROUNDS_DEFAULT)
         .max(1);
-    let root = bench_root();
+    let root = common::bench_root("metrics-");
     let group_ns = counters_ns_per_group(rounds, false, false);
     let group_fsync_ns = counters_ns_per_group(rounds, true, false);
     let contended_ns = counters_ns_per_group(rounds, true, true);
@@ -288,7 +274,7 @@ fn summary(events: &[Event]) {
 }
 
 fn main() {
-    let events = events();
+    let events = common::workload_events(EVENTS);
     let mut criterion = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))

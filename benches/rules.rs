@@ -26,7 +26,8 @@
 //!
 //! The counts of evaluations and firings are checked against W1.
 
-use std::path::Path;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use evlog::rules::RuleStart;
@@ -137,12 +138,7 @@ fn main() {
         Ok(text) => text.trim().parse().expect("EVLOG_BENCH_N must be a number"),
         Err(_) => 100_000,
     };
-    let tmp_parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp");
-    std::fs::create_dir_all(&tmp_parent).expect("create target/bench-tmp");
-    let tmp = tempfile::Builder::new()
-        .prefix("rules-")
-        .tempdir_in(&tmp_parent)
-        .expect("create bench dir");
+    let tmp = common::bench_root("rules-");
     let generated: Vec<_> = Workload::new(WorkloadConfig::new(n)).collect();
     let quiet_matches = generated
         .iter()

@@ -46,6 +46,8 @@
 //! is possible, and inline (one comparison) where it is not. Stores live
 //! under `target/bench-tmp` (the repository's disk, not a tmpfs `/tmp`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
@@ -556,12 +558,7 @@ fn main() {
         |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/subscribe.json"),
         PathBuf::from,
     );
-    let tmp_parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp");
-    std::fs::create_dir_all(&tmp_parent).expect("create target/bench-tmp");
-    let tmp = tempfile::Builder::new()
-        .prefix("subscribe-")
-        .tempdir_in(&tmp_parent)
-        .expect("create bench dir");
+    let tmp = common::bench_root("subscribe-");
 
     let started = Instant::now();
     let config = WorkloadConfig::new(n as u64);
