@@ -46,9 +46,10 @@ pub(crate) enum Verdict {
 /// (the duplicate check, then the insert, which finds the same slot still
 /// in cache), in the writer thread, on the path of every durable batch.
 /// Evicting the oldest id as each new one came in cost a third lookup, at a
-/// random place of a table of several MB (a cache miss per event), and with
-/// SipHash on 16-byte keys the three took about 250 ns an event, more than
-/// a third of the batched appends' time. So ids out of the window are not
+/// random place of a table of several MB (a cache miss per event), and
+/// SipHash on 16-byte keys made each lookup dearer still: together the
+/// largest part of the writer's CPU per batch in a profile of W1's batched
+/// appends. So ids out of the window are not
 /// evicted one by one: an entry counts only while its sequence number is
 /// among the last `capacity`, and once the table holds twice `capacity`
 /// entries one sequential sweep drops the stale ones. Keys are the id as a

@@ -71,8 +71,7 @@ const RECORD_BUFFER_KEPT_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// the next batch to encode into. A batch of a thousand events needs a
 /// buffer of several hundred KiB: freshly allocated, the allocator maps it
 /// (page faults as the caller encodes into it), and freed in the writer
-/// thread it is unmapped (a TLB shootdown across cores); both together
-/// cost batched appends about a tenth of their time.
+/// thread it is unmapped (a TLB shootdown across cores), once per batch.
 #[derive(Default)]
 pub(crate) struct RecordBuffers {
     free: std::sync::Mutex<Vec<Vec<u8>>>,
@@ -628,8 +627,8 @@ impl Writer {
                     // A small group while the syncer is idle is synced
                     // here: handing it over adds a thread wake-up to every
                     // append's latency, and its fsync has little writing
-                    // to overlap (4 threads appending one event at a time
-                    // ran 20-25 % slower when every group was handed over).
+                    // to overlap (A3, 4 threads appending one event at a
+                    // time, was slower when every group was handed over).
                     Some(_) => {
                         let synced = self.sync_unpublished();
                         if synced.is_ok() {
