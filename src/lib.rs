@@ -48,6 +48,7 @@ mod compact;
 mod config;
 mod consumer;
 mod contracts;
+mod dispatch;
 /// What the command-line tools share with the library's own messages, so
 /// that input echoed in an error is cut the same way everywhere. For
 /// `evlog` and `evlog-dump`; not part of the API.

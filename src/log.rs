@@ -66,6 +66,9 @@ pub(crate) struct Shared {
     /// (at or past `marks.last_seq()`: under `Always` a group is published
     /// once synced). Only `scan_bodies` reads it.
     pub written_seq: AtomicU64,
+    /// The `evlog:dispatch` thread's slots: live subscribers of a `Log`
+    /// share one read of each new record (a `LogReader` has none).
+    pub dispatch: crate::dispatch::Dispatch,
 }
 
 impl Shared {
@@ -95,6 +98,7 @@ impl Shared {
             counters: crate::metrics::WriterCounters::default(),
             record_buffers: crate::writer::RecordBuffers::default(),
             written_seq: AtomicU64::new(last_seq),
+            dispatch: crate::dispatch::Dispatch::disabled(),
         }
     }
 
@@ -674,7 +678,9 @@ impl Log {
         } else {
             crate::index::IndexSlot::unavailable("secondary indexes are off for this log".into())
         };
-        let shared = Arc::new(Shared::new(storage, dir, options, &opened, slot));
+        let mut shared = Shared::new(storage, dir, options, &opened, slot);
+        shared.dispatch = crate::dispatch::Dispatch::default();
+        let shared = Arc::new(shared);
         shared.counters.note_open(open_started.elapsed());
         let active = opened
             .pieces
@@ -1002,6 +1008,9 @@ impl Log {
         if let Some(indexer) = self.indexer.as_mut() {
             indexer.shutdown();
         }
+        // Every visible event is dispatched (the writer has stopped); the
+        // subscribers then read the log themselves until it closes.
+        self.shared.dispatch.shutdown(&self.shared);
         // Wait for reads in progress, and refuse later ones, before the
         // lock goes: after that another `Log` may own the files.
         self.shared.close_readers();

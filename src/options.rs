@@ -58,6 +58,7 @@ pub struct Options {
     pub(crate) preallocate_bytes: u64,
     pub(crate) secondary_indexes: bool,
     pub(crate) read_buffer_bytes: u64,
+    pub(crate) subscription_queue_bytes: u64,
     pub(crate) dedup_window_ids: usize,
     pub(crate) retention: Option<crate::retention::RetentionPolicy>,
     pub(crate) archive_cache_bytes: u64,
@@ -76,6 +77,7 @@ impl Default for Options {
             preallocate_bytes: 4 * 1024 * 1024,
             secondary_indexes: true,
             read_buffer_bytes: 256 * 1024,
+            subscription_queue_bytes: 1024 * 1024,
             dedup_window_ids: DEDUP_WINDOW_IDS_DEFAULT,
             retention: None,
             archive_cache_bytes: ARCHIVE_CACHE_BYTES_DEFAULT,
@@ -125,10 +127,22 @@ impl Options {
     /// Most bytes an iterator, and so a subscription or a durable consumer,
     /// reads ahead where a segment is read with `pread` rather than mapped
     /// (default 256 KiB, at least 4 KiB). With one record, this bounds the
-    /// memory of a subscriber however far behind it is: subscriptions hold
-    /// no queue.
+    /// memory of a subscriber that is behind; a caught-up one also holds
+    /// its queue ([`Self::subscription_queue_bytes`]).
     pub fn read_buffer_bytes(mut self, bytes: u64) -> Options {
         self.read_buffer_bytes = bytes.max(4096);
+        self
+    }
+
+    /// Most bytes of decoded events the `evlog:dispatch` thread queues for
+    /// one caught-up subscriber (default 1 MiB, counted as each event's
+    /// encoded size plus the decoded event's fixed part). A subscriber that
+    /// falls further behind is not dropped and does not slow appends: it
+    /// drains its queue, then reads the log itself (within
+    /// [`Self::read_buffer_bytes`]) until it has caught up again. 0 makes
+    /// every subscriber read the log itself.
+    pub fn subscription_queue_bytes(mut self, bytes: u64) -> Options {
+        self.subscription_queue_bytes = bytes;
         self
     }
 

@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::dispatch::{Dispatch, Next, Slot};
 use crate::error::{CorruptKind, Error, Result};
 use crate::event::{type_matches, Entity, LoggedEvent, Priority};
 use crate::log::{Iter, Shared};
 use crate::options::Durability;
 use crate::query::{validate_pattern, Query};
-use crate::record::body_retention_fields;
+use crate::record::{body_retention_fields, RetentionFields};
 use crate::watermark::{WaitOutcome, Watermark};
 
 /// Event types under this prefix are the log's own bookkeeping (durable
@@ -100,13 +101,17 @@ impl Filter {
     /// decoding (or allocating) its payload: a subscriber examines every
     /// event of the log and decodes only those it delivers.
     pub(crate) fn matches_body(&self, body: &[u8]) -> std::result::Result<bool, CorruptKind> {
-        let fields = body_retention_fields(body)?;
-        Ok(self.matches_fields(
+        Ok(self.matches_retention_fields(&body_retention_fields(body)?))
+    }
+
+    /// Whether the event whose fields were read from its body passes.
+    pub(crate) fn matches_retention_fields(&self, fields: &RetentionFields<'_>) -> bool {
+        self.matches_fields(
             fields.event_type,
             fields.entity,
             fields.correlation_id,
             fields.priority,
-        ))
+        )
     }
 
     fn matches_fields(
@@ -116,6 +121,12 @@ impl Filter {
         correlation_id: Option<Uuid>,
         priority: Priority,
     ) -> bool {
+        self.matches_type(event_type) && self.matches_besides_type(entity, correlation_id, priority)
+    }
+
+    /// The part of the filter that depends on the event type alone (the
+    /// dispatcher remembers it per type).
+    pub(crate) fn matches_type(&self, event_type: &str) -> bool {
         if event_type.starts_with(BOOKKEEPING_TYPE_PREFIX)
             && !self
                 .patterns
@@ -124,9 +135,16 @@ impl Filter {
         {
             return false;
         }
-        if !self.patterns.is_empty() && !self.patterns.iter().any(|p| type_matches(p, event_type)) {
-            return false;
-        }
+        self.patterns.is_empty() || self.patterns.iter().any(|p| type_matches(p, event_type))
+    }
+
+    /// The rest of the filter: entity, correlation and priority.
+    pub(crate) fn matches_besides_type(
+        &self,
+        entity: Option<(&str, &str)>,
+        correlation_id: Option<Uuid>,
+        priority: Priority,
+    ) -> bool {
         if let Some(wanted) = &self.entity {
             if entity != Some((wanted.entity_type.as_str(), wanted.entity_id.as_str())) {
                 return false;
@@ -187,20 +205,32 @@ pub struct Subscription {
     iter: Option<Iter>,
     /// `LatestPerEntity`: the history still to deliver.
     history: VecDeque<u64>,
+    /// Its place in the log's dispatcher, which reads new records once for
+    /// every caught-up subscriber; `None`: it always reads the log itself.
+    slot: Option<Arc<Slot>>,
+}
+
+/// The watermark that bounds what subscribers see, by durability: what a
+/// subscriber saw must stay true after a power cut, so under `Always` and
+/// `Interval` only durable events are delivered. Under `OsBuffered`,
+/// which accepts losing recent events to a power cut, delivery follows the
+/// written end.
+pub(crate) fn visible_watermark(options: &crate::options::Options) -> Watermark {
+    match options.get_durability() {
+        Durability::OsBuffered => Watermark::Published,
+        Durability::Always | Durability::Interval(_) => Watermark::Durable,
+    }
 }
 
 impl Subscription {
     pub(crate) fn new(shared: Arc<Shared>, filter: Filter, start: Start) -> Result<Subscription> {
         filter.validate()?;
         shared.check_poison()?;
-        // What a subscriber saw must stay true after a power cut: under
-        // `Always` and `Interval` only durable events are delivered. Under
-        // `OsBuffered`, which accepts losing recent events to a power cut,
-        // delivery follows the written end.
-        let visible = match shared.options.get_durability() {
-            Durability::OsBuffered => Watermark::Published,
-            Durability::Always | Durability::Interval(_) => Watermark::Durable,
-        };
+        let visible = visible_watermark(&shared.options);
+        // A subscription that starts at the end joins the dispatcher at
+        // once; the others when their own reads have caught up.
+        let attach_now = matches!(start, Start::End | Start::LatestPerEntity);
+        let slot = Dispatch::register(&shared, filter.clone(), attach_now);
         let mut subscription = Subscription {
             shared,
             filter,
@@ -208,6 +238,7 @@ impl Subscription {
             visible,
             iter: None,
             history: VecDeque::new(),
+            slot,
         };
         subscription.next_seq = subscription.first_seq();
         match start {
@@ -299,7 +330,41 @@ impl Subscription {
                     }
                 }
             }
-            let end = self.log_end();
+            let mut end = self.log_end();
+            if let Some(slot) = &self.slot {
+                match slot.next(&mut self.next_seq, end) {
+                    Next::Event(event) => {
+                        return Ok(Some(
+                            Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone()),
+                        ))
+                    }
+                    Next::ReadUpTo(seq) => end = end.min(seq),
+                    Next::ReadToEnd => {}
+                    Next::Wait => {
+                        let left = match deadline {
+                            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                            None => Duration::from_secs(3600),
+                        };
+                        if !left.is_zero() {
+                            slot.wait(left);
+                            if slot.is_gone() {
+                                // The dispatcher stopped: the log closed, or
+                                // its read failed. Read the log itself from
+                                // here, which reports either.
+                                self.slot = None;
+                            }
+                            continue;
+                        }
+                        // Out of time, and the dispatcher has not reached
+                        // what is visible now: read that itself (the queue
+                        // later skips it), since a visible matching event
+                        // is never answered with `None`.
+                        if self.next_seq > end {
+                            return Ok(None);
+                        }
+                    }
+                }
+            }
             if self.next_seq <= end {
                 self.iter = Some(self.shared.iter(self.next_seq..=end)?);
                 continue;
@@ -330,6 +395,9 @@ impl Subscription {
     pub(crate) fn rewind_to(&mut self, seq: u64) {
         self.next_seq = seq;
         self.iter = None;
+        if let Some(slot) = &self.slot {
+            slot.reset();
+        }
     }
 
     /// The next matching event if one is visible now, without waiting.

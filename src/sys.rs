@@ -26,7 +26,7 @@ pub(crate) fn lower_this_thread_priority() {
         if result != 0 {
             tracing::debug!(
                 error = %std::io::Error::last_os_error(),
-                "could not lower the archiver's priority"
+                "could not lower a background thread's priority"
             );
         }
     }

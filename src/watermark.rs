@@ -169,6 +169,19 @@ impl Watermarks {
     /// Waits until `which` is at least `target`, the timeout passes, or
     /// the log stops.
     pub fn wait(&self, which: Watermark, target: u64, timeout: Duration) -> WaitOutcome {
+        static NEVER: AtomicBool = AtomicBool::new(false);
+        self.wait_interruptible(which, target, timeout, &NEVER)
+    }
+
+    /// Like [`Self::wait`], also ending (as `TimedOut`) once `interrupt`
+    /// is set and [`Self::wake`] called: a background thread's shutdown.
+    pub fn wait_interruptible(
+        &self,
+        which: Watermark,
+        target: u64,
+        timeout: Duration,
+        interrupt: &AtomicBool,
+    ) -> WaitOutcome {
         let position = self.position(which);
         let now = position.load(Ordering::SeqCst);
         if now >= target {
@@ -188,6 +201,9 @@ impl Watermarks {
             }
             if self.stopped.load(Ordering::SeqCst) {
                 break WaitOutcome::Stopped(now);
+            }
+            if interrupt.load(Ordering::SeqCst) {
+                break WaitOutcome::TimedOut(now);
             }
             let left = match deadline {
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {

@@ -329,16 +329,25 @@ fn drain(s: &mut Subscriber, all: &[LoggedEvent], context: &str) {
     assert_eq!(progress.log_end, all.len() as u64, "{context}: log_end");
 }
 
-fn options() -> Options {
+fn options(queue_bytes: u64) -> Options {
     Options::default()
         .durability(Durability::OsBuffered)
         .segment_bytes_max(64 * 1024)
         .preallocate_bytes(0)
+        .subscription_queue_bytes(queue_bytes)
 }
 
-fn run_case(ops: &[Op]) {
+/// Subscribers' queue sizes: none (every subscriber reads the log
+/// itself), room for one or a few events (the dispatcher detaches a
+/// subscriber after almost every batch, so the switch between the queue
+/// and its own reads happens all the time), and the default.
+fn queue_bytes_strategy() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(0u64), Just(400), Just(2_000), Just(1024 * 1024)]
+}
+
+fn run_case(ops: &[Op], queue_bytes: u64) {
     let dir = tempdir();
-    let mut log = Some(Log::open(dir.path(), options()).unwrap());
+    let mut log = Some(Log::open(dir.path(), options(queue_bytes)).unwrap());
     let mut subs: Vec<Subscriber> = Vec::new();
     for (step, op) in ops.iter().enumerate() {
         let context = format!("step {step} {op:?}");
@@ -396,7 +405,7 @@ fn run_case(ops: &[Op]) {
             }
             Op::Reopen => {
                 log.take().unwrap().close().unwrap();
-                let reopened = Log::open(dir.path(), options()).unwrap();
+                let reopened = Log::open(dir.path(), options(queue_bytes)).unwrap();
                 // Resume every subscriber from where it stood, as an
                 // application would; what it had received stays expected
                 // as history (a pending LatestPerEntity history is given up).
@@ -441,8 +450,9 @@ proptest! {
     #[test]
     fn subscribers_get_exactly_the_matching_events(
         ops in prop::collection::vec(op_strategy(), 1..120),
+        queue_bytes in queue_bytes_strategy(),
     ) {
-        run_case(&ops);
+        run_case(&ops, queue_bytes);
     }
 }
 

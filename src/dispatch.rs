@@ -1,0 +1,485 @@
+//! The `evlog:dispatch` thread: reads each newly visible record once for
+//! every live subscriber of a log, instead of once per subscriber.
+//!
+//! A subscription is still a cursor over sequence numbers (see
+//! `subscribe.rs`); the dispatcher only spares caught-up subscribers from
+//! reading the log themselves. Each subscription has a [`Slot`]. While the
+//! slot is *attached*, the dispatcher extends its *coverage*, a contiguous
+//! range `from..=through` of sequence numbers for which the slot's queue
+//! holds every matching event not yet taken, in order. A subscriber whose
+//! next seq lies inside the coverage takes events from the queue; one
+//! below it reads the log itself up to `from - 1`. Because the coverage is
+//! contiguous and a subscriber discards queued events below its next seq,
+//! switching between the queue and its own reads can neither skip nor
+//! repeat an event.
+//!
+//! Backpressure: a slot's queue is bounded in bytes
+//! (`Options::subscription_queue_bytes`). When a batch's matches do not
+//! fit, the dispatcher detaches the slot instead of waiting: the coverage
+//! stops growing, the subscriber drains what is queued, reads the log
+//! itself from there (like any subscriber that is behind), and asks to be
+//! attached again once it has caught up. Appends never wait for a
+//! subscriber, and no subscriber is dropped.
+//!
+//! Attaching happens only at the start of a dispatcher batch, under the
+//! slot's lock, so a batch is dispatched to exactly the slots attached
+//! when it began.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::event::LoggedEvent;
+use crate::log::Shared;
+use crate::record::body_retention_fields;
+use crate::subscribe::Filter;
+use crate::watermark::{WaitOutcome, Watermark};
+
+/// Most events one dispatcher batch reads before it hands them out: bounds
+/// the dispatcher's own memory (its batch holds the decoded matches).
+const BATCH_EVENTS_MAX: u64 = 4096;
+
+/// How long the dispatcher waits for new events before it looks at its
+/// stop flag again (a stop also wakes it at once).
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// One subscription's place in the dispatcher.
+pub(crate) struct Slot {
+    filter: Filter,
+    state: Mutex<SlotState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+pub(crate) struct SlotState {
+    /// The dispatcher extends the coverage batch by batch.
+    attached: bool,
+    /// The subscriber caught up: attach at the next batch.
+    attach_requested: bool,
+    /// `(from, through)`: every matching event of `from..=through` that
+    /// the subscriber has not taken is in `queue`, in order. `through` is
+    /// `from - 1` while nothing has been dispatched yet.
+    coverage: Option<(u64, u64)>,
+    /// Each event with the bytes it counts for: its encoded body plus the
+    /// decoded event's fixed size, an estimate of its memory.
+    queue: VecDeque<(Arc<LoggedEvent>, u64)>,
+    /// What the queued events count for together.
+    queued_bytes: u64,
+    /// The subscriber waits on `changed`: the dispatcher notifies only then.
+    waiting: bool,
+    /// The dispatcher stopped (the log closed or a read failed): the
+    /// subscriber reads the log itself from now on.
+    gone: bool,
+}
+
+/// What the subscriber should do next, decided under the slot's lock.
+pub(crate) enum Next {
+    /// The next matching event, from the queue.
+    Event(Arc<LoggedEvent>),
+    /// Read the log itself up to this seq (inclusive), then ask again.
+    ReadUpTo(u64),
+    /// Read the log itself to its end (no coverage applies).
+    ReadToEnd,
+    /// Attached and caught up with the dispatcher: wait on the slot.
+    Wait,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The subscriber's step: `next_seq` is the next seq it would examine
+    /// (moved forward past covered seqs that hold no queued match).
+    pub(crate) fn next(&self, next_seq: &mut u64, log_end: u64) -> Next {
+        let mut state = self.lock();
+        // Queued events below the subscriber's position were examined by
+        // its own reads already.
+        while state.queue.front().is_some_and(|(e, _)| e.seq < *next_seq) {
+            state.pop();
+        }
+        if let Some((from, through)) = state.coverage {
+            if from > *next_seq {
+                return Next::ReadUpTo(from - 1);
+            }
+            if let Some(event) = state.pop() {
+                *next_seq = event.seq + 1;
+                return Next::Event(event);
+            }
+            *next_seq = (*next_seq).max(through + 1);
+            if state.attached {
+                return Next::Wait;
+            }
+            // Detached and drained: the coverage ends here.
+            state.coverage = None;
+        }
+        if state.gone {
+            return Next::ReadToEnd;
+        }
+        if *next_seq > log_end {
+            // Caught up by its own reads: let the dispatcher take over.
+            state.attach_requested = true;
+            return Next::Wait;
+        }
+        Next::ReadToEnd
+    }
+
+    /// Waits until the dispatcher changes the slot or `timeout` passes.
+    pub(crate) fn wait(&self, timeout: Duration) {
+        let mut state = self.lock();
+        if state.gone || !(state.attached || state.attach_requested) || !state.queue.is_empty() {
+            return;
+        }
+        state.waiting = true;
+        let (mut state, _) = self
+            .changed
+            .wait_timeout(state, timeout)
+            .unwrap_or_else(PoisonError::into_inner);
+        state.waiting = false;
+    }
+
+    /// The subscriber moved its position backwards (a consumer's
+    /// redelivery): forget the queue; it reads the log itself again.
+    pub(crate) fn reset(&self) {
+        let mut state = self.lock();
+        state.attached = false;
+        state.attach_requested = false;
+        state.coverage = None;
+        state.queue.clear();
+        state.queued_bytes = 0;
+    }
+
+    /// Whether the dispatcher has stopped serving this slot.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.lock().gone
+    }
+}
+
+impl SlotState {
+    fn pop(&mut self) -> Option<Arc<LoggedEvent>> {
+        let (event, bytes) = self.queue.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
+        Some(event)
+    }
+}
+
+/// The dispatcher of one log: its slots and its thread, started with the
+/// first live subscription.
+#[derive(Default)]
+pub(crate) struct Dispatch {
+    registry: Mutex<Registry>,
+    stop: AtomicBool,
+}
+
+#[derive(Default)]
+struct Registry {
+    slots: Vec<Arc<Slot>>,
+    thread: Option<JoinHandle<()>>,
+    /// The dispatcher has stopped for good (or could not start).
+    stopped: bool,
+}
+
+impl Dispatch {
+    /// A dispatcher that never starts: every subscription reads the log
+    /// itself.
+    pub(crate) fn disabled() -> Dispatch {
+        Dispatch {
+            registry: Mutex::new(Registry {
+                stopped: true,
+                ..Registry::default()
+            }),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A slot for a new subscription, starting the dispatcher if needed;
+    /// `None` when the dispatcher has stopped (the subscription then reads
+    /// the log itself, as it always may).
+    pub(crate) fn register(
+        shared: &Arc<Shared>,
+        filter: Filter,
+        attach_now: bool,
+    ) -> Option<Arc<Slot>> {
+        let dispatch = &shared.dispatch;
+        let mut registry = dispatch.lock();
+        if registry.stopped
+            || dispatch.stop.load(Ordering::Acquire)
+            || shared.options.subscription_queue_bytes == 0
+        {
+            return None;
+        }
+        if registry.thread.is_none() {
+            let thread_shared = Arc::clone(shared);
+            let spawned = std::thread::Builder::new()
+                .name("evlog:dispatch".into())
+                .spawn(move || run(&thread_shared));
+            match spawned {
+                Ok(thread) => registry.thread = Some(thread),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not start the dispatcher; subscribers read the log themselves");
+                    registry.stopped = true;
+                    return None;
+                }
+            }
+        }
+        let slot = Arc::new(Slot {
+            filter,
+            state: Mutex::new(SlotState {
+                attach_requested: attach_now,
+                ..SlotState::default()
+            }),
+            changed: Condvar::new(),
+        });
+        registry.slots.push(Arc::clone(&slot));
+        Some(slot)
+    }
+
+    /// Stops the thread after the batch in progress and waits for it;
+    /// every slot falls back to reading the log.
+    pub(crate) fn shutdown(&self, shared: &Shared) {
+        self.stop.store(true, Ordering::SeqCst);
+        shared.marks.wake(crate::watermark::Changed {
+            published: true,
+            durable: true,
+        });
+        let thread = self.lock().thread.take();
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                tracing::error!("the dispatcher thread panicked");
+            }
+        }
+        self.release_all();
+    }
+
+    /// Marks every slot gone and wakes its subscriber.
+    fn release_all(&self) {
+        let slots = {
+            let mut registry = self.lock();
+            registry.stopped = true;
+            std::mem::take(&mut registry.slots)
+        };
+        for slot in slots {
+            let mut state = slot.lock();
+            state.gone = true;
+            state.attached = false;
+            state.attach_requested = false;
+            drop(state);
+            slot.changed.notify_all();
+        }
+    }
+}
+
+/// One matching event of a batch.
+struct Dispatched {
+    event: Arc<LoggedEvent>,
+    /// What it counts for in a queue.
+    bytes: u64,
+}
+
+/// A batch read once for the attached slots.
+#[derive(Default)]
+struct Batch {
+    events: Vec<Dispatched>,
+    /// Per attached slot, the indexes into `events` it receives.
+    per_slot: Vec<Vec<usize>>,
+}
+
+/// Event types seen lately, each with the attached slots whose type
+/// patterns accept it: a subscriber's patterns are matched once per type,
+/// not once per event.
+#[derive(Default)]
+struct TypeCache {
+    /// The attached slots the answers are for, by address.
+    slots: Vec<usize>,
+    by_type: HashMap<Box<str>, Box<[u32]>, foldhash::fast::RandomState>,
+}
+
+/// Distinct types the cache holds at most before it starts over.
+const TYPE_CACHE_TYPES_MAX: usize = 4096;
+
+impl TypeCache {
+    /// Forgets every answer unless `attached` is the set they were for.
+    fn align(&mut self, attached: &[Arc<Slot>]) {
+        let same = self.slots.len() == attached.len()
+            && self
+                .slots
+                .iter()
+                .zip(attached)
+                .all(|(&address, slot)| address == Arc::as_ptr(slot) as usize);
+        if !same {
+            self.slots = attached
+                .iter()
+                .map(|slot| Arc::as_ptr(slot) as usize)
+                .collect();
+            self.by_type.clear();
+        }
+    }
+
+    fn slots_for(&mut self, event_type: &str, attached: &[Arc<Slot>]) -> &[u32] {
+        if !self.by_type.contains_key(event_type) {
+            if self.by_type.len() >= TYPE_CACHE_TYPES_MAX {
+                self.by_type.clear();
+            }
+            let slots: Box<[u32]> = attached
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| slot.filter.matches_type(event_type))
+                .map(|(index, _)| index as u32)
+                .collect();
+            self.by_type.insert(event_type.into(), slots);
+        }
+        self.by_type.get(event_type).map_or(&[], |slots| slots)
+    }
+}
+
+fn run(shared: &Arc<Shared>) {
+    crate::sys::lower_this_thread_priority();
+    let dispatch = &shared.dispatch;
+    let visible = crate::subscribe::visible_watermark(&shared.options);
+    let end_of = |shared: &Shared| match visible {
+        Watermark::Published => shared.marks.last_seq(),
+        Watermark::Durable => shared.marks.durable_seq(),
+    };
+    let queue_bytes_max = shared.options.subscription_queue_bytes;
+    let mut cursor = end_of(shared) + 1;
+    let mut attached: Vec<Arc<Slot>> = Vec::new();
+    let mut batch = Batch::default();
+    let mut types = TypeCache::default();
+    loop {
+        if dispatch.stop.load(Ordering::Acquire) {
+            break;
+        }
+        let mut end = end_of(shared);
+        if end < cursor {
+            match shared
+                .marks
+                .wait_interruptible(visible, cursor, IDLE_WAIT, &dispatch.stop)
+            {
+                WaitOutcome::Reached(_) | WaitOutcome::TimedOut(_) => continue,
+                WaitOutcome::Stopped(_) => {
+                    end = end_of(shared);
+                    if end < cursor {
+                        break;
+                    }
+                }
+            }
+        }
+        let end = end.min(cursor + BATCH_EVENTS_MAX - 1);
+        // The slots this batch goes to: attached ones, and those whose
+        // subscriber asked, which start at this batch.
+        attached.clear();
+        {
+            let mut registry = dispatch.lock();
+            // A slot only the registry holds belongs to a dropped
+            // subscription.
+            registry.slots.retain(|slot| Arc::strong_count(slot) > 1);
+            for slot in &registry.slots {
+                let mut state = slot.lock();
+                if state.attach_requested {
+                    state.attach_requested = false;
+                    state.attached = true;
+                    state.coverage = Some((cursor, cursor - 1));
+                }
+                if state.attached {
+                    attached.push(Arc::clone(slot));
+                }
+            }
+        }
+        if attached.is_empty() {
+            cursor = end + 1;
+            continue;
+        }
+        types.align(&attached);
+        if let Err(e) = read_batch(shared, cursor, end, &attached, &mut types, &mut batch) {
+            // The subscribers meet the same error when they read the log
+            // themselves, and report it to their callers.
+            tracing::warn!(error = %e, "the dispatcher could not read the log; subscribers read it themselves");
+            break;
+        }
+        for (slot, indexes) in attached.iter().zip(&batch.per_slot) {
+            let mut state = slot.lock();
+            if !state.attached {
+                continue; // reset by its subscriber meanwhile
+            }
+            let added_bytes: u64 = indexes.iter().map(|&i| batch.events[i].bytes).sum();
+            if !indexes.is_empty() && state.queued_bytes + added_bytes > queue_bytes_max {
+                // Full: the subscriber reads the rest from the log.
+                state.attached = false;
+            } else {
+                state.queue.extend(indexes.iter().map(|&i| {
+                    let dispatched = &batch.events[i];
+                    (Arc::clone(&dispatched.event), dispatched.bytes)
+                }));
+                state.queued_bytes += added_bytes;
+                if let Some((_, through)) = state.coverage.as_mut() {
+                    *through = end;
+                }
+            }
+            // A subscriber is woken for events or to read the log itself;
+            // one whose coverage only grew has nothing to do yet.
+            let wake = state.waiting && (!indexes.is_empty() || !state.attached);
+            drop(state);
+            if wake {
+                slot.changed.notify_all();
+            }
+        }
+        batch.events.clear();
+        cursor = end + 1;
+    }
+    dispatch.release_all();
+}
+
+/// Reads `cursor..=end` once, decoding each event that some attached slot
+/// wants, into `batch`.
+fn read_batch(
+    shared: &Arc<Shared>,
+    cursor: u64,
+    end: u64,
+    attached: &[Arc<Slot>],
+    types: &mut TypeCache,
+    batch: &mut Batch,
+) -> crate::Result<()> {
+    batch.events.clear();
+    batch.per_slot.resize_with(attached.len(), Vec::new);
+    batch.per_slot.truncate(attached.len());
+    batch.per_slot.iter_mut().for_each(Vec::clear);
+    let mut iter = shared.iter(cursor..=end)?;
+    // The filter step records which slots the record goes to; the event it
+    // then decodes is that record.
+    let matched = std::cell::RefCell::new(Vec::<u32>::new());
+    let body_bytes = std::cell::Cell::new(0u64);
+    let mut wanted = |body: &[u8]| {
+        let fields = body_retention_fields(body)?;
+        let mut matched = matched.borrow_mut();
+        matched.clear();
+        for &index in types.slots_for(fields.event_type, attached) {
+            if attached[index as usize].filter.matches_besides_type(
+                fields.entity,
+                fields.correlation_id,
+                fields.priority,
+            ) {
+                matched.push(index);
+            }
+        }
+        body_bytes.set(body.len() as u64);
+        Ok(!matched.is_empty())
+    };
+    while let Some(event) = iter.next_matching(&mut wanted) {
+        let event = event?;
+        let at = batch.events.len();
+        for &index in matched.borrow().iter() {
+            batch.per_slot[index as usize].push(at);
+        }
+        batch.events.push(Dispatched {
+            event: Arc::new(event),
+            bytes: body_bytes.get() + std::mem::size_of::<LoggedEvent>() as u64,
+        });
+    }
+    Ok(())
+}
