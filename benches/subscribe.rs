@@ -33,13 +33,15 @@
 //!   `ROUNDS` times, interleaved, and the median reported: the VM's speed
 //!   drifts, and interleaving spreads the drift over all three.
 //! - A2 (N events in batches of 1 000, durable per batch) into a fresh
-//!   log with no subscriber, with 16 live subscribers (`Filter::all()`),
-//!   and with 16 live subscribers of one type pattern each
-//!   (`A2_FILTER_PATTERNS`), each a thread draining with `next_timeout`
-//!   and checking it gets exactly the seqs its pattern matches; `ROUNDS`
-//!   times each, interleaved, median reported. The clock stops when the last batch is durable, as
-//!   in A2; the time until every subscriber has received every event is
-//!   reported beside it.
+//!   log with no subscriber, with 16 live subscribers (`Filter::all()`)
+//!   receiving with `next_timeout` (an owned copy each) and with
+//!   `next_shared_timeout` (the one shared decoded event), and with 16
+//!   live subscribers of one type pattern each (`A2_FILTER_PATTERNS`,
+//!   `next_timeout`), each a thread checking it gets exactly the seqs its
+//!   filter matches; `A2_ROUNDS` times each, interleaved, median reported.
+//!   The clock stops when the last batch is durable, as in A2; the time
+//!   until every subscriber has received every event is reported beside
+//!   it.
 //!
 //! Every delivery is checked (sequence numbers in order without a gap,
 //! counts, ids against the generator) outside the timed regions where that
@@ -68,9 +70,13 @@ const SETTLE: Duration = Duration::from_millis(20);
 const SUBSCRIBER_COUNTS: [usize; 3] = [1, 4, 16];
 const BATCH_EVENTS: usize = 1_000;
 const A2_SUBSCRIBERS: usize = 16;
-/// Interleaved repetitions of the catch-up and A2 measurements; the median
-/// is reported.
+/// Interleaved repetitions of the catch-up measurements; the median is
+/// reported.
 const ROUNDS: usize = 3;
+/// Interleaved repetitions of the A2 measurements: an A2 round of the
+/// default N lasts about a tenth of a second, where this VM's drift from
+/// one run to the next is largest.
+const A2_ROUNDS: usize = 7;
 /// How long a subscriber waits per call; it loops, so this only bounds how
 /// late it notices the deadline below.
 const WAIT_STEP: Duration = Duration::from_millis(100);
@@ -113,6 +119,7 @@ struct Delivered {
 fn with_live_subscribers<R: Send>(
     log: &Log,
     subscribers: Vec<(Filter, Arc<[u64]>)>,
+    receive: Receive,
     keep_arrivals: bool,
     appends: impl FnOnce() -> R + Send,
 ) -> (R, Vec<Delivered>) {
@@ -131,7 +138,7 @@ fn with_live_subscribers<R: Send>(
                 let ready = &ready;
                 scope.spawn(move || {
                     ready.wait();
-                    drain(subscription, &expected, keep_arrivals)
+                    drain(subscription, &expected, receive, keep_arrivals)
                 })
             })
             .collect();
@@ -157,17 +164,41 @@ fn unfiltered(subscribers: usize, count: usize) -> Vec<(Filter, Arc<[u64]>)> {
 
 /// Receives exactly the seqs `expected`, in order, on `subscription`,
 /// panicking on a gap, an extra event or a stall.
-fn drain(mut subscription: Subscription, expected: &[u64], keep_arrivals: bool) -> Delivered {
+/// Which call a subscriber thread receives with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Receive {
+    /// `next_timeout`: an owned event (a copy when others share it).
+    Owned,
+    /// `next_shared_timeout`: the one decoded event all subscribers share.
+    Shared,
+}
+
+fn drain(
+    mut subscription: Subscription,
+    expected: &[u64],
+    receive: Receive,
+    keep_arrivals: bool,
+) -> Delivered {
     let mut arrivals = Vec::with_capacity(if keep_arrivals { expected.len() } else { 0 });
     let mut last_arrival = Instant::now();
     let started = Instant::now();
     let mut next = 0;
     while next < expected.len() {
-        match subscription.next_timeout(WAIT_STEP).expect("next_timeout") {
-            Some(event) => {
+        let received = match receive {
+            Receive::Owned => subscription
+                .next_timeout(WAIT_STEP)
+                .expect("next_timeout")
+                .map(|event| event.seq),
+            Receive::Shared => subscription
+                .next_shared_timeout(WAIT_STEP)
+                .expect("next_shared_timeout")
+                .map(|event| event.seq),
+        };
+        match received {
+            Some(seq) => {
                 last_arrival = Instant::now();
                 assert_eq!(
-                    event.seq, expected[next],
+                    seq, expected[next],
                     "subscriber: gap, reorder or extra event"
                 );
                 next += 1;
@@ -298,10 +329,13 @@ impl Bench {
         };
         let received: Vec<Vec<Instant>> = match delivery {
             Delivery::NextTimeout => {
-                let ((), delivered) =
-                    with_live_subscribers(&log, unfiltered(subscribers, count), true, || {
-                        append_all(&mut appends)
-                    });
+                let ((), delivered) = with_live_subscribers(
+                    &log,
+                    unfiltered(subscribers, count),
+                    Receive::Owned,
+                    true,
+                    || append_all(&mut appends),
+                );
                 delivered.into_iter().map(|d| d.arrivals).collect()
             }
             Delivery::Handler => {
@@ -400,7 +434,12 @@ impl Bench {
         let (appended, delivered) = std::thread::scope(|scope| {
             let subscriber = scope.spawn(|| {
                 ready.wait();
-                drain(subscription, &(1..=n as u64).collect::<Vec<u64>>(), false)
+                drain(
+                    subscription,
+                    &(1..=n as u64).collect::<Vec<u64>>(),
+                    Receive::Owned,
+                    false,
+                )
             });
             ready.wait();
             std::thread::sleep(SETTLE);
@@ -495,13 +534,14 @@ impl Bench {
         &self,
         label: &str,
         subscribers: Vec<(Filter, Arc<[u64]>)>,
+        receive: Receive,
         round: usize,
     ) -> (Duration, Duration) {
         self.progress(&format!("A2 with {label}, round {}", round + 1));
         let dir_name = format!("a2-{}-{round}", label.replace(' ', "-"));
         let (log, _) = self.fresh_log(&dir_name, Durability::Always);
         let ((started, appended), delivered) =
-            with_live_subscribers(&log, subscribers, false, || {
+            with_live_subscribers(&log, subscribers, receive, false, || {
                 let started = Instant::now();
                 for batch in self.events.chunks(BATCH_EVENTS) {
                     log.append_batch(batch).expect("append_batch");
@@ -605,22 +645,37 @@ fn main() {
     let (r2, catch_up, catch_up_filtered) = bench.catch_up();
     let (mut a2_none, mut a2_subs, mut drained_subs) = (Vec::new(), Vec::new(), Vec::new());
     let (mut a2_filtered, mut drained_filtered) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
-        let (appended, _) = bench.a2_with("no subscriber", Vec::new(), round);
+    let (mut a2_shared, mut drained_shared) = (Vec::new(), Vec::new());
+    for round in 0..A2_ROUNDS {
+        let (appended, _) = bench.a2_with("no subscriber", Vec::new(), Receive::Owned, round);
         a2_none.push(per_second(n, appended));
-        let (appended, drained) =
-            bench.a2_with("16 subscribers", unfiltered(A2_SUBSCRIBERS, n), round);
+        let (appended, drained) = bench.a2_with(
+            "16 subscribers",
+            unfiltered(A2_SUBSCRIBERS, n),
+            Receive::Owned,
+            round,
+        );
         a2_subs.push(per_second(n, appended));
         drained_subs.push(per_second(n, drained));
         let (appended, drained) = bench.a2_with(
+            "16 sharing subscribers",
+            unfiltered(A2_SUBSCRIBERS, n),
+            Receive::Shared,
+            round,
+        );
+        a2_shared.push(per_second(n, appended));
+        drained_shared.push(per_second(n, drained));
+        let (appended, drained) = bench.a2_with(
             "16 filtered subscribers",
             filtered_subscribers.clone(),
+            Receive::Owned,
             round,
         );
         a2_filtered.push(per_second(n, appended));
         drained_filtered.push(per_second(n, drained));
     }
     let (a2_none, a2_subs, drained_subs) = (median(a2_none), median(a2_subs), median(drained_subs));
+    let (a2_shared, drained_shared) = (median(a2_shared), median(drained_shared));
     let (a2_filtered, drained_filtered) = (median(a2_filtered), median(drained_filtered));
     let filtered_deliveries: usize = filtered_subscribers.iter().map(|(_, e)| e.len()).sum();
     let wall = started.elapsed();
@@ -667,7 +722,8 @@ fn main() {
          |---|---|---:|---:|---:|---|"
     );
     let a2_filtered_ratio = a2_filtered / a2_none;
-    let rows: [(String, f64, String, String); 10] = [
+    let a2_shared_ratio = a2_shared / a2_none;
+    let rows: [(String, f64, String, String); 12] = [
         (
             "caught-up subscriber, batches of 1 000, OsBuffered: first append to last delivery"
                 .into(),
@@ -718,6 +774,20 @@ fn main() {
             format!("{:.2}×", drained_subs / a2_none),
         ),
         (
+            format!("A2 with {A2_SUBSCRIBERS} live subscribers, next_shared_timeout"),
+            a2_shared,
+            format!("{} (no subscriber)", format_figure(a2_none)),
+            format!("{a2_shared_ratio:.2}×"),
+        ),
+        (
+            format!(
+                "A2 with {A2_SUBSCRIBERS} subscribers, next_shared_timeout, until all have every event"
+            ),
+            drained_shared,
+            format!("{} (no subscriber)", format_figure(a2_none)),
+            format!("{:.2}×", drained_shared / a2_none),
+        ),
+        (
             format!(
                 "A2 with {} live subscribers, one type pattern each ({:.2} deliveries per event)",
                 A2_FILTER_PATTERNS.len(),
@@ -746,6 +816,8 @@ fn main() {
         String::new(),
         format!("≥ 0.9×: {}", verdict(a2_ratio >= 0.9)),
         String::new(),
+        format!("≥ 0.9×: {}", verdict(a2_shared_ratio >= 0.9)),
+        String::new(),
         format!("≥ 0.9×: {}", verdict(a2_filtered_ratio >= 0.9)),
         String::new(),
     ];
@@ -757,7 +829,7 @@ fn main() {
     }
     println!(
         "\nLatency target (4 subscribers, p50 ≤ 100 µs, p99 ≤ 1 ms after durability): {}. \
-         Catch-up and A2 figures are medians of {ROUNDS} interleaved rounds.",
+         Catch-up figures are medians of {ROUNDS} interleaved rounds, A2 figures of {A2_ROUNDS}.",
         verdict(latency_met)
     );
     println!("Wall time: {:.1} s", wall.as_secs_f64());
@@ -793,6 +865,11 @@ fn main() {
         ("a2_no_subscriber_events_per_s", a2_none),
         ("a2_16_subscribers_events_per_s", a2_subs),
         ("a2_16_subscribers_drained_events_per_s", drained_subs),
+        ("a2_16_sharing_subscribers_events_per_s", a2_shared),
+        (
+            "a2_16_sharing_subscribers_drained_events_per_s",
+            drained_shared,
+        ),
         ("a2_16_filtered_subscribers_events_per_s", a2_filtered),
         (
             "a2_16_filtered_subscribers_drained_events_per_s",
@@ -810,12 +887,17 @@ fn main() {
         "latency_pause_ms": LATENCY_PAUSE.as_millis() as u64,
         "batch_events": BATCH_EVENTS,
         "rounds": ROUNDS,
+        "a2_rounds": A2_ROUNDS,
         "targets": {
             "latency_4_subscribers": verdict(latency_met),
             "catch_up_ratio": catch_up_ratio,
             "catch_up": verdict(catch_up_ratio >= 0.5),
             "a2_ratio": a2_ratio,
             "a2": verdict(a2_ratio >= 0.9),
+            "a2_sharing_ratio": a2_shared_ratio,
+            "a2_sharing": verdict(a2_shared_ratio >= 0.9),
+            "a2_filtered_ratio": a2_filtered_ratio,
+            "a2_filtered": verdict(a2_filtered_ratio >= 0.9),
         },
         "figures": bench.figures,
         "wall_seconds": wall.as_secs_f64(),

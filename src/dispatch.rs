@@ -67,6 +67,9 @@ pub(crate) struct SlotState {
     queue: VecDeque<(Arc<LoggedEvent>, u64)>,
     /// What the queued events count for together.
     queued_bytes: u64,
+    /// Batches the dispatcher has handed this slot (each extends the
+    /// coverage): a subscriber tells a slow dispatcher from a stuck one.
+    batches: u64,
     /// The subscriber waits on `changed`: the dispatcher notifies only then.
     waiting: bool,
     /// The dispatcher stopped (the log closed or a read failed): the
@@ -76,8 +79,10 @@ pub(crate) struct SlotState {
 
 /// What the subscriber should do next, decided under the slot's lock.
 pub(crate) enum Next {
-    /// The next matching event, from the queue.
-    Event(Arc<LoggedEvent>),
+    /// The queued events, all moved to the subscriber at once (one lock
+    /// per batch, not per event), in order, every one at or past its next
+    /// seq.
+    Events(VecDeque<Arc<LoggedEvent>>),
     /// Read the log itself up to this seq (inclusive), then ask again.
     ReadUpTo(u64),
     /// Read the log itself to its end (no coverage applies).
@@ -92,7 +97,8 @@ impl Slot {
     }
 
     /// The subscriber's step: `next_seq` is the next seq it would examine
-    /// (moved forward past covered seqs that hold no queued match).
+    /// (moved forward past covered seqs that hold no queued match). The
+    /// subscriber asks only once it has delivered every event it took.
     pub(crate) fn next(&self, next_seq: &mut u64, log_end: u64) -> Next {
         let mut state = self.lock();
         // Queued events below the subscriber's position were examined by
@@ -104,9 +110,10 @@ impl Slot {
             if from > *next_seq {
                 return Next::ReadUpTo(from - 1);
             }
-            if let Some(event) = state.pop() {
-                *next_seq = event.seq + 1;
-                return Next::Event(event);
+            if !state.queue.is_empty() {
+                state.queued_bytes = 0;
+                let events = state.queue.drain(..).map(|(event, _)| event).collect();
+                return Next::Events(events);
             }
             *next_seq = (*next_seq).max(through + 1);
             if state.attached {
@@ -154,6 +161,18 @@ impl Slot {
     /// Whether the dispatcher has stopped serving this slot.
     pub(crate) fn is_gone(&self) -> bool {
         self.lock().gone
+    }
+
+    /// How many batches the dispatcher has handed this slot.
+    pub(crate) fn batches(&self) -> u64 {
+        self.lock().batches
+    }
+
+    /// The bytes queued and whether the slot is attached.
+    #[cfg(test)]
+    pub(crate) fn queue_state(&self) -> (u64, bool) {
+        let state = self.lock();
+        (state.queued_bytes, state.attached)
     }
 }
 
@@ -339,7 +358,7 @@ impl TypeCache {
 }
 
 fn run(shared: &Arc<Shared>) {
-    crate::sys::lower_this_thread_priority();
+    crate::sys::make_this_thread_idle_class();
     let dispatch = &shared.dispatch;
     let visible = crate::subscribe::visible_watermark(&shared.options);
     let end_of = |shared: &Shared| match visible {
@@ -396,34 +415,52 @@ fn run(shared: &Arc<Shared>) {
             continue;
         }
         types.align(&attached);
-        if let Err(e) = read_batch(shared, cursor, end, &attached, &mut types, &mut batch) {
-            // The subscribers meet the same error when they read the log
-            // themselves, and report it to their callers.
-            tracing::warn!(error = %e, "the dispatcher could not read the log; subscribers read it themselves");
-            break;
-        }
+        let batch_bytes_max = queue_bytes_max / 4;
+        let read = read_batch(
+            shared,
+            cursor,
+            end,
+            &attached,
+            &mut types,
+            &mut batch,
+            batch_bytes_max,
+        );
+        let end = match read {
+            Ok(end) => end,
+            Err(e) => {
+                // The subscribers meet the same error when they read the
+                // log themselves, and report it to their callers.
+                tracing::warn!(error = %e, "the dispatcher could not read the log; subscribers read it themselves");
+                break;
+            }
+        };
         for (slot, indexes) in attached.iter().zip(&batch.per_slot) {
             let mut state = slot.lock();
             if !state.attached {
                 continue; // reset by its subscriber meanwhile
             }
-            let added_bytes: u64 = indexes.iter().map(|&i| batch.events[i].bytes).sum();
-            if !indexes.is_empty() && state.queued_bytes + added_bytes > queue_bytes_max {
-                // Full: the subscriber reads the rest from the log.
-                state.attached = false;
-            } else {
-                state.queue.extend(indexes.iter().map(|&i| {
-                    let dispatched = &batch.events[i];
-                    (Arc::clone(&dispatched.event), dispatched.bytes)
-                }));
-                state.queued_bytes += added_bytes;
-                if let Some((_, through)) = state.coverage.as_mut() {
-                    *through = end;
+            let mut through = end;
+            for &i in indexes {
+                let dispatched = &batch.events[i];
+                if state.queued_bytes + dispatched.bytes > queue_bytes_max {
+                    // Full: the coverage ends before this event, and the
+                    // subscriber reads on from the log itself.
+                    through = dispatched.event.seq - 1;
+                    state.attached = false;
+                    break;
                 }
+                state.queued_bytes += dispatched.bytes;
+                state
+                    .queue
+                    .push_back((Arc::clone(&dispatched.event), dispatched.bytes));
             }
+            if let Some((_, covered)) = state.coverage.as_mut() {
+                *covered = (*covered).max(through);
+            }
+            state.batches += 1;
             // A subscriber is woken for events or to read the log itself;
             // one whose coverage only grew has nothing to do yet.
-            let wake = state.waiting && (!indexes.is_empty() || !state.attached);
+            let wake = state.waiting && (!state.queue.is_empty() || !state.attached);
             drop(state);
             if wake {
                 slot.changed.notify_all();
@@ -436,7 +473,9 @@ fn run(shared: &Arc<Shared>) {
 }
 
 /// Reads `cursor..=end` once, decoding each event that some attached slot
-/// wants, into `batch`.
+/// wants, into `batch`; stops early once the decoded events count for
+/// `bytes_max` (a quarter of a queue, so that a subscriber keeping up is
+/// never detached by one large batch). Returns the last seq examined.
 fn read_batch(
     shared: &Arc<Shared>,
     cursor: u64,
@@ -444,7 +483,8 @@ fn read_batch(
     attached: &[Arc<Slot>],
     types: &mut TypeCache,
     batch: &mut Batch,
-) -> crate::Result<()> {
+    bytes_max: u64,
+) -> crate::Result<u64> {
     batch.events.clear();
     batch.per_slot.resize_with(attached.len(), Vec::new);
     batch.per_slot.truncate(attached.len());
@@ -470,16 +510,24 @@ fn read_batch(
         body_bytes.set(body.len() as u64);
         Ok(!matched.is_empty())
     };
+    let mut decoded_bytes = 0u64;
     while let Some(event) = iter.next_matching(&mut wanted) {
         let event = event?;
+        let seq = event.seq;
         let at = batch.events.len();
         for &index in matched.borrow().iter() {
             batch.per_slot[index as usize].push(at);
         }
+        let bytes = body_bytes.get() + std::mem::size_of::<LoggedEvent>() as u64;
         batch.events.push(Dispatched {
             event: Arc::new(event),
-            bytes: body_bytes.get() + std::mem::size_of::<LoggedEvent>() as u64,
+            bytes,
         });
+        decoded_bytes += bytes;
+        if decoded_bytes >= bytes_max && seq < end {
+            // Every record up to this one was examined.
+            return Ok(seq);
+        }
     }
-    Ok(())
+    Ok(end)
 }

@@ -208,6 +208,8 @@ pub struct Subscription {
     /// Its place in the log's dispatcher, which reads new records once for
     /// every caught-up subscriber; `None`: it always reads the log itself.
     slot: Option<Arc<Slot>>,
+    /// Events taken from the slot's queue in one go, still to deliver.
+    taken: VecDeque<Arc<LoggedEvent>>,
 }
 
 /// The watermark that bounds what subscribers see, by durability: what a
@@ -239,6 +241,7 @@ impl Subscription {
             iter: None,
             history: VecDeque::new(),
             slot,
+            taken: VecDeque::new(),
         };
         subscription.next_seq = subscription.first_seq();
         match start {
@@ -306,18 +309,41 @@ impl Subscription {
     /// The next matching event, waiting up to `timeout` for one;
     /// `Ok(None)` when the timeout passed first. `Err(Error::Closed)` once
     /// the log is closed and every visible event was examined.
+    ///
+    /// A caught-up subscriber receives new events from the `evlog:dispatch`
+    /// thread, which runs at the lowest CPU priority so that appending
+    /// keeps the processor: on a saturated machine an event may be visible
+    /// (`progress().log_end` past it) yet still on its way when the timeout
+    /// passes. If the dispatcher made no progress at all during the wait,
+    /// the subscriber reads the log itself instead. A zero timeout
+    /// ([`Self::try_next`]) always returns a visible matching event.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<LoggedEvent>> {
+        Ok(self
+            .next_shared_timeout(timeout)?
+            .map(|event| Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone())))
+    }
+
+    /// Like [`Self::next_timeout`], without copying an event that other
+    /// subscribers also receive: the log decodes each new event once for
+    /// every caught-up subscriber, and this hands out that one copy.
+    pub fn next_shared_timeout(&mut self, timeout: Duration) -> Result<Option<Arc<LoggedEvent>>> {
+        if let Some(event) = self.next_taken() {
+            return Ok(Some(event));
+        }
         let deadline = Instant::now().checked_add(timeout);
+        // The dispatcher's batches for this slot when this call first waited
+        // on it.
+        let mut batches_when_waiting: Option<u64> = None;
         loop {
             if let Some(seq) = self.history.pop_front() {
-                return self.shared.get(seq).map(Some);
+                return self.shared.get(seq).map(|event| Some(Arc::new(event)));
             }
             if let Some(iter) = self.iter.as_mut() {
                 let filter = &self.filter;
                 match iter.next_matching(&mut |body| filter.matches_body(body)) {
                     Some(Ok(event)) => {
                         self.next_seq = event.seq + 1;
-                        return Ok(Some(event));
+                        return Ok(Some(Arc::new(event)));
                     }
                     Some(Err(e)) => {
                         self.iter = None;
@@ -330,13 +356,15 @@ impl Subscription {
                     }
                 }
             }
+            if let Some(event) = self.next_taken() {
+                return Ok(Some(event));
+            }
             let mut end = self.log_end();
             if let Some(slot) = &self.slot {
                 match slot.next(&mut self.next_seq, end) {
-                    Next::Event(event) => {
-                        return Ok(Some(
-                            Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone()),
-                        ))
+                    Next::Events(events) => {
+                        self.taken = events;
+                        continue;
                     }
                     Next::ReadUpTo(seq) => end = end.min(seq),
                     Next::ReadToEnd => {}
@@ -346,6 +374,7 @@ impl Subscription {
                             None => Duration::from_secs(3600),
                         };
                         if !left.is_zero() {
+                            batches_when_waiting.get_or_insert_with(|| slot.batches());
                             slot.wait(left);
                             if slot.is_gone() {
                                 // The dispatcher stopped: the log closed, or
@@ -355,11 +384,18 @@ impl Subscription {
                             }
                             continue;
                         }
-                        // Out of time, and the dispatcher has not reached
-                        // what is visible now: read that itself (the queue
-                        // later skips it), since a visible matching event
-                        // is never answered with `None`.
                         if self.next_seq > end {
+                            return Ok(None);
+                        }
+                        // Out of time with events visible that the
+                        // dispatcher has not reached. It runs at the lowest
+                        // CPU priority, so on a busy machine it falls
+                        // behind the appends: if it moved on meanwhile,
+                        // the events are on their way. A call that did not
+                        // wait (`try_next`), or a dispatcher that made no
+                        // progress for a whole timeout, reads them itself
+                        // (the queue later skips them).
+                        if batches_when_waiting.is_some_and(|before| slot.batches() != before) {
                             return Ok(None);
                         }
                     }
@@ -390,11 +426,24 @@ impl Subscription {
         }
     }
 
+    /// The next event taken from the dispatcher's queue, skipping those
+    /// its own reads examined already.
+    fn next_taken(&mut self) -> Option<Arc<LoggedEvent>> {
+        while let Some(event) = self.taken.pop_front() {
+            if event.seq >= self.next_seq {
+                self.next_seq = event.seq + 1;
+                return Some(event);
+            }
+        }
+        None
+    }
+
     /// Makes `seq` the next seq to examine again (a durable consumer's
     /// redelivery of an event its handler failed).
     pub(crate) fn rewind_to(&mut self, seq: u64) {
         self.next_seq = seq;
         self.iter = None;
+        self.taken.clear();
         if let Some(slot) = &self.slot {
             slot.reset();
         }
@@ -526,6 +575,70 @@ mod tests {
         "a",
         "*",
     ];
+
+    // A live subscriber that reads nothing while far more than its queue
+    // is appended: the dispatcher queues at most `subscription_queue_bytes`
+    // for it, detaches it instead of growing or waiting, and the
+    // subscriber then gets every event exactly once, in order, part from
+    // the queue and the rest from its own reads.
+    #[test]
+    fn a_paused_live_subscriber_is_detached_at_its_queue_bound_and_misses_nothing() {
+        const QUEUE_BYTES: u64 = 64 * 1024;
+        const EVENTS: u64 = 4_000;
+        let log = crate::Log::open_temporary(
+            crate::Options::default()
+                .durability(Durability::OsBuffered)
+                .secondary_indexes(false)
+                .subscription_queue_bytes(QUEUE_BYTES),
+        )
+        .unwrap();
+        let mut sub = log.subscribe(Filter::all(), Start::End).unwrap();
+        let slot = Arc::clone(sub.slot.as_ref().expect("a log's subscription has a slot"));
+        let pad = "p".repeat(300);
+        for batch in 0..EVENTS / 500 {
+            let events: Vec<Event> = (0..500)
+                .map(|i| {
+                    Event::new("bulk.item")
+                        .metadata("n", (batch * 500 + i + 1).to_string())
+                        .metadata("pad", pad.clone())
+                })
+                .collect();
+            log.append_batch(&events).unwrap();
+            assert!(
+                slot.queue_state().0 <= QUEUE_BYTES,
+                "{:?}",
+                slot.queue_state()
+            );
+        }
+        // The dispatcher gets there on its own time.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while slot.queue_state().1 {
+            assert!(
+                Instant::now() < deadline,
+                "never detached: {:?}",
+                slot.queue_state()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (queued, _) = slot.queue_state();
+        assert!(queued > 0 && queued <= QUEUE_BYTES, "queued {queued} bytes");
+        for seq in 1..=EVENTS {
+            let event = sub.try_next().unwrap().expect("every event delivered");
+            assert_eq!(event.seq, seq);
+            assert_eq!(event.metadata["n"], seq.to_string());
+        }
+        assert_eq!(sub.try_next().unwrap(), None);
+        assert!(sub.progress().caught_up());
+        // Caught up: the dispatcher serves it again.
+        log.append(Event::new("bulk.after")).unwrap();
+        let event = sub.next_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        assert_eq!(
+            (event.seq, event.event_type.as_str()),
+            (EVENTS + 1, "bulk.after")
+        );
+        assert!(slot.queue_state().1, "attached again once caught up");
+        log.close().unwrap();
+    }
 
     fn priority(index: u8) -> Priority {
         [Priority::P0, Priority::P1, Priority::P2, Priority::P3][usize::from(index % 4)]

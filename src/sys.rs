@@ -1,4 +1,4 @@
-//! The two operating-system calls the crate makes outside `std` and the
+//! The operating-system calls the crate makes outside `std` and the
 //! mappings: lowering a background thread's CPU priority, and starting a
 //! file range's writeback early.
 
@@ -30,6 +30,30 @@ pub(crate) fn lower_this_thread_priority() {
             );
         }
     }
+}
+
+/// Puts the calling thread in Linux's `SCHED_IDLE` class: it runs only
+/// when no normal thread wants the CPU, and a waking normal thread takes
+/// the CPU from it at once (a thread at nice 19 may keep it for up to a
+/// scheduler tick first). For the subscription dispatcher, whose work can
+/// always wait for appends. Elsewhere, or if the call fails, the thread
+/// is only lowered to the lowest nice level.
+pub(crate) fn make_this_thread_idle_class() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `sched_setscheduler` with pid 0 changes the calling
+        // thread only, and reads `param`, which lives across the call.
+        let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if result == 0 {
+            return;
+        }
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "could not put a background thread in SCHED_IDLE"
+        );
+    }
+    lower_this_thread_priority();
 }
 
 /// Starts writeback of `len` bytes of `file` at `offset` without waiting
