@@ -58,6 +58,10 @@ pub(crate) struct SlotState {
     attached: bool,
     /// The subscriber caught up: attach at the next batch.
     attach_requested: bool,
+    /// The subscriber's next seq when it asked: what its own reads
+    /// examined below this is not queued again (the dispatcher may still
+    /// be behind it when it grants the request).
+    skip_below: u64,
     /// `(from, through)`: every matching event of `from..=through` that
     /// the subscriber has not taken is in `queue`, in order. `through` is
     /// `from - 1` while nothing has been dispatched yet.
@@ -128,6 +132,7 @@ impl Slot {
         if *next_seq > log_end {
             // Caught up by its own reads: let the dispatcher take over.
             state.attach_requested = true;
+            state.skip_below = *next_seq;
             return Next::Wait;
         }
         Next::ReadToEnd
@@ -217,13 +222,15 @@ impl Dispatch {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A slot for a new subscription, starting the dispatcher if needed;
+    /// A slot for a new subscription, starting the dispatcher if needed,
+    /// asking at once to be attached when `attach_from` (at most the
+    /// subscription's first seq) is given;
     /// `None` when the dispatcher has stopped (the subscription then reads
     /// the log itself, as it always may).
     pub(crate) fn register(
         shared: &Arc<Shared>,
         filter: Filter,
-        attach_now: bool,
+        attach_from: Option<u64>,
     ) -> Option<Arc<Slot>> {
         let dispatch = &shared.dispatch;
         let mut registry = dispatch.lock();
@@ -250,7 +257,8 @@ impl Dispatch {
         let slot = Arc::new(Slot {
             filter,
             state: Mutex::new(SlotState {
-                attach_requested: attach_now,
+                attach_requested: attach_from.is_some(),
+                skip_below: attach_from.unwrap_or(0),
                 ..SlotState::default()
             }),
             changed: Condvar::new(),
@@ -358,7 +366,7 @@ impl TypeCache {
 }
 
 fn run(shared: &Arc<Shared>) {
-    crate::sys::make_this_thread_idle_class();
+    crate::sys::lower_this_thread_priority();
     let dispatch = &shared.dispatch;
     let visible = crate::subscribe::visible_watermark(&shared.options);
     let end_of = |shared: &Shared| match visible {
@@ -442,6 +450,9 @@ fn run(shared: &Arc<Shared>) {
             let mut through = end;
             for &i in indexes {
                 let dispatched = &batch.events[i];
+                if dispatched.event.seq < state.skip_below {
+                    continue;
+                }
                 if state.queued_bytes + dispatched.bytes > queue_bytes_max {
                     // Full: the coverage ends before this event, and the
                     // subscriber reads on from the log itself.

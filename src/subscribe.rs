@@ -28,6 +28,11 @@ use crate::query::{validate_pattern, Query};
 use crate::record::{body_retention_fields, RetentionFields};
 use crate::watermark::{WaitOutcome, Watermark};
 
+/// How long a caught-up subscriber waits for the dispatcher to move while
+/// events are visible before it reads them itself: a dispatcher that is
+/// stuck (or starved of CPU) delays delivery by at most this much.
+const DISPATCH_PATIENCE: Duration = Duration::from_secs(1);
+
 /// Event types under this prefix are the log's own bookkeeping (durable
 /// consumers' commits); a filter delivers them only when one of its
 /// patterns names this namespace explicitly.
@@ -231,8 +236,16 @@ impl Subscription {
         let visible = visible_watermark(&shared.options);
         // A subscription that starts at the end joins the dispatcher at
         // once; the others when their own reads have caught up.
-        let attach_now = matches!(start, Start::End | Start::LatestPerEntity);
-        let slot = Dispatch::register(&shared, filter.clone(), attach_now);
+        let attach_from = match start {
+            Start::End | Start::LatestPerEntity => Some(
+                match visible {
+                    Watermark::Published => shared.marks.last_seq(),
+                    Watermark::Durable => shared.marks.durable_seq(),
+                } + 1,
+            ),
+            Start::Beginning | Start::Seq(_) | Start::Time(_) => None,
+        };
+        let slot = Dispatch::register(&shared, filter.clone(), attach_from);
         let mut subscription = Subscription {
             shared,
             filter,
@@ -314,9 +327,10 @@ impl Subscription {
     /// thread, which runs at the lowest CPU priority so that appending
     /// keeps the processor: on a saturated machine an event may be visible
     /// (`progress().log_end` past it) yet still on its way when the timeout
-    /// passes. If the dispatcher made no progress at all during the wait,
-    /// the subscriber reads the log itself instead. A zero timeout
-    /// ([`Self::try_next`]) always returns a visible matching event.
+    /// passes. A subscriber that waits a whole second while events are
+    /// visible and the dispatcher does not move reads the log itself. A
+    /// zero timeout ([`Self::try_next`]) always returns a visible matching
+    /// event.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<LoggedEvent>> {
         Ok(self
             .next_shared_timeout(timeout)?
@@ -331,9 +345,8 @@ impl Subscription {
             return Ok(Some(event));
         }
         let deadline = Instant::now().checked_add(timeout);
-        // The dispatcher's batches for this slot when this call first waited
-        // on it.
-        let mut batches_when_waiting: Option<u64> = None;
+        // Whether the dispatcher served this slot during the last wait.
+        let mut last_wait_progressed: Option<bool> = None;
         loop {
             if let Some(seq) = self.history.pop_front() {
                 return self.shared.get(seq).map(|event| Some(Arc::new(event)));
@@ -373,30 +386,38 @@ impl Subscription {
                             Some(deadline) => deadline.saturating_duration_since(Instant::now()),
                             None => Duration::from_secs(3600),
                         };
-                        if !left.is_zero() {
-                            batches_when_waiting.get_or_insert_with(|| slot.batches());
-                            slot.wait(left);
+                        if left.is_zero() {
+                            if self.next_seq > end {
+                                return Ok(None);
+                            }
+                            // Out of time with events visible that the
+                            // dispatcher has not reached. It runs at the
+                            // lowest CPU priority, so on a busy machine it
+                            // trails the appends: if it moved during the
+                            // last wait, they are on their way. A call that
+                            // did not wait (`try_next`) reads them itself
+                            // (the queue later skips them).
+                            if last_wait_progressed == Some(true) {
+                                return Ok(None);
+                            }
+                        } else {
+                            let before = slot.batches();
+                            slot.wait(left.min(DISPATCH_PATIENCE));
                             if slot.is_gone() {
                                 // The dispatcher stopped: the log closed, or
                                 // its read failed. Read the log itself from
                                 // here, which reports either.
                                 self.slot = None;
+                                continue;
                             }
-                            continue;
-                        }
-                        if self.next_seq > end {
-                            return Ok(None);
-                        }
-                        // Out of time with events visible that the
-                        // dispatcher has not reached. It runs at the lowest
-                        // CPU priority, so on a busy machine it falls
-                        // behind the appends: if it moved on meanwhile,
-                        // the events are on their way. A call that did not
-                        // wait (`try_next`), or a dispatcher that made no
-                        // progress for a whole timeout, reads them itself
-                        // (the queue later skips them).
-                        if batches_when_waiting.is_some_and(|before| slot.batches() != before) {
-                            return Ok(None);
+                            let progressed = slot.batches() != before;
+                            last_wait_progressed = Some(progressed);
+                            end = self.log_end();
+                            if progressed || self.next_seq > end {
+                                continue;
+                            }
+                            // Visible events, and the dispatcher did not
+                            // move for a whole step: read them itself.
                         }
                     }
                 }
@@ -636,7 +657,18 @@ mod tests {
             (event.seq, event.event_type.as_str()),
             (EVENTS + 1, "bulk.after")
         );
-        assert!(slot.queue_state().1, "attached again once caught up");
+        // The dispatcher grants the subscriber's request at its next batch
+        // (the subscriber may have read that event itself meanwhile).
+        while !slot.queue_state().1 {
+            assert!(Instant::now() < deadline, "never attached again");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        log.append(Event::new("bulk.last")).unwrap();
+        let event = sub.next_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        assert_eq!(
+            (event.seq, event.event_type.as_str()),
+            (EVENTS + 2, "bulk.last")
+        );
         log.close().unwrap();
     }
 

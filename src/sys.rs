@@ -5,10 +5,12 @@
 #![allow(unsafe_code)]
 
 /// Lowers the calling thread's CPU priority to the lowest "nice" level, so
-/// that the scheduler gives it only the CPU time that appending, reading
-/// and indexing threads leave idle. For the archiver: compressing a segment
-/// takes a whole core for a while, and on a small machine that core is the
-/// one the writer and the callers need; archiving is never urgent.
+/// that the scheduler gives it mostly the CPU time that appending, reading
+/// and indexing threads leave idle, yet never starves it for good (as
+/// `SCHED_IDLE` could on a busy machine). For the archiver (compressing a
+/// segment takes a whole core for a while, and on a small machine that
+/// core is the one the writer and the callers need; archiving is never
+/// urgent) and the subscription dispatcher (delivery trails appends).
 ///
 /// On Linux a nice value belongs to a thread (`setpriority` with the
 /// thread's id); elsewhere this does nothing. Failure is harmless (the
@@ -30,30 +32,6 @@ pub(crate) fn lower_this_thread_priority() {
             );
         }
     }
-}
-
-/// Puts the calling thread in Linux's `SCHED_IDLE` class: it runs only
-/// when no normal thread wants the CPU, and a waking normal thread takes
-/// the CPU from it at once (a thread at nice 19 may keep it for up to a
-/// scheduler tick first). For the subscription dispatcher, whose work can
-/// always wait for appends. Elsewhere, or if the call fails, the thread
-/// is only lowered to the lowest nice level.
-pub(crate) fn make_this_thread_idle_class() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: `sched_setscheduler` with pid 0 changes the calling
-        // thread only, and reads `param`, which lives across the call.
-        let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-        if result == 0 {
-            return;
-        }
-        tracing::debug!(
-            error = %std::io::Error::last_os_error(),
-            "could not put a background thread in SCHED_IDLE"
-        );
-    }
-    lower_this_thread_priority();
 }
 
 /// Starts writeback of `len` bytes of `file` at `offset` without waiting
