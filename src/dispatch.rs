@@ -26,7 +26,7 @@
 //! when it began.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -89,8 +89,9 @@ pub(crate) enum Next {
     Events(VecDeque<Arc<LoggedEvent>>),
     /// Read the log itself up to this seq (inclusive), then ask again.
     ReadUpTo(u64),
-    /// Read the log itself to its end (no coverage applies).
-    ReadToEnd,
+    /// Read the log itself to its end, or wait on the watermark there
+    /// (no coverage applies).
+    ReadItself,
     /// Attached and caught up with the dispatcher: wait on the slot.
     Wait,
 }
@@ -103,7 +104,10 @@ impl Slot {
     /// The subscriber's step: `next_seq` is the next seq it would examine
     /// (moved forward past covered seqs that hold no queued match). The
     /// subscriber asks only once it has delivered every event it took.
-    pub(crate) fn next(&self, next_seq: &mut u64, log_end: u64) -> Next {
+    /// `share`: other subscriptions are live, so a caught-up subscriber
+    /// asks to be attached (one alone gains nothing from a shared read and
+    /// would only add a thread's hop to each delivery).
+    pub(crate) fn next(&self, next_seq: &mut u64, log_end: u64, share: bool) -> Next {
         let mut state = self.lock();
         // Queued events below the subscriber's position were examined by
         // its own reads already.
@@ -127,15 +131,15 @@ impl Slot {
             state.coverage = None;
         }
         if state.gone {
-            return Next::ReadToEnd;
+            return Next::ReadItself;
         }
-        if *next_seq > log_end {
+        if *next_seq > log_end && share {
             // Caught up by its own reads: let the dispatcher take over.
             state.attach_requested = true;
             state.skip_below = *next_seq;
             return Next::Wait;
         }
-        Next::ReadToEnd
+        Next::ReadItself
     }
 
     /// Waits until the dispatcher changes the slot or `timeout` passes.
@@ -195,6 +199,9 @@ impl SlotState {
 pub(crate) struct Dispatch {
     registry: Mutex<Registry>,
     stop: AtomicBool,
+    /// Registered slots, as of the last registration or batch (a dropped
+    /// subscription's slot is counted until the next batch).
+    live_slots: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -215,7 +222,14 @@ impl Dispatch {
                 ..Registry::default()
             }),
             stop: AtomicBool::new(false),
+            live_slots: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether more than one subscription is registered: only then does a
+    /// caught-up subscriber hand its reading to the dispatcher.
+    pub(crate) fn shares(&self) -> bool {
+        self.live_slots.load(Ordering::Relaxed) >= 2
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -254,6 +268,8 @@ impl Dispatch {
                 }
             }
         }
+        // Alone, a subscription reads the log itself.
+        let attach_from = attach_from.filter(|_| !registry.slots.is_empty());
         let slot = Arc::new(Slot {
             filter,
             state: Mutex::new(SlotState {
@@ -264,6 +280,9 @@ impl Dispatch {
             changed: Condvar::new(),
         });
         registry.slots.push(Arc::clone(&slot));
+        dispatch
+            .live_slots
+            .store(registry.slots.len(), Ordering::Relaxed);
         Some(slot)
     }
 
@@ -406,6 +425,9 @@ fn run(shared: &Arc<Shared>) {
             // A slot only the registry holds belongs to a dropped
             // subscription.
             registry.slots.retain(|slot| Arc::strong_count(slot) > 1);
+            dispatch
+                .live_slots
+                .store(registry.slots.len(), Ordering::Relaxed);
             for slot in &registry.slots {
                 let mut state = slot.lock();
                 if state.attach_requested {

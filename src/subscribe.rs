@@ -374,13 +374,13 @@ impl Subscription {
             }
             let mut end = self.log_end();
             if let Some(slot) = &self.slot {
-                match slot.next(&mut self.next_seq, end) {
+                match slot.next(&mut self.next_seq, end, self.shared.dispatch.shares()) {
                     Next::Events(events) => {
                         self.taken = events;
                         continue;
                     }
                     Next::ReadUpTo(seq) => end = end.min(seq),
-                    Next::ReadToEnd => {}
+                    Next::ReadItself => {}
                     Next::Wait => {
                         let left = match deadline {
                             Some(deadline) => deadline.saturating_duration_since(Instant::now()),
@@ -613,8 +613,13 @@ mod tests {
                 .subscription_queue_bytes(QUEUE_BYTES),
         )
         .unwrap();
+        // A second subscription: one alone reads the log itself.
+        let _other = log
+            .subscribe(Filter::all().event_type("other.*"), Start::End)
+            .unwrap();
         let mut sub = log.subscribe(Filter::all(), Start::End).unwrap();
         let slot = Arc::clone(sub.slot.as_ref().expect("a log's subscription has a slot"));
+        assert!(slot.queue_state().0 == 0);
         let pad = "p".repeat(300);
         for batch in 0..EVENTS / 500 {
             let events: Vec<Event> = (0..500)
