@@ -41,7 +41,9 @@
 //!   filter matches; `A2_ROUNDS` times each, interleaved, median reported.
 //!   The clock stops when the last batch is durable, as in A2; the time
 //!   until every subscriber has received every event is reported beside
-//!   it.
+//!   it, and so is the process's CPU time over the appends' wall time
+//!   (`getrusage`): how many cores the appends and all that runs beside
+//!   them kept busy.
 //!
 //! Every delivery is checked (sequence numbers in order without a gap,
 //! counts, ids against the generator) outside the timed regions where that
@@ -536,26 +538,43 @@ impl Bench {
         subscribers: Vec<(Filter, Arc<[u64]>)>,
         receive: Receive,
         round: usize,
-    ) -> (Duration, Duration) {
+    ) -> (Duration, Duration, f64) {
         self.progress(&format!("A2 with {label}, round {}", round + 1));
         let dir_name = format!("a2-{}-{round}", label.replace(' ', "-"));
         let (log, _) = self.fresh_log(&dir_name, Durability::Always);
         let ((started, appended), delivered) =
             with_live_subscribers(&log, subscribers, receive, false, || {
+                let cpu_before = process_cpu_seconds();
                 let started = Instant::now();
                 for batch in self.events.chunks(BATCH_EVENTS) {
                     log.append_batch(batch).expect("append_batch");
                 }
-                (started, started.elapsed())
+                let appended = started.elapsed();
+                let cores = (process_cpu_seconds() - cpu_before) / appended.as_secs_f64();
+                (started, (appended, cores))
             });
+        let (appended, cores) = appended;
         let last = delivered
             .into_iter()
             .map(|d| d.last_arrival)
             .max()
             .map_or(appended, |at| at - started);
         log.close().expect("close");
-        (appended, last.max(appended))
+        (appended, last.max(appended), cores)
     }
+}
+
+/// CPU time of the whole process so far (every thread, user and system).
+fn process_cpu_seconds() -> f64 {
+    // SAFETY: `getrusage` writes one `rusage` into the zeroed value we
+    // own, and reads nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut usage), 0);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 fn format_figure(value: f64) -> String {
@@ -646,37 +665,48 @@ fn main() {
     let (mut a2_none, mut a2_subs, mut drained_subs) = (Vec::new(), Vec::new(), Vec::new());
     let (mut a2_filtered, mut drained_filtered) = (Vec::new(), Vec::new());
     let (mut a2_shared, mut drained_shared) = (Vec::new(), Vec::new());
+    // Process CPU time over wall time while the appends ran: how many of
+    // the machine's cores the appends and everything beside them kept busy.
+    let (mut cores_none, mut cores_subs) = (Vec::new(), Vec::new());
+    let (mut cores_shared, mut cores_filtered) = (Vec::new(), Vec::new());
     for round in 0..A2_ROUNDS {
-        let (appended, _) = bench.a2_with("no subscriber", Vec::new(), Receive::Owned, round);
+        let (appended, _, cores) =
+            bench.a2_with("no subscriber", Vec::new(), Receive::Owned, round);
         a2_none.push(per_second(n, appended));
-        let (appended, drained) = bench.a2_with(
+        cores_none.push(cores);
+        let (appended, drained, cores) = bench.a2_with(
             "16 subscribers",
             unfiltered(A2_SUBSCRIBERS, n),
             Receive::Owned,
             round,
         );
+        cores_subs.push(cores);
         a2_subs.push(per_second(n, appended));
         drained_subs.push(per_second(n, drained));
-        let (appended, drained) = bench.a2_with(
+        let (appended, drained, cores) = bench.a2_with(
             "16 sharing subscribers",
             unfiltered(A2_SUBSCRIBERS, n),
             Receive::Shared,
             round,
         );
+        cores_shared.push(cores);
         a2_shared.push(per_second(n, appended));
         drained_shared.push(per_second(n, drained));
-        let (appended, drained) = bench.a2_with(
+        let (appended, drained, cores) = bench.a2_with(
             "16 filtered subscribers",
             filtered_subscribers.clone(),
             Receive::Owned,
             round,
         );
+        cores_filtered.push(cores);
         a2_filtered.push(per_second(n, appended));
         drained_filtered.push(per_second(n, drained));
     }
     let (a2_none, a2_subs, drained_subs) = (median(a2_none), median(a2_subs), median(drained_subs));
     let (a2_shared, drained_shared) = (median(a2_shared), median(drained_shared));
     let (a2_filtered, drained_filtered) = (median(a2_filtered), median(drained_filtered));
+    let (cores_none, cores_subs) = (median(cores_none), median(cores_subs));
+    let (cores_shared, cores_filtered) = (median(cores_shared), median(cores_filtered));
     let filtered_deliveries: usize = filtered_subscribers.iter().map(|(_, e)| e.len()).sum();
     let wall = started.elapsed();
 
@@ -828,6 +858,12 @@ fn main() {
         );
     }
     println!(
+        "\nCPU cores busy while the A2 appends ran (process CPU time / their wall time, medians): \
+         {cores_none:.2} with no subscriber, {cores_subs:.2} with 16 subscribers (next_timeout), \
+         {cores_shared:.2} with 16 (next_shared_timeout), {cores_filtered:.2} with 16 filtered, \
+         of {cores} cores."
+    );
+    println!(
         "\nLatency target (4 subscribers, p50 ≤ 100 µs, p99 ≤ 1 ms after durability): {}. \
          Catch-up figures are medians of {ROUNDS} interleaved rounds, A2 figures of {A2_ROUNDS}.",
         verdict(latency_met)
@@ -866,6 +902,10 @@ fn main() {
         ("a2_16_subscribers_events_per_s", a2_subs),
         ("a2_16_subscribers_drained_events_per_s", drained_subs),
         ("a2_16_sharing_subscribers_events_per_s", a2_shared),
+        ("a2_cores_busy_no_subscriber", cores_none),
+        ("a2_cores_busy_16_subscribers", cores_subs),
+        ("a2_cores_busy_16_sharing_subscribers", cores_shared),
+        ("a2_cores_busy_16_filtered_subscribers", cores_filtered),
         (
             "a2_16_sharing_subscribers_drained_events_per_s",
             drained_shared,
