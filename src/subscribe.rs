@@ -1,15 +1,19 @@
 //! Live subscriptions: history first, then live events, in sequence
 //! order, each matching event exactly once, with no gap at the switch.
 //!
-//! A subscription is a cursor over sequence numbers, not a queue: it reads
-//! the log itself from where it stands, whether that is far behind (it then
-//! reads in order like `iter`) or at the end (it then waits on the log's
-//! watermark, the writer's commit notification). So there is nothing to
-//! overflow and nobody to drop: a slow subscriber costs its own time only,
-//! appends never wait for it, and its memory is one record plus the
-//! iterator's read buffer. Since sequence numbers are gap-free and assigned
-//! by the writer alone, "the next seq after the last one examined" is the
-//! whole state, and no event can be skipped or seen twice.
+//! A subscription is a cursor over sequence numbers: "the next seq after
+//! the last one examined" is its whole state, and since sequence numbers
+//! are gap-free and assigned by the writer alone, no event can be skipped
+//! or seen twice as long as every delivery goes through that number. While
+//! it is behind, it reads the log itself, in order like `iter`. Once it
+//! has caught up, and another subscription is live, the `evlog:dispatch`
+//! thread (`dispatch.rs`) reads new records once for all of them and
+//! queues what each wants; a subscriber takes from its queue only events
+//! at or past its next seq, and a queue that is full is not waited for:
+//! the subscriber reads the log itself again. So there is nobody to drop,
+//! appends never wait for a subscriber, and its memory is bounded by its
+//! queue (`Options::subscription_queue_bytes`) plus one record and the
+//! iterator's read buffer.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
