@@ -15,11 +15,16 @@
 //!
 //! Backpressure: a slot's queue is bounded in bytes
 //! (`Options::subscription_queue_bytes`). When a batch's matches do not
-//! fit, the dispatcher detaches the slot instead of waiting: the coverage
-//! stops growing, the subscriber drains what is queued, reads the log
-//! itself from there (like any subscriber that is behind), and asks to be
-//! attached again once it has caught up. Appends never wait for a
-//! subscriber, and no subscriber is dropped.
+//! all fit, the dispatcher queues those that do, ends the coverage before
+//! the first that does not, and detaches the slot instead of waiting: the
+//! subscriber drains what is queued, reads the log itself from there
+//! (like any subscriber that is behind), and asks to be attached again
+//! once it has caught up. Appends never wait for a subscriber, and no
+//! subscriber is dropped.
+//!
+//! A subscription alone reads the log itself: sharing a read with nobody
+//! gains nothing and adds a thread's hop to every delivery. Only while two
+//! or more are registered does a caught-up one ask to be attached.
 //!
 //! Attaching happens only at the start of a dispatcher batch, under the
 //! slot's lock, so a batch is dispatched to exactly the slots attached
@@ -47,13 +52,16 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// One subscription's place in the dispatcher.
 pub(crate) struct Slot {
+    /// Unique among the slots of the process: the type cache's answers are
+    /// for a set of slots, and an address may be reused by a later slot.
+    id: u64,
     filter: Filter,
     state: Mutex<SlotState>,
     changed: Condvar,
 }
 
 #[derive(Default)]
-pub(crate) struct SlotState {
+struct SlotState {
     /// The dispatcher extends the coverage batch by batch.
     attached: bool,
     /// The subscriber caught up: attach at the next batch.
@@ -270,7 +278,9 @@ impl Dispatch {
         }
         // Alone, a subscription reads the log itself.
         let attach_from = attach_from.filter(|_| !registry.slots.is_empty());
+        static NEXT_SLOT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let slot = Arc::new(Slot {
+            id: NEXT_SLOT_ID.fetch_add(1, Ordering::Relaxed),
             filter,
             state: Mutex::new(SlotState {
                 attach_requested: attach_from.is_some(),
@@ -341,8 +351,8 @@ struct Batch {
 /// not once per event.
 #[derive(Default)]
 struct TypeCache {
-    /// The attached slots the answers are for, by address.
-    slots: Vec<usize>,
+    /// The attached slots the answers are for, by id.
+    slots: Vec<u64>,
     by_type: HashMap<Box<str>, Box<[u32]>, foldhash::fast::RandomState>,
 }
 
@@ -357,12 +367,9 @@ impl TypeCache {
                 .slots
                 .iter()
                 .zip(attached)
-                .all(|(&address, slot)| address == Arc::as_ptr(slot) as usize);
+                .all(|(&id, slot)| id == slot.id);
         if !same {
-            self.slots = attached
-                .iter()
-                .map(|slot| Arc::as_ptr(slot) as usize)
-                .collect();
+            self.slots = attached.iter().map(|slot| slot.id).collect();
             self.by_type.clear();
         }
     }
