@@ -266,7 +266,20 @@ impl Dispatch {
             let thread_shared = Arc::clone(shared);
             let spawned = std::thread::Builder::new()
                 .name("evlog:dispatch".into())
-                .spawn(move || run(&thread_shared));
+                .spawn(move || {
+                    // A panic here must not leave subscribers waiting on a
+                    // thread that is gone: they go back to their own reads.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run(&thread_shared)
+                    }));
+                    if let Err(panic) = outcome {
+                        tracing::error!(
+                            panic = %crate::subscribe::panic_message(&*panic),
+                            "the dispatcher panicked; subscribers read the log themselves"
+                        );
+                        thread_shared.dispatch.release_all();
+                    }
+                });
             match spawned {
                 Ok(thread) => registry.thread = Some(thread),
                 Err(e) => {
@@ -306,9 +319,8 @@ impl Dispatch {
         });
         let thread = self.lock().thread.take();
         if let Some(thread) = thread {
-            if thread.join().is_err() {
-                tracing::error!("the dispatcher thread panicked");
-            }
+            // Its panics are caught and reported inside.
+            let _ = thread.join();
         }
         self.release_all();
     }

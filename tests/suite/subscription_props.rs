@@ -68,6 +68,9 @@ enum Op {
     Subscribe(FilterSpec, StartSpec),
     Read(usize, Read),
     Reopen,
+    /// Drops a subscription (the dispatcher forgets its slot; a new one
+    /// may take its place with another filter).
+    Unsubscribe(usize),
 }
 
 fn correlation_id(k: u8) -> Uuid {
@@ -129,6 +132,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             Just(Read::Wait),
         ]).prop_map(|(i, r)| Op::Read(i, r)),
         1 => Just(Op::Reopen),
+        1 => (0usize..6).prop_map(Op::Unsubscribe),
     ]
 }
 
@@ -401,6 +405,12 @@ fn run_case(ops: &[Op], queue_bytes: u64) {
                             assert!(started.elapsed() < Duration::from_secs(5));
                         }
                     }
+                }
+            }
+            Op::Unsubscribe(i) => {
+                if !subs.is_empty() {
+                    let count = subs.len();
+                    drop(subs.remove(i % count));
                 }
             }
             Op::Reopen => {
