@@ -1008,8 +1008,8 @@ impl Log {
         if let Some(indexer) = self.indexer.as_mut() {
             indexer.shutdown();
         }
-        // Every visible event is dispatched (the writer has stopped); the
-        // subscribers then read the log themselves until it closes.
+        // The dispatcher stops after its batch in progress; subscribers
+        // then read the log themselves, until the readers close below.
         self.shared.dispatch.shutdown(&self.shared);
         // Wait for reads in progress, and refuse later ones, before the
         // lock goes: after that another `Log` may own the files.

@@ -137,11 +137,12 @@ impl Options {
     /// Most bytes of decoded events the `evlog:dispatch` thread queues for
     /// one caught-up subscriber (default 1 MiB, counted as each event's
     /// encoded size plus the decoded event's fixed part; the subscriber
-    /// takes the whole queue at once, so it holds at most twice this). A subscriber that
-    /// falls further behind is not dropped and does not slow appends: it
-    /// drains its queue, then reads the log itself (within
-    /// [`Self::read_buffer_bytes`]) until it has caught up again. 0 makes
-    /// every subscriber read the log itself.
+    /// takes the whole queue at once, so it holds at most twice this). A
+    /// subscriber that falls further behind is not dropped and does not
+    /// slow appends: it drains its queue, then reads the log itself
+    /// (within [`Self::read_buffer_bytes`]) until it has caught up again.
+    /// 0 makes every subscriber read the log itself, as does a log with a
+    /// single subscription.
     pub fn subscription_queue_bytes(mut self, bytes: u64) -> Options {
         self.subscription_queue_bytes = bytes;
         self
