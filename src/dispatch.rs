@@ -210,6 +210,9 @@ pub(crate) struct Dispatch {
     /// Registered slots, as of the last registration or batch (a dropped
     /// subscription's slot is counted until the next batch).
     live_slots: AtomicUsize,
+    /// Tests: the next batch panics.
+    #[cfg(test)]
+    pub(crate) panic_next_batch: AtomicBool,
 }
 
 #[derive(Default)]
@@ -231,6 +234,8 @@ impl Dispatch {
             }),
             stop: AtomicBool::new(false),
             live_slots: AtomicUsize::new(0),
+            #[cfg(test)]
+            panic_next_batch: AtomicBool::new(false),
         }
     }
 
@@ -264,13 +269,21 @@ impl Dispatch {
         }
         if registry.thread.is_none() {
             let thread_shared = Arc::clone(shared);
+            // From the end as it is now, not as the new thread first sees
+            // it: every event appended after this subscription exists can
+            // be dispatched.
+            let visible = crate::subscribe::visible_watermark(&shared.options);
+            let cursor = match visible {
+                Watermark::Published => shared.marks.last_seq(),
+                Watermark::Durable => shared.marks.durable_seq(),
+            } + 1;
             let spawned = std::thread::Builder::new()
                 .name("evlog:dispatch".into())
                 .spawn(move || {
                     // A panic here must not leave subscribers waiting on a
                     // thread that is gone: they go back to their own reads.
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run(&thread_shared)
+                        run(&thread_shared, cursor)
                     }));
                     if let Err(panic) = outcome {
                         tracing::error!(
@@ -403,7 +416,7 @@ impl TypeCache {
     }
 }
 
-fn run(shared: &Arc<Shared>) {
+fn run(shared: &Arc<Shared>, mut cursor: u64) {
     crate::sys::lower_this_thread_priority();
     let dispatch = &shared.dispatch;
     let visible = crate::subscribe::visible_watermark(&shared.options);
@@ -412,7 +425,6 @@ fn run(shared: &Arc<Shared>) {
         Watermark::Durable => shared.marks.durable_seq(),
     };
     let queue_bytes_max = shared.options.subscription_queue_bytes;
-    let mut cursor = end_of(shared) + 1;
     let mut attached: Vec<Arc<Slot>> = Vec::new();
     let mut batch = Batch::default();
     let mut types = TypeCache::default();
@@ -462,6 +474,10 @@ fn run(shared: &Arc<Shared>) {
         if attached.is_empty() {
             cursor = end + 1;
             continue;
+        }
+        #[cfg(test)]
+        if dispatch.panic_next_batch.swap(false, Ordering::SeqCst) {
+            panic!("injected dispatcher panic");
         }
         types.align(&attached);
         let batch_bytes_max = queue_bytes_max / 4;

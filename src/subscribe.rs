@@ -640,9 +640,10 @@ mod tests {
                 slot.queue_state()
             );
         }
-        // The dispatcher gets there on its own time.
+        // The dispatcher gets there on its own time: it attaches the slot
+        // at its first batch and detaches it once the queue is full.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while slot.queue_state().1 {
+        while slot.batches() == 0 || slot.queue_state().1 {
             assert!(
                 Instant::now() < deadline,
                 "never detached: {:?}",
@@ -678,6 +679,48 @@ mod tests {
             (event.seq, event.event_type.as_str()),
             (EVENTS + 2, "bulk.last")
         );
+        log.close().unwrap();
+    }
+
+    // A panic in the dispatcher does not strand its subscribers: they go
+    // back to reading the log themselves and miss nothing.
+    #[test]
+    fn subscribers_outlive_a_dispatcher_panic() {
+        let log = crate::Log::open_temporary(
+            crate::Options::default()
+                .durability(Durability::OsBuffered)
+                .secondary_indexes(false),
+        )
+        .unwrap();
+        let mut first = log.subscribe(Filter::all(), Start::End).unwrap();
+        let mut second = log.subscribe(Filter::all(), Start::End).unwrap();
+        // Both caught up and attached, then one batch of the dispatcher's.
+        assert_eq!(first.try_next().unwrap(), None);
+        assert_eq!(second.try_next().unwrap(), None);
+        log.append(Event::new("a.before")).unwrap();
+        for sub in [&mut first, &mut second] {
+            let event = sub.next_timeout(Duration::from_secs(10)).unwrap().unwrap();
+            assert_eq!(event.event_type, "a.before");
+        }
+        let slot = Arc::clone(second.slot.as_ref().unwrap());
+        log.shared
+            .dispatch
+            .panic_next_batch
+            .store(true, Ordering::SeqCst);
+        log.append_batch(&[Event::new("a.during"), Event::new("a.after")])
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !slot.is_gone() {
+            assert!(Instant::now() < deadline, "the panic was not caught");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for sub in [&mut first, &mut second] {
+            for expected in ["a.during", "a.after"] {
+                let event = sub.next_timeout(Duration::from_secs(10)).unwrap().unwrap();
+                assert_eq!(event.event_type, expected);
+            }
+            assert_eq!(sub.try_next().unwrap(), None);
+        }
         log.close().unwrap();
     }
 
