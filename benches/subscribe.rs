@@ -107,6 +107,9 @@ const A2_FILTER_PATTERNS: [&str; 16] = [
     "agent.error.raised",
 ];
 
+/// Subscribers to run: each filter with the seqs it must receive.
+type Subscribers = Vec<(Filter, Arc<[u64]>)>;
+
 /// What a subscriber received, in order.
 struct Delivered {
     /// When each event arrived (only when asked for: the throughput runs
@@ -577,6 +580,28 @@ fn process_cpu_seconds() -> f64 {
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
+/// One A2 configuration's rounds.
+#[derive(Default)]
+struct A2Samples {
+    /// Events a second until the last batch was durable.
+    appended: Vec<f64>,
+    /// Events a second until every subscriber had all it expects.
+    drained: Vec<f64>,
+    /// Cores busy while the appends ran.
+    cores: Vec<f64>,
+}
+
+impl A2Samples {
+    /// Medians of (appended, drained, cores).
+    fn medians(self) -> (f64, f64, f64) {
+        (
+            median(self.appended),
+            median(self.drained),
+            median(self.cores),
+        )
+    }
+}
+
 fn format_figure(value: f64) -> String {
     if value >= 100.0 {
         format!("{value:.0}")
@@ -662,51 +687,43 @@ fn main() {
     let (live_os, append_os) = bench.caught_up(Durability::OsBuffered);
     let (live_always, append_always) = bench.caught_up(Durability::Always);
     let (r2, catch_up, catch_up_filtered) = bench.catch_up();
-    let (mut a2_none, mut a2_subs, mut drained_subs) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut a2_filtered, mut drained_filtered) = (Vec::new(), Vec::new());
-    let (mut a2_shared, mut drained_shared) = (Vec::new(), Vec::new());
-    // Process CPU time over wall time while the appends ran: how many of
-    // the machine's cores the appends and everything beside them kept busy.
-    let (mut cores_none, mut cores_subs) = (Vec::new(), Vec::new());
-    let (mut cores_shared, mut cores_filtered) = (Vec::new(), Vec::new());
-    for round in 0..A2_ROUNDS {
-        let (appended, _, cores) =
-            bench.a2_with("no subscriber", Vec::new(), Receive::Owned, round);
-        a2_none.push(per_second(n, appended));
-        cores_none.push(cores);
-        let (appended, drained, cores) = bench.a2_with(
+    // The four A2 configurations, one round of each in turn.
+    let configurations: [(&str, Subscribers, Receive); 4] = [
+        ("no subscriber", Vec::new(), Receive::Owned),
+        (
             "16 subscribers",
             unfiltered(A2_SUBSCRIBERS, n),
             Receive::Owned,
-            round,
-        );
-        cores_subs.push(cores);
-        a2_subs.push(per_second(n, appended));
-        drained_subs.push(per_second(n, drained));
-        let (appended, drained, cores) = bench.a2_with(
+        ),
+        (
             "16 sharing subscribers",
             unfiltered(A2_SUBSCRIBERS, n),
             Receive::Shared,
-            round,
-        );
-        cores_shared.push(cores);
-        a2_shared.push(per_second(n, appended));
-        drained_shared.push(per_second(n, drained));
-        let (appended, drained, cores) = bench.a2_with(
+        ),
+        (
             "16 filtered subscribers",
             filtered_subscribers.clone(),
             Receive::Owned,
-            round,
-        );
-        cores_filtered.push(cores);
-        a2_filtered.push(per_second(n, appended));
-        drained_filtered.push(per_second(n, drained));
+        ),
+    ];
+    let mut samples: [A2Samples; 4] = Default::default();
+    for round in 0..A2_ROUNDS {
+        for ((label, subscribers, receive), samples) in configurations.iter().zip(&mut samples) {
+            let (appended, drained, cores) =
+                bench.a2_with(label, subscribers.clone(), *receive, round);
+            samples.appended.push(per_second(n, appended));
+            samples.drained.push(per_second(n, drained));
+            // Process CPU time over wall time while the appends ran: how
+            // many of the machine's cores the appends and everything beside
+            // them kept busy.
+            samples.cores.push(cores);
+        }
     }
-    let (a2_none, a2_subs, drained_subs) = (median(a2_none), median(a2_subs), median(drained_subs));
-    let (a2_shared, drained_shared) = (median(a2_shared), median(drained_shared));
-    let (a2_filtered, drained_filtered) = (median(a2_filtered), median(drained_filtered));
-    let (cores_none, cores_subs) = (median(cores_none), median(cores_subs));
-    let (cores_shared, cores_filtered) = (median(cores_shared), median(cores_filtered));
+    let [none, subs, shared, filtered] = samples.map(A2Samples::medians);
+    let (a2_none, cores_none) = (none.0, none.2);
+    let (a2_subs, drained_subs, cores_subs) = subs;
+    let (a2_shared, drained_shared, cores_shared) = shared;
+    let (a2_filtered, drained_filtered, cores_filtered) = filtered;
     let filtered_deliveries: usize = filtered_subscribers.iter().map(|(_, e)| e.len()).sum();
     let wall = started.elapsed();
 

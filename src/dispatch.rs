@@ -40,7 +40,7 @@ use crate::event::LoggedEvent;
 use crate::log::Shared;
 use crate::record::body_retention_fields;
 use crate::subscribe::Filter;
-use crate::watermark::{WaitOutcome, Watermark};
+use crate::watermark::WaitOutcome;
 
 /// Most events one dispatcher batch reads before it hands them out: bounds
 /// the dispatcher's own memory (its batch holds the decoded matches).
@@ -273,10 +273,7 @@ impl Dispatch {
             // it: every event appended after this subscription exists can
             // be dispatched.
             let visible = crate::subscribe::visible_watermark(&shared.options);
-            let cursor = match visible {
-                Watermark::Published => shared.marks.last_seq(),
-                Watermark::Durable => shared.marks.durable_seq(),
-            } + 1;
+            let cursor = shared.marks.seq(visible) + 1;
             let spawned = std::thread::Builder::new()
                 .name("evlog:dispatch".into())
                 .spawn(move || {
@@ -420,10 +417,6 @@ fn run(shared: &Arc<Shared>, mut cursor: u64) {
     crate::sys::lower_this_thread_priority();
     let dispatch = &shared.dispatch;
     let visible = crate::subscribe::visible_watermark(&shared.options);
-    let end_of = |shared: &Shared| match visible {
-        Watermark::Published => shared.marks.last_seq(),
-        Watermark::Durable => shared.marks.durable_seq(),
-    };
     let queue_bytes_max = shared.options.subscription_queue_bytes;
     let mut attached: Vec<Arc<Slot>> = Vec::new();
     let mut batch = Batch::default();
@@ -432,7 +425,7 @@ fn run(shared: &Arc<Shared>, mut cursor: u64) {
         if dispatch.stop.load(Ordering::Acquire) {
             break;
         }
-        let mut end = end_of(shared);
+        let mut end = shared.marks.seq(visible);
         if end < cursor {
             match shared
                 .marks
@@ -440,7 +433,7 @@ fn run(shared: &Arc<Shared>, mut cursor: u64) {
             {
                 WaitOutcome::Reached(_) | WaitOutcome::TimedOut(_) => continue,
                 WaitOutcome::Stopped(_) => {
-                    end = end_of(shared);
+                    end = shared.marks.seq(visible);
                     if end < cursor {
                         break;
                     }

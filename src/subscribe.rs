@@ -221,6 +221,15 @@ pub struct Subscription {
     taken: VecDeque<Arc<LoggedEvent>>,
 }
 
+/// What is left until `deadline`; `None` (a timeout too large for
+/// `Instant`) waits in steps of an hour.
+fn time_left(deadline: Option<Instant>) -> Duration {
+    match deadline {
+        Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+        None => Duration::from_secs(3600),
+    }
+}
+
 /// The watermark that bounds what subscribers see, by durability: what a
 /// subscriber saw must stay true after a power cut, so under `Always` and
 /// `Interval` only durable events are delivered. Under `OsBuffered`,
@@ -241,12 +250,7 @@ impl Subscription {
         // A subscription that starts at the end joins the dispatcher at
         // once; the others when their own reads have caught up.
         let attach_from = match start {
-            Start::End | Start::LatestPerEntity => Some(
-                match visible {
-                    Watermark::Published => shared.marks.last_seq(),
-                    Watermark::Durable => shared.marks.durable_seq(),
-                } + 1,
-            ),
+            Start::End | Start::LatestPerEntity => Some(shared.marks.seq(visible) + 1),
             Start::Beginning | Start::Seq(_) | Start::Time(_) => None,
         };
         let slot = Dispatch::register(&shared, filter.clone(), attach_from);
@@ -304,10 +308,7 @@ impl Subscription {
     }
 
     fn log_end(&self) -> u64 {
-        match self.visible {
-            Watermark::Published => self.shared.marks.last_seq(),
-            Watermark::Durable => self.shared.marks.durable_seq(),
-        }
+        self.shared.marks.seq(self.visible)
     }
 
     /// Where the subscriber stands.
@@ -386,10 +387,7 @@ impl Subscription {
                     Next::ReadUpTo(seq) => end = end.min(seq),
                     Next::ReadItself => {}
                     Next::Wait => {
-                        let left = match deadline {
-                            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                            None => Duration::from_secs(3600),
-                        };
+                        let left = time_left(deadline);
                         if left.is_zero() {
                             if self.next_seq > end {
                                 return Ok(None);
@@ -430,10 +428,7 @@ impl Subscription {
                 self.iter = Some(self.shared.iter(self.next_seq..=end)?);
                 continue;
             }
-            let left = match deadline {
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                None => Duration::from_secs(3600),
-            };
+            let left = time_left(deadline);
             if left.is_zero() {
                 return Ok(None);
             }
@@ -623,7 +618,6 @@ mod tests {
             .unwrap();
         let mut sub = log.subscribe(Filter::all(), Start::End).unwrap();
         let slot = Arc::clone(sub.slot.as_ref().expect("a log's subscription has a slot"));
-        assert!(slot.queue_state().0 == 0);
         let pad = "p".repeat(300);
         for batch in 0..EVENTS / 500 {
             let events: Vec<Event> = (0..500)

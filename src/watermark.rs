@@ -74,6 +74,11 @@ impl Watermarks {
         }
     }
 
+    /// The current value of `which`.
+    pub fn seq(&self, which: Watermark) -> u64 {
+        self.position(which).load(Ordering::Acquire)
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.last_seq.load(Ordering::Acquire)
     }
