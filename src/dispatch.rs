@@ -213,6 +213,10 @@ pub(crate) struct Dispatch {
     /// Tests: the next batch panics.
     #[cfg(test)]
     pub(crate) panic_next_batch: AtomicBool,
+    /// Tests: the dispatcher stands still before its next batch while
+    /// this is set, as one starved of CPU does.
+    #[cfg(test)]
+    pub(crate) stall: AtomicBool,
 }
 
 #[derive(Default)]
@@ -236,6 +240,8 @@ impl Dispatch {
             live_slots: AtomicUsize::new(0),
             #[cfg(test)]
             panic_next_batch: AtomicBool::new(false),
+            #[cfg(test)]
+            stall: AtomicBool::new(false),
         }
     }
 
@@ -414,7 +420,14 @@ impl TypeCache {
 }
 
 fn run(shared: &Arc<Shared>, mut cursor: u64) {
-    crate::sys::lower_this_thread_priority();
+    // The idle class leaves the CPU to the appends (see `sys`); a
+    // subscriber that waits `DISPATCH_PATIENCE` for a starved dispatcher
+    // reads the log itself. The crate's unit tests that watch the
+    // dispatcher work (a batch, a detach, a panic) keep it at normal
+    // priority, so that a loaded test machine cannot starve them.
+    if !cfg!(test) {
+        crate::sys::make_this_thread_idle_class();
+    }
     let dispatch = &shared.dispatch;
     let visible = crate::subscribe::visible_watermark(&shared.options);
     let queue_bytes_max = shared.options.subscription_queue_bytes;
@@ -471,6 +484,10 @@ fn run(shared: &Arc<Shared>, mut cursor: u64) {
         #[cfg(test)]
         if dispatch.panic_next_batch.swap(false, Ordering::SeqCst) {
             panic!("injected dispatcher panic");
+        }
+        #[cfg(test)]
+        while dispatch.stall.load(Ordering::SeqCst) && !dispatch.stop.load(Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         types.align(&attached);
         let batch_bytes_max = queue_bytes_max / 4;

@@ -1,6 +1,6 @@
 //! The operating-system calls the crate makes outside `std` and the
-//! mappings: lowering a background thread's CPU priority, and starting a
-//! file range's writeback early.
+//! mappings: lowering a background thread's CPU priority (two strengths),
+//! and starting a file range's writeback early.
 
 #![allow(unsafe_code)]
 
@@ -10,7 +10,7 @@
 /// `SCHED_IDLE` could on a busy machine). For the archiver (compressing a
 /// segment takes a whole core for a while, and on a small machine that
 /// core is the one the writer and the callers need; archiving is never
-/// urgent) and the subscription dispatcher (delivery trails appends).
+/// urgent, but nothing else does it if the archiver starves).
 ///
 /// On Linux a nice value belongs to a thread (`setpriority` with the
 /// thread's id); elsewhere this does nothing. Failure is harmless (the
@@ -32,6 +32,37 @@ pub(crate) fn lower_this_thread_priority() {
             );
         }
     }
+}
+
+/// Puts the calling thread in the idle scheduling class (`SCHED_IDLE` on
+/// Linux): it runs on a core nothing else wants, and any normal thread
+/// that wakes up takes that core from it at once and is placed on it as
+/// if the core were idle. For the subscription dispatcher, whose work
+/// follows each commit: at nice 19 it still got a time slice when a
+/// caller, the writer or the syncer woke on its core, and on two cores
+/// those waits were what subscribers cost the appends.
+///
+/// A busy machine can starve such a thread for as long as it stays busy;
+/// only a thread whose work others can take over may use it (a
+/// subscriber that waits a second for the dispatcher reads the log
+/// itself). Not undoable without privileges. Falls back to
+/// [`lower_this_thread_priority`] where the class is missing or refused.
+pub(crate) fn make_this_thread_idle_class() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread; `param` is a valid
+        // `sched_param` that the call only reads.
+        let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if result == 0 {
+            return;
+        }
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "no idle scheduling class for a background thread; lowering its nice value instead"
+        );
+    }
+    lower_this_thread_priority();
 }
 
 /// Starts writeback of `len` bytes of `file` at `offset` without waiting

@@ -714,6 +714,18 @@ fn cli_tail_since_notes_a_scan_while_the_indexes_are_held() {
         &["tail", "--no-follow", "--since", &rfc3339(START_US)],
     );
     let log = evlog::Log::open(&dir, evlog::Options::default()).unwrap();
+    // The application opens its index store on the indexer's thread; the
+    // CLI must start after it holds the store's lock, or it opens the
+    // indexes itself and has nothing to note.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !log.index_status().available {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            log.index_status()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let output = run_cli(
         &dir,
         &["tail", "--no-follow", "--since", &rfc3339(START_US)],
