@@ -54,7 +54,10 @@
 //!   events' encoded bytes, on the archiver thread; archived bytes per
 //!   event and as a fraction of the encoded bytes); 3 replays of every
 //!   archived event through `evlog::Archive` on the archive directory
-//!   alone (Z2, the median, to compare with R2 live); 10 000 random `get`s of archived
+//!   alone (Z2, the median, to compare with R2 live; for both, the CPU
+//!   cores the process kept busy, those the rest of the machine kept busy
+//!   and the hypervisor's steal during the scans, which tell a slow scan
+//!   from a busy or shared machine); 10 000 random `get`s of archived
 //!   events with the frame cache off (every read decompresses its frame;
 //!   the file is in the page cache), p50 and p99.
 //! - A2 archiving (evlog only, 8 MiB segments in both runs): A2 into a fresh log while a thread calls
@@ -871,6 +874,32 @@ fn per_second(count: usize, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
 }
 
+/// What `median_scan` measured: events/s, and during the scans (medians)
+/// the process's CPU cores busy, then the cores everything else on the
+/// machine (other processes, the kernel's threads) kept busy and the
+/// cores the hypervisor took (steal), where `/proc/stat` tells.
+struct ScanFigures {
+    rate: f64,
+    cores_busy: f64,
+    machine: Option<(f64, f64)>,
+}
+
+impl ScanFigures {
+    /// Sets the figures `cores`, `others` and `steal` (keys of `ROWS`).
+    fn record(
+        &self,
+        figures: &mut Figures,
+        [cores, others, steal]: [&'static str; 3],
+        engine: &'static str,
+    ) {
+        figures.set(cores, engine, self.cores_busy);
+        if let Some((others_cores, steal_cores)) = self.machine {
+            figures.set(others, engine, others_cores);
+            figures.set(steal, engine, steal_cores);
+        }
+    }
+}
+
 /// The median of the rounds of one measurement (the upper one of an even
 /// count).
 fn median(mut rounds: Vec<f64>) -> f64 {
@@ -1232,24 +1261,50 @@ impl Bench {
 
     /// Events/s of `SCAN_ROUNDS` scans of `events()` (the median), each
     /// checked against the truth: `indices` are the truth's indices of
-    /// the events in the order the scan yields them.
-    fn median_scan_rate<I>(&self, what: &str, indices: &[u64], mut events: impl FnMut() -> I) -> f64
+    /// the events in the order the scan yields them. Also what ran beside
+    /// the scans (medians): the process's CPU cores busy and the cores the
+    /// hypervisor took (steal), so a slow scan can be told from a busy or
+    /// shared machine.
+    fn median_scan<I>(
+        &self,
+        what: &str,
+        indices: &[u64],
+        mut events: impl FnMut() -> I,
+    ) -> ScanFigures
     where
         I: Iterator<Item = evlog::Result<LoggedEvent>>,
     {
-        let rates = (0..SCAN_ROUNDS)
-            .map(|_| {
-                let mut digests = Vec::with_capacity(indices.len());
-                let started = Instant::now();
-                for event in events() {
-                    digests.push(row_of_logged(event.expect(what)).digest());
-                }
-                let rate = per_second(indices.len(), started.elapsed());
-                check_digests(what, &self.truth, &digests, indices);
-                rate
-            })
-            .collect();
-        median(rates)
+        let mut rates = Vec::with_capacity(SCAN_ROUNDS);
+        let mut cores_busy = Vec::with_capacity(SCAN_ROUNDS);
+        let mut others_cores = Vec::with_capacity(SCAN_ROUNDS);
+        let mut steal_cores = Vec::with_capacity(SCAN_ROUNDS);
+        for _ in 0..SCAN_ROUNDS {
+            let mut digests = Vec::with_capacity(indices.len());
+            let cpu_before = common::process_cpu_seconds();
+            let machine_before = common::machine_cpu_seconds();
+            let started = Instant::now();
+            for event in events() {
+                digests.push(row_of_logged(event.expect(what)).digest());
+            }
+            let elapsed = started.elapsed();
+            let seconds = elapsed.as_secs_f64();
+            let process = common::process_cpu_seconds() - cpu_before;
+            cores_busy.push(process / seconds);
+            if let (Some((busy_before, steal_before)), Some((busy, steal))) =
+                (machine_before, common::machine_cpu_seconds())
+            {
+                // Clock ticks against getrusage: clamped, a few ticks apart.
+                others_cores.push(((busy - busy_before - process) / seconds).max(0.0));
+                steal_cores.push((steal - steal_before) / seconds);
+            }
+            rates.push(per_second(indices.len(), elapsed));
+            check_digests(what, &self.truth, &digests, indices);
+        }
+        ScanFigures {
+            rate: median(rates),
+            cores_busy: median(cores_busy),
+            machine: (!steal_cores.is_empty()).then(|| (median(others_cores), median(steal_cores))),
+        }
     }
 
     /// evlog only: Z1, Z2, archived point reads, archived bytes per event,
@@ -1270,10 +1325,15 @@ impl Bench {
         // sides are medians of `SCAN_ROUNDS` scans.
         self.progress(&format!("{name}: R2 of the log to be archived"));
         let all: Vec<u64> = (0..n as u64).collect();
-        let live_rate = self.median_scan_rate(&format!("{name} R2 before archiving"), &all, || {
+        let live = self.median_scan(&format!("{name} R2 before archiving"), &all, || {
             log.iter(..).expect("iter")
         });
-        self.figures.set("R2 live", name, live_rate);
+        self.figures.set("R2 live", name, live.rate);
+        live.record(
+            &mut self.figures,
+            ["R2 live cores", "R2 live others", "R2 live steal"],
+            name,
+        );
 
         // Z1: every sealed segment into an archive, on the archiver thread.
         // The archiver waits for the indexes to cover a segment before it
@@ -1311,12 +1371,17 @@ impl Bench {
         self.progress(&format!("{name}: Z2 replay from archives"));
         let offline = evlog::Archive::open(&archive_dir).expect("open archives");
         let indices: Vec<u64> = (0..archived).collect();
-        let archived_rate = self.median_scan_rate(&format!("{name} Z2"), &indices, || {
+        let replay = self.median_scan(&format!("{name} Z2"), &indices, || {
             offline.iter(..).expect("archive iter")
         });
-        self.figures.set("Z2", name, archived_rate);
+        self.figures.set("Z2", name, replay.rate);
+        replay.record(
+            &mut self.figures,
+            ["Z2 cores", "Z2 others", "Z2 steal"],
+            name,
+        );
         self.figures
-            .set("Z2/R2 live", name, archived_rate / live_rate);
+            .set("Z2/R2 live", name, replay.rate / live.rate);
         drop(offline);
 
         // Archived point reads with a cold frame cache (cache off: every
@@ -1794,6 +1859,36 @@ const ROWS: &[(&str, &str, &str)] = &[
         "Z2/R2 live",
         "Z2 / R2 of the same log (the two rows above)",
         "ratio",
+    ),
+    (
+        "R2 live cores",
+        "CPU cores the bench process kept busy during those R2 scans (median)",
+        "cores",
+    ),
+    (
+        "Z2 cores",
+        "CPU cores the bench process kept busy during the Z2 scans (median): the replay decompresses ahead on a second thread",
+        "cores",
+    ),
+    (
+        "R2 live others",
+        "CPU cores the rest of the machine (other processes, kernel threads) kept busy during those R2 scans (median)",
+        "cores",
+    ),
+    (
+        "Z2 others",
+        "CPU cores the rest of the machine (other processes, kernel threads) kept busy during the Z2 scans (median)",
+        "cores",
+    ),
+    (
+        "R2 live steal",
+        "CPU the hypervisor took from this machine during those R2 scans (steal, median)",
+        "cores",
+    ),
+    (
+        "Z2 steal",
+        "CPU the hypervisor took from this machine during the Z2 scans (steal, median)",
+        "cores",
     ),
     ("Z get p50", "archived get, frame cache off, p50", "µs"),
     ("Z get p99", "archived get, frame cache off, p99", "µs"),

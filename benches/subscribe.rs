@@ -548,13 +548,13 @@ impl Bench {
         let (log, _) = self.fresh_log(&dir_name, Durability::Always);
         let ((started, appended), delivered) =
             with_live_subscribers(&log, subscribers, receive, false, || {
-                let cpu_before = process_cpu_seconds();
+                let cpu_before = common::process_cpu_seconds();
                 let started = Instant::now();
                 for batch in self.events.chunks(BATCH_EVENTS) {
                     log.append_batch(batch).expect("append_batch");
                 }
                 let appended = started.elapsed();
-                let cores = (process_cpu_seconds() - cpu_before) / appended.as_secs_f64();
+                let cores = (common::process_cpu_seconds() - cpu_before) / appended.as_secs_f64();
                 (started, (appended, cores))
             });
         let (appended, cores) = appended;
@@ -566,19 +566,6 @@ impl Bench {
         log.close().expect("close");
         (appended, last.max(appended), cores)
     }
-}
-
-/// CPU time of the whole process so far (every thread, user and system).
-fn process_cpu_seconds() -> f64 {
-    // SAFETY: `getrusage` writes one `rusage` into the zeroed value we
-    // own, and reads nothing else.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut usage), 0);
-        usage
-    };
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// One A2 configuration's rounds.
