@@ -881,18 +881,22 @@ fn per_second(count: usize, elapsed: Duration) -> f64 {
 struct ScanFigures {
     rate: f64,
     cores_busy: f64,
+    /// The process's minor page faults per event scanned.
+    faults_per_event: f64,
     machine: Option<(f64, f64)>,
 }
 
 impl ScanFigures {
-    /// Sets the figures `cores`, `others` and `steal` (keys of `ROWS`).
+    /// Sets the figures `cores`, `faults`, `others` and `steal` (keys of
+    /// `ROWS`).
     fn record(
         &self,
         figures: &mut Figures,
-        [cores, others, steal]: [&'static str; 3],
+        [cores, faults, others, steal]: [&'static str; 4],
         engine: &'static str,
     ) {
         figures.set(cores, engine, self.cores_busy);
+        figures.set(faults, engine, self.faults_per_event);
         if let Some((others_cores, steal_cores)) = self.machine {
             figures.set(others, engine, others_cores);
             figures.set(steal, engine, steal_cores);
@@ -1277,10 +1281,11 @@ impl Bench {
         let mut rates = Vec::with_capacity(SCAN_ROUNDS);
         let mut cores_busy = Vec::with_capacity(SCAN_ROUNDS);
         let mut others_cores = Vec::with_capacity(SCAN_ROUNDS);
+        let mut faults_per_event = Vec::with_capacity(SCAN_ROUNDS);
         let mut steal_cores = Vec::with_capacity(SCAN_ROUNDS);
         for _ in 0..SCAN_ROUNDS {
             let mut digests = Vec::with_capacity(indices.len());
-            let cpu_before = common::process_cpu_seconds();
+            let (cpu_before, faults_before) = common::process_usage();
             let machine_before = common::machine_cpu_seconds();
             let started = Instant::now();
             for event in events() {
@@ -1288,8 +1293,11 @@ impl Bench {
             }
             let elapsed = started.elapsed();
             let seconds = elapsed.as_secs_f64();
-            let process = common::process_cpu_seconds() - cpu_before;
+            let (cpu_after, faults_after) = common::process_usage();
+            let process = cpu_after - cpu_before;
             cores_busy.push(process / seconds);
+            faults_per_event
+                .push((faults_after - faults_before) as f64 / indices.len().max(1) as f64);
             if let (Some((busy_before, steal_before)), Some((busy, steal))) =
                 (machine_before, common::machine_cpu_seconds())
             {
@@ -1303,6 +1311,7 @@ impl Bench {
         ScanFigures {
             rate: median(rates),
             cores_busy: median(cores_busy),
+            faults_per_event: median(faults_per_event),
             machine: (!steal_cores.is_empty()).then(|| (median(others_cores), median(steal_cores))),
         }
     }
@@ -1331,7 +1340,12 @@ impl Bench {
         self.figures.set("R2 live", name, live.rate);
         live.record(
             &mut self.figures,
-            ["R2 live cores", "R2 live others", "R2 live steal"],
+            [
+                "R2 live cores",
+                "R2 live faults",
+                "R2 live others",
+                "R2 live steal",
+            ],
             name,
         );
 
@@ -1377,7 +1391,7 @@ impl Bench {
         self.figures.set("Z2", name, replay.rate);
         replay.record(
             &mut self.figures,
-            ["Z2 cores", "Z2 others", "Z2 steal"],
+            ["Z2 cores", "Z2 faults", "Z2 others", "Z2 steal"],
             name,
         );
         self.figures
@@ -1869,6 +1883,16 @@ const ROWS: &[(&str, &str, &str)] = &[
         "Z2 cores",
         "CPU cores the bench process kept busy during the Z2 scans (median): the replay decompresses ahead on a second thread",
         "cores",
+    ),
+    (
+        "R2 live faults",
+        "minor page faults of the process per event during those R2 scans (median)",
+        "faults",
+    ),
+    (
+        "Z2 faults",
+        "minor page faults of the process per event during the Z2 scans (median)",
+        "faults",
     ),
     (
         "R2 live others",

@@ -38,9 +38,10 @@ pub(crate) fn lower_this_thread_priority() {
 /// Linux): it runs on a core nothing else wants, and any normal thread
 /// that wakes up takes that core from it at once and is placed on it as
 /// if the core were idle. For the subscription dispatcher, whose work
-/// follows each commit: at nice 19 it still got a time slice when a
-/// caller, the writer or the syncer woke on its core, and on two cores
-/// those waits were what subscribers cost the appends.
+/// follows each commit: at nice 19 the scheduler could let it finish a
+/// time slice before a caller, the writer or the syncer woken on its core
+/// got the core back, and on two cores those waits came out of the
+/// appends.
 ///
 /// A busy machine can starve such a thread for as long as it stays busy;
 /// only a thread whose work others can take over may use it (a

@@ -29,6 +29,13 @@ pub fn workload_events(n: u64) -> Vec<Event> {
 
 /// CPU time of the whole process so far (every thread, user and system).
 pub fn process_cpu_seconds() -> f64 {
+    process_usage().0
+}
+
+/// The whole process so far: CPU seconds (every thread, user and system)
+/// and minor page faults (pages the kernel had to map, zeroed or from its
+/// cache, without reading the disk).
+pub fn process_usage() -> (f64, u64) {
     // SAFETY: `getrusage` writes one `rusage` into the zeroed value we
     // own, and reads nothing else.
     let usage = unsafe {
@@ -37,7 +44,10 @@ pub fn process_cpu_seconds() -> f64 {
         usage
     };
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    (
+        seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        u64::try_from(usage.ru_minflt).unwrap_or(0),
+    )
 }
 
 /// CPU time of the whole machine from `/proc/stat`'s `cpu` line, summed
