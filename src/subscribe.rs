@@ -354,9 +354,8 @@ impl Subscription {
     /// passes. A subscriber that waits a whole second while events are
     /// visible and the dispatcher does not move reads the log itself, and
     /// goes on doing so for ten seconds before it relies on the dispatcher
-    /// again. A
-    /// zero timeout ([`Self::try_next`]) always returns a visible matching
-    /// event.
+    /// again. A zero timeout ([`Self::try_next`]) always returns a visible
+    /// matching event.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<LoggedEvent>> {
         Ok(self
             .next_shared_timeout(timeout)?
@@ -702,21 +701,16 @@ mod tests {
         log.close().unwrap();
     }
 
-    // A dispatcher that stands still (in the idle scheduling class, on a
-    // machine whose cores are all busy) delays its subscribers once by
-    // about `DISPATCH_PATIENCE`; then they read the log themselves and wait
-    // on the watermark, not on the dispatcher, for a while.
-    #[test]
-    fn a_stalled_dispatcher_delays_delivery_once_by_its_patience() {
+    /// A log (no indexes, `OsBuffered`) with two subscriptions from its end,
+    /// both caught up and served one event ("a.served") by the dispatcher.
+    fn two_served_subscribers() -> (crate::Log, [Subscription; 2]) {
         let log = crate::Log::open_temporary(
             crate::Options::default()
                 .durability(Durability::OsBuffered)
                 .secondary_indexes(false),
         )
         .unwrap();
-        let mut subs: Vec<Subscription> = (0..2)
-            .map(|_| log.subscribe(Filter::all(), Start::End).unwrap())
-            .collect();
+        let mut subs = [(); 2].map(|()| log.subscribe(Filter::all(), Start::End).unwrap());
         for sub in &mut subs {
             assert_eq!(sub.try_next().unwrap(), None);
         }
@@ -725,6 +719,16 @@ mod tests {
             let event = sub.next_timeout(Duration::from_secs(10)).unwrap().unwrap();
             assert_eq!(event.event_type, "a.served");
         }
+        (log, subs)
+    }
+
+    // A dispatcher that stands still (in the idle scheduling class, on a
+    // machine whose cores are all busy) delays its subscribers once by
+    // about `DISPATCH_PATIENCE`; then they read the log themselves and wait
+    // on the watermark, not on the dispatcher, for a while.
+    #[test]
+    fn a_stalled_dispatcher_delays_delivery_once_by_its_patience() {
+        let (log, mut subs) = two_served_subscribers();
         let dispatch = &log.shared.dispatch;
         dispatch.stall.store(true, Ordering::SeqCst);
         let stalled_at = Instant::now();
@@ -762,23 +766,9 @@ mod tests {
     // back to reading the log themselves and miss nothing.
     #[test]
     fn subscribers_outlive_a_dispatcher_panic() {
-        let log = crate::Log::open_temporary(
-            crate::Options::default()
-                .durability(Durability::OsBuffered)
-                .secondary_indexes(false),
-        )
-        .unwrap();
-        let mut first = log.subscribe(Filter::all(), Start::End).unwrap();
-        let mut second = log.subscribe(Filter::all(), Start::End).unwrap();
-        // Both caught up and attached, then one batch of the dispatcher's.
-        assert_eq!(first.try_next().unwrap(), None);
-        assert_eq!(second.try_next().unwrap(), None);
-        log.append(Event::new("a.before")).unwrap();
-        for sub in [&mut first, &mut second] {
-            let event = sub.next_timeout(Duration::from_secs(10)).unwrap().unwrap();
-            assert_eq!(event.event_type, "a.before");
-        }
-        let slot = Arc::clone(second.slot.as_ref().unwrap());
+        // Both caught up and attached, after one batch of the dispatcher's.
+        let (log, mut subs) = two_served_subscribers();
+        let slot = Arc::clone(subs[1].slot.as_ref().unwrap());
         log.shared
             .dispatch
             .panic_next_batch
@@ -790,7 +780,7 @@ mod tests {
             assert!(Instant::now() < deadline, "the panic was not caught");
             std::thread::sleep(Duration::from_millis(5));
         }
-        for sub in [&mut first, &mut second] {
+        for sub in &mut subs {
             for expected in ["a.during", "a.after"] {
                 let event = sub.next_timeout(Duration::from_secs(10)).unwrap().unwrap();
                 assert_eq!(event.event_type, expected);
