@@ -361,7 +361,14 @@ impl Dispatch {
 
 /// One matching event of a batch.
 struct Dispatched {
-    event: Arc<LoggedEvent>,
+    /// Moved to the last slot that queues it, cloned (as an `Arc`) for
+    /// the others: when one subscriber alone holds the event, taking it
+    /// as an owned event (`next_timeout`) copies nothing.
+    event: Option<Arc<LoggedEvent>>,
+    /// The slots that may still queue it.
+    recipients_left: usize,
+    /// Its seq (also once the event has been moved out).
+    seq: u64,
     /// What it counts for in a queue.
     bytes: u64,
 }
@@ -516,21 +523,27 @@ fn run(shared: &Arc<Shared>, mut cursor: u64) {
             }
             let mut through = end;
             for &i in indexes {
-                let dispatched = &batch.events[i];
-                if dispatched.event.seq < state.skip_below {
+                let dispatched = &mut batch.events[i];
+                dispatched.recipients_left -= 1;
+                if dispatched.seq < state.skip_below {
                     continue;
                 }
                 if state.queued_bytes + dispatched.bytes > queue_bytes_max {
                     // Full: the coverage ends before this event, and the
                     // subscriber reads on from the log itself.
-                    through = dispatched.event.seq - 1;
+                    through = dispatched.seq - 1;
                     state.attached = false;
                     break;
                 }
-                state.queued_bytes += dispatched.bytes;
-                state
-                    .queue
-                    .push_back((Arc::clone(&dispatched.event), dispatched.bytes));
+                let event = if dispatched.recipients_left == 0 {
+                    dispatched.event.take()
+                } else {
+                    dispatched.event.clone()
+                };
+                if let Some(event) = event {
+                    state.queued_bytes += dispatched.bytes;
+                    state.queue.push_back((event, dispatched.bytes));
+                }
             }
             if let Some((_, covered)) = state.coverage.as_mut() {
                 *covered = (*covered).max(through);
@@ -572,7 +585,7 @@ fn read_batch(
     // then decodes is that record.
     let matched = std::cell::RefCell::new(Vec::<u32>::new());
     let body_bytes = std::cell::Cell::new(0u64);
-    let mut wanted = |body: &[u8]| {
+    let mut wanted = |_seq: u64, body: &[u8]| {
         let fields = body_retention_fields(body)?;
         let mut matched = matched.borrow_mut();
         matched.clear();
@@ -593,12 +606,15 @@ fn read_batch(
         let event = event?;
         let seq = event.seq;
         let at = batch.events.len();
-        for &index in matched.borrow().iter() {
+        let recipients = matched.borrow();
+        for &index in recipients.iter() {
             batch.per_slot[index as usize].push(at);
         }
         let bytes = body_bytes.get() + std::mem::size_of::<LoggedEvent>() as u64;
         batch.events.push(Dispatched {
-            event: Arc::new(event),
+            event: Some(Arc::new(event)),
+            recipients_left: recipients.len(),
+            seq,
             bytes,
         });
         decoded_bytes += bytes;

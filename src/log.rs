@@ -1363,14 +1363,32 @@ enum Place {
     },
 }
 
-/// Which records an [`Iter`] step decodes: `Ok(false)` skips one unread.
+/// Which records an [`Iter`] step decodes, given each record's seq and
+/// encoded body: `Ok(false)` skips one undecoded.
 pub(crate) type BodyFilter<'a> =
-    dyn FnMut(&[u8]) -> std::result::Result<bool, crate::error::CorruptKind> + 'a;
+    dyn FnMut(u64, &[u8]) -> std::result::Result<bool, crate::error::CorruptKind> + 'a;
+
+/// What [`Iter::visit_bodies`] hands each record's seq and encoded body to.
+pub(crate) type BodyVisitor<'a> =
+    dyn FnMut(u64, &[u8]) -> std::result::Result<(), crate::error::CorruptKind> + 'a;
 
 impl Iter {
     fn step(&mut self) -> Result<Option<LoggedEvent>> {
         let shared = Arc::clone(&self.shared);
-        shared.while_open(|| self.step_open(&mut |_| Ok(true)))
+        shared.while_open(|| self.step_open(&mut |_, _| Ok(true)))
+    }
+
+    /// Hands every remaining record's seq and encoded body to `visit`,
+    /// decoding none: for a reader that needs a few fields of each event
+    /// (the indexer), not the event. An error from `visit` is reported
+    /// as damage at that record.
+    pub(crate) fn visit_bodies(&mut self, visit: &mut BodyVisitor<'_>) -> Result<()> {
+        // Every record is refused after its visit, so the loop ends only
+        // at the end of the range or on an error.
+        match self.next_matching(&mut |seq, body| visit(seq, body).map(|()| false)) {
+            Some(Err(e)) => Err(e),
+            Some(Ok(_)) | None => Ok(()),
+        }
     }
 
     /// The next event whose encoded body `wanted` accepts; the others are
@@ -1475,7 +1493,7 @@ impl Iter {
                             let body_corrupt =
                                 |kind| corrupt(offset + RECORD_HEADER_BYTES as u64, kind);
                             self.next_seq += 1;
-                            if !wanted(body).map_err(body_corrupt)? {
+                            if !wanted(header.seq, body).map_err(body_corrupt)? {
                                 continue;
                             }
                             let event = crate::record::decode_body(header.seq, body)
@@ -1528,7 +1546,7 @@ impl Iter {
                             }
                             let body = &record[RECORD_HEADER_BYTES..];
                             self.next_seq = seq + 1;
-                            if !wanted(body).map_err(corrupt)? {
+                            if !wanted(seq, body).map_err(corrupt)? {
                                 continue;
                             }
                             let event = crate::record::decode_body(seq, body).map_err(corrupt)?;

@@ -432,27 +432,93 @@ pub(crate) struct RetentionFields<'a> {
 }
 
 pub(crate) fn body_retention_fields(body: &[u8]) -> Result<RetentionFields<'_>, CorruptKind> {
+    let view = body_view(body)?;
+    Ok(RetentionFields {
+        timestamp_us: view.timestamp_us,
+        event_type: view.event_type,
+        correlation_id: view.correlation_id.map(uuid::Uuid::from_bytes),
+        entity: view.entity,
+        priority: view.priority,
+    })
+}
+
+/// Every field of an encoded body but the payload, borrowed from the body
+/// (no allocation): the indexer reads this for every event it indexes,
+/// where decoding a [`LoggedEvent`] would allocate each string, the
+/// metadata map and the payload only to drop them again.
+pub(crate) struct BodyView<'a> {
+    pub id: [u8; 16],
+    pub timestamp_us: i64,
+    pub event_type: &'a str,
+    pub correlation_id: Option<[u8; 16]>,
+    pub causation_id: Option<[u8; 16]>,
+    pub entity: Option<(&'a str, &'a str)>,
+    pub actor: Option<&'a str>,
+    pub session: Option<&'a str>,
+    pub priority: crate::event::Priority,
+    pub metadata: MetadataView<'a>,
+}
+
+/// The metadata pairs of an encoded body, read on demand.
+pub(crate) struct MetadataView<'a> {
+    count: usize,
+    /// The body from its first metadata pair on.
+    reader: BodyReader<'a>,
+}
+
+impl<'a> MetadataView<'a> {
+    /// The `(key, value)` pairs in stored order; an error ends them.
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = Result<(&'a str, &'a str), CorruptKind>> {
+        let mut reader = BodyReader {
+            bytes: self.reader.bytes,
+            pos: self.reader.pos,
+        };
+        let mut left = self.count;
+        std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            let pair = reader.str().and_then(|key| Ok((key, reader.str()?)));
+            if pair.is_err() {
+                left = 0;
+            }
+            Some(pair)
+        })
+    }
+}
+
+/// Reads the fields of a [`BodyView`]; the metadata pairs and the payload
+/// are checked only when read.
+pub(crate) fn body_view(body: &[u8]) -> Result<BodyView<'_>, CorruptKind> {
     let mut r = BodyReader {
         bytes: body,
         pos: 0,
     };
-    r.take(16)?; // id
+    let id = r.array16()?;
     let timestamp_us = r.varint_i64()?;
     let event_type = r.str()?;
-    let correlation_id = r.option(|r| r.array16())?.map(uuid::Uuid::from_bytes);
-    r.option(|r| r.take(16))?; // causation id
+    let correlation_id = r.option(BodyReader::array16)?;
+    let causation_id = r.option(BodyReader::array16)?;
     let entity = r.option(|r| Ok((r.str()?, r.str()?)))?;
-    r.option(|r| r.bytes())?; // actor
-    r.option(|r| r.bytes())?; // session
+    let actor = r.option(BodyReader::str)?;
+    let session = r.option(BodyReader::str)?;
     let priority_byte = r.u8()?;
     let priority = crate::event::Priority::from_u8(priority_byte)
         .ok_or_else(|| CorruptKind::Decode(format!("priority {priority_byte}")))?;
-    Ok(RetentionFields {
+    r.option(BodyReader::bytes)?; // traceparent
+    let count = r.length()?;
+    Ok(BodyView {
+        id,
         timestamp_us,
         event_type,
         correlation_id,
+        causation_id,
         entity,
+        actor,
+        session,
         priority,
+        metadata: MetadataView { count, reader: r },
     })
 }
 
@@ -1099,6 +1165,35 @@ mod tests {
         fn encoder_matches_bincode_on_random_events((event, id, ts) in arbitrary_event()) {
             assert_encoders_agree(&event, Uuid::from_u128(id), ts);
         }
+
+        // The borrowed view the indexer reads sees every field the full
+        // decoder sees, metadata pairs in order included.
+        #[test]
+        fn body_view_agrees_with_decode((event, id, ts) in arbitrary_event()) {
+            let mut body = Vec::new();
+            encode_body(&event, Uuid::from_u128(id), ts, &mut body);
+            let decoded = decode_body(3, &body).unwrap();
+            let view = body_view(&body).unwrap();
+            proptest::prop_assert_eq!(Uuid::from_bytes(view.id), decoded.id);
+            proptest::prop_assert_eq!(view.timestamp_us, decoded.timestamp_us);
+            proptest::prop_assert_eq!(view.event_type, decoded.event_type.as_str());
+            proptest::prop_assert_eq!(view.correlation_id.map(Uuid::from_bytes), decoded.correlation_id);
+            proptest::prop_assert_eq!(view.causation_id.map(Uuid::from_bytes), decoded.causation_id);
+            proptest::prop_assert_eq!(
+                view.entity,
+                decoded.entity.as_ref().map(|e| (e.entity_type.as_str(), e.entity_id.as_str()))
+            );
+            proptest::prop_assert_eq!(view.actor, decoded.actor.as_deref());
+            proptest::prop_assert_eq!(view.session, decoded.session.as_deref());
+            proptest::prop_assert_eq!(view.priority, decoded.priority);
+            let pairs: Vec<(&str, &str)> = view.metadata.pairs().map(Result::unwrap).collect();
+            let expected: Vec<(&str, &str)> = decoded
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            proptest::prop_assert_eq!(pairs, expected);
+        }
     }
 
     #[test]
@@ -1123,6 +1218,16 @@ mod tests {
             let by_hand = decode_body(1, &bytes);
             let by_bincode = decode_body_with_bincode(1, &bytes);
             assert_eq!(by_hand.is_ok(), by_bincode.is_ok(), "{bytes:?}");
+            // The borrowed view reads no further than the metadata, so it
+            // accepts whatever the full decoder accepts, and more.
+            let view = body_view(&bytes);
+            if by_hand.is_ok() {
+                let view = view.unwrap();
+                assert!(view.metadata.pairs().all(|pair| pair.is_ok()));
+            } else if let Ok(view) = view {
+                // Reading the pairs of a damaged body ends, error or not.
+                assert!(view.metadata.pairs().count() <= bytes.len());
+            }
         }
     }
 }

@@ -378,7 +378,7 @@ impl Subscription {
             }
             if let Some(iter) = self.iter.as_mut() {
                 let filter = &self.filter;
-                match iter.next_matching(&mut |body| filter.matches_body(body)) {
+                match iter.next_matching(&mut |_, body| filter.matches_body(body)) {
                     Some(Ok(event)) => {
                         self.next_seq = event.seq + 1;
                         return Ok(Some(Arc::new(event)));

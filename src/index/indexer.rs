@@ -17,9 +17,10 @@ use super::ids::{push_and_merge, IdRun};
 use super::keys::{self, PostingKind, StatDim};
 use super::store::{OpenFailure, StoreBatch};
 use super::{IndexSlot, IndexState, Opened};
+use crate::error::CorruptKind;
 use crate::error::{Error, Result};
-use crate::event::LoggedEvent;
 use crate::log::Shared;
+use crate::record::BodyView;
 use crate::watermark::{WaitOutcome, Watermark};
 
 /// Most events indexed in one store batch: bounds the indexer's memory
@@ -163,15 +164,81 @@ struct OpenChunk {
 /// A causation-link chunk's first child seq and its `(parent, child)` links.
 type OpenLinkChunk = (u64, Vec<(u64, u64)>);
 
+/// The indexer's maps hash short byte keys millions of times a second:
+/// foldhash (seeded per process) rather than SipHash, which was a sixth of
+/// the indexer's instructions. Keys come from the log, but a map's memory
+/// is bounded by the batch or by `REMEMBERED_KEYS_MAX`, never by how keys
+/// collide.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
+/// What one batch gathers before it writes: kept from batch to batch so
+/// that its tables and buffers are allocated once, not per batch.
+#[derive(Default)]
+struct Gathered {
+    postings: FastMap<Vec<u8>, Vec<u64>>,
+    links: FastMap<Vec<u8>, Vec<(u64, u64)>>,
+    id_pairs: Vec<([u8; 16], u64)>,
+    batch_ids: FastMap<[u8; 16], u64>,
+    blocks: FastMap<u64, (i64, i64)>,
+    stat_deltas: FastMap<Vec<u8>, u64>,
+    new_links: Vec<Vec<u8>>,
+    new_types: Vec<String>,
+    /// Scratch for the key being looked up: a map allocates a key only
+    /// when it first sees it in the batch.
+    key: Vec<u8>,
+    entity_key: Vec<u8>,
+}
+
+impl Gathered {
+    fn clear(&mut self) {
+        // The maps were drained by the last batch's write; these are what
+        // a failed batch may have left.
+        self.postings.clear();
+        self.links.clear();
+        self.id_pairs.clear();
+        self.batch_ids.clear();
+        self.blocks.clear();
+        self.stat_deltas.clear();
+        self.new_links.clear();
+        self.new_types.clear();
+    }
+
+    /// Appends `seq` to the posting list of `(kind, key)`.
+    fn post(&mut self, kind: PostingKind, key: &[u8], seq: u64) {
+        self.key.clear();
+        keys::posting_prefix_into(&mut self.key, kind, key);
+        match self.postings.get_mut(self.key.as_slice()) {
+            Some(seqs) => seqs.push(seq),
+            None => {
+                self.postings.insert(self.key.clone(), vec![seq]);
+            }
+        }
+    }
+
+    /// Counts one event for the counter `(dim, minute, value)`.
+    fn count(&mut self, dim: StatDim, minute: i64, value: &[u8]) {
+        self.key.clear();
+        keys::stat_key_into(&mut self.key, dim, minute, value);
+        match self.stat_deltas.get_mut(self.key.as_slice()) {
+            Some(delta) => *delta += 1,
+            None => {
+                self.stat_deltas.insert(self.key.clone(), 1);
+            }
+        }
+    }
+}
+
 pub(crate) struct Indexer {
     shared: Arc<Shared>,
     pub(crate) state: Arc<IndexState>,
-    open_chunks: HashMap<Vec<u8>, OpenChunk>,
+    open_chunks: FastMap<Vec<u8>, OpenChunk>,
     /// The same for causation-link chunks: first child seq and links.
-    open_link_chunks: HashMap<Vec<u8>, OpenLinkChunk>,
-    counters: HashMap<Vec<u8>, u64>,
-    known_links: HashSet<Vec<u8>>,
-    known_types: HashSet<String>,
+    open_link_chunks: FastMap<Vec<u8>, OpenLinkChunk>,
+    counters: FastMap<Vec<u8>, u64>,
+    known_links: FastSet<Vec<u8>>,
+    known_types: FastSet<String>,
+    gathered: Gathered,
 }
 
 impl Indexer {
@@ -179,11 +246,12 @@ impl Indexer {
         Indexer {
             shared,
             state,
-            open_chunks: HashMap::new(),
-            open_link_chunks: HashMap::new(),
-            counters: HashMap::new(),
-            known_links: HashSet::new(),
-            known_types: HashSet::new(),
+            open_chunks: FastMap::default(),
+            open_link_chunks: FastMap::default(),
+            counters: FastMap::default(),
+            known_links: FastSet::default(),
+            known_types: FastSet::default(),
+            gathered: Gathered::default(),
         }
     }
 
@@ -270,43 +338,44 @@ impl Indexer {
         let _span =
             tracing::debug_span!("evlog.index_batch", from_seq = from, through_seq = through)
                 .entered();
-        let mut postings: HashMap<Vec<u8>, Vec<u64>> = HashMap::new();
-        let mut links: HashMap<Vec<u8>, Vec<(u64, u64)>> = HashMap::new();
-        let mut id_pairs: Vec<([u8; 16], u64)> = Vec::with_capacity((through - from + 1) as usize);
-        let mut batch_ids: HashMap<[u8; 16], u64> = HashMap::new();
-        let mut blocks: HashMap<u64, (i64, i64)> = HashMap::new();
-        let mut stat_deltas: HashMap<Vec<u8>, u64> = HashMap::new();
-        let mut new_links: Vec<Vec<u8>> = Vec::new();
-        let mut new_types: Vec<String> = Vec::new();
+        let mut gathered = std::mem::take(&mut self.gathered);
+        gathered.clear();
+        let outcome = self.gather_and_write(from, through, &mut gathered);
+        self.gathered = gathered;
+        outcome
+    }
+
+    /// `index_range` with the batch's tables lent out of `self`.
+    fn gather_and_write(&mut self, from: u64, through: u64, gathered: &mut Gathered) -> Result<()> {
         let mut last_id = [0u8; 16];
         let mut next = from;
-        for event in self.shared.iter(from..=through)? {
-            let event = event?;
-            if event.seq != next {
-                return Err(Error::Internal("the log skipped a seq while indexing"));
-            }
-            next += 1;
-            last_id = *event.id.as_bytes();
-            self.add_event(
-                &event,
-                &mut postings,
-                &mut links,
-                &mut batch_ids,
-                &mut blocks,
-                &mut stat_deltas,
-                &mut new_links,
-                &mut new_types,
-            )?;
-            id_pairs.push((*event.id.as_bytes(), event.seq));
+        let mut skipped = false;
+        self.shared
+            .iter(from..=through)?
+            .visit_bodies(&mut |seq, body| {
+                if seq != next {
+                    skipped = true;
+                    return Ok(());
+                }
+                next += 1;
+                let view = crate::record::body_view(body)?;
+                last_id = view.id;
+                self.add_event(seq, &view, gathered)?;
+                gathered.id_pairs.push((view.id, seq));
+                Ok(())
+            })?;
+        if skipped {
+            return Err(Error::Internal("the log skipped a seq while indexing"));
         }
         if next != through + 1 {
             return Err(Error::Internal("the log ended before the published seq"));
         }
         let mut batch = StoreBatch::default();
-        self.write_postings(postings, &mut batch);
-        self.write_links(links, &mut batch);
+        self.write_postings(&mut gathered.postings, &mut batch);
+        self.write_links(&mut gathered.links, &mut batch);
         // The id run of this batch, merged into the runs before it.
         let mut runs: Vec<IdRun> = self.state.id_runs().as_ref().clone();
+        let id_pairs = std::mem::take(&mut gathered.id_pairs);
         let gone = push_and_merge(&mut runs, IdRun::from_pairs(from, through, id_pairs));
         for lo in gone {
             batch.delete(keys::with_seq(&[keys::ID_RUN], lo));
@@ -315,10 +384,10 @@ impl Indexer {
             batch.put(keys::with_seq(&[keys::ID_RUN], newest.lo), newest.encode());
         }
         // Time blocks, widened by what is already stored for them.
-        let mut block_updates = Vec::with_capacity(blocks.len());
+        let mut block_updates = Vec::with_capacity(gathered.blocks.len());
         {
             let known = self.state.time_blocks();
-            for (block, (min, max)) in blocks {
+            for (block, (min, max)) in gathered.blocks.drain() {
                 let (min, max) = match known.get(block as usize).copied().flatten() {
                     Some((old_min, old_max)) => (min.min(old_min), max.max(old_max)),
                     None => (min, max),
@@ -334,7 +403,7 @@ impl Indexer {
         if self.counters.len() > REMEMBERED_KEYS_MAX {
             self.counters.clear();
         }
-        for (key, delta) in stat_deltas {
+        for (key, delta) in gathered.stat_deltas.drain() {
             let current = match self.counters.get(&key) {
                 Some(&count) => count,
                 None => match self.state.store.get(&key)? {
@@ -348,10 +417,10 @@ impl Indexer {
             batch.put(key.clone(), count.to_le_bytes().to_vec());
             self.counters.insert(key, count);
         }
-        for key in new_links {
+        for key in gathered.new_links.drain(..) {
             batch.put(key, Vec::new());
         }
-        for name in new_types {
+        for name in gathered.new_types.drain(..) {
             let mut key = vec![keys::TYPE_REGISTRY];
             key.extend_from_slice(name.as_bytes());
             batch.put(key, Vec::new());
@@ -370,68 +439,64 @@ impl Indexer {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn add_event(
         &mut self,
-        event: &LoggedEvent,
-        postings: &mut HashMap<Vec<u8>, Vec<u64>>,
-        links: &mut HashMap<Vec<u8>, Vec<(u64, u64)>>,
-        batch_ids: &mut HashMap<[u8; 16], u64>,
-        blocks: &mut HashMap<u64, (i64, i64)>,
-        stat_deltas: &mut HashMap<Vec<u8>, u64>,
-        new_links: &mut Vec<Vec<u8>>,
-        new_types: &mut Vec<String>,
-    ) -> Result<()> {
-        let seq = event.seq;
-        let mut post = |kind: PostingKind, key: &[u8]| {
-            postings
-                .entry(keys::posting_prefix(kind, key))
-                .or_default()
-                .push(seq);
-        };
-        if let Some(id) = event.correlation_id {
-            post(PostingKind::Correlation, id.as_bytes());
+        seq: u64,
+        event: &BodyView<'_>,
+        gathered: &mut Gathered,
+    ) -> std::result::Result<(), CorruptKind> {
+        if let Some(id) = &event.correlation_id {
+            gathered.post(PostingKind::Correlation, id, seq);
         }
-        let entity_key = event.entity.as_ref().map(keys::entity_key);
-        if let Some(key) = &entity_key {
-            post(PostingKind::Entity, key);
+        let mut entity_key = std::mem::take(&mut gathered.entity_key);
+        entity_key.clear();
+        if let Some((entity_type, entity_id)) = event.entity {
+            keys::entity_key_into(&mut entity_key, entity_type, entity_id);
+            gathered.post(PostingKind::Entity, &entity_key, seq);
         }
-        if let Some(session) = &event.session {
-            post(PostingKind::Session, session.as_bytes());
+        if let Some(session) = event.session {
+            gathered.post(PostingKind::Session, session.as_bytes(), seq);
         }
-        if let Some(actor) = &event.actor {
-            post(PostingKind::Actor, actor.as_bytes());
+        if let Some(actor) = event.actor {
+            gathered.post(PostingKind::Actor, actor.as_bytes(), seq);
         }
-        post(PostingKind::Type, event.event_type.as_bytes());
-        if let Some(cause) = event.causation_id {
-            let cause = *cause.as_bytes();
+        gathered.post(PostingKind::Type, event.event_type.as_bytes(), seq);
+        if let Some(cause) = &event.causation_id {
             // The first event with that id, as `lookup_id` resolves it.
             let parent = self
                 .state
-                .lookup_id(&cause)
-                .or_else(|| batch_ids.get(&cause).copied());
+                .lookup_id(cause)
+                .or_else(|| gathered.batch_ids.get(cause).copied());
             // A cause the log does not hold (yet) has no children list;
             // `verify` reports it.
             if let Some(parent) = parent.filter(|&p| p < seq) {
                 let block = parent / keys::CHILDREN_BLOCK_PARENTS;
-                links
-                    .entry(keys::posting_prefix(
-                        PostingKind::Children,
-                        &block.to_be_bytes(),
-                    ))
-                    .or_default()
-                    .push((parent, seq));
+                gathered.key.clear();
+                keys::posting_prefix_into(
+                    &mut gathered.key,
+                    PostingKind::Children,
+                    &block.to_be_bytes(),
+                );
+                match gathered.links.get_mut(gathered.key.as_slice()) {
+                    Some(pairs) => pairs.push((parent, seq)),
+                    None => {
+                        gathered
+                            .links
+                            .insert(gathered.key.clone(), vec![(parent, seq)]);
+                    }
+                }
             }
         }
-        batch_ids.entry(*event.id.as_bytes()).or_insert(seq);
+        gathered.batch_ids.entry(event.id).or_insert(seq);
 
-        if !self.known_types.contains(&event.event_type) {
-            self.known_types.insert(event.event_type.clone());
-            new_types.push(event.event_type.clone());
+        if !self.known_types.contains(event.event_type) {
+            self.known_types.insert(event.event_type.to_owned());
+            gathered.new_types.push(event.event_type.to_owned());
         }
         let block = seq / keys::TIME_BLOCK_EVENTS;
         let ts = event.timestamp_us;
-        blocks
+        gathered
+            .blocks
             .entry(block)
             .and_modify(|(min, max)| {
                 *min = (*min).min(ts);
@@ -440,57 +505,50 @@ impl Indexer {
             .or_insert((ts, ts));
 
         let minute = keys::minute_of(ts);
-        *stat_deltas
-            .entry(keys::stat_key(StatDim::All, minute, &[]))
-            .or_default() += 1;
-        *stat_deltas
-            .entry(keys::stat_key(
-                StatDim::Type,
-                minute,
-                event.event_type.as_bytes(),
-            ))
-            .or_default() += 1;
-        if let Some(actor) = &event.actor {
-            *stat_deltas
-                .entry(keys::stat_key(StatDim::Actor, minute, actor.as_bytes()))
-                .or_default() += 1;
+        gathered.count(StatDim::All, minute, &[]);
+        gathered.count(StatDim::Type, minute, event.event_type.as_bytes());
+        if let Some(actor) = event.actor {
+            gathered.count(StatDim::Actor, minute, actor.as_bytes());
         }
-        *stat_deltas
-            .entry(keys::stat_key(
-                StatDim::Priority,
-                minute,
-                &[event.priority.as_u8()],
-            ))
-            .or_default() += 1;
+        gathered.count(StatDim::Priority, minute, &[event.priority.as_u8()]);
 
-        if let Some(from) = &entity_key {
-            for (name, value) in &event.metadata {
+        if event.entity.is_some() {
+            for pair in event.metadata.pairs() {
+                let (name, value) = pair?;
                 let Some(linked_type) = name.strip_prefix(LINK_METADATA_PREFIX) else {
                     continue;
                 };
                 let to = keys::entity_key_parts(linked_type, value);
-                if &to == from {
+                if to == entity_key {
                     continue;
                 }
                 if self.known_links.len() > REMEMBERED_KEYS_MAX {
                     self.known_links.clear();
                 }
-                for key in [keys::link_key(from, &to), keys::link_key(&to, from)] {
-                    if self.known_links.insert(key.clone()) {
-                        new_links.push(key);
+                for key in [
+                    keys::link_key(&entity_key, &to),
+                    keys::link_key(&to, &entity_key),
+                ] {
+                    if !self.known_links.contains(&key) {
+                        self.known_links.insert(key.clone());
+                        gathered.new_links.push(key);
                     }
                 }
             }
         }
+        gathered.entity_key = entity_key;
         Ok(())
     }
 
-    fn write_links(&mut self, links: HashMap<Vec<u8>, Vec<(u64, u64)>>, batch: &mut StoreBatch) {
+    fn write_links(
+        &mut self,
+        links: &mut FastMap<Vec<u8>, Vec<(u64, u64)>>,
+        batch: &mut StoreBatch,
+    ) {
         if self.open_link_chunks.len() > REMEMBERED_KEYS_MAX {
             self.open_link_chunks.clear();
         }
-        let mut value = Vec::new();
-        for (prefix, pairs) in links {
+        for (prefix, pairs) in links.drain() {
             let block_start =
                 keys::trailing_seq(&prefix).unwrap_or(0) * keys::CHILDREN_BLOCK_PARENTS;
             let (first_seq, pairs) = match self.open_link_chunks.remove(&prefix) {
@@ -500,21 +558,24 @@ impl Indexer {
                 }
                 _ => (pairs[0].1, pairs),
             };
-            value.clear();
+            let mut value = Vec::new();
             keys::encode_links(first_seq, block_start, &pairs, &mut value);
-            batch.put(keys::with_seq(&prefix, first_seq), value.clone());
+            batch.put(keys::with_seq(&prefix, first_seq), value);
             if pairs.len() < CHUNK_SEQS_MAX {
                 self.open_link_chunks.insert(prefix, (first_seq, pairs));
             }
         }
     }
 
-    fn write_postings(&mut self, postings: HashMap<Vec<u8>, Vec<u64>>, batch: &mut StoreBatch) {
+    fn write_postings(
+        &mut self,
+        postings: &mut FastMap<Vec<u8>, Vec<u64>>,
+        batch: &mut StoreBatch,
+    ) {
         if self.open_chunks.len() > REMEMBERED_KEYS_MAX {
             self.open_chunks.clear();
         }
-        let mut value = Vec::new();
-        for (prefix, seqs) in postings {
+        for (prefix, seqs) in postings.drain() {
             let chunk = match self.open_chunks.remove(&prefix) {
                 Some(mut open) if open.seqs.len() + seqs.len() <= CHUNK_SEQS_MAX => {
                     open.seqs.extend_from_slice(&seqs);
@@ -525,9 +586,9 @@ impl Indexer {
                     seqs,
                 },
             };
-            value.clear();
+            let mut value = Vec::new();
             keys::encode_chunk(chunk.first_seq, &chunk.seqs, &mut value);
-            batch.put(keys::with_seq(&prefix, chunk.first_seq), value.clone());
+            batch.put(keys::with_seq(&prefix, chunk.first_seq), value);
             if chunk.seqs.len() < CHUNK_SEQS_MAX {
                 self.open_chunks.insert(prefix, chunk);
             }

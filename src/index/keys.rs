@@ -70,11 +70,16 @@ pub(crate) fn entity_key(entity: &Entity) -> Vec<u8> {
 
 pub(crate) fn entity_key_parts(entity_type: &str, entity_id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(2 + entity_type.len() + entity_id.len());
-    // Both are at most FIELD_BYTES_MAX (1024) bytes: the length fits.
-    key.extend_from_slice(&(entity_type.len() as u16).to_be_bytes());
-    key.extend_from_slice(entity_type.as_bytes());
-    key.extend_from_slice(entity_id.as_bytes());
+    entity_key_into(&mut key, entity_type, entity_id);
     key
+}
+
+/// [`entity_key_parts`] appended to `out`.
+pub(crate) fn entity_key_into(out: &mut Vec<u8>, entity_type: &str, entity_id: &str) {
+    // Both are at most FIELD_BYTES_MAX (1024) bytes: the length fits.
+    out.extend_from_slice(&(entity_type.len() as u16).to_be_bytes());
+    out.extend_from_slice(entity_type.as_bytes());
+    out.extend_from_slice(entity_id.as_bytes());
 }
 
 pub(crate) fn decode_entity_key(bytes: &[u8]) -> Option<Entity> {
@@ -91,12 +96,17 @@ pub(crate) fn decode_entity_key(bytes: &[u8]) -> Option<Entity> {
 /// starts with this, followed by the chunk's first seq (u64 BE).
 pub(crate) fn posting_prefix(kind: PostingKind, key: &[u8]) -> Vec<u8> {
     let mut prefix = Vec::with_capacity(4 + key.len() + 8);
-    prefix.push(POSTING);
-    prefix.push(kind as u8);
-    // Keys are at most 2 + 2 * FIELD_BYTES_MAX bytes.
-    prefix.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    prefix.extend_from_slice(key);
+    posting_prefix_into(&mut prefix, kind, key);
     prefix
+}
+
+/// [`posting_prefix`] appended to `out`.
+pub(crate) fn posting_prefix_into(out: &mut Vec<u8>, kind: PostingKind, key: &[u8]) {
+    out.push(POSTING);
+    out.push(kind as u8);
+    // Keys are at most 2 + 2 * FIELD_BYTES_MAX bytes.
+    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    out.extend_from_slice(key);
 }
 
 pub(crate) fn with_seq(prefix: &[u8], seq: u64) -> Vec<u8> {
@@ -243,10 +253,13 @@ pub(crate) fn stat_prefix(dim: StatDim, minute: i64) -> Vec<u8> {
     key
 }
 
-pub(crate) fn stat_key(dim: StatDim, minute: i64, value: &[u8]) -> Vec<u8> {
-    let mut key = stat_prefix(dim, minute);
-    key.extend_from_slice(value);
-    key
+/// A counter's key, appended to `out`: its minute's prefix
+/// ([`stat_prefix`]), then the counted value.
+pub(crate) fn stat_key_into(out: &mut Vec<u8>, dim: StatDim, minute: i64, value: &[u8]) {
+    out.push(STAT);
+    out.push(dim as u8);
+    out.extend_from_slice(&sortable_i64(minute));
+    out.extend_from_slice(value);
 }
 
 pub(crate) fn link_key(from: &[u8], to: &[u8]) -> Vec<u8> {
