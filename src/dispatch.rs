@@ -31,7 +31,7 @@
 //! when it began.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -210,6 +210,9 @@ pub(crate) struct Dispatch {
     /// Registered slots, as of the last registration or batch (a dropped
     /// subscription's slot is counted until the next batch).
     live_slots: AtomicUsize,
+    /// The next seq the dispatcher reads while it serves attached slots;
+    /// 0 while it serves none (see [`Dispatch::behind`]).
+    serving_from: AtomicU64,
     /// Tests: the next batch panics.
     #[cfg(test)]
     pub(crate) panic_next_batch: AtomicBool,
@@ -238,10 +241,20 @@ impl Dispatch {
             }),
             stop: AtomicBool::new(false),
             live_slots: AtomicUsize::new(0),
+            serving_from: AtomicU64::new(0),
             #[cfg(test)]
             panic_next_batch: AtomicBool::new(false),
             #[cfg(test)]
             stall: AtomicBool::new(false),
+        }
+    }
+
+    /// How many events up to `visible_end` the dispatcher has yet to read
+    /// for the subscribers it serves; 0 when it serves none.
+    pub(crate) fn behind(&self, visible_end: u64) -> u64 {
+        match self.serving_from.load(Ordering::Relaxed) {
+            0 => 0,
+            next => (visible_end + 1).saturating_sub(next),
         }
     }
 
@@ -343,6 +356,9 @@ impl Dispatch {
 
     /// Marks every slot gone and wakes its subscriber.
     fn release_all(&self) {
+        // Serving nobody, it is behind nobody (the indexer rests while it
+        // is behind).
+        self.serving_from.store(0, Ordering::Relaxed);
         let slots = {
             let mut registry = self.lock();
             registry.stopped = true;
@@ -485,9 +501,11 @@ fn run(shared: &Arc<Shared>, mut cursor: u64) {
             }
         }
         if attached.is_empty() {
+            dispatch.serving_from.store(0, Ordering::Relaxed);
             cursor = end + 1;
             continue;
         }
+        dispatch.serving_from.store(cursor, Ordering::Relaxed);
         #[cfg(test)]
         if dispatch.panic_next_batch.swap(false, Ordering::SeqCst) {
             panic!("injected dispatcher panic");
@@ -559,6 +577,7 @@ fn run(shared: &Arc<Shared>, mut cursor: u64) {
         }
         batch.events.clear();
         cursor = end + 1;
+        dispatch.serving_from.store(cursor, Ordering::Relaxed);
     }
     dispatch.release_all();
 }

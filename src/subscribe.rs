@@ -703,11 +703,11 @@ mod tests {
 
     /// A log (no indexes, `OsBuffered`) with two subscriptions from its end,
     /// both caught up and served one event ("a.served") by the dispatcher.
-    fn two_served_subscribers() -> (crate::Log, [Subscription; 2]) {
+    fn two_served_subscribers(secondary_indexes: bool) -> (crate::Log, [Subscription; 2]) {
         let log = crate::Log::open_temporary(
             crate::Options::default()
                 .durability(Durability::OsBuffered)
-                .secondary_indexes(false),
+                .secondary_indexes(secondary_indexes),
         )
         .unwrap();
         let mut subs = [(); 2].map(|()| log.subscribe(Filter::all(), Start::End).unwrap());
@@ -728,7 +728,7 @@ mod tests {
     // on the watermark, not on the dispatcher, for a while.
     #[test]
     fn a_stalled_dispatcher_delays_delivery_once_by_its_patience() {
-        let (log, mut subs) = two_served_subscribers();
+        let (log, mut subs) = two_served_subscribers(false);
         let dispatch = &log.shared.dispatch;
         dispatch.stall.store(true, Ordering::SeqCst);
         let stalled_at = Instant::now();
@@ -762,12 +762,66 @@ mod tests {
         log.close().unwrap();
     }
 
+    // While the dispatcher is behind, the indexer leaves it the core, but
+    // for `REST_MAX` at most at a time: a dispatcher that never moves (one
+    // starved by other processes) delays the indexes, never stops them.
+    #[test]
+    fn the_indexer_rests_while_the_dispatcher_is_behind_but_not_for_good() {
+        let (log, mut subs) = two_served_subscribers(true);
+        let dispatch = &log.shared.dispatch;
+        let indexed_all = |log: &crate::Log| log.index_status().available && log.index_lag() == 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !indexed_all(&log) {
+            assert!(
+                Instant::now() < deadline,
+                "the first event was never indexed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        dispatch.stall.store(true, Ordering::SeqCst);
+        // The dispatcher wakes for this one and stands still at its batch.
+        log.append(Event::new("a.first")).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let many: Vec<Event> = (0..5_000).map(|_| Event::new("a.many")).collect();
+        log.append_batch(&many).unwrap();
+        let appended_at = Instant::now();
+        assert!(dispatch.behind(log.shared.marks.last_seq()) > 5_000);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            log.index_lag() >= 5_000,
+            "the indexer did not rest: lag {}",
+            log.index_lag()
+        );
+        while !indexed_all(&log) {
+            assert!(
+                appended_at.elapsed() < Duration::from_secs(10),
+                "the indexer rested for good: lag {}",
+                log.index_lag()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(appended_at.elapsed() >= Duration::from_millis(400));
+        dispatch.stall.store(false, Ordering::SeqCst);
+        for sub in &mut subs {
+            let seqs: Vec<u64> = (0..5_001)
+                .map(|_| {
+                    sub.next_timeout(Duration::from_secs(10))
+                        .unwrap()
+                        .unwrap()
+                        .seq
+                })
+                .collect();
+            assert_eq!(seqs, (2..=5_002).collect::<Vec<u64>>());
+        }
+        log.close().unwrap();
+    }
+
     // A panic in the dispatcher does not strand its subscribers: they go
     // back to reading the log themselves and miss nothing.
     #[test]
     fn subscribers_outlive_a_dispatcher_panic() {
         // Both caught up and attached, after one batch of the dispatcher's.
-        let (log, mut subs) = two_served_subscribers();
+        let (log, mut subs) = two_served_subscribers(false);
         let slot = Arc::clone(subs[1].slot.as_ref().unwrap());
         log.shared
             .dispatch
@@ -780,6 +834,8 @@ mod tests {
             assert!(Instant::now() < deadline, "the panic was not caught");
             std::thread::sleep(Duration::from_millis(5));
         }
+        // A dispatcher that is gone holds the indexer back no more.
+        assert_eq!(log.shared.dispatch.behind(1_000_000), 0);
         for sub in &mut subs {
             for expected in ["a.during", "a.after"] {
                 let event = sub.next_timeout(Duration::from_secs(10)).unwrap().unwrap();

@@ -38,6 +38,13 @@ const REMEMBERED_KEYS_MAX: usize = 200_000;
 /// `GATHER_DELAY` for more before it writes a batch.
 const GATHER_EVENTS_MIN: u64 = 1024;
 const GATHER_DELAY: Duration = Duration::from_millis(5);
+/// The dispatcher this far behind the visible end makes the indexer rest
+/// before its next batch (one dispatcher batch reads up to 4096).
+const DISPATCH_BEHIND_EVENTS_MAX: u64 = 4096;
+/// The longest rest before the indexer writes a batch anyway, and how
+/// often a resting indexer looks again.
+const REST_MAX: Duration = Duration::from_millis(500);
+const REST_STEP: Duration = Duration::from_millis(2);
 /// How often an idle indexer looks for commands.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Metadata keys that link an event to another entity:
@@ -258,6 +265,8 @@ impl Indexer {
     fn follow(&mut self, stop: &AtomicBool, commands: &Mutex<Vec<Reindex>>) -> Result<()> {
         // When the first of the events waiting to be indexed was seen.
         let mut gathering: Option<Instant> = None;
+        // Since when the indexer has been resting for the dispatcher.
+        let mut resting: Option<Instant> = None;
         loop {
             let pending: Vec<Reindex> = std::mem::take(
                 &mut *commands
@@ -289,6 +298,22 @@ impl Indexer {
                     }
                 }
                 gathering = None;
+                // Deliveries to live subscribers come before the indexes
+                // (queries cover what is not indexed yet by scanning):
+                // while the dispatcher is behind, the indexer rests, so
+                // that a dispatcher in the idle class finds a core. A
+                // dispatcher starved by other processes would keep it
+                // resting for good: it rests at most `REST_MAX` at a time.
+                let visible = crate::subscribe::visible_watermark(&self.shared.options);
+                let visible_end = self.shared.marks.seq(visible);
+                if self.shared.dispatch.behind(visible_end) > DISPATCH_BEHIND_EVENTS_MAX {
+                    let since = *resting.get_or_insert_with(Instant::now);
+                    if since.elapsed() < REST_MAX {
+                        std::thread::sleep(REST_STEP);
+                        continue;
+                    }
+                }
+                resting = None;
                 let through = last.min(mark + BATCH_EVENTS_MAX);
                 self.index_range(mark + 1, through)?;
                 continue;
