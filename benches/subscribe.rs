@@ -545,7 +545,7 @@ impl Bench {
     ) -> (Duration, Duration, f64) {
         self.progress(&format!("A2 with {label}, round {}", round + 1));
         let dir_name = format!("a2-{}-{round}", label.replace(' ', "-"));
-        let (log, _) = self.fresh_log(&dir_name, Durability::Always);
+        let (log, dir) = self.fresh_log(&dir_name, Durability::Always);
         let ((started, appended), delivered) =
             with_live_subscribers(&log, subscribers, receive, false, || {
                 let cpu_before = common::process_cpu_seconds();
@@ -564,6 +564,8 @@ impl Bench {
             .max()
             .map_or(appended, |at| at - started);
         log.close().expect("close");
+        // Sixty rounds of logs at N = 1 000 000 would fill tens of GB.
+        std::fs::remove_dir_all(&dir).expect("remove the round's log");
         (appended, last.max(appended), cores)
     }
 }
