@@ -558,10 +558,17 @@ fn run(shared: &Arc<Shared>, mut cursor: u64) {
                 } else {
                     dispatched.event.clone()
                 };
-                if let Some(event) = event {
-                    state.queued_bytes += dispatched.bytes;
-                    state.queue.push_back((event, dispatched.bytes));
-                }
+                let Some(event) = event else {
+                    // Cannot happen (a slot lists an event once, so only
+                    // its last recipient takes it); were it to, the
+                    // coverage ends here and the subscriber reads the
+                    // event from the log rather than miss it.
+                    through = dispatched.seq - 1;
+                    state.attached = false;
+                    break;
+                };
+                state.queued_bytes += dispatched.bytes;
+                state.queue.push_back((event, dispatched.bytes));
             }
             if let Some((_, covered)) = state.coverage.as_mut() {
                 *covered = (*covered).max(through);

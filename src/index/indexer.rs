@@ -172,7 +172,7 @@ struct OpenChunk {
 type OpenLinkChunk = (u64, Vec<(u64, u64)>);
 
 /// The indexer's maps hash short byte keys millions of times a second:
-/// foldhash (seeded per process) rather than SipHash, which was a sixth of
+/// foldhash (seeded per process) rather than SipHash, which was a fifth of
 /// the indexer's instructions. Keys come from the log, but a map's memory
 /// is bounded by the batch or by `REMEMBERED_KEYS_MAX`, never by how keys
 /// collide.
