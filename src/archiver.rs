@@ -484,7 +484,7 @@ impl Archiver {
         let mut failed = None;
         let mut visit = |seq: u64, record: &[u8]| {
             let body = &record[crate::record::RECORD_HEADER_BYTES..];
-            let fields = crate::record::body_retention_fields(body)?;
+            let fields = crate::record::body_view(body)?;
             let slot = policy.class_slot(policy.classify(fields.event_type, fields.priority));
             let held = holds.holds_event(fields.correlation_id.as_ref(), fields.entity);
             summary.count_event(slot, held, record.len() as u64, fields.timestamp_us);
@@ -591,7 +591,7 @@ impl Archiver {
         let mut latest = LatestOfEntity::new(&self.shared, policy);
         let mut visit = |seq: u64, record: &[u8]| {
             let body = &record[crate::record::RECORD_HEADER_BYTES..];
-            let fields = crate::record::body_retention_fields(body)?;
+            let fields = crate::record::body_view(body)?;
             let class = policy.class_slot(policy.classify(fields.event_type, fields.priority));
             let held = holds.holds_event(fields.correlation_id.as_ref(), fields.entity);
             let superseded = match latest.superseded(class, seq, fields.entity) {

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use crate::event::LoggedEvent;
 use crate::log::Shared;
-use crate::record::body_retention_fields;
+use crate::record::body_view;
 use crate::subscribe::Filter;
 use crate::watermark::WaitOutcome;
 
@@ -612,7 +612,7 @@ fn read_batch(
     let matched = std::cell::RefCell::new(Vec::<u32>::new());
     let body_bytes = std::cell::Cell::new(0u64);
     let mut wanted = |_seq: u64, body: &[u8]| {
-        let fields = body_retention_fields(body)?;
+        let fields = body_view(body)?;
         let mut matched = matched.borrow_mut();
         matched.clear();
         for &index in types.slots_for(fields.event_type, attached) {

@@ -1386,8 +1386,11 @@ impl Iter {
         // Every record is refused after its visit, so the loop ends only
         // at the end of the range or on an error.
         match self.next_matching(&mut |seq, body| visit(seq, body).map(|()| false)) {
+            None => Ok(()),
             Some(Err(e)) => Err(e),
-            Some(Ok(_)) | None => Ok(()),
+            Some(Ok(_)) => Err(Error::Internal(
+                "a record refused by its visitor was decoded",
+            )),
         }
     }
 

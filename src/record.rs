@@ -420,38 +420,18 @@ pub(crate) fn body_timestamp_us(body: &[u8]) -> Result<i64, CorruptKind> {
     r.varint_i64()
 }
 
-/// The fields of an encoded body that retention decides on, read without
-/// decoding (or allocating) the payload and metadata: the archiver reads
-/// them for every event of a piece it summarises or rewrites.
-pub(crate) struct RetentionFields<'a> {
-    pub timestamp_us: i64,
-    pub event_type: &'a str,
-    pub correlation_id: Option<uuid::Uuid>,
-    pub entity: Option<(&'a str, &'a str)>,
-    pub priority: crate::event::Priority,
-}
-
-pub(crate) fn body_retention_fields(body: &[u8]) -> Result<RetentionFields<'_>, CorruptKind> {
-    let view = body_view(body)?;
-    Ok(RetentionFields {
-        timestamp_us: view.timestamp_us,
-        event_type: view.event_type,
-        correlation_id: view.correlation_id.map(uuid::Uuid::from_bytes),
-        entity: view.entity,
-        priority: view.priority,
-    })
-}
-
 /// Every field of an encoded body but the payload, borrowed from the body
-/// (no allocation): the indexer reads this for every event it indexes,
-/// where decoding a [`LoggedEvent`] would allocate each string, the
-/// metadata map and the payload only to drop them again.
+/// (no allocation): the indexer reads this for every event it indexes, a
+/// subscriber's filter and the dispatcher for every event they pass, the
+/// archiver for every event of a piece it summarises or rewrites; decoding
+/// a [`LoggedEvent`] would allocate each string, the metadata map and the
+/// payload only to drop them again.
 pub(crate) struct BodyView<'a> {
-    pub id: [u8; 16],
+    pub id: Uuid,
     pub timestamp_us: i64,
     pub event_type: &'a str,
-    pub correlation_id: Option<[u8; 16]>,
-    pub causation_id: Option<[u8; 16]>,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
     pub entity: Option<(&'a str, &'a str)>,
     pub actor: Option<&'a str>,
     pub session: Option<&'a str>,
@@ -495,11 +475,11 @@ pub(crate) fn body_view(body: &[u8]) -> Result<BodyView<'_>, CorruptKind> {
         bytes: body,
         pos: 0,
     };
-    let id = r.array16()?;
+    let id = Uuid::from_bytes(r.array16()?);
     let timestamp_us = r.varint_i64()?;
     let event_type = r.str()?;
-    let correlation_id = r.option(BodyReader::array16)?;
-    let causation_id = r.option(BodyReader::array16)?;
+    let correlation_id = r.option(BodyReader::array16)?.map(Uuid::from_bytes);
+    let causation_id = r.option(BodyReader::array16)?.map(Uuid::from_bytes);
     let entity = r.option(|r| Ok((r.str()?, r.str()?)))?;
     let actor = r.option(BodyReader::str)?;
     let session = r.option(BodyReader::str)?;
@@ -847,7 +827,7 @@ mod tests {
     }
 
     #[test]
-    fn body_retention_fields_agree_with_decode() {
+    fn body_view_agrees_with_decode_and_refuses_cut_bodies() {
         let full = sample()
             .correlation_id(Uuid::from_u128(7))
             .causation_id(Uuid::from_u128(9))
@@ -858,7 +838,7 @@ mod tests {
             let mut body = Vec::new();
             encode_body(&event, Uuid::from_u128(1), -42, &mut body);
             let decoded = decode_body(1, &body).unwrap();
-            let fields = body_retention_fields(&body).unwrap();
+            let fields = body_view(&body).unwrap();
             assert_eq!(fields.timestamp_us, -42);
             assert_eq!(fields.event_type, decoded.event_type);
             assert_eq!(fields.correlation_id, decoded.correlation_id);
@@ -870,16 +850,15 @@ mod tests {
                     .map(|e| (e.entity_type.as_str(), e.entity_id.as_str()))
             );
             assert_eq!(fields.priority, decoded.priority);
-            // A body cut anywhere before the priority byte is an error,
-            // never a panic; from there on the fields read the same.
+            // A body cut anywhere before the metadata count is an error,
+            // never a panic; from there on the fields read the same (the
+            // pairs and the payload are read only on demand).
             let first_ok = (0..=body.len())
-                .find(|&cut| body_retention_fields(&body[..cut]).is_ok())
+                .find(|&cut| body_view(&body[..cut]).is_ok())
                 .unwrap();
             assert!(first_ok > 16 + event.event_type().len());
-            assert!(
-                (first_ok..=body.len()).all(|cut| body_retention_fields(&body[..cut])
-                    .is_ok_and(|f| f.priority == decoded.priority))
-            );
+            assert!((first_ok..=body.len())
+                .all(|cut| body_view(&body[..cut]).is_ok_and(|f| f.priority == decoded.priority)));
         }
     }
 
@@ -1174,11 +1153,11 @@ mod tests {
             encode_body(&event, Uuid::from_u128(id), ts, &mut body);
             let decoded = decode_body(3, &body).unwrap();
             let view = body_view(&body).unwrap();
-            proptest::prop_assert_eq!(Uuid::from_bytes(view.id), decoded.id);
+            proptest::prop_assert_eq!(view.id, decoded.id);
             proptest::prop_assert_eq!(view.timestamp_us, decoded.timestamp_us);
             proptest::prop_assert_eq!(view.event_type, decoded.event_type.as_str());
-            proptest::prop_assert_eq!(view.correlation_id.map(Uuid::from_bytes), decoded.correlation_id);
-            proptest::prop_assert_eq!(view.causation_id.map(Uuid::from_bytes), decoded.causation_id);
+            proptest::prop_assert_eq!(view.correlation_id, decoded.correlation_id);
+            proptest::prop_assert_eq!(view.causation_id, decoded.causation_id);
             proptest::prop_assert_eq!(
                 view.entity,
                 decoded.entity.as_ref().map(|e| (e.entity_type.as_str(), e.entity_id.as_str()))

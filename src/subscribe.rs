@@ -29,7 +29,7 @@ use crate::event::{type_matches, Entity, LoggedEvent, Priority};
 use crate::log::{Iter, Shared};
 use crate::options::Durability;
 use crate::query::{validate_pattern, Query};
-use crate::record::{body_retention_fields, RetentionFields};
+use crate::record::body_view;
 use crate::watermark::{WaitOutcome, Watermark};
 
 /// How long a caught-up subscriber waits for the dispatcher to move while
@@ -125,17 +125,13 @@ impl Filter {
     /// decoding (or allocating) its payload: a subscriber examines every
     /// event of the log and decodes only those it delivers.
     pub(crate) fn matches_body(&self, body: &[u8]) -> std::result::Result<bool, CorruptKind> {
-        Ok(self.matches_retention_fields(&body_retention_fields(body)?))
-    }
-
-    /// Whether the event whose fields were read from its body passes.
-    pub(crate) fn matches_retention_fields(&self, fields: &RetentionFields<'_>) -> bool {
-        self.matches_fields(
-            fields.event_type,
-            fields.entity,
-            fields.correlation_id,
-            fields.priority,
-        )
+        let view = body_view(body)?;
+        Ok(self.matches_fields(
+            view.event_type,
+            view.entity,
+            view.correlation_id,
+            view.priority,
+        ))
     }
 
     fn matches_fields(
@@ -701,8 +697,9 @@ mod tests {
         log.close().unwrap();
     }
 
-    /// A log (no indexes, `OsBuffered`) with two subscriptions from its end,
-    /// both caught up and served one event ("a.served") by the dispatcher.
+    /// A log (`OsBuffered`, with or without its indexes) with two
+    /// subscriptions from its end, both caught up and served one event
+    /// ("a.served") by the dispatcher.
     fn two_served_subscribers(secondary_indexes: bool) -> (crate::Log, [Subscription; 2]) {
         let log = crate::Log::open_temporary(
             crate::Options::default()

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::log::Shared;
 use crate::record::BodyView;
 use crate::watermark::{WaitOutcome, Watermark};
+use uuid::Uuid;
 
 /// Most events indexed in one store batch: bounds the indexer's memory
 /// and how long a batch holds the store.
@@ -374,24 +375,23 @@ impl Indexer {
     fn gather_and_write(&mut self, from: u64, through: u64, gathered: &mut Gathered) -> Result<()> {
         let mut last_id = [0u8; 16];
         let mut next = from;
-        let mut skipped = false;
         self.shared
             .iter(from..=through)?
             .visit_bodies(&mut |seq, body| {
                 if seq != next {
-                    skipped = true;
-                    return Ok(());
+                    // Reported where the log skipped it.
+                    return Err(CorruptKind::Sequence {
+                        expected: next,
+                        found: seq,
+                    });
                 }
                 next += 1;
                 let view = crate::record::body_view(body)?;
-                last_id = view.id;
+                last_id = *view.id.as_bytes();
                 self.add_event(seq, &view, gathered)?;
-                gathered.id_pairs.push((view.id, seq));
+                gathered.id_pairs.push((*view.id.as_bytes(), seq));
                 Ok(())
             })?;
-        if skipped {
-            return Err(Error::Internal("the log skipped a seq while indexing"));
-        }
         if next != through + 1 {
             return Err(Error::Internal("the log ended before the published seq"));
         }
@@ -471,7 +471,7 @@ impl Indexer {
         gathered: &mut Gathered,
     ) -> std::result::Result<(), CorruptKind> {
         if let Some(id) = &event.correlation_id {
-            gathered.post(PostingKind::Correlation, id, seq);
+            gathered.post(PostingKind::Correlation, id.as_bytes(), seq);
         }
         let mut entity_key = std::mem::take(&mut gathered.entity_key);
         entity_key.clear();
@@ -486,7 +486,7 @@ impl Indexer {
             gathered.post(PostingKind::Actor, actor.as_bytes(), seq);
         }
         gathered.post(PostingKind::Type, event.event_type.as_bytes(), seq);
-        if let Some(cause) = &event.causation_id {
+        if let Some(cause) = event.causation_id.as_ref().map(Uuid::as_bytes) {
             // The first event with that id, as `lookup_id` resolves it.
             let parent = self
                 .state
@@ -512,7 +512,10 @@ impl Indexer {
                 }
             }
         }
-        gathered.batch_ids.entry(event.id).or_insert(seq);
+        gathered
+            .batch_ids
+            .entry(*event.id.as_bytes())
+            .or_insert(seq);
 
         if !self.known_types.contains(event.event_type) {
             self.known_types.insert(event.event_type.to_owned());
