@@ -3,32 +3,38 @@
 //!
 //! A subscription is still a cursor over sequence numbers (see
 //! `subscribe.rs`); the dispatcher only spares caught-up subscribers from
-//! reading the log themselves. Each subscription has a [`Slot`]. While the
-//! slot is *attached*, the dispatcher extends its *coverage*, a contiguous
-//! range `from..=through` of sequence numbers for which the slot's queue
-//! holds every matching event not yet taken, in order. A subscriber whose
-//! next seq lies inside the coverage takes events from the queue; one
-//! below it reads the log itself up to `from - 1`. Because the coverage is
-//! contiguous and a subscriber discards queued events below its next seq,
-//! switching between the queue and its own reads can neither skip nor
-//! repeat an event.
+//! reading the log themselves. It reads the log in batches and keeps the
+//! newest ones in one *window* shared by every subscriber, as [`Chunk`]s:
+//! a chunk covers a contiguous range `from..=through` of sequence numbers,
+//! holds each event of the range that some attached subscriber wants,
+//! decoded once, and lists for each subscriber it was read for which of
+//! them it wants. For a subscriber listed in a chunk, the chunk holds
+//! every matching event of its range. A subscriber whose next seq lies in
+//! such a chunk takes its events from there (those at or past its next
+//! seq) and moves to the chunk's end; one whose next seq lies below the
+//! window, or in a chunk that does not list it, reads the log itself up to
+//! there. Because a listed chunk is complete for its range and a
+//! subscriber takes nothing below its next seq, switching between the
+//! window and its own reads can neither skip nor repeat an event.
 //!
-//! Backpressure: a slot's queue is bounded in bytes
-//! (`Options::subscription_queue_bytes`). When a batch's matches do not
-//! all fit, the dispatcher queues those that do, ends the coverage before
-//! the first that does not, and detaches the slot instead of waiting: the
-//! subscriber drains what is queued, reads the log itself from there
-//! (like any subscriber that is behind), and asks to be attached again
-//! once it has caught up. Appends never wait for a subscriber, and no
-//! subscriber is dropped.
+//! Backpressure: the window is bounded in bytes, by
+//! `Options::subscription_queue_bytes` for each subscriber it serves, and
+//! the dispatcher drops its oldest chunks to make room instead of waiting.
+//! A subscriber that fell behind the window reads the log itself (like any
+//! subscriber that is behind) until it reaches the window again. Appends
+//! never wait for a subscriber, no subscriber is dropped, and since the
+//! window is shared, the subscribers that keep up leave its room to the
+//! ones that lag: sixteen subscribers of every event hold one copy of each,
+//! and any of them may lag by the whole window.
 //!
 //! A subscription alone reads the log itself: sharing a read with nobody
 //! gains nothing and adds a thread's hop to every delivery. Only while two
 //! or more are registered does a caught-up one ask to be attached.
 //!
 //! Attaching happens only at the start of a dispatcher batch, under the
-//! slot's lock, so a batch is dispatched to exactly the slots attached
-//! when it began.
+//! slot's lock, so a batch is read for exactly the slots attached when it
+//! began, and every chunk from then on lists the slot while it stays
+//! attached.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -43,44 +49,51 @@ use crate::subscribe::Filter;
 use crate::watermark::WaitOutcome;
 
 /// Most events one dispatcher batch reads before it hands them out: bounds
-/// the dispatcher's own memory (its batch holds the decoded matches).
+/// the size of a chunk.
 const BATCH_EVENTS_MAX: u64 = 4096;
 
 /// How long the dispatcher waits for new events before it looks at its
 /// stop flag again (a stop also wakes it at once).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
+/// Locks `mutex`; a panic elsewhere while it was held leaves nothing half
+/// done here (every critical section only moves whole values).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Slot ids: unique among the slots of the process, and a slot takes a
+/// new one when its subscriber moves backwards, so that the chunks read
+/// for its old position no longer count as complete for it.
+fn next_slot_id() -> u64 {
+    static NEXT_SLOT_ID: AtomicU64 = AtomicU64::new(1);
+    NEXT_SLOT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// One subscription's place in the dispatcher.
 pub(crate) struct Slot {
-    /// Unique among the slots of the process: the type cache's answers are
-    /// for a set of slots, and an address may be reused by a later slot.
-    id: u64,
     filter: Filter,
     state: Mutex<SlotState>,
     changed: Condvar,
 }
 
-#[derive(Default)]
 struct SlotState {
-    /// The dispatcher extends the coverage batch by batch.
+    /// The id the chunks list this slot by.
+    id: u64,
+    /// Every chunk the dispatcher reads lists this slot.
     attached: bool,
     /// The subscriber caught up: attach at the next batch.
     attach_requested: bool,
     /// The subscriber's next seq when it asked: what its own reads
-    /// examined below this is not queued again (the dispatcher may still
+    /// examined below this is not listed for it (the dispatcher may still
     /// be behind it when it grants the request).
     skip_below: u64,
-    /// `(from, through)`: every matching event of `from..=through` that
-    /// the subscriber has not taken is in `queue`, in order. `through` is
-    /// `from - 1` while nothing has been dispatched yet.
-    coverage: Option<(u64, u64)>,
-    /// Each event with the bytes it counts for: its encoded body plus the
-    /// decoded event's fixed size, an estimate of its memory.
-    queue: VecDeque<(Arc<LoggedEvent>, u64)>,
-    /// What the queued events count for together.
-    queued_bytes: u64,
-    /// Batches the dispatcher has handed this slot (each extends the
-    /// coverage): a subscriber tells a slow dispatcher from a stuck one.
+    /// The highest seq listed for this slot in a chunk: a subscriber whose
+    /// next seq is at or below it has something to take (or to read, if
+    /// the chunk is gone).
+    listed_through: u64,
+    /// Batches the dispatcher has read for this slot: a subscriber tells a
+    /// slow dispatcher from a stuck one.
     batches: u64,
     /// The subscriber waits on `changed`: the dispatcher notifies only then.
     waiting: bool,
@@ -89,57 +102,141 @@ struct SlotState {
     gone: bool,
 }
 
-/// What the subscriber should do next, decided under the slot's lock.
+/// What the subscriber should do next.
 pub(crate) enum Next {
-    /// The queued events, all moved to the subscriber at once (one lock
-    /// per batch, not per event), in order, every one at or past its next
-    /// seq.
+    /// Its events of one chunk, all moved to the subscriber at once (one
+    /// lock per chunk, not per event), in order, every one at or past its
+    /// next seq.
     Events(VecDeque<Arc<LoggedEvent>>),
     /// Read the log itself up to this seq (inclusive), then ask again.
     ReadUpTo(u64),
     /// Read the log itself to its end, or wait on the watermark there
-    /// (no coverage applies).
+    /// (the dispatcher does not serve it).
     ReadItself,
     /// Attached and caught up with the dispatcher: wait on the slot.
     Wait,
 }
 
+/// One dispatcher batch, as the window holds it.
+struct Chunk {
+    /// The range it covers: every record of `from..=through` was examined.
+    from: u64,
+    through: u64,
+    /// What it counts for in the window: its events' estimated memory
+    /// and its lists.
+    bytes: u64,
+    /// The slots it was read for, by id, each with the events it wants.
+    listed: Vec<(u64, Listing)>,
+    /// The decoded events some listed slot wants, in seq order.
+    held: Mutex<Vec<Held>>,
+}
+
+enum Listing {
+    /// Every event of the chunk (a subscriber of every event, or one whose
+    /// filter happens to match them all).
+    All,
+    /// These indexes into the chunk's events, ascending.
+    Some(Box<[u32]>),
+}
+
+/// One decoded event of a chunk.
+struct Held {
+    seq: u64,
+    /// Cloned (as an `Arc`) for each listed slot that takes it, moved to
+    /// the last: when one subscriber alone wants an event, taking it as
+    /// an owned event (`next_timeout`) copies nothing.
+    event: Option<Arc<LoggedEvent>>,
+    /// The listed slots that have not taken it yet.
+    recipients_left: u32,
+}
+
+impl Chunk {
+    fn listing(&self, slot_id: u64) -> Option<&Listing> {
+        self.listed
+            .iter()
+            .find(|(id, _)| *id == slot_id)
+            .map(|(_, listing)| listing)
+    }
+}
+
+/// The newest chunks, oldest first, contiguous while some slot stays
+/// attached.
+#[derive(Default)]
+struct Window {
+    chunks: VecDeque<Arc<Chunk>>,
+    /// What the chunks count for together.
+    bytes: u64,
+    /// The last seq the dispatcher has examined, in a chunk or not (no
+    /// slot attached, or dropped from the window since).
+    examined_through: u64,
+}
+
+/// What the window holds, for tests.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct WindowState {
+    pub(crate) bytes: u64,
+    pub(crate) chunks: usize,
+    /// The first seq of its oldest chunk (0: none).
+    pub(crate) first_from: u64,
+    pub(crate) examined_through: u64,
+}
+
 impl Slot {
     fn lock(&self) -> MutexGuard<'_, SlotState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// The subscriber's step: `next_seq` is the next seq it would examine
-    /// (moved forward past covered seqs that hold no queued match). The
+    /// (moved forward past chunk ranges that hold nothing for it). The
     /// subscriber asks only once it has delivered every event it took.
     /// `share`: other subscriptions are live, so a caught-up subscriber
     /// asks to be attached (one alone gains nothing from a shared read and
     /// would only add a thread's hop to each delivery).
-    pub(crate) fn next(&self, next_seq: &mut u64, log_end: u64, share: bool) -> Next {
+    pub(crate) fn next(
+        &self,
+        dispatch: &Dispatch,
+        next_seq: &mut u64,
+        log_end: u64,
+        share: bool,
+    ) -> Next {
+        let id = self.lock().id;
+        loop {
+            let (chunk, examined_through) = {
+                let window = lock(&dispatch.window);
+                let at = window.chunks.partition_point(|c| c.through < *next_seq);
+                (window.chunks.get(at).cloned(), window.examined_through)
+            };
+            let Some(chunk) = chunk else {
+                if *next_seq <= examined_through {
+                    // The dispatcher has been past it: its chunk left the
+                    // window, or was read for other slots only.
+                    return Next::ReadUpTo(examined_through);
+                }
+                break;
+            };
+            if chunk.from > *next_seq {
+                return Next::ReadUpTo(chunk.from - 1);
+            }
+            let Some(listing) = chunk.listing(id) else {
+                return Next::ReadUpTo(chunk.through);
+            };
+            match take(&chunk, listing, *next_seq) {
+                Some(events) if events.is_empty() => *next_seq = chunk.through + 1,
+                Some(events) => return Next::Events(events),
+                // Cannot happen (an event is taken once by each listed
+                // slot, and moved only to the last); were it to, the
+                // subscriber reads the chunk's range from the log rather
+                // than miss an event.
+                None => return Next::ReadUpTo(chunk.through),
+            }
+        }
         let mut state = self.lock();
-        // Queued events below the subscriber's position were examined by
-        // its own reads already.
-        while state.queue.front().is_some_and(|(e, _)| e.seq < *next_seq) {
-            state.pop();
-        }
-        if let Some((from, through)) = state.coverage {
-            if from > *next_seq {
-                return Next::ReadUpTo(from - 1);
-            }
-            if !state.queue.is_empty() {
-                state.queued_bytes = 0;
-                let events = state.queue.drain(..).map(|(event, _)| event).collect();
-                return Next::Events(events);
-            }
-            *next_seq = (*next_seq).max(through + 1);
-            if state.attached {
-                return Next::Wait;
-            }
-            // Detached and drained: the coverage ends here.
-            state.coverage = None;
-        }
         if state.gone {
             return Next::ReadItself;
+        }
+        if state.attached || state.attach_requested {
+            return Next::Wait;
         }
         if *next_seq > log_end && share {
             // Caught up by its own reads: let the dispatcher take over.
@@ -150,10 +247,14 @@ impl Slot {
         Next::ReadItself
     }
 
-    /// Waits until the dispatcher changes the slot or `timeout` passes.
-    pub(crate) fn wait(&self, timeout: Duration) {
+    /// Waits until the dispatcher lists an event at or past `next_seq` for
+    /// this slot, stops, or `timeout` passes.
+    pub(crate) fn wait(&self, next_seq: u64, timeout: Duration) {
         let mut state = self.lock();
-        if state.gone || !(state.attached || state.attach_requested) || !state.queue.is_empty() {
+        if state.gone
+            || !(state.attached || state.attach_requested)
+            || state.listed_through >= next_seq
+        {
             return;
         }
         state.waiting = true;
@@ -165,14 +266,14 @@ impl Slot {
     }
 
     /// The subscriber moved its position backwards (a consumer's
-    /// redelivery): forget the queue; it reads the log itself again.
+    /// redelivery): it reads the log itself again, and the chunks read so
+    /// far no longer list it (it took some of their events already).
     pub(crate) fn reset(&self) {
         let mut state = self.lock();
+        state.id = next_slot_id();
         state.attached = false;
         state.attach_requested = false;
-        state.coverage = None;
-        state.queue.clear();
-        state.queued_bytes = 0;
+        state.listed_through = 0;
     }
 
     /// Whether the dispatcher has stopped serving this slot.
@@ -180,32 +281,58 @@ impl Slot {
         self.lock().gone
     }
 
-    /// How many batches the dispatcher has handed this slot.
+    /// How many batches the dispatcher has read for this slot.
     pub(crate) fn batches(&self) -> u64 {
         self.lock().batches
     }
 
-    /// The bytes queued and whether the slot is attached.
+    /// Whether every chunk the dispatcher reads lists this slot.
     #[cfg(test)]
-    pub(crate) fn queue_state(&self) -> (u64, bool) {
-        let state = self.lock();
-        (state.queued_bytes, state.attached)
+    pub(crate) fn is_attached(&self) -> bool {
+        self.lock().attached
     }
 }
 
-impl SlotState {
-    fn pop(&mut self) -> Option<Arc<LoggedEvent>> {
-        let (event, bytes) = self.queue.pop_front()?;
-        self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
-        Some(event)
+/// The events of `chunk` listed for a slot at or past `next_seq`, each
+/// taken once; `None` if one of them is missing.
+fn take(chunk: &Chunk, listing: &Listing, next_seq: u64) -> Option<VecDeque<Arc<LoggedEvent>>> {
+    let mut held = lock(&chunk.held);
+    // Past the listed events below `next_seq`, which the subscriber has
+    // taken or examined itself already.
+    let first = held.partition_point(|h| h.seq < next_seq);
+    let mut events = VecDeque::new();
+    let mut take_one = |h: &mut Held| -> Option<()> {
+        h.recipients_left = h.recipients_left.saturating_sub(1);
+        let event = if h.recipients_left == 0 {
+            h.event.take()
+        } else {
+            h.event.clone()
+        };
+        events.push_back(event?);
+        Some(())
+    };
+    match listing {
+        Listing::All => {
+            for h in &mut held[first..] {
+                take_one(h)?;
+            }
+        }
+        Listing::Some(indexes) => {
+            let start = indexes.partition_point(|&i| (i as usize) < first);
+            for &i in &indexes[start..] {
+                take_one(&mut held[i as usize])?;
+            }
+        }
     }
+    Some(events)
 }
 
-/// The dispatcher of one log: its slots and its thread, started with the
-/// first live subscription.
+/// The dispatcher of one log: its slots, its window and its thread,
+/// started with the first live subscription.
 #[derive(Default)]
 pub(crate) struct Dispatch {
     registry: Mutex<Registry>,
+    window: Mutex<Window>,
     stop: AtomicBool,
     /// Registered slots, as of the last registration or batch (a dropped
     /// subscription's slot is counted until the next batch).
@@ -239,13 +366,7 @@ impl Dispatch {
                 stopped: true,
                 ..Registry::default()
             }),
-            stop: AtomicBool::new(false),
-            live_slots: AtomicUsize::new(0),
-            serving_from: AtomicU64::new(0),
-            #[cfg(test)]
-            panic_next_batch: AtomicBool::new(false),
-            #[cfg(test)]
-            stall: AtomicBool::new(false),
+            ..Dispatch::default()
         }
     }
 
@@ -264,8 +385,20 @@ impl Dispatch {
         self.live_slots.load(Ordering::Relaxed) >= 2
     }
 
+    /// What the window holds.
+    #[cfg(test)]
+    pub(crate) fn window_state(&self) -> WindowState {
+        let window = lock(&self.window);
+        WindowState {
+            bytes: window.bytes,
+            chunks: window.chunks.len(),
+            first_from: window.chunks.front().map_or(0, |c| c.from),
+            examined_through: window.examined_through,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.registry)
     }
 
     /// A slot for a new subscription, starting the dispatcher if needed,
@@ -293,6 +426,7 @@ impl Dispatch {
             // be dispatched.
             let visible = crate::subscribe::visible_watermark(&shared.options);
             let cursor = shared.marks.seq(visible) + 1;
+            lock(&dispatch.window).examined_through = cursor - 1;
             let spawned = std::thread::Builder::new()
                 .name("evlog:dispatch".into())
                 .spawn(move || {
@@ -320,14 +454,17 @@ impl Dispatch {
         }
         // Alone, a subscription reads the log itself.
         let attach_from = attach_from.filter(|_| !registry.slots.is_empty());
-        static NEXT_SLOT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let slot = Arc::new(Slot {
-            id: NEXT_SLOT_ID.fetch_add(1, Ordering::Relaxed),
             filter,
             state: Mutex::new(SlotState {
+                id: next_slot_id(),
+                attached: false,
                 attach_requested: attach_from.is_some(),
                 skip_below: attach_from.unwrap_or(0),
-                ..SlotState::default()
+                listed_through: 0,
+                batches: 0,
+                waiting: false,
+                gone: false,
             }),
             changed: Condvar::new(),
         });
@@ -354,7 +491,7 @@ impl Dispatch {
         self.release_all();
     }
 
-    /// Marks every slot gone and wakes its subscriber.
+    /// Marks every slot gone, wakes its subscriber and empties the window.
     fn release_all(&self) {
         // Serving nobody, it is behind nobody (the indexer rests while it
         // is behind).
@@ -372,20 +509,25 @@ impl Dispatch {
             drop(state);
             slot.changed.notify_all();
         }
+        let mut window = lock(&self.window);
+        window.chunks.clear();
+        window.bytes = 0;
     }
+}
+
+/// A slot a batch is read for, as it was when the batch began.
+struct Attached {
+    slot: Arc<Slot>,
+    id: u64,
+    skip_below: u64,
 }
 
 /// One matching event of a batch.
 struct Dispatched {
-    /// Moved to the last slot that queues it, cloned (as an `Arc`) for
-    /// the others: when one subscriber alone holds the event, taking it
-    /// as an owned event (`next_timeout`) copies nothing.
-    event: Option<Arc<LoggedEvent>>,
-    /// The slots that may still queue it.
-    recipients_left: usize,
-    /// Its seq (also once the event has been moved out).
-    seq: u64,
-    /// What it counts for in a queue.
+    event: Arc<LoggedEvent>,
+    /// The slots that want it.
+    recipients: u32,
+    /// What it counts for in the window.
     bytes: u64,
 }
 
@@ -393,8 +535,8 @@ struct Dispatched {
 #[derive(Default)]
 struct Batch {
     events: Vec<Dispatched>,
-    /// Per attached slot, the indexes into `events` it receives.
-    per_slot: Vec<Vec<usize>>,
+    /// Per attached slot, the indexes into `events` it wants.
+    per_slot: Vec<Vec<u32>>,
 }
 
 /// Event types seen lately, each with the attached slots whose type
@@ -412,20 +554,16 @@ const TYPE_CACHE_TYPES_MAX: usize = 4096;
 
 impl TypeCache {
     /// Forgets every answer unless `attached` is the set they were for.
-    fn align(&mut self, attached: &[Arc<Slot>]) {
+    fn align(&mut self, attached: &[Attached]) {
         let same = self.slots.len() == attached.len()
-            && self
-                .slots
-                .iter()
-                .zip(attached)
-                .all(|(&id, slot)| id == slot.id);
+            && self.slots.iter().zip(attached).all(|(&id, a)| id == a.id);
         if !same {
-            self.slots = attached.iter().map(|slot| slot.id).collect();
+            self.slots = attached.iter().map(|a| a.id).collect();
             self.by_type.clear();
         }
     }
 
-    fn slots_for(&mut self, event_type: &str, attached: &[Arc<Slot>]) -> &[u32] {
+    fn slots_for(&mut self, event_type: &str, attached: &[Attached]) -> &[u32] {
         if !self.by_type.contains_key(event_type) {
             if self.by_type.len() >= TYPE_CACHE_TYPES_MAX {
                 self.by_type.clear();
@@ -433,7 +571,7 @@ impl TypeCache {
             let slots: Box<[u32]> = attached
                 .iter()
                 .enumerate()
-                .filter(|(_, slot)| slot.filter.matches_type(event_type))
+                .filter(|(_, a)| a.slot.filter.matches_type(event_type))
                 .map(|(index, _)| index as u32)
                 .collect();
             self.by_type.insert(event_type.into(), slots);
@@ -446,7 +584,7 @@ fn run(shared: &Arc<Shared>, mut cursor: u64) {
     // The idle class leaves the CPU to the appends (see `sys`); a
     // subscriber that waits `DISPATCH_PATIENCE` for a starved dispatcher
     // reads the log itself. The crate's unit tests that watch the
-    // dispatcher work (a batch, a detach, a panic) keep it at normal
+    // dispatcher work (a batch, the window, a panic) keep it at normal
     // priority, so that a loaded test machine cannot starve them.
     if !cfg!(test) {
         crate::sys::make_this_thread_idle_class();
@@ -454,7 +592,7 @@ fn run(shared: &Arc<Shared>, mut cursor: u64) {
     let dispatch = &shared.dispatch;
     let visible = crate::subscribe::visible_watermark(&shared.options);
     let queue_bytes_max = shared.options.subscription_queue_bytes;
-    let mut attached: Vec<Arc<Slot>> = Vec::new();
+    let mut attached: Vec<Attached> = Vec::new();
     let mut batch = Batch::default();
     let mut types = TypeCache::default();
     loop {
@@ -477,7 +615,7 @@ fn run(shared: &Arc<Shared>, mut cursor: u64) {
             }
         }
         let end = end.min(cursor + BATCH_EVENTS_MAX - 1);
-        // The slots this batch goes to: attached ones, and those whose
+        // The slots this batch is read for: attached ones, and those whose
         // subscriber asked, which start at this batch.
         attached.clear();
         {
@@ -493,15 +631,24 @@ fn run(shared: &Arc<Shared>, mut cursor: u64) {
                 if state.attach_requested {
                     state.attach_requested = false;
                     state.attached = true;
-                    state.coverage = Some((cursor, cursor - 1));
                 }
                 if state.attached {
-                    attached.push(Arc::clone(slot));
+                    attached.push(Attached {
+                        slot: Arc::clone(slot),
+                        id: state.id,
+                        skip_below: state.skip_below,
+                    });
                 }
             }
         }
         if attached.is_empty() {
             dispatch.serving_from.store(0, Ordering::Relaxed);
+            let mut window = lock(&dispatch.window);
+            // Nobody to keep them for.
+            window.chunks.clear();
+            window.bytes = 0;
+            window.examined_through = end;
+            drop(window);
             cursor = end + 1;
             continue;
         }
@@ -515,7 +662,9 @@ fn run(shared: &Arc<Shared>, mut cursor: u64) {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         types.align(&attached);
-        let batch_bytes_max = queue_bytes_max / 4;
+        // A chunk is at most a quarter of one subscriber's share of the
+        // window, so that the window always holds several.
+        let chunk_bytes_max = queue_bytes_max / 4;
         let read = read_batch(
             shared,
             cursor,
@@ -523,7 +672,7 @@ fn run(shared: &Arc<Shared>, mut cursor: u64) {
             &attached,
             &mut types,
             &mut batch,
-            batch_bytes_max,
+            chunk_bytes_max,
         );
         let end = match read {
             Ok(end) => end,
@@ -534,70 +683,90 @@ fn run(shared: &Arc<Shared>, mut cursor: u64) {
                 break;
             }
         };
-        for (slot, indexes) in attached.iter().zip(&batch.per_slot) {
-            let mut state = slot.lock();
-            if !state.attached {
+        let (chunk, listed_through) = chunk_of(cursor, end, &attached, &mut batch);
+        let chunk = Arc::new(chunk);
+        {
+            let window_bytes_max = queue_bytes_max.saturating_mul(attached.len() as u64);
+            let mut window = lock(&dispatch.window);
+            while window.bytes + chunk.bytes > window_bytes_max {
+                let Some(oldest) = window.chunks.pop_front() else {
+                    break;
+                };
+                window.bytes -= oldest.bytes;
+            }
+            window.bytes += chunk.bytes;
+            window.chunks.push_back(chunk);
+            window.examined_through = end;
+        }
+        // The chunk is in the window before any subscriber hears of it.
+        for (a, listed_through) in attached.iter().zip(listed_through) {
+            let mut state = a.slot.lock();
+            if !state.attached || state.id != a.id {
                 continue; // reset by its subscriber meanwhile
             }
-            let mut through = end;
-            for &i in indexes {
-                let dispatched = &mut batch.events[i];
-                dispatched.recipients_left -= 1;
-                if dispatched.seq < state.skip_below {
-                    continue;
-                }
-                if state.queued_bytes + dispatched.bytes > queue_bytes_max {
-                    // Full: the coverage ends before this event, and the
-                    // subscriber reads on from the log itself.
-                    through = dispatched.seq - 1;
-                    state.attached = false;
-                    break;
-                }
-                let event = if dispatched.recipients_left == 0 {
-                    dispatched.event.take()
-                } else {
-                    dispatched.event.clone()
-                };
-                let Some(event) = event else {
-                    // Cannot happen (a slot lists an event once, so only
-                    // its last recipient takes it); were it to, the
-                    // coverage ends here and the subscriber reads the
-                    // event from the log rather than miss it.
-                    through = dispatched.seq - 1;
-                    state.attached = false;
-                    break;
-                };
-                state.queued_bytes += dispatched.bytes;
-                state.queue.push_back((event, dispatched.bytes));
-            }
-            if let Some((_, covered)) = state.coverage.as_mut() {
-                *covered = (*covered).max(through);
-            }
             state.batches += 1;
-            // A subscriber is woken for events or to read the log itself;
-            // one whose coverage only grew has nothing to do yet.
-            let wake = state.waiting && (!state.queue.is_empty() || !state.attached);
+            state.listed_through = state.listed_through.max(listed_through);
+            // A subscriber is woken for events; one whose range only grew
+            // has nothing to do yet.
+            let wake = state.waiting && listed_through > 0;
             drop(state);
             if wake {
-                slot.changed.notify_all();
+                a.slot.changed.notify_all();
             }
         }
-        batch.events.clear();
         cursor = end + 1;
         dispatch.serving_from.store(cursor, Ordering::Relaxed);
     }
     dispatch.release_all();
 }
 
+/// The chunk of the batch just read for `cursor..=end`, and for each
+/// attached slot the last seq listed for it (0: none).
+fn chunk_of(cursor: u64, end: u64, attached: &[Attached], batch: &mut Batch) -> (Chunk, Vec<u64>) {
+    let mut bytes = std::mem::size_of::<Chunk>() as u64;
+    let held: Vec<Held> = batch
+        .events
+        .drain(..)
+        .map(|d| {
+            bytes += d.bytes + std::mem::size_of::<Held>() as u64;
+            Held {
+                seq: d.event.seq,
+                event: Some(d.event),
+                recipients_left: d.recipients,
+            }
+        })
+        .collect();
+    let mut listed = Vec::with_capacity(attached.len());
+    let mut listed_through = Vec::with_capacity(attached.len());
+    for (a, indexes) in attached.iter().zip(&mut batch.per_slot) {
+        listed_through.push(indexes.last().map_or(0, |&i| held[i as usize].seq));
+        let listing = if indexes.len() == held.len() {
+            indexes.clear();
+            Listing::All
+        } else {
+            bytes += 4 * indexes.len() as u64;
+            Listing::Some(std::mem::take(indexes).into_boxed_slice())
+        };
+        listed.push((a.id, listing));
+    }
+    let chunk = Chunk {
+        from: cursor,
+        through: end,
+        bytes,
+        listed,
+        held: Mutex::new(held),
+    };
+    (chunk, listed_through)
+}
+
 /// Reads `cursor..=end` once, decoding each event that some attached slot
 /// wants, into `batch`; stops early once the decoded events count for
-/// `bytes_max` (a quarter of a queue, so that a subscriber keeping up is
-/// never detached by one large batch). Returns the last seq examined.
+/// `bytes_max`. Returns the last seq examined.
 fn read_batch(
     shared: &Arc<Shared>,
     cursor: u64,
     end: u64,
-    attached: &[Arc<Slot>],
+    attached: &[Attached],
     types: &mut TypeCache,
     batch: &mut Batch,
     bytes_max: u64,
@@ -611,16 +780,19 @@ fn read_batch(
     // then decodes is that record.
     let matched = std::cell::RefCell::new(Vec::<u32>::new());
     let body_bytes = std::cell::Cell::new(0u64);
-    let mut wanted = |_seq: u64, body: &[u8]| {
+    let mut wanted = |seq: u64, body: &[u8]| {
         let fields = body_view(body)?;
         let mut matched = matched.borrow_mut();
         matched.clear();
         for &index in types.slots_for(fields.event_type, attached) {
-            if attached[index as usize].filter.matches_besides_type(
-                fields.entity,
-                fields.correlation_id,
-                fields.priority,
-            ) {
+            let a = &attached[index as usize];
+            if seq >= a.skip_below
+                && a.slot.filter.matches_besides_type(
+                    fields.entity,
+                    fields.correlation_id,
+                    fields.priority,
+                )
+            {
                 matched.push(index);
             }
         }
@@ -631,16 +803,15 @@ fn read_batch(
     while let Some(event) = iter.next_matching(&mut wanted) {
         let event = event?;
         let seq = event.seq;
-        let at = batch.events.len();
+        let at = batch.events.len() as u32;
         let recipients = matched.borrow();
         for &index in recipients.iter() {
             batch.per_slot[index as usize].push(at);
         }
         let bytes = body_bytes.get() + std::mem::size_of::<LoggedEvent>() as u64;
         batch.events.push(Dispatched {
-            event: Some(Arc::new(event)),
-            recipients_left: recipients.len(),
-            seq,
+            event: Arc::new(event),
+            recipients: recipients.len() as u32,
             bytes,
         });
         decoded_bytes += bytes;

@@ -127,20 +127,25 @@ impl Options {
     /// Most bytes an iterator, and so a subscription or a durable consumer,
     /// reads ahead where a segment is read with `pread` rather than mapped
     /// (default 256 KiB, at least 4 KiB). With one record, this bounds the
-    /// memory of a subscriber that is behind; a caught-up one also holds
-    /// its queue ([`Self::subscription_queue_bytes`]).
+    /// memory of a subscriber that is behind; a caught-up one also has its
+    /// share of the dispatcher's window
+    /// ([`Self::subscription_queue_bytes`]).
     pub fn read_buffer_bytes(mut self, bytes: u64) -> Options {
         self.read_buffer_bytes = bytes.max(4096);
         self
     }
 
-    /// Most bytes of decoded events the `evlog:dispatch` thread queues for
-    /// one caught-up subscriber (default 1 MiB, counted as each event's
-    /// encoded size plus the decoded event's fixed part; the subscriber
-    /// takes the whole queue at once, so it holds at most twice this). A
-    /// subscriber that falls further behind is not dropped and does not
-    /// slow appends: it drains its queue, then reads the log itself
-    /// (within [`Self::read_buffer_bytes`]) until it has caught up again.
+    /// Most bytes of decoded events the `evlog:dispatch` thread keeps for
+    /// each caught-up subscriber it serves (default 1 MiB, counted as each
+    /// event's encoded size plus the decoded event's fixed part). The
+    /// dispatcher keeps the newest events it read in one window shared by
+    /// all of them, of this many bytes times their number, each event
+    /// once however many subscribers want it, and kept full (the oldest
+    /// events go only to make room); a subscriber also holds the events
+    /// of the one chunk (a quarter of this at most) it is taking.
+    /// A subscriber that falls behind the window is not dropped and does
+    /// not slow appends: it reads the log itself (within
+    /// [`Self::read_buffer_bytes`]) until it reaches the window again.
     /// 0 makes every subscriber read the log itself, as does a log with a
     /// single subscription.
     pub fn subscription_queue_bytes(mut self, bytes: u64) -> Options {

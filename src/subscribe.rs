@@ -7,13 +7,15 @@
 //! or seen twice as long as every delivery goes through that number. While
 //! it is behind, it reads the log itself, in order like `iter`. Once it
 //! has caught up, and another subscription is live, the `evlog:dispatch`
-//! thread (`dispatch.rs`) reads new records once for all of them and
-//! queues what each wants; a subscriber takes from its queue only events
-//! at or past its next seq, and a queue that is full is not waited for:
-//! the subscriber reads the log itself again. So there is nobody to drop,
-//! appends never wait for a subscriber, and its memory is bounded by its
-//! queue (`Options::subscription_queue_bytes`) plus one record and the
-//! iterator's read buffer.
+//! thread (`dispatch.rs`) reads new records once for all of them and keeps
+//! the newest in a window shared by all, listing for each subscriber the
+//! events it wants; a subscriber takes from there only events at or past
+//! its next seq, and the window drops its oldest events instead of waiting
+//! for anyone: a subscriber that fell behind it reads the log itself
+//! again. So there is nobody to drop, appends never wait for a subscriber,
+//! and its memory is bounded by its share of the window
+//! (`Options::subscription_queue_bytes`) and one chunk of it, plus one
+//! record and the iterator's read buffer.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -228,7 +230,8 @@ pub struct Subscription {
     /// Its place in the log's dispatcher, which reads new records once for
     /// every caught-up subscriber; `None`: it always reads the log itself.
     slot: Option<Arc<Slot>>,
-    /// Events taken from the slot's queue in one go, still to deliver.
+    /// Events taken from the dispatcher's window in one go, still to
+    /// deliver.
     taken: VecDeque<Arc<LoggedEvent>>,
     /// When the dispatcher last kept it waiting a whole patience with
     /// events visible (see `STALLED_DISPATCHER_BYPASS`).
@@ -398,7 +401,12 @@ impl Subscription {
                 .dispatcher_stalled_at
                 .is_some_and(|at| at.elapsed() < STALLED_DISPATCHER_BYPASS);
             if let (Some(slot), false) = (&self.slot, bypass) {
-                match slot.next(&mut self.next_seq, end, self.shared.dispatch.shares()) {
+                match slot.next(
+                    &self.shared.dispatch,
+                    &mut self.next_seq,
+                    end,
+                    self.shared.dispatch.shares(),
+                ) {
                     Next::Events(events) => {
                         self.taken = events;
                         continue;
@@ -417,13 +425,13 @@ impl Subscription {
                             // trails the appends: if it moved during the
                             // last wait, they are on their way. A call that
                             // did not wait (`try_next`) reads them itself
-                            // (the queue later skips them).
+                            // (it later skips them in the window).
                             if last_wait_progressed == Some(true) {
                                 return Ok(None);
                             }
                         } else {
                             let before = slot.batches();
-                            slot.wait(left.min(DISPATCH_PATIENCE));
+                            slot.wait(self.next_seq, left.min(DISPATCH_PATIENCE));
                             if slot.is_gone() {
                                 // The dispatcher stopped: the log closed, or
                                 // its read failed. Read the log itself from
@@ -467,7 +475,7 @@ impl Subscription {
         }
     }
 
-    /// The next event taken from the dispatcher's queue, skipping those
+    /// The next event taken from the dispatcher's window, skipping those
     /// its own reads examined already.
     fn next_taken(&mut self) -> Option<Arc<LoggedEvent>> {
         while let Some(event) = self.taken.pop_front() {
@@ -617,13 +625,14 @@ mod tests {
         "*",
     ];
 
-    // A live subscriber that reads nothing while far more than its queue
-    // is appended: the dispatcher queues at most `subscription_queue_bytes`
-    // for it, detaches it instead of growing or waiting, and the
-    // subscriber then gets every event exactly once, in order, part from
-    // the queue and the rest from its own reads.
+    // A live subscriber that reads nothing while far more than its share
+    // of the window is appended: the dispatcher keeps at most
+    // `subscription_queue_bytes` per attached subscriber, drops its oldest
+    // chunks instead of growing or waiting, and the subscriber then gets
+    // every event exactly once, in order, part from its own reads and the
+    // rest from the window.
     #[test]
-    fn a_paused_live_subscriber_is_detached_at_its_queue_bound_and_misses_nothing() {
+    fn a_paused_live_subscriber_falls_behind_the_window_and_misses_nothing() {
         const QUEUE_BYTES: u64 = 64 * 1024;
         const EVENTS: u64 = 4_000;
         let log = crate::Log::open_temporary(
@@ -639,6 +648,10 @@ mod tests {
             .unwrap();
         let mut sub = log.subscribe(Filter::all(), Start::End).unwrap();
         let slot = Arc::clone(sub.slot.as_ref().expect("a log's subscription has a slot"));
+        let dispatch = &log.shared.dispatch;
+        // Two attached subscribers; a chunk may pass the bound only when
+        // it alone is the window.
+        let window_bytes_max = 2 * QUEUE_BYTES;
         let pad = "p".repeat(300);
         for batch in 0..EVENTS / 500 {
             let events: Vec<Event> = (0..500)
@@ -649,25 +662,20 @@ mod tests {
                 })
                 .collect();
             log.append_batch(&events).unwrap();
-            assert!(
-                slot.queue_state().0 <= QUEUE_BYTES,
-                "{:?}",
-                slot.queue_state()
-            );
+            let window = dispatch.window_state();
+            assert!(window.bytes <= window_bytes_max, "{window:?}");
         }
-        // The dispatcher gets there on its own time: it attaches the slot
-        // at its first batch and detaches it once the queue is full.
+        // The dispatcher gets there on its own time.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while slot.batches() == 0 || slot.queue_state().1 {
-            assert!(
-                Instant::now() < deadline,
-                "never detached: {:?}",
-                slot.queue_state()
-            );
+        while dispatch.window_state().examined_through < EVENTS {
+            assert!(Instant::now() < deadline, "{:?}", dispatch.window_state());
             std::thread::sleep(Duration::from_millis(5));
         }
-        let (queued, _) = slot.queue_state();
-        assert!(queued > 0 && queued <= QUEUE_BYTES, "queued {queued} bytes");
+        let window = dispatch.window_state();
+        assert!(slot.is_attached());
+        assert!(window.bytes <= window_bytes_max, "{window:?}");
+        // 1.4 MB of events: most chunks were dropped, the newest kept.
+        assert!(window.chunks > 0 && window.first_from > 1, "{window:?}");
         for seq in 1..=EVENTS {
             let event = sub.try_next().unwrap().expect("every event delivered");
             assert_eq!(event.seq, seq);
@@ -675,25 +683,13 @@ mod tests {
         }
         assert_eq!(sub.try_next().unwrap(), None);
         assert!(sub.progress().caught_up());
-        // Caught up: the dispatcher serves it again.
-        log.append(Event::new("bulk.after")).unwrap();
-        let event = sub.next_timeout(Duration::from_secs(10)).unwrap().unwrap();
-        assert_eq!(
-            (event.seq, event.event_type.as_str()),
-            (EVENTS + 1, "bulk.after")
-        );
-        // The dispatcher grants the subscriber's request at its next batch
-        // (the subscriber may have read that event itself meanwhile).
-        while !slot.queue_state().1 {
-            assert!(Instant::now() < deadline, "never attached again");
-            std::thread::sleep(Duration::from_millis(5));
+        // Still attached: new events come from the window.
+        for (seq, event_type) in [(EVENTS + 1, "bulk.after"), (EVENTS + 2, "bulk.last")] {
+            log.append(Event::new(event_type)).unwrap();
+            let event = sub.next_timeout(Duration::from_secs(10)).unwrap().unwrap();
+            assert_eq!((event.seq, event.event_type.as_str()), (seq, event_type));
         }
-        log.append(Event::new("bulk.last")).unwrap();
-        let event = sub.next_timeout(Duration::from_secs(10)).unwrap().unwrap();
-        assert_eq!(
-            (event.seq, event.event_type.as_str()),
-            (EVENTS + 2, "bulk.last")
-        );
+        assert!(slot.is_attached());
         log.close().unwrap();
     }
 
