@@ -9,6 +9,7 @@
 
 pub(crate) mod cache;
 pub(crate) mod format;
+pub(crate) mod frames;
 pub(crate) mod reader;
 pub(crate) mod writer;
 
@@ -27,6 +28,7 @@ use crate::error::{CorruptKind, Error, IoContext, Result};
 use crate::event::LoggedEvent;
 use crate::record::{decode_body, RECORD_HEADER_BYTES};
 use crate::storage::{OsStorage, Storage};
+use frames::Frames;
 pub(crate) use reader::FrameCursor;
 
 /// Cache of an offline [`Archive`]: the same default as
@@ -307,9 +309,10 @@ impl Archive {
     /// The events present with seqs in `range`, in order, streaming. A
     /// read-ahead thread (`evlog:archive-read`) decompresses the next
     /// frames (not through the cache) while the caller decodes this one,
-    /// at most `READ_AHEAD_FRAMES` ahead, so memory stays bounded by a few
-    /// frames and a replay uses a second core for decompression. Deleted
-    /// seqs are skipped; the first damage found is the last item.
+    /// and the caller decompresses one too rather than wait for it (see
+    /// `frames.rs`), at most four frames ahead, so memory stays bounded
+    /// by a few frames and a replay uses a second core. Deleted seqs are
+    /// skipped; the first damage found is the last item.
     pub fn iter(&self, range: impl RangeBounds<u64>) -> Result<ArchiveIter<'_>> {
         let from_seq = match range.start_bound() {
             Bound::Included(&s) => s,
@@ -324,25 +327,12 @@ impl Archive {
         let file_index = self
             .files
             .partition_point(|a| a.range_last_seq() < from_seq);
-        let (sender, frames) = crossbeam_channel::bounded(READ_AHEAD_FRAMES);
-        if from_seq <= through_seq {
-            let files: Vec<Arc<ArchiveFile>> = self.files[file_index..].to_vec();
-            std::thread::Builder::new()
-                .name("evlog:archive-read".into())
-                .spawn(move || read_ahead(&files, from_seq, through_seq, &sender))
-                .map_err(|source| Error::Io {
-                    path: self
-                        .files
-                        .first()
-                        .map_or_else(PathBuf::new, |f| f.path().to_path_buf()),
-                    source,
-                })?;
-        }
+        let files: Vec<Arc<ArchiveFile>> = self.files[file_index..].to_vec();
         Ok(ArchiveIter {
             archive: std::marker::PhantomData,
             from_seq,
             through_seq,
-            frames,
+            frames: Frames::start(files, from_seq, through_seq),
             frame: None,
             cursor: FrameCursor::default(),
             done: from_seq > through_seq,
@@ -410,59 +400,17 @@ impl Archive {
 
 /// The iterator of [`Archive::iter`].
 pub struct ArchiveIter<'a> {
-    /// Ties the iterator to its `Archive` (the read-ahead thread holds its
-    /// own references to the files).
+    /// Ties the iterator to its `Archive` (the frame pipeline holds its own
+    /// references to the files).
     archive: std::marker::PhantomData<&'a Archive>,
     from_seq: u64,
     through_seq: u64,
-    /// Frames in the order the iteration reads them, from the read-ahead
-    /// thread; it ends when this receiver is dropped.
-    frames: crossbeam_channel::Receiver<FrameRead>,
+    /// Frames in the order the iteration reads them, decompressed ahead.
+    frames: Frames,
     /// The frame being read.
     frame: Option<(Arc<ArchiveFile>, usize, Arc<Vec<u8>>)>,
     cursor: FrameCursor,
     done: bool,
-}
-
-/// Decompressed frames the read-ahead thread may hold ready: enough to
-/// keep a second core busy, few enough to bound memory (a frame holds at
-/// most 256 KiB of records unless one record is larger, so about 1 MiB).
-/// With two, the comparison bench's Z2 (replay from archives) fell to
-/// half its usual rate in some runs (0.46x R2 once), as if the reader
-/// waited on the decompressor; with four it still did once in eight runs
-/// (0.47x), so that was not the whole cause.
-const READ_AHEAD_FRAMES: usize = 4;
-
-/// One frame from the read-ahead thread: the file, the frame number, and
-/// its bytes or why they could not be read.
-type FrameRead = (Arc<ArchiveFile>, usize, Result<Arc<Vec<u8>>>);
-
-/// The read-ahead thread: every frame that may hold a seq of
-/// `from_seq..=through_seq`, in order; stops after an error, or when the
-/// iterator is dropped.
-fn read_ahead(
-    files: &[Arc<ArchiveFile>],
-    from_seq: u64,
-    through_seq: u64,
-    sender: &crossbeam_channel::Sender<FrameRead>,
-) {
-    for file in files {
-        if file.range_first_seq() > through_seq {
-            return;
-        }
-        let frames = file.frames();
-        let start = frames.partition_point(|e| e.last_seq < from_seq);
-        for (number, entry) in frames.iter().enumerate().skip(start) {
-            if entry.first_seq > through_seq {
-                return;
-            }
-            let bytes = file.read_frame(number, None);
-            let failed = bytes.is_err();
-            if sender.send((Arc::clone(file), number, bytes)).is_err() || failed {
-                return;
-            }
-        }
-    }
 }
 
 impl ArchiveIter<'_> {
@@ -493,13 +441,13 @@ impl ArchiveIter<'_> {
                     None => {}
                 }
             }
-            // The next frame, or the end (the read-ahead thread is done).
-            match self.frames.recv() {
-                Ok((file, number, bytes)) => {
+            // The next frame, or the end.
+            match self.frames.next() {
+                Some((file, number, bytes)) => {
                     self.frame = Some((file, number, bytes?));
                     self.cursor = FrameCursor::default();
                 }
-                Err(_) => {
+                None => {
                     self.frame = None;
                     return Ok(None);
                 }
@@ -548,7 +496,7 @@ pub(crate) fn check_archive_bytes(bytes: &[u8]) -> Result<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::event::Event;
     use crate::storage::{Fault, FaultKind, OpKind, SimStorage};
@@ -572,7 +520,7 @@ mod tests {
         out
     }
 
-    fn write(
+    pub(crate) fn write(
         storage: &SimStorage,
         seqs: &[u64],
         notes: &[DeletionNote],
