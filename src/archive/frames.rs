@@ -113,6 +113,9 @@ impl Frames {
     /// (or, if it cannot be started, on the caller's alone).
     pub(crate) fn start(files: Vec<Arc<ArchiveFile>>, from_seq: u64, through_seq: u64) -> Frames {
         let frames = Frames::new(files, from_seq, through_seq);
+        if from_seq > through_seq {
+            return frames; // nothing to read
+        }
         let helper_shared = Arc::clone(&frames.shared);
         let spawned = std::thread::Builder::new()
             .name("evlog:archive-read".into())
