@@ -671,10 +671,11 @@ const YIELD_EVERY_BYTES: usize = 256 * 1024;
 /// Measured in wall time, a stretch the scheduler slowed (the cores were
 /// busy) earns a longer pause: the busier the machine, the more it yields.
 /// At a tenth (9), A2 beside the archiver measured 0.82-0.96x of A2
-/// without on two cores (medians of 9 rounds, four runs), at a twentieth
-/// 1.00-1.08x (three runs). What it costs: while appends never pause,
-/// the archiver rewrites about 5 MB/s of records (111 MB/s at full speed
-/// on that machine), some 400 GB a day.
+/// without on two cores (compare bench, medians of 9 rounds, four runs),
+/// at a twentieth 0.89-1.08x, median 0.98 (six runs). What it costs:
+/// while appends never pause, the archiver rewrites about a twentieth of
+/// what it does at full speed (Z1: 111-115 MB/s there), so about 5 MB/s
+/// of records, some 400 GB a day (estimated, not measured).
 const PAUSE_PER_WORK: u32 = 19;
 /// How long the archiver waits for the secondary indexes to cover a
 /// segment before it archives the segment anyway.

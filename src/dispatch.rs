@@ -46,6 +46,7 @@ use crate::event::LoggedEvent;
 use crate::log::Shared;
 use crate::record::body_view;
 use crate::subscribe::Filter;
+use crate::sync::lock;
 use crate::watermark::WaitOutcome;
 
 /// Most events one dispatcher batch reads before it hands them out: bounds
@@ -55,12 +56,6 @@ const BATCH_EVENTS_MAX: u64 = 4096;
 /// How long the dispatcher waits for new events before it looks at its
 /// stop flag again (a stop also wakes it at once).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
-
-/// Locks `mutex`; a panic elsewhere while it was held leaves nothing half
-/// done here (every critical section only moves whole values).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Slot ids: unique among the slots of the process, and a slot takes a
 /// new one when its subscriber moves backwards, so that the chunks read

@@ -87,6 +87,7 @@ pub mod rules;
 mod segment;
 pub mod storage;
 mod subscribe;
+mod sync;
 mod syncer;
 mod sys;
 mod watermark;

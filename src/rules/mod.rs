@@ -75,6 +75,7 @@ use crate::log::{Appender, Shared};
 use crate::query::{apply_changes, validate_pattern, Query};
 use crate::storage::OpenMode;
 use crate::subscribe::{Filter, Start, Subscription, BOOKKEEPING_TYPE_PREFIX};
+use crate::sync::lock;
 
 /// Metadata key naming the rule that produced an event.
 pub const RULE_KEY: &str = "evlog.rule";
@@ -1143,12 +1144,6 @@ impl Rules {
         }
         drop(lock(&self.appender).take());
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The engine thread.
